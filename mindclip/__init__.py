@@ -1,0 +1,32 @@
+"""mindclip: CLIP-family contrastive image-text models for MindSpore."""
+from typing import Callable, Optional, Tuple
+
+from .models import (CLIPConfig, CLIPModel, create_model, get_model_config, list_models,
+                     resolve_model_name)
+from .tokenizer import CLIPTokenizer, tokenize
+
+__version__ = "0.1.0"
+
+
+def get_tokenizer(model_name: Optional[str] = None) -> CLIPTokenizer:
+    """The tokenizer of a model (all CLIP architectures share OpenAI's BPE)."""
+    context = get_model_config(model_name).text_cfg.context_length if model_name else 77
+    return CLIPTokenizer(context_length=context)
+
+
+def create_model_and_transforms(model_name: Optional[str] = None, pretrained: Optional[str] = None,
+                                **kwargs) -> Tuple[CLIPModel, Callable, Callable]:
+    """``(model, train_transform, eval_transform)`` as open_clip returns them.
+
+    The eval transform equals open_clip's (bicubic shortest-side resize, center crop,
+    OpenAI mean/std); the train transform is open_clip's RandomResizedCrop(scale 0.9-1).
+    """
+    from .data.transforms import image_transform, train_transform
+
+    model = create_model(model_name, pretrained=pretrained, **kwargs)
+    return model, train_transform(model.image_size), image_transform(model.image_size)
+
+
+__all__ = ["CLIPConfig", "CLIPModel", "CLIPTokenizer", "create_model",
+           "create_model_and_transforms", "get_model_config", "get_tokenizer", "list_models",
+           "resolve_model_name", "tokenize", "__version__"]

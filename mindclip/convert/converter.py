@@ -1,0 +1,131 @@
+"""PyTorch CLIP checkpoints <-> mindclip weight files."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+
+from ..models.config import CLIPConfig
+from ..models.factory import check_state_dict, get_model_config
+from ..models.weights_io import METADATA_KEY, read_weights, write_safetensors, write_weights
+from .hf import hf_state_to_openclip
+from .infer import infer_config, matching_model_names
+from .naming import (detect_naming, mindclip_to_openclip, mindformers_to_mindclip,
+                     openclip_to_mindclip, strip_prefix)
+from .sources import OPENCLIP_DIR_CONFIG, read_source
+
+SOURCES = ("auto", "openai", "open_clip", "hf", "mindformers", "mindclip")
+
+
+def _expected_shapes(config: CLIPConfig) -> Dict[str, tuple]:
+    from ..models.clip import CLIPModel
+
+    return {k: tuple(p.shape) for k, p in CLIPModel(config).parameters_dict().items()}
+
+
+def _to_openclip_names(tensors: Dict[str, np.ndarray], naming: str) -> Dict[str, np.ndarray]:
+    if naming == "hf":
+        return hf_state_to_openclip(tensors)
+    if naming == "mindformers":
+        return mindclip_to_openclip(mindformers_to_mindclip(tensors))
+    if naming == "mindclip":
+        return mindclip_to_openclip(tensors)
+    return tensors
+
+
+def convert_checkpoint(path: str, src: str = "auto", model_name: Optional[str] = None,
+                       quick_gelu: Optional[bool] = None,
+                       allow_torchscript: bool = False) -> Tuple[Dict[str, np.ndarray], CLIPConfig]:
+    """Read any supported checkpoint and return ``(mindclip tensors, architecture)``.
+
+    The architecture comes from ``model_name`` if given, else from the source's own config
+    (open_clip folder, HF folder, mindclip metadata), else from the tensor shapes; the
+    activation, which shapes cannot tell, is QuickGELU for OpenAI and MindFormers sources
+    and must otherwise be given (``quick_gelu`` or ``model_name``). The result is checked
+    against a model of that architecture: every weight present, none extra, all shapes equal.
+    """
+    if src not in SOURCES:
+        raise ValueError(f"src must be one of {SOURCES}, got {src!r}")
+    source = read_source(path, allow_torchscript=allow_torchscript)
+    tensors = strip_prefix(source.tensors)
+    naming = detect_naming(tensors)
+    expected_naming = {"openai": "open_clip", "open_clip": "open_clip", "hf": "hf",
+                       "mindformers": "mindformers", "mindclip": "mindclip"}.get(src)
+    if expected_naming and naming != expected_naming:
+        raise ValueError(f"--src {src} but {path} uses {naming} parameter names")
+    state = _to_openclip_names(tensors, naming)
+
+    if model_name is not None:
+        config = get_model_config(model_name)
+    elif source.config is not None:
+        config = source.config
+    else:
+        openai_like = source.kind == "torchscript" or src == "openai" or naming == "mindformers"
+        gelu = True if openai_like and quick_gelu is None else quick_gelu
+        if gelu is None:
+            shaped = infer_config(state, quick_gelu=False)
+            names = matching_model_names(shaped, ignore_activation=True)
+            raise ValueError(
+                f"{path} does not say whether it uses QuickGELU (OpenAI-trained weights) or exact "
+                "GELU, and the shapes cannot tell. Pass --model NAME"
+                + (f" (shape-compatible: {', '.join(names)})" if names else "")
+                + " or --quick_gelu true|false.")
+        config = infer_config(state, quick_gelu=gelu)
+    if quick_gelu is not None and quick_gelu != config.quick_gelu:
+        raise ValueError(f"quick_gelu={quick_gelu} contradicts the architecture "
+                         f"(quick_gelu={config.quick_gelu})")
+    out = openclip_to_mindclip(state)
+    check_state_dict(_expected_shapes(config), out, path)
+    return out, config
+
+
+def save_converted(tensors: Dict[str, np.ndarray], config: CLIPConfig, out_path: str,
+                   dtype: str = "fp32", source: str = "") -> str:
+    """Write a mindclip checkpoint recording its architecture; returns the file written.
+
+    ``out_path`` ending in ``.ckpt``/``.safetensors`` is a file; anything else is a folder
+    that receives ``mindclip_model.safetensors`` and ``config.json``.
+    """
+    metadata = {METADATA_KEY: config.to_json(), "format": "mindclip", "source": source}
+    if not out_path.endswith((".ckpt", ".safetensors")):
+        os.makedirs(out_path, exist_ok=True)
+        with open(os.path.join(out_path, "config.json"), "w", encoding="utf-8") as f:
+            json.dump(config.to_dict(), f, indent=2)
+        out_path = os.path.join(out_path, "mindclip_model.safetensors")
+    write_weights(out_path, tensors, dtype=dtype, metadata=metadata)
+    return out_path
+
+
+def export_to_openclip(ms_path: str, out_path: str, model_name: Optional[str] = None) -> str:
+    """mindclip checkpoint -> open_clip state dict in safetensors (fp32).
+
+    ``out_path`` ending in ``.safetensors`` is a single file; otherwise a folder in open_clip's
+    ``local-dir`` layout (``open_clip_config.json`` + ``open_clip_model.safetensors``).
+    """
+    from ..models.factory import find_weight_file, read_checkpoint_config
+
+    weight_file = find_weight_file(ms_path)
+    tensors, _ = read_weights(weight_file)
+    config = get_model_config(model_name) if model_name else read_checkpoint_config(weight_file)
+    if config is None:
+        raise ValueError(f"{ms_path} records no architecture; pass --model")
+    naming = detect_naming(tensors)
+    if naming == "mindformers":
+        tensors = mindformers_to_mindclip(tensors)
+    elif naming != "mindclip":
+        raise ValueError(f"{ms_path} is not a MindSpore CLIP checkpoint ({naming} names)")
+    check_state_dict(_expected_shapes(config), tensors, ms_path)
+    state = {k: v.astype(np.float32) if np.issubdtype(v.dtype, np.floating) else v
+             for k, v in mindclip_to_openclip(tensors).items()}
+    if out_path.endswith(".safetensors"):
+        write_safetensors(out_path, state)
+        return out_path
+    os.makedirs(out_path, exist_ok=True)
+    model_cfg = config.to_dict()
+    with open(os.path.join(out_path, OPENCLIP_DIR_CONFIG), "w", encoding="utf-8") as f:
+        json.dump({"model_cfg": model_cfg, "preprocess_cfg": {}}, f, indent=2)
+    weight_path = os.path.join(out_path, "open_clip_model.safetensors")
+    write_safetensors(weight_path, state)
+    return weight_path

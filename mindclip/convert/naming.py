@@ -1,0 +1,104 @@
+"""Parameter-name translation between open_clip/OpenAI, MindFormers 1.x and mindclip.
+
+open_clip (== OpenAI) names are the pivot: every source is first brought to them, and the
+reverse conversion writes them. Shapes and layouts are shared (Dense/Conv weights are
+stored like PyTorch's), so translation is renaming only.
+"""
+from __future__ import annotations
+
+import re
+from typing import Dict, List, Tuple
+
+import numpy as np
+
+# Keys that OpenAI/open_clip files carry but that are not weights.
+IGNORED_KEYS = {"attn_mask", "input_resolution", "context_length", "vocab_size"}
+TEXT_ROOTS = ("token_embedding.", "positional_embedding", "transformer.", "ln_final.",
+              "text_projection")
+
+_LN = r"(ln_pre|ln_post|ln_1|ln_2|ln_final)"
+_BN = r"(bn\d|downsample\.1)"
+# (open_clip pattern, mindclip pattern) applied on the name suffix.
+_RULES: List[Tuple[str, str]] = [
+    (rf"{_LN}\.weight$", r"\1.gamma"),
+    (rf"{_LN}\.bias$", r"\1.beta"),
+    (rf"{_BN}\.weight$", r"\1.gamma"),
+    (rf"{_BN}\.bias$", r"\1.beta"),
+    (rf"{_BN}\.running_mean$", r"\1.moving_mean"),
+    (rf"{_BN}\.running_var$", r"\1.moving_variance"),
+    (r"attn\.in_proj_weight$", "attn.in_proj.weight"),
+    (r"attn\.in_proj_bias$", "attn.in_proj.bias"),
+    (r"token_embedding\.weight$", "token_embedding.embedding_table"),
+]
+_REVERSE: List[Tuple[str, str]] = [
+    (rf"{_LN}\.gamma$", r"\1.weight"),
+    (rf"{_LN}\.beta$", r"\1.bias"),
+    (rf"{_BN}\.gamma$", r"\1.weight"),
+    (rf"{_BN}\.beta$", r"\1.bias"),
+    (rf"{_BN}\.moving_mean$", r"\1.running_mean"),
+    (rf"{_BN}\.moving_variance$", r"\1.running_var"),
+    (r"attn\.in_proj\.weight$", "attn.in_proj_weight"),
+    (r"attn\.in_proj\.bias$", "attn.in_proj_bias"),
+    (r"token_embedding\.embedding_table$", "token_embedding.weight"),
+]
+
+
+def _apply(name: str, rules: List[Tuple[str, str]]) -> str:
+    for pattern, repl in rules:
+        new, n = re.subn(pattern, repl, name)
+        if n:
+            return new
+    return name
+
+
+def strip_prefix(state: Dict[str, np.ndarray], prefix: str = "module.") -> Dict[str, np.ndarray]:
+    """Drop a DataParallel-style prefix carried by every key."""
+    if state and all(k.startswith(prefix) for k in state):
+        return {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def openclip_to_mindclip(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """open_clip/OpenAI state dict -> mindclip parameter names."""
+    out = {}
+    for name, value in state.items():
+        if name in IGNORED_KEYS or name.endswith("num_batches_tracked"):
+            continue
+        new = _apply(name, _RULES)
+        if new.startswith(TEXT_ROOTS):
+            new = "text." + new
+        out[new] = value
+    return out
+
+
+def mindformers_to_mindclip(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """MindFormers 1.x CLIP checkpoint -> mindclip names (only the text tower is re-rooted)."""
+    return {("text." + k if k.startswith(TEXT_ROOTS) else k): v for k, v in state.items()}
+
+
+def mindclip_to_openclip(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """mindclip names -> an open_clip ``CLIP`` state dict (BN step counters added at 0)."""
+    out = {}
+    for name, value in state.items():
+        new = _apply(name, _REVERSE)
+        if new.startswith("text."):
+            new = new[len("text."):]
+        out[new] = value
+        if new.endswith("running_var"):
+            out[new[:-len("running_var")] + "num_batches_tracked"] = np.zeros((), np.int64)
+    return out
+
+
+def detect_naming(keys) -> str:
+    """Which naming a state dict uses: 'mindclip', 'mindformers', 'hf' or 'open_clip'."""
+    keys = set(keys)
+    if "text.token_embedding.embedding_table" in keys:
+        return "mindclip"
+    if "token_embedding.embedding_table" in keys:
+        return "mindformers"
+    if any(k.startswith(("text_model.", "vision_model.")) for k in keys):
+        return "hf"
+    if "token_embedding.weight" in keys:
+        return "open_clip"
+    sample = ", ".join(sorted(keys)[:8])
+    raise ValueError(f"not a CLIP checkpoint: no token embedding among its keys ({sample}, ...)")

@@ -1,0 +1,149 @@
+"""Readers for every checkpoint layout we convert from.
+
+Each returns the raw tensors as numpy arrays plus whatever architecture description the
+source carries. PyTorch pickles are read with ``torch.load(weights_only=True)``;
+TorchScript archives (OpenAI's ``ViT-B-32.pt``) can run code when loaded and are only
+opened when the caller allows it explicitly.
+"""
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+import numpy as np
+
+from ..models.config import CLIPConfig
+from ..models.weights_io import METADATA_KEY, read_ckpt, read_safetensors
+from .hf import hf_config_to_clip
+
+OPENCLIP_DIR_CONFIG = "open_clip_config.json"
+OPENCLIP_DIR_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+HF_DIR_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+
+
+@dataclass
+class SourceCheckpoint:
+    """Raw tensors of a checkpoint and what its files say about it."""
+
+    tensors: Dict[str, np.ndarray]
+    kind: str  # torchscript | pickle | safetensors | ckpt | open_clip_dir | hf_dir
+    config: Optional[CLIPConfig] = None
+
+
+def is_torchscript(path: str) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as zf:
+        return any(n.endswith("constants.pkl") or "/code/" in n for n in zf.namelist())
+
+
+def _torch_to_numpy(obj: Dict[str, Any]) -> Dict[str, np.ndarray]:
+    import torch
+
+    out = {}
+    for name, value in obj.items():
+        if not isinstance(value, torch.Tensor):
+            continue
+        value = value.detach().cpu()
+        out[name] = (value.float() if value.is_floating_point() else value).numpy()
+    return out
+
+
+def read_torch_file(path: str, allow_torchscript: bool = False) -> SourceCheckpoint:
+    """A ``.pt``/``.pth``/``.bin`` file: a plain (or training) state dict, or TorchScript."""
+    try:
+        import torch
+    except ImportError:
+        raise ImportError("reading PyTorch pickles needs torch (pip install torch); "
+                          ".safetensors sources need no torch") from None
+    if is_torchscript(path):
+        if not allow_torchscript:
+            raise PermissionError(
+                f"{path} is a TorchScript archive (OpenAI's release format). Loading one can "
+                "execute code it contains; pass --allow_torchscript (allow_torchscript=True) "
+                "if you trust the file.")
+        module = torch.jit.load(path, map_location="cpu")
+        return SourceCheckpoint(_torch_to_numpy(module.state_dict()), "torchscript")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"cannot read {path} as a PyTorch state dict with weights_only=True "
+                         f"(untrusted pickles are never fully unpickled): {exc}") from None
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]  # open_clip training checkpoint {"epoch", "state_dict", ...}
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path} holds a {type(obj).__name__}, not a state dict")
+    return SourceCheckpoint(_torch_to_numpy(obj), "pickle")
+
+
+def openclip_model_cfg_to_clip(model_cfg: Dict[str, Any]) -> CLIPConfig:
+    """open_clip's ``model_cfg`` -> CLIPConfig; options we do not implement must be unset."""
+    valid_top = {"embed_dim", "quick_gelu", "vision_cfg", "text_cfg"}
+    valid_vision = {"layers", "width", "head_width", "mlp_ratio", "patch_size", "image_size"}
+    valid_text = {"context_length", "vocab_size", "width", "heads", "layers", "mlp_ratio"}
+    # open_clip defaults that describe exactly what our towers do.
+    neutral = {None, False, 0, 0.0, "", "tok", "argmax", "linear", "learnable", "lower"}
+    unsupported = []
+
+    def keep(section: Dict[str, Any], valid, where: str) -> Dict[str, Any]:
+        for key, value in section.items():
+            if key not in valid and not (isinstance(value, (dict, list)) and not value) \
+                    and not (not isinstance(value, (dict, list)) and value in neutral):
+                unsupported.append(f"{where}{key}={value!r}")
+        return {k: v for k, v in section.items() if k in valid}
+
+    top = keep(model_cfg, valid_top, "")
+    top["vision_cfg"] = keep(model_cfg.get("vision_cfg", {}), valid_vision, "vision_cfg.")
+    top["text_cfg"] = keep(model_cfg.get("text_cfg", {}), valid_text, "text_cfg.")
+    if unsupported:
+        raise ValueError("open_clip config uses options mindclip does not implement: "
+                         + ", ".join(unsupported))
+    return CLIPConfig.from_dict(top)
+
+
+def _first_existing(directory: str, names) -> str:
+    for name in names:
+        if os.path.isfile(os.path.join(directory, name)):
+            return os.path.join(directory, name)
+    raise FileNotFoundError(f"{directory} holds none of {list(names)}")
+
+
+def _read_weight_file(path: str, allow_torchscript: bool) -> SourceCheckpoint:
+    if path.endswith(".safetensors"):
+        tensors, metadata = read_safetensors(path)
+        config = (CLIPConfig.from_dict(json.loads(metadata[METADATA_KEY]))
+                  if METADATA_KEY in metadata else None)
+        return SourceCheckpoint(tensors, "safetensors", config)
+    if path.endswith(".ckpt"):
+        tensors, metadata = read_ckpt(path)
+        config = (CLIPConfig.from_dict(json.loads(metadata[METADATA_KEY]))
+                  if METADATA_KEY in metadata else None)
+        return SourceCheckpoint(tensors, "ckpt", config)
+    return read_torch_file(path, allow_torchscript)
+
+
+def read_source(path: str, allow_torchscript: bool = False) -> SourceCheckpoint:
+    """Read a checkpoint file or folder of any supported layout."""
+    if os.path.isdir(path):
+        oc_cfg = os.path.join(path, OPENCLIP_DIR_CONFIG)
+        hf_cfg = os.path.join(path, "config.json")
+        if os.path.isfile(oc_cfg):
+            with open(oc_cfg, encoding="utf-8") as f:
+                cfg = openclip_model_cfg_to_clip(json.load(f)["model_cfg"])
+            src = _read_weight_file(_first_existing(path, OPENCLIP_DIR_WEIGHTS), False)
+            return SourceCheckpoint(src.tensors, "open_clip_dir", cfg)
+        if os.path.isfile(hf_cfg):
+            with open(hf_cfg, encoding="utf-8") as f:
+                cfg = hf_config_to_clip(json.load(f))
+            src = _read_weight_file(_first_existing(path, HF_DIR_WEIGHTS), False)
+            return SourceCheckpoint(src.tensors, "hf_dir", cfg)
+        raise FileNotFoundError(
+            f"{path} is a directory but neither an open_clip folder ({OPENCLIP_DIR_CONFIG} + "
+            f"{' or '.join(OPENCLIP_DIR_WEIGHTS)}) nor a Hugging Face CLIPModel folder "
+            f"(config.json + {' or '.join(HF_DIR_WEIGHTS)})")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    return _read_weight_file(path, allow_torchscript)

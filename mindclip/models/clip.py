@@ -1,0 +1,63 @@
+"""The CLIP model: an image tower and a text tower trained into one embedding space."""
+from __future__ import annotations
+
+import math
+from typing import Tuple
+
+import mindspore as ms
+from mindspore import Parameter, Tensor, nn, ops
+
+from .config import CLIPConfig
+from .resnet import ModifiedResNet
+from .text import TextTransformer
+from .vision import VisionTransformer
+
+# CLIP clamps the learned temperature so that logits are scaled by at most 100.
+MAX_LOGIT_SCALE = math.log(100.0)
+
+
+def l2_normalize(x: Tensor) -> Tensor:
+    """``x / max(||x||, 1e-12)`` along the last axis (PyTorch's ``F.normalize``)."""
+    norm = ops.sqrt((x.astype(ms.float32) ** 2).sum(axis=-1, keepdims=True))
+    return (x.astype(ms.float32) / ops.clamp(norm, min=1e-12)).astype(x.dtype)
+
+
+class CLIPModel(nn.Cell):
+    """CLIP as a MindSpore Cell.
+
+    ``construct(image, text)`` returns L2-normalised image and text features and
+    ``exp(logit_scale)``; ``encode_image``/``encode_text`` run one tower.
+    """
+
+    def __init__(self, config: CLIPConfig):
+        super().__init__()
+        self.config = config
+        if config.vision_cfg.is_resnet:
+            self.visual = ModifiedResNet(config.vision_cfg, config.embed_dim)
+        else:
+            self.visual = VisionTransformer(config.vision_cfg, config.embed_dim, config.quick_gelu)
+        self.text = TextTransformer(config.text_cfg, config.embed_dim, config.quick_gelu)
+        self.logit_scale = Parameter(Tensor(math.log(1 / 0.07), ms.float32), name="logit_scale")
+
+    @property
+    def image_size(self) -> int:
+        return self.config.vision_cfg.image_size
+
+    @property
+    def context_length(self) -> int:
+        return self.config.text_cfg.context_length
+
+    def encode_image(self, image: Tensor, normalize: bool = False) -> Tensor:
+        """Image features ``(B, embed_dim)``; unit length when ``normalize``."""
+        features = self.visual(image)
+        return l2_normalize(features) if normalize else features
+
+    def encode_text(self, text: Tensor, normalize: bool = False) -> Tensor:
+        """Text features ``(B, embed_dim)`` from token ids ``(B, L)``."""
+        features = self.text(text)
+        return l2_normalize(features) if normalize else features
+
+    def construct(self, image, text) -> Tuple[Tensor, Tensor, Tensor]:
+        image_features = l2_normalize(self.visual(image))
+        text_features = l2_normalize(self.text(text))
+        return image_features, text_features, ops.exp(self.logit_scale)

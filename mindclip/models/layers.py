@@ -1,0 +1,128 @@
+"""Transformer building blocks shared by the image and text towers.
+
+Parameter names mirror open_clip's (``ln_1``, ``attn.in_proj``, ``mlp.c_fc``...) with
+MindSpore's own suffixes (``gamma``/``beta`` for norms), which are also the names
+MindFormers 1.x CLIP checkpoints use, so those load without renaming.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import mindspore as ms
+from mindspore import Parameter, Tensor, nn, ops
+from mindspore.common.initializer import Normal, initializer
+
+
+class LayerNorm(nn.LayerNorm):
+    """LayerNorm computed in fp32 (eps 1e-5, PyTorch's default) whatever the input dtype."""
+
+    def __init__(self, width: int, eps: float = 1e-5):
+        super().__init__((width,), begin_norm_axis=-1, begin_params_axis=-1, epsilon=eps)
+
+    def construct(self, x):
+        orig = x.dtype
+        y = super().construct(x.astype(ms.float32))
+        return y.astype(orig)
+
+
+class QuickGELU(nn.Cell):
+    """``x * sigmoid(1.702 x)``, the activation OpenAI's weights were trained with."""
+
+    def construct(self, x):
+        return x * ops.sigmoid(1.702 * x)
+
+
+def make_activation(quick_gelu: bool) -> nn.Cell:
+    # nn.GELU defaults to the tanh approximation; PyTorch's nn.GELU is exact.
+    return QuickGELU() if quick_gelu else nn.GELU(approximate=False)
+
+
+def dense(in_dim: int, out_dim: int, std: float, has_bias: bool = True) -> nn.Dense:
+    return nn.Dense(in_dim, out_dim, weight_init=Normal(std), bias_init="zeros", has_bias=has_bias)
+
+
+def normal_param(shape, std: float, name: str) -> Parameter:
+    return Parameter(initializer(Normal(std), shape, ms.float32), name=name)
+
+
+def causal_mask(length: int) -> Tensor:
+    """Additive mask: 0 on and below the diagonal, a large negative number above it."""
+    mask = np.triu(np.full((length, length), -np.inf, dtype=np.float32), k=1)
+    # -inf * 0 would give NaN inside fused kernels; a finite floor is as good after softmax.
+    mask[np.isinf(mask)] = np.finfo(np.float32).min
+    return Tensor(mask)
+
+
+class MultiheadSelfAttention(nn.Cell):
+    """Batch-first multi-head self-attention with a packed q/k/v projection.
+
+    Softmax runs in fp32 so that fp16 activations keep PyTorch's accuracy.
+    """
+
+    def __init__(self, width: int, heads: int, attn_std: float, proj_std: float):
+        super().__init__()
+        self.heads = heads
+        self.head_dim = width // heads
+        self.scale = self.head_dim ** -0.5
+        self.in_proj = dense(width, 3 * width, attn_std)
+        self.out_proj = dense(width, width, proj_std)
+
+    def construct(self, x, attn_mask: Optional[Tensor] = None):
+        b, n, d = x.shape
+        qkv = self.in_proj(x).reshape(b, n, 3, self.heads, self.head_dim)
+        qkv = qkv.transpose(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        attn = ops.matmul(q * self.scale, k.transpose(0, 1, 3, 2))
+        attn = attn.astype(ms.float32)
+        if attn_mask is not None:
+            attn = attn + attn_mask
+        attn = ops.softmax(attn, axis=-1).astype(v.dtype)
+        out = ops.matmul(attn, v).transpose(0, 2, 1, 3).reshape(b, n, d)
+        return self.out_proj(out)
+
+
+class MLP(nn.Cell):
+    def __init__(self, width: int, hidden: int, quick_gelu: bool, fc_std: float, proj_std: float):
+        super().__init__()
+        self.c_fc = dense(width, hidden, fc_std)
+        self.gelu = make_activation(quick_gelu)
+        self.c_proj = dense(hidden, width, proj_std)
+
+    def construct(self, x):
+        return self.c_proj(self.gelu(self.c_fc(x)))
+
+
+class ResidualAttentionBlock(nn.Cell):
+    """Pre-norm transformer block: ``x + attn(ln_1(x))`` then ``x + mlp(ln_2(x))``."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float, quick_gelu: bool, layers: int):
+        super().__init__()
+        # open_clip's initialisation, so that training from scratch starts where it does.
+        attn_std = width ** -0.5
+        proj_std = attn_std * (2 * layers) ** -0.5
+        fc_std = (2 * width) ** -0.5
+        self.ln_1 = LayerNorm(width)
+        self.attn = MultiheadSelfAttention(width, heads, attn_std, proj_std)
+        self.ln_2 = LayerNorm(width)
+        self.mlp = MLP(width, int(width * mlp_ratio), quick_gelu, fc_std, proj_std)
+
+    def construct(self, x, attn_mask: Optional[Tensor] = None):
+        x = x + self.attn(self.ln_1(x), attn_mask)
+        return x + self.mlp(self.ln_2(x))
+
+
+class Transformer(nn.Cell):
+    def __init__(self, width: int, layers: int, heads: int, mlp_ratio: float, quick_gelu: bool):
+        super().__init__()
+        self.width = width
+        self.layers = layers
+        self.resblocks = nn.CellList([
+            ResidualAttentionBlock(width, heads, mlp_ratio, quick_gelu, layers)
+            for _ in range(layers)])
+
+    def construct(self, x, attn_mask: Optional[Tensor] = None):
+        for block in self.resblocks:
+            x = block(x, attn_mask)
+        return x
+

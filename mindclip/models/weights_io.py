@@ -1,0 +1,181 @@
+"""Reading and writing flat weight files (MindSpore ``.ckpt`` and ``.safetensors``).
+
+safetensors is parsed here directly rather than through a framework so that bf16 files
+(which numpy cannot represent) load everywhere without torch, and so that the metadata
+block (where we record the architecture) is available before any tensor is read.
+Every write goes to a temporary file that is renamed into place, so an interrupted
+write never leaves a truncated checkpoint behind.
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+from typing import Dict, Mapping, Optional, Tuple
+
+import numpy as np
+
+METADATA_KEY = "mindclip_config"
+
+_ST_TO_NP = {
+    "F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32,
+    "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_,
+}
+_NP_TO_ST = {np.dtype(v): k for k, v in _ST_TO_NP.items()}
+_DTYPES = ("fp32", "fp16", "bf16")
+
+
+def bf16_bits_to_fp32(bits: np.ndarray) -> np.ndarray:
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+def fp32_to_bf16_bits(x: np.ndarray) -> np.ndarray:
+    """Round-to-nearest-even fp32 -> bf16, returned as the raw uint16 bit pattern."""
+    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    rounding = ((bits >> 16) & 1) + 0x7FFF
+    out = ((bits + rounding) >> 16).astype(np.uint16)
+    nan = np.isnan(x)
+    out[nan] = 0x7FC0
+    return out
+
+
+def atomic_write(path: str, write_fn) -> None:
+    """Call ``write_fn(tmp_path)`` then atomically rename the result to ``path``."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=directory)
+    os.close(fd)
+    try:
+        write_fn(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def read_safetensors(path: str) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
+    """Return ``(tensors, metadata)``; bf16 tensors come back as fp32."""
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        if len(raw) != 8:
+            raise ValueError(f"{path} is not a safetensors file (too short)")
+        (header_len,) = struct.unpack("<Q", raw)
+        if header_len > 100 * 1024 * 1024:
+            raise ValueError(f"{path} is not a safetensors file (header length {header_len})")
+        try:
+            header = json.loads(f.read(header_len))
+        except ValueError as exc:
+            raise ValueError(f"{path} is not a safetensors file: {exc}") from None
+        data = f.read()
+    metadata = header.pop("__metadata__", None) or {}
+    tensors = {}
+    for name, info in header.items():
+        start, end = info["data_offsets"]
+        buf = data[start:end]
+        dtype = info["dtype"]
+        if dtype == "BF16":
+            arr = bf16_bits_to_fp32(np.frombuffer(buf, dtype=np.uint16))
+        elif dtype in _ST_TO_NP:
+            arr = np.frombuffer(buf, dtype=_ST_TO_NP[dtype]).copy()
+        else:
+            raise ValueError(f"{path}: tensor {name!r} has unsupported dtype {dtype}")
+        tensors[name] = arr.reshape(info["shape"])
+    return tensors, metadata
+
+
+def write_safetensors(path: str, tensors: Mapping[str, np.ndarray], dtype: str = "fp32",
+                      metadata: Optional[Mapping[str, str]] = None) -> None:
+    """Write float tensors as ``dtype`` (fp32/fp16/bf16); integer tensors are kept as they are."""
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be one of {_DTYPES}, got {dtype!r}")
+    header, chunks, offset = {}, [], 0
+    for name in sorted(tensors):
+        arr = np.asarray(tensors[name])
+        if np.issubdtype(arr.dtype, np.floating):
+            if dtype == "bf16":
+                blob, st_dtype = fp32_to_bf16_bits(arr).tobytes(), "BF16"
+            else:
+                arr = arr.astype(np.float16 if dtype == "fp16" else np.float32)
+                blob, st_dtype = np.ascontiguousarray(arr).tobytes(), _NP_TO_ST[arr.dtype]
+        else:
+            blob, st_dtype = np.ascontiguousarray(arr).tobytes(), _NP_TO_ST[arr.dtype]
+        header[name] = {"dtype": st_dtype, "shape": list(arr.shape),
+                        "data_offsets": [offset, offset + len(blob)]}
+        chunks.append(blob)
+        offset += len(blob)
+    if metadata:
+        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    head = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    head += b" " * (-len(head) % 8)
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            f.write(struct.pack("<Q", len(head)))
+            f.write(head)
+            for blob in chunks:
+                f.write(blob)
+
+    atomic_write(path, write)
+
+
+def read_ckpt(path: str) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
+    """Read a MindSpore ``.ckpt``; string entries (``append_dict``) are returned as metadata."""
+    import mindspore as ms
+
+    try:
+        raw = ms.load_checkpoint(path)
+    except Exception as exc:  # MindSpore raises bare ValueError/RuntimeError on corrupt files
+        raise ValueError(f"cannot read MindSpore checkpoint {path}: {exc}") from None
+    tensors, metadata = {}, {}
+    for name, value in raw.items():
+        if isinstance(value, str):
+            metadata[name] = value
+        elif hasattr(value, "asnumpy"):
+            if value.dtype == ms.bfloat16:
+                value = value.astype(ms.float32)
+            tensors[name] = value.asnumpy()
+        else:
+            metadata[name] = str(value)
+    return tensors, metadata
+
+
+def write_ckpt(path: str, tensors: Mapping[str, np.ndarray], dtype: str = "fp32",
+               metadata: Optional[Mapping[str, str]] = None) -> None:
+    import mindspore as ms
+
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be one of {_DTYPES}, got {dtype!r}")
+    target = {"fp32": ms.float32, "fp16": ms.float16, "bf16": ms.bfloat16}[dtype]
+    items = []
+    for name in sorted(tensors):
+        arr = np.asarray(tensors[name])
+        t = ms.Tensor(arr)
+        if np.issubdtype(arr.dtype, np.floating):
+            t = ms.Tensor(arr.astype(np.float32)).astype(target)
+        items.append({"name": name, "data": t})
+    atomic_write(path, lambda tmp: ms.save_checkpoint(
+        items, tmp, append_dict=dict(metadata) if metadata else None))
+
+
+def read_weights(path: str) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
+    """Read a ``.ckpt`` or ``.safetensors`` file into numpy arrays plus string metadata."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    if path.endswith(".safetensors"):
+        return read_safetensors(path)
+    if path.endswith(".ckpt"):
+        return read_ckpt(path)
+    raise ValueError(f"{path}: expected a .ckpt or .safetensors file")
+
+
+def write_weights(path: str, tensors: Mapping[str, np.ndarray], dtype: str = "fp32",
+                  metadata: Optional[Mapping[str, str]] = None) -> None:
+    """Write by extension: ``.safetensors`` or ``.ckpt``."""
+    if path.endswith(".safetensors"):
+        write_safetensors(path, tensors, dtype, metadata)
+    elif path.endswith(".ckpt"):
+        write_ckpt(path, tensors, dtype, metadata)
+    else:
+        raise ValueError(f"{path}: output must end in .ckpt or .safetensors")

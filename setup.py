@@ -1,0 +1,40 @@
+"""mindclip: CLIP-family contrastive image-text models for MindSpore."""
+from setuptools import find_packages, setup
+
+setup(
+    name="mindclip",
+    version="0.1.0",
+    description="MindSpore model zoo for contrastive image-text models (CLIP, OpenCLIP, DeCLIP)",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.9",
+    packages=find_packages(include=["mindclip", "mindclip.*"]),
+    package_data={
+        "mindclip.tokenizer": ["bpe_simple_vocab_16e6.txt.gz", "NOTICE"],
+        "mindclip.models": ["model_configs/*.json"],
+    },
+    install_requires=[
+        "mindspore==2.10.0",
+        # MindSpore 2.10's core is built against NumPy 1.x ("Numpy init failed" under 2.x).
+        "numpy<2",
+        "pillow",
+        "ftfy",
+        "regex",
+        "pyyaml",
+        "safetensors",
+        "tqdm",
+    ],
+    extras_require={
+        "test": [
+            "pytest",
+            # These two install from the machine's local wheel store; other versions pull GBs.
+            "torch==2.14.1",
+            "torchvision==0.29.1",
+            "open_clip_torch",
+            "transformers",
+            "scikit-learn",
+            "scikit-image",
+        ],
+    },
+)

@@ -1,0 +1,85 @@
+"""Shared fixtures: MindSpore context, reference open_clip models built with random weights."""
+import os
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import mindspore as ms  # noqa: E402
+
+ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
+
+# fp32 feature parity tolerance (max abs diff) from the design's numerics rules.
+FEATURE_ATOL = 1e-4
+
+
+def build_openclip(name: str, seed: int = 0):
+    """A randomly initialised open_clip ``CLIP`` of one of our architectures (eval mode).
+
+    BatchNorm running statistics and scales are randomised too, so that a converter that
+    dropped or swapped them could not pass.
+    """
+    import open_clip
+    import torch
+
+    from mindclip import get_model_config
+
+    cfg = get_model_config(name).to_dict()
+    torch.manual_seed(seed)
+    model = open_clip.model.CLIP(embed_dim=cfg["embed_dim"], vision_cfg=cfg["vision_cfg"],
+                                 text_cfg=cfg["text_cfg"], quick_gelu=cfg["quick_gelu"])
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.normal_(0, 0.1)
+                module.running_var.uniform_(0.5, 1.5)
+                module.weight.normal_(1.0, 0.1)
+                module.bias.normal_(0.0, 0.1)
+        model.logit_scale.fill_(float(np.log(1 / 0.07)) + 0.3)
+    return model.eval()
+
+
+CAPTIONS = ["a photo of a cat", "a diagram of a neural network", "", "🐶 dog & <b>bone</b>"]
+
+
+def reference_inputs(image_size: int, batch: int = 2, seed: int = 1):
+    """Random images and tokenized captions (open_clip's tokenizer) for parity checks."""
+    import open_clip
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    images = torch.randn(batch, 3, image_size, image_size, generator=gen)
+    tokens = open_clip.get_tokenizer("ViT-B-32")(CAPTIONS[:batch])
+    return images, tokens
+
+
+def reference_outputs(model, images, tokens):
+    import torch
+
+    with torch.no_grad():
+        image_features, text_features, scale = model(images, tokens)
+        logits = scale * image_features @ text_features.T
+    return image_features.numpy(), text_features.numpy(), logits.numpy()
+
+
+def mindclip_outputs(model, images, tokens):
+    image_features, text_features, scale = model(ms.Tensor(images.numpy()),
+                                                 ms.Tensor(tokens.numpy().astype(np.int32)))
+    image_features, text_features = image_features.asnumpy(), text_features.asnumpy()
+    logits = float(scale.asnumpy()) * image_features @ text_features.T
+    return image_features, text_features, logits
+
+
+def assert_parity(ours, ref, atol=FEATURE_ATOL):
+    for name, a, b in zip(("image features", "text features", "logits"), ours, ref):
+        assert a.shape == b.shape, f"{name}: shape {a.shape} vs {b.shape}"
+        diff = float(np.abs(a - b).max())
+        assert diff <= atol, f"{name}: max abs diff {diff:.3g} > {atol}"
+
+
+@pytest.fixture(scope="session")
+def tiny_openclip():
+    return build_openclip("ViT-Tiny-8")
