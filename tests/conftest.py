@@ -39,6 +39,9 @@ def build_openclip(name: str, seed: int = 0):
                 module.weight.normal_(1.0, 0.1)
                 module.bias.normal_(0.0, 0.1)
         model.logit_scale.fill_(float(np.log(1 / 0.07)) + 0.3)
+    # open_clip.create_model sets these; its hub writer needs them
+    model.visual.image_mean = open_clip.OPENAI_DATASET_MEAN
+    model.visual.image_std = open_clip.OPENAI_DATASET_STD
     return model.eval()
 
 
