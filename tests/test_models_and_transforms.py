@@ -1,0 +1,75 @@
+"""Registry, factory front doors and preprocessing equality with open_clip."""
+import numpy as np
+import pytest
+from PIL import Image
+
+import mindclip
+import mindclip.data
+from mindclip import create_model_and_transforms, list_models
+
+REQUIRED = ["ViT-B-32", "ViT-B-16", "ViT-L-14", "ViT-L-14-336", "RN50", "RN101", "RN50x4"]
+
+
+def test_required_architectures_and_twins_listed():
+    names = list_models()
+    for name in REQUIRED:
+        assert name in names and f"{name}-quickgelu" in names
+    assert {"clip_vit_b_32", "clip_vit_b_16", "clip_vit_l_14", "clip_vit_l_14@336"} <= set(
+        list_models(include_aliases=True))
+
+
+@pytest.mark.parametrize("name", REQUIRED)
+def test_configs_equal_open_clips(name):
+    import open_clip
+
+    ours = mindclip.get_model_config(name).to_dict()
+    theirs = open_clip.get_model_config(name)
+    assert ours["embed_dim"] == theirs["embed_dim"]
+    for section in ("vision_cfg", "text_cfg"):
+        for key, value in theirs[section].items():
+            assert ours[section][key] == value, (section, key)
+    assert mindclip.get_model_config(name + "-quickgelu").quick_gelu is True
+    assert open_clip.get_model_config(name + "-quickgelu")["quick_gelu"] is True
+
+
+def _sample_images():
+    from skimage import data
+
+    yield "astronaut", data.astronaut()              # 512x512 RGB
+    yield "coffee", data.coffee()                    # 400x600 RGB
+    yield "camera", data.camera()                    # 512x512 grayscale
+    yield "chelsea_rgba", np.dstack([data.chelsea(), np.full(data.chelsea().shape[:2], 200, np.uint8)])
+    yield "tall", data.rocket()                      # 427x640, portrait
+    yield "tiny", data.astronaut()[::40, ::60]       # smaller than the crop
+
+
+@pytest.mark.parametrize("image_size", [32, 224])
+def test_eval_transform_equals_open_clip(image_size):
+    from open_clip.transform import image_transform as oc_transform
+
+    reference = oc_transform(image_size, is_train=False)
+    ours = mindclip.data.image_transform(image_size)
+    for name, array in _sample_images():
+        pil = Image.fromarray(array)
+        expected = reference(pil).numpy()
+        got = ours(pil)
+        assert got.shape == expected.shape == (3, image_size, image_size), name
+        assert np.abs(got - expected).max() <= 1e-5, name
+
+
+def test_create_model_and_transforms():
+    model, train_tf, eval_tf = create_model_and_transforms("ViT-Tiny-8")
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8))
+    assert eval_tf(img).shape == (3, 32, 32)
+    assert train_tf(img).shape == (3, 32, 32)
+    assert model.image_size == 32 and model.context_length == 77
+    assert not model.training
+
+
+def test_train_transform_is_seeded_random_resized_crop():
+    img = np.random.default_rng(1).integers(0, 255, (100, 100, 3), dtype=np.uint8)
+    a = mindclip.data.train_transform(32, seed=5)
+    b = mindclip.data.train_transform(32, seed=5)
+    first = [a(img) for _ in range(3)]
+    np.testing.assert_array_equal(np.stack(first), np.stack([b(img) for _ in range(3)]))
+    assert not np.array_equal(first[0], first[1])  # crops differ from call to call
