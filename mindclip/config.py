@@ -1,0 +1,174 @@
+"""Run configuration: YAML files with ``base_config`` inheritance, command-line overrides and
+strict key checking against one schema (the defaults below).
+
+A key that the schema does not know is an error naming the valid keys of that section, so a
+typo never silently falls back to a default.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any, Dict, Iterable, List, Optional, Union
+
+import yaml
+
+_DATASET = {
+    "type": None,            # registered dataset name (see mindclip.registry.names("dataset"))
+    "path": None,            # dataset root, annotation file or shard pattern
+    "image_root": None,      # folder the annotation's image paths are relative to
+    "split": "train",
+    "csv_img_key": "filepath",
+    "csv_caption_key": "title",
+    "csv_separator": "\t",
+    "train_num_samples": None,
+    "resampled": False,
+    "class_names": None,     # list, or a .txt/.yaml file, for classification datasets
+    "templates": None,       # list of prompt templates with one "{}"
+    "num_samples": None,     # use only the first N samples (quick runs)
+    "num_workers": 2,
+    "shuffle": True,
+    "augment": {"scale": [0.9, 1.0], "color_jitter": 0.0, "grayscale": 0.0},
+}
+
+DEFAULTS: Dict[str, Any] = {
+    "base_config": None,
+    "task": "contrastive_language_image_pretrain",
+    "run_mode": "train",
+    "seed": 0,
+    "output_dir": "./output",
+    "load_checkpoint": None,
+    "resume": False,
+    "model": {"name": "ViT-Tiny-8", "pretrained": None, "config": None},
+    "train_dataset": copy.deepcopy(_DATASET),
+    "eval_dataset": dict(copy.deepcopy(_DATASET), split="test", shuffle=False),
+    "predict_data": None,
+    "loss": {"type": "clip", "local_loss": False, "gather_with_grad": True},
+    "optimizer": {"type": "adamw", "lr": 5e-4, "weight_decay": 0.2, "beta1": 0.9,
+                  "beta2": 0.98, "eps": 1e-6},
+    "lr_schedule": {"type": "cosine", "warmup_steps": 0, "min_lr": 0.0},
+    "runner": {
+        "epochs": 1, "max_steps": None, "batch_size": 32, "accumulate_steps": 1,
+        "clip_grad_norm": None, "precision": "fp32", "loss_scale": 1024.0,
+        "lock_image": False, "lock_image_unlocked_groups": 0,
+        "lock_text": False, "lock_text_unlocked_layers": 0,
+        "log_interval": 10, "save_interval": 0, "keep_checkpoints": 3,
+        "eval_interval": 1, "progress_bar": True,
+    },
+    "eval": {"batch_size": 64, "top_k": [1, 5], "plots": True},
+    "predict": {"top_k": 5},
+    "context": {"mode": 0, "device_target": "CPU", "device_id": 0, "threads": None},
+    "parallel": {"data_parallel": "auto"},
+}
+
+# Sections whose values are free-form (validated by their consumer).
+_FREE = {("model", "config")}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def deep_merge(base: Dict[str, Any], override: Dict[str, Any]) -> Dict[str, Any]:
+    """Recursively merge ``override`` into a copy of ``base`` (dicts merge, the rest replaces)."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def validate(cfg: Dict[str, Any], schema: Dict[str, Any] = DEFAULTS, path: tuple = ()) -> None:
+    """Raise :class:`ConfigError` on any key the schema does not define."""
+    for key, value in cfg.items():
+        where = ".".join(path + (key,))
+        if key not in schema:
+            section = ".".join(path) or "top level"
+            raise ConfigError(f"unknown config key {where!r}; valid keys at {section}: "
+                              f"{sorted(schema)}")
+        if (path + (key,)) in _FREE:
+            continue
+        if isinstance(schema[key], dict):
+            if value is None:
+                continue
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key {where!r} must be a mapping, got {value!r}")
+            validate(value, schema[key], path + (key,))
+
+
+def _read_yaml(path: str) -> Dict[str, Any]:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config file not found: {path}")
+    with open(path, "r", encoding="utf-8") as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a run config must be a mapping at top level")
+    return data
+
+
+def _load_with_bases(path: str, seen: Iterable[str] = ()) -> Dict[str, Any]:
+    path = os.path.abspath(path)
+    if path in seen:
+        raise ConfigError(f"base_config cycle through {path}")
+    data = _read_yaml(path)
+    bases = data.pop("base_config", None) or []
+    if isinstance(bases, str):
+        bases = [bases]
+    merged: Dict[str, Any] = {}
+    for base in bases:
+        base_path = base if os.path.isabs(base) else os.path.join(os.path.dirname(path), base)
+        merged = deep_merge(merged, _load_with_bases(base_path, tuple(seen) + (path,)))
+    return deep_merge(merged, data)
+
+
+def parse_value(text: str) -> Any:
+    """Command-line value -> Python (YAML scalar rules: 1e-4, true, null, [1, 2])."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(cfg: Dict[str, Any], overrides: Dict[str, Any]) -> Dict[str, Any]:
+    """Set dotted keys (``optimizer.lr``) in a copy of ``cfg``; unknown keys are errors."""
+    out = copy.deepcopy(cfg)
+    for dotted, value in overrides.items():
+        keys = dotted.split(".")
+        validate(_nest(keys, value))
+        node = out
+        for key in keys[:-1]:
+            if not isinstance(node.get(key), dict):
+                node[key] = {}
+            node = node[key]
+        node[keys[-1]] = value
+    return out
+
+
+def _nest(keys: List[str], value: Any) -> Dict[str, Any]:
+    for key in reversed(keys):
+        value = {key: value}
+    return value
+
+
+def load_config(path: Optional[str] = None, overrides: Optional[Dict[str, Any]] = None,
+                base: Union[Dict[str, Any], None] = None) -> Dict[str, Any]:
+    """Defaults <- ``base`` dict <- YAML file (with its bases) <- dotted ``overrides``."""
+    cfg = copy.deepcopy(DEFAULTS)
+    if base:
+        validate(base)
+        cfg = deep_merge(cfg, base)
+    if path:
+        data = _load_with_bases(path)
+        validate(data)
+        cfg = deep_merge(cfg, data)
+    if overrides:
+        cfg = apply_overrides(cfg, overrides)
+    cfg.pop("base_config", None)
+    return cfg
+
+
+def dump_config(cfg: Dict[str, Any], path: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        yaml.safe_dump(cfg, f, sort_keys=False)

@@ -1,0 +1,148 @@
+"""Contrastive losses: CLIP's symmetric InfoNCE and SigLIP's pairwise sigmoid loss.
+
+Across data-parallel ranks the features are all-gathered. MindSpore's AllGather has no CPU
+backward (it needs ReduceScatter), so :class:`GatherWithGrad` defines its own: the gradient
+of a gathered tensor is summed over ranks (AllReduce) and each rank keeps its own slice,
+which is exactly ReduceScatter's result.
+"""
+from __future__ import annotations
+
+import math
+
+import mindspore as ms
+from mindspore import Parameter, Tensor, nn, ops
+
+from .registry import register
+
+
+def distributed_info():
+    """``(rank, world_size)`` of the running job; ``(0, 1)`` outside a distributed launch."""
+    from mindspore.communication import GlobalComm
+
+    if not GlobalComm.INITED:
+        return 0, 1
+    from mindspore.communication import get_group_size, get_rank
+
+    return get_rank(), get_group_size()
+
+
+class GatherWithGrad(nn.Cell):
+    """AllGather along axis 0 whose backward returns this rank's slice of the summed gradient."""
+
+    def __init__(self, rank: int, world_size: int):
+        super().__init__()
+        self.rank = rank
+        self.world_size = world_size
+        self.all_gather = ops.AllGather()
+        self.all_reduce = ops.AllReduce()
+
+    def construct(self, x):
+        return self.all_gather(x)
+
+    def bprop(self, x, out, dout):
+        n = x.shape[0]
+        full = self.all_reduce(dout)
+        return (full[self.rank * n:(self.rank + 1) * n],)
+
+
+class GatherNoGrad(nn.Cell):
+    """AllGather whose own rank's slice is the local (differentiable) tensor, as open_clip
+    does without ``gather_with_grad``: gradients only reach the local features."""
+
+    def __init__(self, rank: int, world_size: int):
+        super().__init__()
+        self.rank = rank
+        self.world_size = world_size
+        self.all_gather = ops.AllGather()
+
+    def construct(self, x):
+        n = x.shape[0]
+        gathered = ops.stop_gradient(self.all_gather(x))
+        # Empty slices are avoided: the rank is a compile-time constant.
+        if self.rank == 0:
+            return ops.concat((x, gathered[n:]), axis=0)
+        if self.rank == self.world_size - 1:
+            return ops.concat((gathered[:self.rank * n], x), axis=0)
+        return ops.concat((gathered[:self.rank * n], x, gathered[(self.rank + 1) * n:]), axis=0)
+
+
+def _make_gather(gather_with_grad: bool, rank: int, world_size: int):
+    if world_size <= 1:
+        return None
+    return (GatherWithGrad if gather_with_grad else GatherNoGrad)(rank, world_size)
+
+
+def _soft_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
+    return -(ops.log_softmax(logits, axis=-1) * targets).sum(axis=-1).mean()
+
+
+@register("loss", "clip")
+class ClipLoss(nn.Cell):
+    """Symmetric cross-entropy over image-text similarity logits (open_clip's ``ClipLoss``).
+
+    ``local_loss``: each rank scores its own samples against all gathered ones (labels
+    offset by rank); otherwise every rank computes the full global loss.
+    """
+
+    def __init__(self, local_loss: bool = False, gather_with_grad: bool = True,
+                 rank: int = None, world_size: int = None):
+        super().__init__()
+        if rank is None or world_size is None:
+            rank, world_size = distributed_info()
+        self.rank, self.world_size = rank, world_size
+        self.local_loss = local_loss
+        self.gather = _make_gather(gather_with_grad, rank, world_size)
+
+    def construct(self, image_features, text_features, logit_scale):
+        image_features = image_features.astype(ms.float32)
+        text_features = text_features.astype(ms.float32)
+        n = image_features.shape[0]
+        offset = 0
+        if self.gather is not None:
+            all_image = self.gather(image_features)
+            all_text = self.gather(text_features)
+            if self.local_loss:
+                logits_per_image = logit_scale * ops.matmul(image_features, all_text.T)
+                logits_per_text = logit_scale * ops.matmul(text_features, all_image.T)
+                offset = self.rank * n
+            else:
+                logits_per_image = logit_scale * ops.matmul(all_image, all_text.T)
+                logits_per_text = logits_per_image.T
+                n = all_image.shape[0]
+        else:
+            logits_per_image = logit_scale * ops.matmul(image_features, text_features.T)
+            logits_per_text = logits_per_image.T
+        targets = ops.one_hot(ops.arange(n, dtype=ms.int32) + offset, logits_per_image.shape[1],
+                              Tensor(1.0, ms.float32), Tensor(0.0, ms.float32))
+        return (_soft_cross_entropy(logits_per_image, targets)
+                + _soft_cross_entropy(logits_per_text, targets)) / 2
+
+
+@register("loss", "siglip")
+class SigLipLoss(nn.Cell):
+    """Pairwise sigmoid loss (SigLIP) with a learnable bias (init -10; the model's scale is
+    initialised to ln 10 by the trainer). Text features of all ranks are gathered, which
+    equals open_clip's neighbour exchange."""
+
+    INIT_LOGIT_SCALE = math.log(10.0)
+    INIT_LOGIT_BIAS = -10.0
+
+    def __init__(self, gather_with_grad: bool = True, rank: int = None, world_size: int = None,
+                 local_loss: bool = True):
+        super().__init__()
+        if rank is None or world_size is None:
+            rank, world_size = distributed_info()
+        self.rank, self.world_size = rank, world_size
+        self.gather = _make_gather(gather_with_grad, rank, world_size)
+        self.logit_bias = Parameter(Tensor(self.INIT_LOGIT_BIAS, ms.float32), name="logit_bias")
+
+    def construct(self, image_features, text_features, logit_scale):
+        image_features = image_features.astype(ms.float32)
+        text_features = text_features.astype(ms.float32)
+        n = image_features.shape[0]
+        all_text = self.gather(text_features) if self.gather is not None else text_features
+        logits = logit_scale * ops.matmul(image_features, all_text.T) + self.logit_bias
+        positives = ops.one_hot(ops.arange(n, dtype=ms.int32) + self.rank * n, all_text.shape[0],
+                                Tensor(1.0, ms.float32), Tensor(0.0, ms.float32))
+        labels = 2 * positives - 1
+        return -ops.log_sigmoid(labels * logits).sum() / n

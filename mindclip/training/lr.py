@@ -1,0 +1,36 @@
+"""Learning-rate schedules, precomputed per optimizer step (open_clip's formulas)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..registry import register
+
+
+def _warmup(base_lr: float, warmup_steps: int, step: int) -> float:
+    return base_lr * (step + 1) / warmup_steps
+
+
+@register("lr_schedule", "cosine")
+def cosine_schedule(base_lr: float, total_steps: int, warmup_steps: int = 0,
+                    min_lr: float = 0.0) -> np.ndarray:
+    """Linear warmup, then cosine decay from ``base_lr`` to ``min_lr`` at ``total_steps``."""
+    out = np.empty(total_steps, np.float32)
+    decay_steps = max(total_steps - warmup_steps, 1)
+    for step in range(total_steps):
+        if step < warmup_steps:
+            out[step] = _warmup(base_lr, warmup_steps, step)
+        else:
+            progress = (step - warmup_steps) / decay_steps
+            out[step] = min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (base_lr - min_lr)
+    return out
+
+
+@register("lr_schedule", "constant")
+def constant_schedule(base_lr: float, total_steps: int, warmup_steps: int = 0,
+                      min_lr: float = 0.0) -> np.ndarray:
+    """Linear warmup, then ``base_lr`` throughout (``min_lr`` is unused)."""
+    del min_lr
+    return np.array([_warmup(base_lr, warmup_steps, s) if s < warmup_steps else base_lr
+                     for s in range(total_steps)], np.float32)

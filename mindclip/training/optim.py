@@ -1,0 +1,68 @@
+"""AdamW exactly as PyTorch computes it (with bias correction), as a MindSpore Cell.
+
+``nn.AdamWeightDecay`` skips Adam's bias correction, so its first steps differ from
+PyTorch's AdamW and open_clip's recipes would not transfer; this one matches to fp32
+rounding. Weight decay is switched off for 1-d parameters, norms, biases and
+``logit_scale`` (open_clip's rule).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import mindspore as ms
+from mindspore import Parameter, Tensor, nn, ops
+
+from ..registry import register
+
+
+def no_weight_decay(name: str, ndim: int) -> bool:
+    """open_clip's exclusion rule, on mindclip's parameter names."""
+    return (ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "beta" in name
+            or "logit_scale" in name)
+
+
+@register("optimizer", "adamw")
+class AdamW(nn.Cell):
+    """``construct(grads)`` applies one step; the step counter and moments are Parameters,
+    so they are saved and restored with the optimizer state."""
+
+    def __init__(self, params: Sequence[Parameter], learning_rate: np.ndarray,
+                 weight_decay: float = 0.2, beta1: float = 0.9, beta2: float = 0.98,
+                 eps: float = 1e-6):
+        super().__init__()
+        self.parameters = ms.ParameterTuple(list(params))
+        self.exp_avg = self.parameters.clone(prefix="adam_m", init="zeros")
+        self.exp_avg_sq = self.parameters.clone(prefix="adam_v", init="zeros")
+        self.decay = tuple(0.0 if no_weight_decay(p.name, len(p.shape)) else float(weight_decay)
+                           for p in self.parameters)
+        self.learning_rate = Tensor(np.asarray(learning_rate, np.float32))
+        self.num_lr = int(len(learning_rate))
+        self.step = Parameter(Tensor(0, ms.int32), name="global_step", requires_grad=False)
+        self.beta1, self.beta2, self.eps = beta1, beta2, eps
+
+    def current_lr(self) -> Tensor:
+        index = ops.minimum(self.step, self.num_lr - 1)
+        return self.learning_rate[index]
+
+    def construct(self, grads):
+        lr = self.current_lr()
+        step = ops.assign_add(self.step, Tensor(1, ms.int32))
+        t = step.astype(ms.float32)
+        bias1 = 1 - ops.pow(Tensor(self.beta1, ms.float32), t)
+        bias2 = 1 - ops.pow(Tensor(self.beta2, ms.float32), t)
+        step_size = lr / bias1
+        bias2_sqrt = ops.sqrt(bias2)
+        success = True
+        for i in range(len(self.parameters)):
+            param, m, v = self.parameters[i], self.exp_avg[i], self.exp_avg_sq[i]
+            grad = grads[i].astype(ms.float32)
+            new_m = self.beta1 * m + (1 - self.beta1) * grad
+            new_v = self.beta2 * v + (1 - self.beta2) * grad * grad
+            update = step_size * new_m / (ops.sqrt(new_v) / bias2_sqrt + self.eps)
+            # PyTorch decays first (p *= 1 - lr * wd), then subtracts the Adam update.
+            decayed = param * (1 - lr * self.decay[i]) if self.decay[i] > 0 else param
+            success = ops.depend(success, ops.assign(m, new_m))
+            success = ops.depend(success, ops.assign(v, new_v))
+            success = ops.depend(success, ops.assign(param, decayed - update))
+        return success
