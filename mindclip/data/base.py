@@ -1,0 +1,83 @@
+"""What every dataset reader returns: image references with captions or labels."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
+
+ImageRef = Union[str, Callable[[], bytes]]  # a file path, or a loader of encoded bytes
+
+
+def read_image_bytes(ref: ImageRef) -> bytes:
+    if callable(ref):
+        return ref()
+    with open(ref, "rb") as f:
+        return f.read()
+
+
+def require_path(path: str, what: str, layout: str) -> str:
+    """Fail early, naming the path and the layout expected, when ``path`` does not exist."""
+    if not path or not os.path.exists(path):
+        raise FileNotFoundError(f"{what} not found: {path!r}. Expected layout: {layout}")
+    return path
+
+
+@dataclass
+class ImageTextSource:
+    """Indexable image-caption pairs; an image may carry several captions."""
+
+    images: List[ImageRef]
+    captions: List[List[str]]
+    name: str = "image-text"
+
+    def __post_init__(self):
+        if len(self.images) != len(self.captions):
+            raise ValueError("images and captions differ in length")
+        for i, caps in enumerate(self.captions):
+            if not caps:
+                raise ValueError(f"{self.name}: sample {i} ({self.images[i]}) has no caption")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def subset(self, n: Optional[int]) -> "ImageTextSource":
+        if n is None or n >= len(self):
+            return self
+        return ImageTextSource(self.images[:n], self.captions[:n], self.name)
+
+
+@dataclass
+class LabeledImageSource:
+    """Indexable images with integer labels and the class names they index."""
+
+    images: List[ImageRef]
+    labels: List[int]
+    class_names: List[str]
+    name: str = "classification"
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def subset(self, n: Optional[int]) -> "LabeledImageSource":
+        if n is None or n >= len(self):
+            return self
+        return LabeledImageSource(self.images[:n], self.labels[:n], self.class_names, self.name)
+
+
+@dataclass
+class StreamingImageTextSource:
+    """Image-caption pairs read as a stream of shards (WebDataset).
+
+    ``iterate(shards)`` yields ``(image_bytes_or_None, captions, key)`` from the given shard
+    paths; ``num_samples`` is the nominal epoch size (``train_num_samples``).
+    """
+
+    shards: List[str]
+    iterate: Callable[[Sequence[str]], Iterator[Tuple[Optional[bytes], List[str], str]]]
+    num_samples: int
+    resampled: bool = False
+    name: str = "webdataset"
+    errors: List[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return self.num_samples

@@ -1,0 +1,132 @@
+"""Labelled image datasets for zero-shot classification: CIFAR-100/10 (python pickles,
+read through a restricted unpickler, and the binary version), ImageFolder trees and
+scikit-learn's handwritten digits (the built-in demo data)."""
+from __future__ import annotations
+
+import io
+import os
+import pickle
+from typing import Any, List, Optional
+
+import numpy as np
+
+from ..registry import register
+from .base import LabeledImageSource, require_path
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+CIFAR100_LAYOUT = "ROOT/{meta,train,test} (cifar-100-python) or ROOT/{train.bin,test.bin,fine_label_names.txt}"
+DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """Unpickles plain containers, strings, bytes, numbers and numpy arrays; nothing else.
+
+    CIFAR's python version is a pickle, and a pickle can name any callable to run while
+    loading; only the few numpy reconstruction functions an array needs are allowed.
+    """
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"), ("builtins", "set"), ("builtins", "frozenset"),
+        ("collections", "OrderedDict"), ("_codecs", "encode"),
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(
+            f"refusing to unpickle {module}.{name}: only plain data and numpy arrays are allowed")
+
+
+def safe_unpickle(path: str) -> Any:
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        return RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
+    except pickle.UnpicklingError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
+def _key(d: dict, name: str):
+    for k in (name, name.encode()):
+        if k in d:
+            return d[k]
+    raise KeyError(f"missing key {name!r}; has {[k.decode() if isinstance(k, bytes) else k for k in d]}")
+
+
+def clean_class_name(name) -> str:
+    name = name.decode() if isinstance(name, bytes) else str(name)
+    return name.replace("_", " ").strip()
+
+
+@register("dataset", "cifar100")
+def read_cifar100(path: str, split: str = "test", **_) -> LabeledImageSource:
+    """CIFAR-100 (fine labels) from the python or the binary release."""
+    require_path(path, "CIFAR-100 folder", CIFAR100_LAYOUT)
+    if split not in ("train", "test"):
+        raise ValueError(f"CIFAR-100 split must be 'train' or 'test', got {split!r}")
+    if os.path.isfile(os.path.join(path, split + ".bin")):
+        names_file = require_path(os.path.join(path, "fine_label_names.txt"),
+                                  "CIFAR-100 class names", CIFAR100_LAYOUT)
+        with open(names_file, encoding="utf-8") as f:
+            names = [clean_class_name(n) for n in f.read().split() if n.strip()]
+        raw = np.fromfile(os.path.join(path, split + ".bin"), dtype=np.uint8)
+        if raw.size % 3074:
+            raise ValueError(f"{path}/{split}.bin: size {raw.size} is not a multiple of 3074 bytes")
+        records = raw.reshape(-1, 3074)
+        labels, pixels = records[:, 1].astype(int), records[:, 2:]
+    else:
+        meta = safe_unpickle(require_path(os.path.join(path, "meta"), "CIFAR-100 meta", CIFAR100_LAYOUT))
+        data = safe_unpickle(require_path(os.path.join(path, split), f"CIFAR-100 {split}", CIFAR100_LAYOUT))
+        names = [clean_class_name(n) for n in _key(meta, "fine_label_names")]
+        labels = np.asarray(_key(data, "fine_labels"), dtype=int)
+        pixels = np.asarray(_key(data, "data"), dtype=np.uint8)
+    images = list(pixels.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+    if len(names) != 100:
+        raise ValueError(f"{path}: expected 100 class names, found {len(names)}")
+    return LabeledImageSource(images, labels.tolist(), names, f"cifar100-{split}")
+
+
+@register("dataset", "imagefolder")
+def read_image_folder(path: str, class_names: Optional[List[str]] = None, **_) -> LabeledImageSource:
+    """``ROOT/<class>/<image>``; the folder names (underscores as spaces) are the class names
+    unless ``class_names`` gives one per folder, in sorted folder order."""
+    require_path(path, "image folder", "ROOT/<class name>/<image files>")
+    folders = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)))
+    if not folders:
+        raise ValueError(f"{path}: no class sub-folders (expected ROOT/<class>/<images>)")
+    names = [clean_class_name(d) for d in folders]
+    if class_names is not None:
+        if len(class_names) != len(folders):
+            raise ValueError(f"{len(class_names)} class names for {len(folders)} folders")
+        names = list(class_names)
+    images, labels = [], []
+    for label, folder in enumerate(folders):
+        for fname in sorted(os.listdir(os.path.join(path, folder))):
+            if fname.lower().endswith(IMAGE_EXTENSIONS):
+                images.append(os.path.join(path, folder, fname))
+                labels.append(label)
+    return LabeledImageSource(images, labels, names, os.path.basename(os.path.normpath(path)))
+
+
+@register("dataset", "digits")
+def read_digits(split: str = "train", path: Optional[str] = None, **_) -> LabeledImageSource:
+    """scikit-learn's 1,797 handwritten digits (8x8, 17 grey levels) as RGB images.
+
+    A fixed, class-stratified 80/20 split; ``path`` is unused (the data ships with sklearn).
+    """
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    rng = np.random.default_rng(1234)
+    test_mask = np.zeros(len(digits.target), bool)
+    for label in range(10):
+        idx = np.flatnonzero(digits.target == label)
+        test_mask[rng.choice(idx, size=len(idx) // 5, replace=False)] = True
+    if split not in ("train", "test"):
+        raise ValueError(f"digits split must be 'train' or 'test', got {split!r}")
+    mask = test_mask if split == "test" else ~test_mask
+    pixels = (digits.images[mask] * (255.0 / 16.0)).round().astype(np.uint8)
+    images = [np.repeat(img[:, :, None], 3, axis=2) for img in pixels]
+    return LabeledImageSource(images, digits.target[mask].tolist(), list(DIGIT_NAMES), f"digits-{split}")

@@ -1,0 +1,321 @@
+"""``mindspore.dataset`` pipelines feeding training and evaluation.
+
+Design choices, each for a reason:
+- Python only reads bytes, tokenizes and draws random numbers; decoding, resizing and
+  normalising run as MindSpore C++ ops in parallel workers (about 2x a plain PIL loop on 2
+  cores, where Python workers are held back by the GIL).
+- A file the decoder cannot read (corrupt, truncated, not an image) is dropped by the
+  pipeline's error-skipping mode instead of failing the epoch; the loader counts what it
+  fed in against what came out and reports the difference as ``skipped``. Grayscale, CMYK
+  and RGBA files decode to RGB.
+- Every random choice (sample order, caption, crop) comes from a generator seeded by
+  ``(seed, epoch, index)``, so an epoch is the same whether it runs whole or resumes
+  mid-way, and the same for any number of workers. The crop is drawn in Python as relative
+  numbers and applied after decoding as a slice; the resize to the model's size is C++.
+- Resizing for evaluation uses PIL's bicubic filter (``Inter.PILCUBIC``), matching the PIL
+  reference transform (open_clip's).
+"""
+from __future__ import annotations
+
+import math
+import threading
+from typing import Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from ..tokenizer import CLIPTokenizer
+from .base import (ImageTextSource, LabeledImageSource, StreamingImageTextSource,
+                   read_image_bytes)
+from .transforms import OPENAI_MEAN, OPENAI_STD
+
+Source = Union[ImageTextSource, LabeledImageSource, StreamingImageTextSource]
+_UNREADABLE = np.frombuffer(b"unreadable", np.uint8)  # fails decoding -> skipped and counted
+CROP_ATTEMPTS = 10
+
+
+def _rng(*keys: int) -> np.random.Generator:
+    return np.random.default_rng([int(k) & 0xFFFFFFFF for k in keys])
+
+
+def _encoded(ref) -> np.ndarray:
+    """Encoded image bytes as uint8, or bytes that fail decoding when the file is unreadable."""
+    try:
+        data = ref if isinstance(ref, bytes) else read_image_bytes(ref)
+    except OSError:
+        return _UNREADABLE
+    return np.frombuffer(data, np.uint8) if data else _UNREADABLE
+
+
+def decode_rgb(ref) -> Optional[np.ndarray]:
+    """HWC uint8 RGB image of a path, bytes or array; None when it is not a readable image."""
+    if isinstance(ref, np.ndarray):
+        return ref if ref.ndim == 3 else np.repeat(ref[:, :, None], 3, axis=2)
+    from mindspore.dataset import vision
+
+    try:
+        return vision.Decode()(_encoded(ref))
+    except (RuntimeError, ValueError):
+        return None
+
+
+def crop_draws(rng: np.random.Generator, scale: Sequence[float]) -> np.ndarray:
+    """Random numbers for RandomResizedCrop, drawn before the image size is known:
+    ``CROP_ATTEMPTS`` rows of (area fraction, log aspect ratio, x, y in [0, 1])."""
+    draws = np.empty((CROP_ATTEMPTS, 4), np.float32)
+    draws[:, 0] = rng.uniform(scale[0], scale[1], CROP_ATTEMPTS)
+    draws[:, 1] = rng.uniform(math.log(3 / 4), math.log(4 / 3), CROP_ATTEMPTS)
+    draws[:, 2:] = rng.uniform(0, 1, (CROP_ATTEMPTS, 2))
+    return draws
+
+
+def apply_crop(image: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    """torchvision's RandomResizedCrop box rule on pre-drawn numbers; returns the crop."""
+    h, w = image.shape[:2]
+    for area_frac, log_ratio, u, v in draws:
+        aspect = math.exp(float(log_ratio))
+        cw = int(round(math.sqrt(w * h * float(area_frac) * aspect)))
+        ch = int(round(math.sqrt(w * h * float(area_frac) / aspect)))
+        if 0 < cw <= w and 0 < ch <= h:
+            left = min(int(float(u) * (w - cw + 1)), w - cw)
+            top = min(int(float(v) * (h - ch + 1)), h - ch)
+            return np.ascontiguousarray(image[top:top + ch, left:left + cw])
+    ratio = w / h  # fallback: the largest central crop within the aspect bounds
+    cw, ch = (w, int(round(w * 3 / 4))) if ratio < 3 / 4 else \
+        ((int(round(h * 4 / 3)), h) if ratio > 4 / 3 else (w, h))
+    left, top = (w - cw) // 2, (h - ch) // 2
+    return np.ascontiguousarray(image[top:top + ch, left:left + cw])
+
+
+def epoch_order(n: int, seed: int, epoch: int, shuffle: bool, rank: int, world: int,
+                batch_size: int, drop_last: bool) -> np.ndarray:
+    """This rank's sample indices for an epoch: one seeded permutation split into equal,
+    disjoint per-rank parts (the tail that does not divide evenly is dropped when training)."""
+    order = _rng(seed, epoch).permutation(n) if shuffle else np.arange(n)
+    if world > 1:
+        per_rank = n // world
+        order = order[:per_rank * world][rank::world] if drop_last else order[rank::world]
+    if drop_last:
+        order = order[:len(order) // batch_size * batch_size]
+    return order
+
+
+class _Counted:
+    """Counts rows handed to the pipeline (thread-safe)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.fed = 0
+
+    def count(self) -> None:
+        with self._lock:
+            self.fed += 1
+
+
+class _CaptionSamples(_Counted):
+    """Training rows: (encoded image, token ids, crop draws)."""
+
+    def __init__(self, source: ImageTextSource, order: np.ndarray, tokenizer: CLIPTokenizer,
+                 scale, seed: int, epoch: int):
+        super().__init__()
+        self.source, self.order, self.tokenizer = source, order, tokenizer
+        self.scale, self.seed, self.epoch = scale, seed, epoch
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __getitem__(self, i: int):
+        self.count()
+        index = int(self.order[i])
+        rng = _rng(self.seed, self.epoch, index, 7)
+        captions = self.source.captions[index]
+        caption = captions[int(rng.integers(len(captions)))]  # one random caption per epoch
+        image = self.source.images[index]
+        image = image if isinstance(image, np.ndarray) else _encoded(image)
+        return image, self.tokenizer(caption)[0], crop_draws(rng, self.scale)
+
+
+class _EvalSamples(_Counted):
+    """Evaluation rows: (encoded image, label or sample index)."""
+
+    def __init__(self, source, order: np.ndarray):
+        super().__init__()
+        self.source, self.order = source, order
+        self.labels = getattr(source, "labels", None)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __getitem__(self, i: int):
+        self.count()
+        index = int(self.order[i])
+        image = self.source.images[index]
+        image = image if isinstance(image, np.ndarray) else _encoded(image)
+        second = self.labels[index] if self.labels is not None else index
+        return image, np.array(second, np.int32)
+
+
+class _StreamSamples(_Counted):
+    """WebDataset rows for one rank and epoch: (encoded image, tokens, crop draws)."""
+
+    def __init__(self, source: StreamingImageTextSource, tokenizer: CLIPTokenizer, scale,
+                 seed: int, epoch: int, rank: int, world: int):
+        super().__init__()
+        self.source, self.tokenizer, self.scale = source, tokenizer, scale
+        self.seed, self.epoch, self.rank, self.world = seed, epoch, rank, world
+        self.num_rows = source.num_samples // world
+
+    def __iter__(self) -> Iterator:
+        shards = list(self.source.shards)
+        rng = _rng(self.seed, self.epoch, self.rank, 11)
+        produced, rounds = 0, 0
+        while produced < self.num_rows:
+            if self.source.resampled:
+                chosen = [shards[int(i)] for i in rng.integers(len(shards), size=len(shards))]
+            else:
+                perm = _rng(self.seed, self.epoch, rounds).permutation(len(shards))
+                chosen = [shards[int(i)] for i in perm]
+                if len(chosen) >= self.world:  # split shards across ranks when there are enough
+                    chosen = chosen[self.rank::self.world]
+            rounds += 1
+            got_any = False
+            for data, captions, key in self.source.iterate(chosen):
+                got_any = True
+                self.count()
+                sample_rng = _rng(self.seed, self.epoch, self.rank, produced, 13)
+                tokens = self.tokenizer(captions[0] if captions else "")[0]
+                if data is None:
+                    self.source.errors.append(key)
+                image = _UNREADABLE if data is None else np.frombuffer(data, np.uint8)
+                yield image, tokens, crop_draws(sample_rng, self.scale)
+                produced += 1
+                if produced >= self.num_rows:
+                    return
+            if not got_any:
+                raise ValueError(f"WebDataset shards {chosen[:3]} hold no samples")
+
+
+def _normalize_ops():
+    from mindspore.dataset import vision
+
+    return [vision.Normalize([m * 255 for m in OPENAI_MEAN], [s * 255 for s in OPENAI_STD]),
+            vision.HWC2CHW()]
+
+
+class Loader:
+    """An epoch of numpy batches ``(images float32 NCHW, tokens | labels | indices int32)``.
+
+    ``skipped`` is the number of rows dropped as unreadable (exact once the epoch is read);
+    with ``drop_last`` the final partial batch is not yielded (``dropped`` counts its rows).
+    """
+
+    def __init__(self, samples, second_column: str, batch_size: int, drop_last: bool,
+                 num_workers: int, image_size: int, train: bool, encoded: bool,
+                 skip_batches: int = 0, random_access: bool = True):
+        import mindspore.dataset as ds
+        from mindspore.dataset import vision
+
+        # Drop rows whose image fails to decode instead of failing the whole pipeline.
+        ds.config.set_error_samples_mode(ds.config.ErrorSamplesMode.SKIP)
+        workers = max(1, num_workers)
+        columns = ["image", second_column] + (["crop"] if train else [])
+        kwargs = {"num_parallel_workers": workers, "python_multiprocessing": False} \
+            if random_access else {}
+        dataset = ds.GeneratorDataset(samples, column_names=columns, shuffle=False, **kwargs)
+        if encoded:
+            dataset = dataset.map([vision.Decode()], input_columns=["image"],
+                                  num_parallel_workers=workers)
+        if train:
+            dataset = dataset.map(apply_crop, input_columns=["image", "crop"],
+                                  output_columns=["image"], num_parallel_workers=1)
+            resize = [vision.Resize((image_size, image_size), vision.Inter.PILCUBIC)]
+        else:
+            resize = [vision.Resize(image_size, vision.Inter.PILCUBIC), vision.CenterCrop(image_size)]
+        dataset = dataset.project(["image", second_column])
+        dataset = dataset.map(resize + _normalize_ops(), input_columns=["image"],
+                              num_parallel_workers=workers)
+        dataset = dataset.batch(batch_size, drop_remainder=False)
+        if skip_batches:
+            dataset = dataset.skip(skip_batches)
+        self.dataset, self.samples = dataset, samples
+        self.batch_size, self.drop_last, self.skip_batches = batch_size, drop_last, skip_batches
+        self.num_samples = len(samples) if hasattr(samples, "__len__") else samples.num_rows
+        self.delivered = 0
+        self.dropped = 0
+
+    @property
+    def skipped(self) -> int:
+        return max(self.samples.fed - self.delivered - self.dropped
+                   - self.skip_batches * self.batch_size, 0)
+
+    def __len__(self) -> int:
+        n = self.num_samples
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+        self.delivered = self.dropped = 0
+        for images, second in self.dataset.create_tuple_iterator(output_numpy=True, num_epochs=1):
+            if self.drop_last and len(images) < self.batch_size:
+                self.dropped += len(images)
+                continue
+            self.delivered += len(images)
+            yield images, second
+
+
+def _is_encoded(source) -> bool:
+    return not (len(source.images) and isinstance(source.images[0], np.ndarray))
+
+
+def train_loader(source: Union[ImageTextSource, StreamingImageTextSource], tokenizer: CLIPTokenizer,
+                 image_size: int, batch_size: int, epoch: int = 0, seed: int = 0,
+                 rank: int = 0, world: int = 1, scale=(0.9, 1.0), shuffle: bool = True,
+                 num_workers: int = 2, skip_batches: int = 0) -> Loader:
+    """Training batches of one epoch: one random caption per image, RandomResizedCrop."""
+    if isinstance(source, StreamingImageTextSource):
+        samples = _StreamSamples(source, tokenizer, scale, seed, epoch, rank, world)
+        return Loader(samples, "tokens", batch_size, True, num_workers, image_size, True, True,
+                      skip_batches, random_access=False)
+    order = epoch_order(len(source), seed, epoch, shuffle, rank, world, batch_size, True)
+    samples = _CaptionSamples(source, order, tokenizer, scale, seed, epoch)
+    return Loader(samples, "tokens", batch_size, True, num_workers, image_size, True,
+                  _is_encoded(source), skip_batches)
+
+
+def eval_image_loader(source: Union[ImageTextSource, LabeledImageSource], image_size: int,
+                      batch_size: int, num_workers: int = 2, rank: int = 0, world: int = 1) -> Loader:
+    """Evaluation batches in dataset order with the reference (deterministic) transform.
+
+    Labelled sources give ``(images, labels)``; caption sources ``(images, sample indices)``
+    so that retrieval can leave out the captions of an image that could not be read.
+    """
+    order = epoch_order(len(source), 0, 0, False, rank, world, batch_size, False)
+    second = "label" if isinstance(source, LabeledImageSource) else "index"
+    return Loader(_EvalSamples(source, order), second, batch_size, False, num_workers, image_size,
+                  False, _is_encoded(source))
+
+
+def build_source(dataset_cfg: dict) -> Source:
+    """Read the dataset a config section names (``type`` + reader arguments)."""
+    from ..registry import get, names
+
+    kind = dataset_cfg.get("type")
+    if not kind:
+        raise ValueError(f"dataset config needs a 'type'; valid: {names('dataset')}")
+    reader = get("dataset", kind)
+    args = {k: v for k, v in dataset_cfg.items()
+            if k not in ("type", "num_workers", "shuffle", "augment", "num_samples", "templates")
+            and v is not None}
+    if kind == "digits":
+        args.pop("path", None)
+    source = reader(**args)
+    if dataset_cfg.get("num_samples") and hasattr(source, "subset"):
+        source = source.subset(int(dataset_cfg["num_samples"]))
+    return source
+
+
+def all_captions(source: ImageTextSource) -> Tuple[List[str], List[int]]:
+    """Every caption of an eval set and the index of its image (for retrieval)."""
+    texts, owners = [], []
+    for i, caps in enumerate(source.captions):
+        texts += caps
+        owners += [i] * len(caps)
+    return texts, owners
