@@ -27,6 +27,19 @@ def create_model_and_transforms(model_name: Optional[str] = None, pretrained: Op
     return model, train_transform(model.image_size), image_transform(model.image_size)
 
 
-__all__ = ["CLIPConfig", "CLIPModel", "CLIPTokenizer", "create_model",
+def __getattr__(name: str):
+    # Heavier front doors load on first use so that `import mindclip` stays light.
+    if name == "Trainer":
+        from .trainer import Trainer
+
+        return Trainer
+    if name == "pipeline":
+        from .pipelines import pipeline
+
+        return pipeline
+    raise AttributeError(f"module 'mindclip' has no attribute {name!r}")
+
+
+__all__ = ["Trainer", "pipeline", "CLIPConfig", "CLIPModel", "CLIPTokenizer", "create_model",
            "create_model_and_transforms", "get_model_config", "get_tokenizer", "list_models",
            "resolve_model_name", "tokenize", "__version__"]

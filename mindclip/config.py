@@ -25,6 +25,7 @@ _DATASET = {
     "class_names": None,     # list, or a .txt/.yaml file, for classification datasets
     "templates": None,       # list of prompt templates with one "{}"
     "num_samples": None,     # use only the first N samples (quick runs)
+    "unique_per_class": False,  # digits_captions: one image per class
     "num_workers": 2,
     "shuffle": True,
     "augment": {"scale": [0.9, 1.0], "color_jitter": 0.0, "grayscale": 0.0},
@@ -54,7 +55,9 @@ DEFAULTS: Dict[str, Any] = {
         "log_interval": 10, "save_interval": 0, "keep_checkpoints": 3,
         "eval_interval": 1, "progress_bar": True,
     },
-    "eval": {"batch_size": 64, "top_k": [1, 5], "plots": True},
+    "eval": {"batch_size": 64, "top_k": [1, 5], "plots": True,
+             # an image-caption set evaluated for retrieval besides eval_dataset
+             "retrieval_dataset": dict(copy.deepcopy(_DATASET), split="test", shuffle=False)},
     "predict": {"top_k": 5},
     "context": {"mode": 0, "device_target": "CPU", "device_id": 0, "threads": None},
     "parallel": {"data_parallel": "auto"},

@@ -31,7 +31,8 @@ def register(category: str, name: str) -> Callable[[Callable], Callable]:
 
 def _ensure_loaded() -> None:
     # Registration happens on import; import every module that registers something.
-    from . import data, losses, training  # noqa: F401
+    from . import data, losses, pipelines, training  # noqa: F401
+    from .evaluation import tasks  # noqa: F401
     from .models import factory  # noqa: F401
 
 

@@ -11,7 +11,8 @@ from typing import Any, List, Optional
 import numpy as np
 
 from ..registry import register
-from .base import LabeledImageSource, require_path
+from ..evaluation.prompts import DIGIT_TEMPLATES
+from .base import ImageTextSource, LabeledImageSource, require_path
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 CIFAR100_LAYOUT = "ROOT/{meta,train,test} (cifar-100-python) or ROOT/{train.bin,test.bin,fine_label_names.txt}"
@@ -110,6 +111,12 @@ def read_image_folder(path: str, class_names: Optional[List[str]] = None, **_) -
     return LabeledImageSource(images, labels, names, os.path.basename(os.path.normpath(path)))
 
 
+def list_image_files(folder: str) -> List[str]:
+    """Image files directly inside ``folder``, sorted by name."""
+    return sorted(os.path.join(folder, f) for f in os.listdir(folder)
+                  if f.lower().endswith(IMAGE_EXTENSIONS))
+
+
 @register("dataset", "digits")
 def read_digits(split: str = "train", path: Optional[str] = None, **_) -> LabeledImageSource:
     """scikit-learn's 1,797 handwritten digits (8x8, 17 grey levels) as RGB images.
@@ -130,3 +137,20 @@ def read_digits(split: str = "train", path: Optional[str] = None, **_) -> Labele
     pixels = (digits.images[mask] * (255.0 / 16.0)).round().astype(np.uint8)
     images = [np.repeat(img[:, :, None], 3, axis=2) for img in pixels]
     return LabeledImageSource(images, digits.target[mask].tolist(), list(DIGIT_NAMES), f"digits-{split}")
+
+
+@register("dataset", "digits_captions")
+def read_digits_captions(split: str = "train", unique_per_class: bool = False,
+                         path: Optional[str] = None, **_) -> ImageTextSource:
+    """The digits as an image-caption set: each image captioned by every digit template
+    ("a photo of the number seven.", ...). ``unique_per_class`` keeps one image per digit,
+    which makes retrieval well posed (captions of one class are identical)."""
+    digits = read_digits(split)
+    images, captions, seen = [], [], set()
+    for img, label in zip(digits.images, digits.labels):
+        if unique_per_class and label in seen:
+            continue
+        seen.add(label)
+        images.append(img)
+        captions.append([t.format(DIGIT_NAMES[label]) for t in DIGIT_TEMPLATES])
+    return ImageTextSource(images, captions, f"digits-captions-{split}")

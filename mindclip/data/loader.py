@@ -304,8 +304,6 @@ def build_source(dataset_cfg: dict) -> Source:
     args = {k: v for k, v in dataset_cfg.items()
             if k not in ("type", "num_workers", "shuffle", "augment", "num_samples", "templates")
             and v is not None}
-    if kind == "digits":
-        args.pop("path", None)
     source = reader(**args)
     if dataset_cfg.get("num_samples") and hasattr(source, "subset"):
         source = source.subset(int(dataset_cfg["num_samples"]))

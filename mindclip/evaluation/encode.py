@@ -1,0 +1,58 @@
+"""Batch encoding with a fixed batch shape, so a graph-mode model compiles each tower once."""
+from __future__ import annotations
+
+from typing import Iterable, List, Sequence, Tuple
+
+import numpy as np
+
+from ..models.clip import CLIPModel
+from ..tokenizer import CLIPTokenizer
+
+
+def _pad(batch: np.ndarray, size: int) -> np.ndarray:
+    if len(batch) == size:
+        return batch
+    reps = np.repeat(batch[-1:], size - len(batch), axis=0)
+    return np.concatenate([batch, reps], axis=0)
+
+
+def _normalize(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def encode_image_batch(model: CLIPModel, images: np.ndarray, batch_size: int) -> np.ndarray:
+    """L2-normalised features of ``images`` (N, 3, H, W), run in padded batches."""
+    import mindspore as ms
+
+    out = []
+    for start in range(0, len(images), batch_size):
+        chunk = images[start:start + batch_size]
+        feats = model.encode_image(ms.Tensor(_pad(chunk.astype(np.float32), batch_size)))
+        out.append(feats.asnumpy()[:len(chunk)])
+    return _normalize(np.concatenate(out).astype(np.float32)) if out else np.zeros((0, 0), np.float32)
+
+
+def encode_texts(model: CLIPModel, tokenizer: CLIPTokenizer, texts: Sequence[str],
+                 batch_size: int = 256) -> np.ndarray:
+    """L2-normalised features of ``texts``, tokenized to the model's context length."""
+    import mindspore as ms
+
+    out = []
+    for start in range(0, len(texts), batch_size):
+        tokens = tokenizer(list(texts[start:start + batch_size]), context_length=model.context_length)
+        feats = model.encode_text(ms.Tensor(_pad(tokens, batch_size)))
+        out.append(feats.asnumpy()[:len(tokens)])
+    return _normalize(np.concatenate(out).astype(np.float32))
+
+
+def encode_loader(model: CLIPModel, loader: Iterable[Tuple[np.ndarray, np.ndarray]],
+                  batch_size: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Features of every image a loader yields, with its second column (labels/indices)."""
+    feats: List[np.ndarray] = []
+    seconds: List[np.ndarray] = []
+    for images, second in loader:
+        feats.append(encode_image_batch(model, images, batch_size))
+        seconds.append(np.asarray(second))
+    if not feats:
+        raise ValueError("the evaluation dataset yielded no readable image")
+    return np.concatenate(feats), np.concatenate(seconds)

@@ -1,0 +1,71 @@
+"""Ranking metrics for zero-shot classification and image-text retrieval (numpy).
+
+Ties count against the model: the rank of the correct item is the number of candidates
+scoring at least as high as it (itself included), so a constant model never looks good.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Sequence
+
+import numpy as np
+
+
+def ranks_of(scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
+    """Rank (1 = best) of ``scores[i, positive[i]]`` within row ``i``."""
+    pos_scores = scores[np.arange(len(scores)), positive]
+    return (scores >= pos_scores[:, None]).sum(axis=1)
+
+
+def classification_metrics(logits: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
+                           top_k: Sequence[int] = (1, 5)) -> Dict[str, object]:
+    """Top-k accuracies (%), per-class top-1 accuracy (%) and its mean."""
+    labels = np.asarray(labels)
+    ranks = ranks_of(logits, labels)
+    out: Dict[str, object] = {f"top{k}": float((ranks <= k).mean() * 100) for k in top_k
+                              if k <= logits.shape[1]}
+    per_class = {}
+    for c, name in enumerate(class_names):
+        mask = labels == c
+        if mask.any():
+            per_class[name] = float((ranks[mask] == 1).mean() * 100)
+    out["per_class_top1"] = per_class
+    out["mean_per_class_top1"] = float(np.mean(list(per_class.values()))) if per_class else 0.0
+    out["num_samples"] = int(len(labels))
+    return out
+
+
+def retrieval_metrics(image_features: np.ndarray, text_features: np.ndarray,
+                      text_to_image: Sequence[int], ks: Sequence[int] = (1, 5, 10)) -> Dict[str, float]:
+    """Image->text and text->image recall@K (%), mean/median rank and mean recalls.
+
+    A text query's positive is its one image; an image query counts the best rank among
+    its captions.
+    """
+    text_to_image = np.asarray(text_to_image)
+    sims = image_features @ text_features.T  # (images, texts)
+    t2i = ranks_of(sims.T, text_to_image)
+    i2t = np.empty(len(image_features), np.int64)
+    for i in range(len(image_features)):
+        captions = np.flatnonzero(text_to_image == i)
+        if len(captions) == 0:
+            raise ValueError(f"image {i} has no caption")
+        i2t[i] = (sims[i][None, :] >= sims[i, captions][:, None]).sum(axis=1).min()
+    out: Dict[str, float] = {}
+    for name, ranks in (("image_to_text", i2t), ("text_to_image", t2i)):
+        for k in ks:
+            out[f"{name}_R@{k}"] = float((ranks <= k).mean() * 100)
+        out[f"{name}_mean_rank"] = float(ranks.mean())
+        out[f"{name}_median_rank"] = float(np.median(ranks))
+        out[f"{name}_mean_recall"] = float(np.mean([out[f"{name}_R@{k}"] for k in ks]))
+    out["mean_recall"] = (out["image_to_text_mean_recall"] + out["text_to_image_mean_recall"]) / 2
+    out["num_images"] = float(len(image_features))
+    out["num_texts"] = float(len(text_features))
+    return out
+
+
+def topk_labels(probs: np.ndarray, class_names: List[str], k: int) -> List[List[Dict[str, object]]]:
+    """Per row, the ``k`` best ``{"score", "label"}`` sorted by score (stable on ties)."""
+    k = min(k, probs.shape[1])
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    return [[{"score": float(row[j]), "label": class_names[j]} for j in idx]
+            for row, idx in zip(probs, order)]

@@ -1,0 +1,60 @@
+"""PNG plots of training curves and per-class accuracy (matplotlib, headless)."""
+from __future__ import annotations
+
+import os
+from typing import Dict, List
+
+from .training.logger import read_metrics
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_training_curves(metrics_path: str, out_png: str) -> str:
+    """Loss and learning rate against step, from a run's ``metrics.jsonl``."""
+    records = read_metrics(metrics_path, "train")
+    if not records:
+        raise ValueError(f"{metrics_path} holds no training records")
+    by_step: Dict[int, Dict] = {r["step"]: r for r in records}  # a resumed run re-logs steps
+    steps = sorted(by_step)
+    plt = _pyplot()
+    fig, (ax_loss, ax_lr) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    ax_loss.plot(steps, [by_step[s]["loss"] for s in steps], color="tab:blue")
+    ax_loss.set_ylabel("contrastive loss")
+    ax_loss.grid(alpha=0.3)
+    ax_lr.plot(steps, [by_step[s]["lr"] for s in steps], color="tab:orange")
+    ax_lr.set_ylabel("learning rate")
+    ax_lr.set_xlabel("step")
+    ax_lr.grid(alpha=0.3)
+    fig.suptitle(os.path.basename(os.path.dirname(os.path.abspath(metrics_path))) or "training")
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(out_png)), exist_ok=True)
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+    return out_png
+
+
+def plot_per_class_accuracy(per_class: Dict[str, float], out_png: str, title: str = "") -> str:
+    """Horizontal bars of top-1 accuracy per class."""
+    names: List[str] = list(per_class)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, max(2.5, 0.28 * len(names) + 1)))
+    ax.barh(range(len(names)), [per_class[n] for n in names], color="tab:green")
+    ax.set_yticks(range(len(names)))
+    ax.set_yticklabels(names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("top-1 accuracy (%)")
+    ax.set_title(title or "zero-shot accuracy per class")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(out_png)), exist_ok=True)
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+    return out_png

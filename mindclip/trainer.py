@@ -1,0 +1,235 @@
+"""``mindclip.Trainer``: MindFormers-shaped front door for train / finetune / evaluate / predict."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, List, Optional, Union
+
+import numpy as np
+
+from .config import DEFAULTS, load_config
+from .models.clip import CLIPModel
+from .models.factory import create_model, find_weight_file, load_pretrained
+from .models.weights_io import METADATA_KEY, atomic_write, write_weights
+
+TRAIN_TASKS = ("contrastive_language_image_pretrain",)
+EVAL_TASKS = ("zero_shot_image_classification", "image_text_retrieval")
+
+
+def infer_dataset_type(path: str, for_training: bool) -> str:
+    """Guess a dataset reader from what is at ``path`` (used when only a folder is given)."""
+    if path.endswith(".tar") or "{" in path:
+        return "webdataset"
+    if path.endswith(".json"):
+        return "json"
+    if path.endswith(".jsonl"):
+        return "yfcc"
+    if path.endswith((".csv", ".tsv")):
+        return "csv"
+    if os.path.isdir(path):
+        entries = set(os.listdir(path))
+        if "Flickr8k_text" in entries:
+            return "flickr8k"
+        if {"meta", "test"} <= entries or "test.bin" in entries:
+            return "cifar100"
+        if "annotations" in entries:
+            return "coco"
+        return "imagefolder"
+    raise ValueError(f"cannot tell the dataset format of {path!r}; set train_dataset.type / "
+                     "eval_dataset.type explicitly")
+
+
+def _dataset_cfg(value: Union[str, Dict, None], base: Dict, for_training: bool) -> Dict:
+    if value is None:
+        return base
+    if isinstance(value, dict):
+        return {**base, **value}
+    out = dict(base, path=value)
+    if not base.get("type"):
+        out["type"] = infer_dataset_type(value, for_training)
+    return out
+
+
+class Trainer:
+    """Run a config, or a task on a model and datasets given directly.
+
+    Examples::
+
+        Trainer(task="zero_shot_image_classification", model="clip_vit_b_32",
+                eval_dataset="/data/cifar-100-python").evaluate()
+        Trainer("configs/demo/run_clip_tiny_digits.yaml").train()
+    """
+
+    def __init__(self, config: Union[str, Dict, None] = None, task: Optional[str] = None,
+                 model: Union[str, CLIPModel, None] = None, train_dataset: Union[str, Dict, None] = None,
+                 eval_dataset: Union[str, Dict, None] = None, output_dir: Optional[str] = None,
+                 pretrained: Optional[str] = None, **overrides: Any):
+        if isinstance(config, dict):
+            cfg = load_config(base=config, overrides=overrides)
+        else:
+            cfg = load_config(config, overrides=overrides)
+        if task is not None:
+            cfg["task"] = task
+        if isinstance(model, str):
+            cfg["model"]["name"] = model
+        if pretrained is not None:
+            cfg["model"]["pretrained"] = pretrained
+        if output_dir is not None:
+            cfg["output_dir"] = output_dir
+        cfg["train_dataset"] = _dataset_cfg(train_dataset, cfg["train_dataset"], True)
+        cfg["eval_dataset"] = _dataset_cfg(eval_dataset, cfg["eval_dataset"], False)
+        self.config = cfg
+        self._model = model if isinstance(model, CLIPModel) else None
+
+    # -- model -------------------------------------------------------------------------
+    @property
+    def model(self) -> CLIPModel:
+        if self._model is None:
+            self._model = self._build_model()
+        return self._model
+
+    def _build_model(self) -> CLIPModel:
+        import mindspore as ms
+
+        ms.set_seed(int(self.config["seed"]))  # identical initial weights on every rank
+        mcfg = self.config["model"]
+        name = mcfg.get("name")
+        pretrained = mcfg.get("pretrained")
+        if pretrained and os.path.exists(pretrained) and not name:
+            model = create_model(pretrained=pretrained)
+        else:
+            model = create_model(name, pretrained=pretrained, config=mcfg.get("config"))
+        ckpt = self.config.get("load_checkpoint")
+        if ckpt:
+            self.load_weights(model, ckpt)
+        if self.config["loss"]["type"] == "siglip" and not (pretrained or ckpt):
+            from .losses import SigLipLoss
+
+            model.logit_scale.set_data(ms.Tensor(SigLipLoss.INIT_LOGIT_SCALE, ms.float32))
+        return model
+
+    @staticmethod
+    def load_weights(model: CLIPModel, path: str) -> None:
+        """Load converted weights, or the model part of a training checkpoint."""
+        import mindspore as ms
+
+        from .models.factory import check_state_dict
+        from .training.checkpoint import STATE_KEY, split_model_weights
+        from .models.weights_io import read_weights
+
+        file = find_weight_file(path)
+        _, metadata = read_weights(file)
+        if STATE_KEY not in metadata:
+            load_pretrained(model, file)
+            return
+        weights, _ = split_model_weights(file)
+        params = model.parameters_dict()
+        check_state_dict({k: p.shape for k, p in params.items()}, weights, file)
+        for k, p in params.items():
+            p.set_data(ms.Tensor(weights[k]).astype(p.dtype))
+
+    # -- runs --------------------------------------------------------------------------
+    def train(self) -> Dict:
+        """Contrastive training (from scratch, or from ``load_checkpoint``/``pretrained``)."""
+        from .evaluation.tasks import evaluate_any
+        from .training.runner import ContrastiveRunner
+
+        cfg = self.config
+        os.makedirs(cfg["output_dir"], exist_ok=True)
+        with open(os.path.join(cfg["output_dir"], "run_config.json"), "w", encoding="utf-8") as f:
+            json.dump(cfg, f, indent=2)
+        evaluate_fn = None
+        if cfg["eval_dataset"].get("type"):
+            def evaluate_fn(model, epoch):
+                return evaluate_any(model, cfg["eval_dataset"], int(cfg["eval"]["batch_size"]),
+                                    cfg["eval"]["top_k"], cache=False)
+        runner = ContrastiveRunner(cfg, self.model, evaluate_fn)
+        summary = runner.train()
+        if runner.rank == 0:
+            self.save_model(os.path.join(cfg["output_dir"], "mindclip_model.safetensors"))
+        return summary
+
+    def finetune(self) -> Dict:
+        """Training that must start from weights (``model.pretrained`` or ``load_checkpoint``)."""
+        if not (self.config["model"].get("pretrained") or self.config.get("load_checkpoint")
+                or self._model is not None):
+            raise ValueError("finetune needs weights: set model.pretrained or --load_checkpoint")
+        return self.train()
+
+    def save_model(self, path: str) -> str:
+        """Write the model's weights with its architecture, loadable by ``create_model``."""
+        tensors = {k: p.asnumpy() for k, p in self.model.parameters_dict().items()}
+        write_weights(path, tensors, metadata={METADATA_KEY: self.model.config.to_json(),
+                                               "format": "mindclip"})
+        return path
+
+    def evaluate(self) -> Dict:
+        """Run the task's evaluation on ``eval_dataset``; prints nothing, returns the metrics
+        and writes them to ``<output_dir>/eval_metrics.json`` (plus a per-class PNG)."""
+        from .evaluation.tasks import evaluate_any
+        from .registry import get
+
+        cfg = self.config
+        if not cfg["eval_dataset"].get("type"):
+            raise ValueError("evaluate needs eval_dataset (a path, or a config section with a type)")
+        batch, top_k = int(cfg["eval"]["batch_size"]), cfg["eval"]["top_k"]
+        if cfg["task"] in EVAL_TASKS:
+            metrics = get("task", cfg["task"])(self.model, cfg["eval_dataset"], batch, top_k)
+        else:
+            metrics = evaluate_any(self.model, cfg["eval_dataset"], batch, top_k)
+        retrieval_cfg = cfg["eval"].get("retrieval_dataset") or {}
+        if retrieval_cfg.get("type"):
+            metrics["retrieval"] = get("task", "image_text_retrieval")(self.model, retrieval_cfg, batch)
+        self._write_metrics(metrics)
+        return metrics
+
+    def _write_metrics(self, metrics: Dict) -> None:
+        out = self.config["output_dir"]
+        os.makedirs(out, exist_ok=True)
+        text = json.dumps(metrics, indent=2)
+
+        def write(tmp):
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(text)
+
+        atomic_write(os.path.join(out, "eval_metrics.json"), write)
+        if self.config["eval"].get("plots") and "per_class_top1" in metrics:
+            from .plots import plot_per_class_accuracy
+
+            plot_per_class_accuracy(metrics["per_class_top1"], os.path.join(out, "per_class_accuracy.png"),
+                                    f"zero-shot top-1 per class ({metrics.get('dataset', '')})")
+
+    def predict(self, input_data: Any = None, top_k: Optional[int] = None,
+                candidate_labels: Optional[List[str]] = None) -> List:
+        """Top-k labels per image for the configured class list (``eval_dataset.class_names``
+        or a preset) or ``candidate_labels``. ``input_data``: path, folder, PIL, array or list."""
+        from .data.classification import list_image_files
+        from .evaluation.prompts import load_templates
+        from .evaluation.tasks import class_names_and_templates
+        from .evaluation.zero_shot import build_classifier
+        from .pipelines.base import ImagePipeline
+
+        cfg = self.config
+        input_data = input_data if input_data is not None else cfg.get("predict_data")
+        if input_data is None:
+            raise ValueError("predict needs input_data (an image, a folder or a list)")
+        if isinstance(input_data, str) and os.path.isdir(input_data):
+            input_data = list_image_files(input_data)
+        if candidate_labels:
+            names = list(candidate_labels)
+            templates = load_templates(cfg["eval_dataset"].get("templates"))
+        else:
+            names, templates = class_names_and_templates(cfg["eval_dataset"])
+        pipe = ImagePipeline(self.model)
+        items, single = pipe.as_list(input_data)
+        classifier = build_classifier(self.model, pipe.tokenizer, names, templates)
+        logits = pipe.logit_scale() * pipe.image_features(items) @ classifier
+        probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probs /= probs.sum(axis=1, keepdims=True)
+        from .evaluation.metrics import topk_labels
+
+        results = topk_labels(probs, names, top_k or int(cfg["predict"]["top_k"]))
+        return results[0] if single else results
+
+
+__all__ = ["Trainer", "DEFAULTS"]

@@ -1,0 +1,91 @@
+"""Training feedback: a progress bar, periodic log lines and metrics as JSON lines."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Dict, Optional
+
+
+def format_eta(seconds: float) -> str:
+    seconds = max(int(seconds), 0)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+class MetricsLogger:
+    """Writes ``metrics.jsonl`` (one JSON object per line) and prints log lines; only the
+    main rank writes."""
+
+    def __init__(self, output_dir: str, enabled: bool = True, total_steps: int = 0,
+                 progress_bar: bool = True, log_interval: int = 10):
+        self.enabled = enabled
+        self.path = os.path.join(output_dir, "metrics.jsonl")
+        self.total_steps = total_steps
+        self.log_interval = max(int(log_interval), 1)
+        self.start = time.time()
+        self.bar = None
+        if enabled:
+            os.makedirs(output_dir, exist_ok=True)
+            if progress_bar:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=total_steps, desc="train", unit="step", file=sys.stderr,
+                                dynamic_ncols=True, leave=True)
+
+    def write(self, record: Dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def start_at(self, step: int) -> None:
+        self.first_step = step
+        self.start = time.time()
+        if self.bar is not None:
+            self.bar.n = step
+            self.bar.refresh()
+
+    def step(self, step: int, epoch: int, loss: float, lr: float, logit_scale: float,
+             samples: int) -> None:
+        if not self.enabled:
+            return
+        elapsed = time.time() - self.start
+        done = step - getattr(self, "first_step", 0)
+        rate = samples / elapsed if elapsed > 0 else 0.0
+        eta = elapsed / max(done, 1) * (self.total_steps - step)
+        record = {"type": "train", "step": step, "epoch": epoch, "loss": loss, "lr": lr,
+                  "logit_scale": logit_scale, "samples_per_s": rate, "time": time.time()}
+        self.write(record)
+        if self.bar is not None:
+            self.bar.update(step - self.bar.n)
+            self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
+        if step % self.log_interval == 0 or step == self.total_steps:
+            self.info(f"step {step}/{self.total_steps} epoch {epoch} loss {loss:.4f} lr {lr:.3e} "
+                      f"logit_scale {logit_scale:.3f} samples/s {rate:.1f} "
+                      f"eta {format_eta(eta)}")
+
+    def info(self, message: str) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.write(message, file=sys.stderr)
+        else:
+            print(message, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def read_metrics(path: str, kind: Optional[str] = None):
+    """Records of a metrics.jsonl, optionally only one ``type``."""
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                rec = json.loads(line)
+                if kind is None or rec.get("type") == kind:
+                    out.append(rec)
+    return out

@@ -1,0 +1,190 @@
+"""The contrastive training loop behind ``run_mindformer.py --run_mode train|finetune`` and
+``Trainer.train()``."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Callable, Dict, Optional
+
+import numpy as np
+
+from ..data.base import StreamingImageTextSource
+from ..data.loader import build_source, train_loader
+from ..models.clip import CLIPModel
+from ..registry import build
+from ..tokenizer import CLIPTokenizer
+from .checkpoint import latest_checkpoint, load_training_checkpoint, save_training_checkpoint
+from .distributed import init_distributed
+from .logger import MetricsLogger
+from .optim import AdamW
+from .train_step import TrainStep, lock_image_tower, lock_text_tower
+
+
+def cast_to_fp16(model: CLIPModel) -> None:
+    """Run Dense/Conv compute in fp16; parameters, norms, softmax and the loss stay fp32."""
+    import mindspore as ms
+    from mindspore import nn
+
+    for _, cell in model.cells_and_names():
+        if isinstance(cell, (nn.Dense, nn.Conv2d)):
+            cell.to_float(ms.float16)
+        elif isinstance(cell, nn.BatchNorm2d):
+            cell.to_float(ms.float32)
+
+
+class ContrastiveRunner:
+    """Builds everything a training run needs from a run config and runs it.
+
+    ``evaluate_fn(model, epoch)`` is called after epochs (per ``runner.eval_interval``) on the
+    main rank and its metrics are logged.
+    """
+
+    def __init__(self, cfg: Dict, model: CLIPModel,
+                 evaluate_fn: Optional[Callable[[CLIPModel, int], Dict]] = None):
+        self.cfg = cfg
+        self.model = model
+        self.evaluate_fn = evaluate_fn
+        self.rank, self.world = init_distributed(cfg["parallel"]["data_parallel"])
+        run = cfg["runner"]
+        self.batch_size = int(run["batch_size"])
+        self.accum = int(run["accumulate_steps"])
+        if self.batch_size % self.accum:
+            raise ValueError(f"runner.batch_size {self.batch_size} is not divisible by "
+                             f"runner.accumulate_steps {self.accum}")
+        self.output_dir = cfg["output_dir"]
+        self.tokenizer = CLIPTokenizer(context_length=model.context_length)
+        self.source = build_source(cfg["train_dataset"])
+        per_rank = len(self.source) // self.world
+        self.steps_per_epoch = per_rank // self.batch_size
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"the training set has {len(self.source)} samples: fewer than one batch "
+                             f"of {self.batch_size} per rank ({self.world} rank(s))")
+        self.total_steps = int(run["epochs"]) * self.steps_per_epoch
+        if run["max_steps"]:
+            self.total_steps = min(self.total_steps, int(run["max_steps"]))
+
+        loss_cfg = cfg["loss"]
+        self.loss_fn = build("loss", loss_cfg["type"], local_loss=loss_cfg["local_loss"],
+                             gather_with_grad=loss_cfg["gather_with_grad"],
+                             rank=self.rank, world_size=self.world)
+        if run["lock_image"]:
+            lock_image_tower(model, int(run["lock_image_unlocked_groups"]))
+        if run["lock_text"]:
+            lock_text_tower(model, int(run["lock_text_unlocked_layers"]))
+        if run["precision"] == "fp16":
+            cast_to_fp16(model)
+        elif run["precision"] != "fp32":
+            raise ValueError(f"runner.precision must be fp32 or fp16, got {run['precision']!r}")
+        opt_cfg, lr_cfg = cfg["optimizer"], cfg["lr_schedule"]
+        lrs = build("lr_schedule", lr_cfg["type"], base_lr=float(opt_cfg["lr"]),
+                    total_steps=self.total_steps, warmup_steps=int(lr_cfg["warmup_steps"]),
+                    min_lr=float(lr_cfg["min_lr"]))
+        if opt_cfg["type"] != "adamw":
+            build("optimizer", opt_cfg["type"])  # raises with the valid names
+        params = model.trainable_params() + self.loss_fn.trainable_params()
+        self.optimizer = AdamW(params, lrs, weight_decay=float(opt_cfg["weight_decay"]),
+                               beta1=float(opt_cfg["beta1"]), beta2=float(opt_cfg["beta2"]),
+                               eps=float(opt_cfg["eps"]))
+        reducer = None
+        if self.world > 1:
+            from mindspore import nn
+
+            reducer = nn.DistributedGradReducer(self.optimizer.parameters, mean=True,
+                                                degree=self.world)
+        self.step_cell = TrainStep(model, self.loss_fn, self.optimizer, self.accum,
+                                   run["clip_grad_norm"],
+                                   float(run["loss_scale"]) if run["precision"] == "fp16" else 1.0,
+                                   reducer)
+
+    def state_parameters(self):
+        seen, out = set(), []
+        for p in list(self.model.get_parameters()) + list(self.optimizer.get_parameters()) \
+                + list(self.loss_fn.get_parameters()):
+            if p.name not in seen:
+                seen.add(p.name)
+                out.append(p)
+        return out
+
+    def _save(self, epoch: int, batch_in_epoch: int, global_step: int) -> None:
+        if self.rank != 0:
+            return
+        state = {"global_step": global_step, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
+                 "seed": self.cfg["seed"], "world_size": self.world,
+                 "batch_size": self.batch_size}
+        save_training_checkpoint(self.output_dir, self.state_parameters(), state,
+                                 keep=int(self.cfg["runner"]["keep_checkpoints"]))
+
+    def _resume(self):
+        path = latest_checkpoint(self.output_dir)
+        if path is None:
+            return 0, 0, 0
+        state = load_training_checkpoint(path, self.state_parameters())
+        for key in ("seed", "world_size", "batch_size"):
+            mine = {"seed": self.cfg["seed"], "world_size": self.world, "batch_size": self.batch_size}[key]
+            if state.get(key) != mine:
+                raise ValueError(f"cannot resume {path}: it was written with {key}={state.get(key)}, "
+                                 f"this run has {mine}; the data order would differ")
+        return state["epoch"], state["batch_in_epoch"], state["global_step"]
+
+    def train(self) -> Dict:
+        """Run to ``total_steps``; returns a summary (final loss, steps, skipped images)."""
+        import mindspore as ms
+
+        run = self.cfg["runner"]
+        main = self.rank == 0
+        epoch, batch_in_epoch, global_step = (self._resume() if self.cfg.get("resume")
+                                              else (0, 0, 0))
+        logger = MetricsLogger(self.output_dir, enabled=main, total_steps=self.total_steps,
+                               progress_bar=bool(run["progress_bar"]),
+                               log_interval=int(run["log_interval"]))
+        if global_step:
+            logger.info(f"resumed from step {global_step} (epoch {epoch}, batch {batch_in_epoch})")
+        logger.start_at(global_step)
+        self.model.set_train(True)
+        if run["lock_image"]:
+            self.model.visual.set_train(False)  # a locked tower keeps its BatchNorm statistics
+        augment = self.cfg["train_dataset"]["augment"]
+        last_loss, skipped_total, samples = float("nan"), 0, 0
+        save_interval = int(run["save_interval"] or 0)
+        while global_step < self.total_steps:
+            loader = train_loader(self.source, self.tokenizer, self.model.image_size,
+                                  self.batch_size, epoch=epoch, seed=int(self.cfg["seed"]),
+                                  rank=self.rank, world=self.world, scale=augment["scale"],
+                                  shuffle=bool(self.cfg["train_dataset"]["shuffle"]),
+                                  num_workers=int(self.cfg["train_dataset"]["num_workers"]),
+                                  skip_batches=batch_in_epoch)
+            for images, tokens in loader:
+                loss, lr, scale = self.step_cell(ms.Tensor(images), ms.Tensor(tokens))
+                global_step += 1
+                batch_in_epoch += 1
+                samples += len(images) * self.world
+                last_loss = float(loss.asnumpy())
+                if not math.isfinite(last_loss):
+                    raise FloatingPointError(f"loss is {last_loss} at step {global_step}")
+                logger.step(global_step, epoch, last_loss, float(lr.asnumpy()),
+                            float(scale.asnumpy()), samples)
+                if save_interval and global_step % save_interval == 0:
+                    self._save(epoch, batch_in_epoch, global_step)
+                if global_step >= self.total_steps:
+                    break
+            epoch_done = batch_in_epoch >= self.steps_per_epoch
+            skipped_total += loader.skipped
+            if loader.skipped:
+                logger.info(f"epoch {epoch}: skipped {loader.skipped} unreadable image(s)")
+            if epoch_done:
+                logger.write({"type": "epoch", "epoch": epoch, "skipped_images": loader.skipped})
+                epoch, batch_in_epoch = epoch + 1, 0
+                interval = int(run["eval_interval"] or 0)
+                if main and self.evaluate_fn is not None and interval and epoch % interval == 0:
+                    metrics = self.evaluate_fn(self.model, epoch)
+                    self.model.set_train(True)
+                    logger.write({"type": "eval", "epoch": epoch, "step": global_step, **metrics})
+                    logger.info(f"eval after epoch {epoch}: " + json.dumps(
+                        {k: v for k, v in metrics.items() if not isinstance(v, dict)}))
+        self._save(epoch, batch_in_epoch, global_step)
+        logger.close()
+        self.model.set_train(False)
+        return {"final_loss": last_loss, "global_step": global_step, "epochs": epoch,
+                "skipped_images": skipped_total, "rank": self.rank, "world_size": self.world}
