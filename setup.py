@@ -24,6 +24,8 @@ setup(
         "pyyaml",
         "safetensors",
         "tqdm",
+        "matplotlib",     # training-curve and per-class plots
+        "scikit-learn",   # the built-in digits demo data
     ],
     extras_require={
         "test": [
@@ -33,7 +35,6 @@ setup(
             "torchvision==0.29.1",
             "open_clip_torch",
             "transformers",
-            "scikit-learn",
             "scikit-image",
         ],
     },
