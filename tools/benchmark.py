@@ -132,7 +132,7 @@ def main(argv=None) -> int:
     p.add_argument("--image_batch", type=int, default=32)
     p.add_argument("--text_batch", type=int, default=256)
     p.add_argument("--train_batch", type=int, default=32)
-    p.add_argument("--images", default=None, help="folder of JPEGs (default: 400 generated)")
+    p.add_argument("--images", default=None, help="folder of JPEGs (default: 1000 generated)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--json", default=None, help="also write the numbers to this file")
     args = p.parse_args(argv)
@@ -160,7 +160,7 @@ def main(argv=None) -> int:
         if folder is None:
             tmp = tempfile.TemporaryDirectory()
             folder = tmp.name
-            _sample_jpegs(folder, 400)
+            _sample_jpegs(folder, 1000)
         rates = bench_data(folder, 32, args.workers)
         print(f"\ndata: {folder} -> 224x224, batch 32 [img/s]")
         for name, rate in rates.items():

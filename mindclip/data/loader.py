@@ -218,7 +218,8 @@ class Loader:
         ds.config.set_error_samples_mode(ds.config.ErrorSamplesMode.SKIP)
         workers = max(1, num_workers)
         columns = ["image", second_column] + (["crop"] if train else [])
-        kwargs = {"num_parallel_workers": workers, "python_multiprocessing": False} \
+        # Reading bytes is cheap: one Python worker; the decode/resize workers are C++ threads.
+        kwargs = {"num_parallel_workers": 1, "python_multiprocessing": False} \
             if random_access else {}
         dataset = ds.GeneratorDataset(samples, column_names=columns, shuffle=False, **kwargs)
         if encoded:
