@@ -4,16 +4,18 @@ Design choices, each for a reason:
 - Python only reads bytes, tokenizes and draws random numbers; decoding, resizing and
   normalising run as MindSpore C++ ops in parallel workers (about 2x a plain PIL loop on 2
   cores, where Python workers are held back by the GIL).
-- A file the decoder cannot read (corrupt, truncated, not an image) is dropped by the
-  pipeline's error-skipping mode instead of failing the epoch; the loader counts what it
-  fed in against what came out and reports the difference as ``skipped``. Grayscale, CMYK
-  and RGBA files decode to RGB.
+- A file that is not a complete image (wrong magic number, missing end marker: garbage,
+  truncated downloads) is filtered out before decoding; one that still fails to decode is
+  dropped by the pipeline's error-skipping mode. Neither fails the epoch: the loader counts
+  rows fed in against rows delivered and reports the difference as ``skipped``. Grayscale,
+  CMYK and RGBA files decode to RGB; GIF/WebP/TIFF are converted through PIL.
 - Every random choice (sample order, caption, crop) comes from a generator seeded by
   ``(seed, epoch, index)``, so an epoch is the same whether it runs whole or resumes
   mid-way, and the same for any number of workers. The crop is drawn in Python as relative
   numbers and applied after decoding as a slice; the resize to the model's size is C++.
-- Resizing for evaluation uses PIL's bicubic filter (``Inter.PILCUBIC``), matching the PIL
-  reference transform (open_clip's).
+- Evaluation resizes with PIL's bicubic filter (``Inter.PILCUBIC``) and crops with
+  torchvision's offsets, which reproduces the PIL reference transform (open_clip's) to float
+  rounding (tested).
 """
 from __future__ import annotations
 
@@ -37,13 +39,57 @@ def _rng(*keys: int) -> np.random.Generator:
     return np.random.default_rng([int(k) & 0xFFFFFFFF for k in keys])
 
 
-def _encoded(ref) -> np.ndarray:
-    """Encoded image bytes as uint8, or bytes that fail decoding when the file is unreadable."""
+def looks_like_image(data: bytes) -> bool:
+    """Cheap structural check (magic number and end marker) that catches non-images and
+    truncated files before the decoder sees them."""
+    if data[:2] == b"\xff\xd8":
+        return data.rstrip(b"\x00\r\n ")[-2:] == b"\xff\xd9"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return b"IEND" in data[-32:]
+    if data[:2] == b"BM" and len(data) >= 26:
+        return len(data) >= int.from_bytes(data[2:6], "little")
+    if data[:4] == b"GIF8":
+        return data.rstrip(b"\x00")[-1:] == b";"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return len(data) >= int.from_bytes(data[4:8], "little") + 8
+    return data[:4] in (b"II*\x00", b"MM\x00*")
+
+
+def _to_bmp(data: bytes) -> Optional[bytes]:
+    """Formats the C++ decoder does not read (GIF, WebP, TIFF) go through PIL once."""
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            out = io.BytesIO()
+            img.convert("RGB").save(out, format="BMP")
+            return out.getvalue()
+    except Exception:  # PIL raises many types for broken files; all mean "unreadable"
+        return None
+
+
+def _encoded(ref) -> Tuple[np.ndarray, bool]:
+    """``(encoded bytes as uint8, readable)`` of an image path, loader or bytes."""
     try:
         data = ref if isinstance(ref, bytes) else read_image_bytes(ref)
     except OSError:
-        return _UNREADABLE
-    return np.frombuffer(data, np.uint8) if data else _UNREADABLE
+        return _UNREADABLE, False
+    if not data or not looks_like_image(data):
+        return _UNREADABLE, False
+    if data[:4] in (b"GIF8", b"RIFF", b"II*\x00", b"MM\x00*"):
+        data = _to_bmp(data)
+        if data is None:
+            return _UNREADABLE, False
+    return np.frombuffer(data, np.uint8), True
+
+
+def _image_column(ref) -> Tuple[np.ndarray, np.ndarray]:
+    if isinstance(ref, np.ndarray):
+        return ref, np.array(True)
+    data, ok = _encoded(ref)
+    return data, np.array(ok)
 
 
 def decode_rgb(ref) -> Optional[np.ndarray]:
@@ -52,8 +98,11 @@ def decode_rgb(ref) -> Optional[np.ndarray]:
         return ref if ref.ndim == 3 else np.repeat(ref[:, :, None], 3, axis=2)
     from mindspore.dataset import vision
 
+    data, ok = _encoded(ref)
+    if not ok:
+        return None
     try:
-        return vision.Decode()(_encoded(ref))
+        return vision.Decode()(data)
     except (RuntimeError, ValueError):
         return None
 
@@ -87,15 +136,14 @@ def apply_crop(image: np.ndarray, draws: np.ndarray) -> np.ndarray:
 
 
 def epoch_order(n: int, seed: int, epoch: int, shuffle: bool, rank: int, world: int,
-                batch_size: int, drop_last: bool) -> np.ndarray:
-    """This rank's sample indices for an epoch: one seeded permutation split into equal,
-    disjoint per-rank parts (the tail that does not divide evenly is dropped when training)."""
+                equal_parts: bool) -> np.ndarray:
+    """This rank's sample indices for an epoch: one seeded permutation split into disjoint
+    per-rank parts. With ``equal_parts`` every rank gets the same count (the remainder is left
+    out), as data-parallel training needs."""
     order = _rng(seed, epoch).permutation(n) if shuffle else np.arange(n)
     if world > 1:
         per_rank = n // world
-        order = order[:per_rank * world][rank::world] if drop_last else order[rank::world]
-    if drop_last:
-        order = order[:len(order) // batch_size * batch_size]
+        order = order[:per_rank * world][rank::world] if equal_parts else order[rank::world]
     return order
 
 
@@ -129,9 +177,8 @@ class _CaptionSamples(_Counted):
         rng = _rng(self.seed, self.epoch, index, 7)
         captions = self.source.captions[index]
         caption = captions[int(rng.integers(len(captions)))]  # one random caption per epoch
-        image = self.source.images[index]
-        image = image if isinstance(image, np.ndarray) else _encoded(image)
-        return image, self.tokenizer(caption)[0], crop_draws(rng, self.scale)
+        image, ok = _image_column(self.source.images[index])
+        return image, self.tokenizer(caption)[0], crop_draws(rng, self.scale), ok
 
 
 class _EvalSamples(_Counted):
@@ -148,10 +195,9 @@ class _EvalSamples(_Counted):
     def __getitem__(self, i: int):
         self.count()
         index = int(self.order[i])
-        image = self.source.images[index]
-        image = image if isinstance(image, np.ndarray) else _encoded(image)
+        image, ok = _image_column(self.source.images[index])
         second = self.labels[index] if self.labels is not None else index
-        return image, np.array(second, np.int32)
+        return image, np.array(second, np.int32), ok
 
 
 class _StreamSamples(_Counted):
@@ -185,8 +231,8 @@ class _StreamSamples(_Counted):
                 tokens = self.tokenizer(captions[0] if captions else "")[0]
                 if data is None:
                     self.source.errors.append(key)
-                image = _UNREADABLE if data is None else np.frombuffer(data, np.uint8)
-                yield image, tokens, crop_draws(sample_rng, self.scale)
+                image, ok = _image_column(data) if data is not None else (_UNREADABLE, np.array(False))
+                yield image, tokens, crop_draws(sample_rng, self.scale), ok
                 produced += 1
                 if produced >= self.num_rows:
                     return
@@ -199,6 +245,23 @@ def _normalize_ops():
 
     return [vision.Normalize([m * 255 for m in OPENAI_MEAN], [s * 255 for s in OPENAI_STD]),
             vision.HWC2CHW()]
+
+
+class _CenterCrop:
+    """torchvision's center crop offsets (``round((h - size) / 2)``, half to even); MindSpore's
+    C++ CenterCrop floors them, a one-pixel shift for odd margins."""
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        h, w = image.shape[:2]
+        top, left = int(round((h - self.size) / 2.0)), int(round((w - self.size) / 2.0))
+        return np.ascontiguousarray(image[top:top + self.size, left:left + self.size])
+
+
+def _is_ok(ok) -> bool:
+    return bool(np.asarray(ok).item())
 
 
 class Loader:
@@ -217,11 +280,12 @@ class Loader:
         # Drop rows whose image fails to decode instead of failing the whole pipeline.
         ds.config.set_error_samples_mode(ds.config.ErrorSamplesMode.SKIP)
         workers = max(1, num_workers)
-        columns = ["image", second_column] + (["crop"] if train else [])
+        columns = ["image", second_column] + (["crop"] if train else []) + ["ok"]
         # Reading bytes is cheap: one Python worker; the decode/resize workers are C++ threads.
         kwargs = {"num_parallel_workers": 1, "python_multiprocessing": False} \
             if random_access else {}
         dataset = ds.GeneratorDataset(samples, column_names=columns, shuffle=False, **kwargs)
+        dataset = dataset.filter(_is_ok, input_columns=["ok"])
         if encoded:
             dataset = dataset.map([vision.Decode()], input_columns=["image"],
                                   num_parallel_workers=workers)
@@ -230,7 +294,11 @@ class Loader:
                                   output_columns=["image"], num_parallel_workers=1)
             resize = [vision.Resize((image_size, image_size), vision.Inter.PILCUBIC)]
         else:
-            resize = [vision.Resize(image_size, vision.Inter.PILCUBIC), vision.CenterCrop(image_size)]
+            dataset = dataset.map([vision.Resize(image_size, vision.Inter.PILCUBIC)],
+                                  input_columns=["image"], num_parallel_workers=workers)
+            dataset = dataset.map(_CenterCrop(image_size), input_columns=["image"],
+                                  num_parallel_workers=1)
+            resize = []
         dataset = dataset.project(["image", second_column])
         dataset = dataset.map(resize + _normalize_ops(), input_columns=["image"],
                               num_parallel_workers=workers)
@@ -275,7 +343,7 @@ def train_loader(source: Union[ImageTextSource, StreamingImageTextSource], token
         samples = _StreamSamples(source, tokenizer, scale, seed, epoch, rank, world)
         return Loader(samples, "tokens", batch_size, True, num_workers, image_size, True, True,
                       skip_batches, random_access=False)
-    order = epoch_order(len(source), seed, epoch, shuffle, rank, world, batch_size, True)
+    order = epoch_order(len(source), seed, epoch, shuffle, rank, world, True)
     samples = _CaptionSamples(source, order, tokenizer, scale, seed, epoch)
     return Loader(samples, "tokens", batch_size, True, num_workers, image_size, True,
                   _is_encoded(source), skip_batches)
@@ -288,7 +356,7 @@ def eval_image_loader(source: Union[ImageTextSource, LabeledImageSource], image_
     Labelled sources give ``(images, labels)``; caption sources ``(images, sample indices)``
     so that retrieval can leave out the captions of an image that could not be read.
     """
-    order = epoch_order(len(source), 0, 0, False, rank, world, batch_size, False)
+    order = epoch_order(len(source), 0, 0, False, rank, world, False)
     second = "label" if isinstance(source, LabeledImageSource) else "index"
     return Loader(_EvalSamples(source, order), second, batch_size, False, num_workers, image_size,
                   False, _is_encoded(source))

@@ -1,0 +1,289 @@
+"""Dataset readers and loaders on fixtures generated here (real image files, caption files in
+the formats users bring, tar shards, CIFAR pickles)."""
+import csv
+import io
+import json
+import os
+import pickle
+import tarfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mindclip.data import build_source, eval_image_loader, train_loader
+from mindclip.data.classification import read_cifar100, read_image_folder
+from mindclip.data.loader import apply_crop, crop_draws, epoch_order
+from mindclip.data.webdataset import expand_pattern
+from mindclip.tokenizer import CLIPTokenizer
+
+COLORS = [(220, 30, 30), (30, 200, 30), (30, 30, 220), (200, 200, 30), (30, 200, 200), (200, 30, 200)]
+
+
+def make_image(path, i, size=(40, 30), mode="RGB", fmt=None):
+    """A flat-colour image whose colour encodes ``i`` (so pairing can be checked)."""
+    img = Image.new("RGB", size, COLORS[i % len(COLORS)])
+    if mode != "RGB":
+        img = img.convert(mode)
+    img.save(path, format=fmt)
+    return path
+
+
+def colour_index(chw):
+    """Recover the colour index from a normalised CHW image."""
+    mean = np.array([0.48145466, 0.4578275, 0.40821073]) * 255
+    std = np.array([0.26862954, 0.26130258, 0.27577711]) * 255
+    rgb = chw.reshape(3, -1).mean(axis=1) * std + mean
+    return int(np.argmin([np.abs(rgb - np.array(c)).sum() for c in COLORS]))
+
+
+@pytest.fixture()
+def flickr8k(tmp_path):
+    root = tmp_path / "flickr8k"
+    (root / "Flickr8k_Dataset" / "Flicker8k_Dataset").mkdir(parents=True)
+    (root / "Flickr8k_text").mkdir()
+    names = [f"{1000 + i}_abc.jpg" for i in range(6)]
+    for i, n in enumerate(names):
+        make_image(root / "Flickr8k_Dataset" / "Flicker8k_Dataset" / n, i)
+    with open(root / "Flickr8k_text" / "Flickr8k.token.txt", "w") as f:
+        for i, n in enumerate(names):
+            for k in range(5):
+                f.write(f"{n}#{k}\tcolour {i} caption {k} .\n")
+    (root / "Flickr8k_text" / "Flickr_8k.trainImages.txt").write_text("\n".join(names[:4]) + "\n")
+    (root / "Flickr8k_text" / "Flickr_8k.devImages.txt").write_text(names[4] + "\n")
+    (root / "Flickr8k_text" / "Flickr_8k.testImages.txt").write_text(names[5] + "\n")
+    return str(root)
+
+
+def test_flickr8k_splits_and_pairing(flickr8k):
+    train = build_source({"type": "flickr8k", "path": flickr8k, "split": "train"})
+    test = build_source({"type": "flickr8k", "path": flickr8k, "split": "test"})
+    assert len(train) == 4 and len(test) == 1
+    assert all(len(c) == 5 for c in train.captions)
+    assert train.captions[2][3] == "colour 2 caption 3 ."
+    assert test.images[0].endswith("1005_abc.jpg")
+    with pytest.raises(FileNotFoundError, match="Flickr8k_text/Flickr8k.token.txt"):
+        build_source({"type": "flickr8k", "path": flickr8k + "/missing"})
+
+
+def test_json_csv_coco_yfcc_readers(tmp_path):
+    paths = [make_image(tmp_path / f"img{i}.png", i) for i in range(3)]
+    (tmp_path / "en_train.json").write_text(json.dumps(
+        [{"image": f"img{i}.png", "caption": [f"c{i}a", f"c{i}b"]} for i in range(3)]))
+    src = build_source({"type": "json", "path": str(tmp_path / "en_train.json")})
+    assert src.images == [str(p) for p in paths] and src.captions[1] == ["c1a", "c1b"]
+
+    with open(tmp_path / "train.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "filepath", "title"])
+        for i in range(3):
+            for k in range(2):
+                w.writerow([i, f"img{i}.png", f"title {i}.{k}"])
+    src = build_source({"type": "csv", "path": str(tmp_path / "train.csv"), "csv_separator": ","})
+    assert len(src) == 3 and src.captions[2] == ["title 2.0", "title 2.1"]
+    with pytest.raises(ValueError, match="no column 'caption'.*columns are"):
+        build_source({"type": "csv", "path": str(tmp_path / "train.csv"), "csv_separator": ",",
+                      "csv_caption_key": "caption"})
+
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "train2017").mkdir()
+    for i in range(3):
+        make_image(tmp_path / "train2017" / f"{i:012d}.jpg", i)
+    coco = {"images": [{"id": 10 + i, "file_name": f"{i:012d}.jpg"} for i in range(3)],
+            "annotations": [{"id": k, "image_id": 10 + k % 3, "caption": f"coco {k % 3}-{k}"}
+                            for k in range(9)]}
+    (tmp_path / "annotations" / "captions_train2017.json").write_text(json.dumps(coco))
+    src = build_source({"type": "coco", "path": str(tmp_path), "split": "train"})
+    assert len(src) == 3 and src.captions[1] == ["coco 1-1", "coco 1-4", "coco 1-7"]
+    assert src.images[1].endswith("train2017/000000000001.jpg")
+
+    (tmp_path / "yfcc.jsonl").write_text("\n".join(
+        json.dumps({"filename": f"img{i}.png", "caption": f"y{i}"}) for i in range(3)))
+    src = build_source({"type": "yfcc", "path": str(tmp_path / "yfcc.jsonl")})
+    assert src.captions == [["y0"], ["y1"], ["y2"]]
+
+
+def write_shards(tmp_path, n_shards=3, per_shard=4):
+    for s in range(n_shards):
+        with tarfile.open(tmp_path / f"shard-{s:05d}.tar", "w") as tar:
+            for j in range(per_shard):
+                i = s * per_shard + j
+                buf = io.BytesIO()
+                Image.new("RGB", (20, 20), COLORS[i % len(COLORS)]).save(buf, "JPEG")
+                for name, data in ((f"{i:06d}.jpg", buf.getvalue()),
+                                   (f"{i:06d}.txt", f"colour {i % len(COLORS)}".encode()),
+                                   (f"{i:06d}.json", b"{}")):
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+    return str(tmp_path / ("shard-{00000..%05d}.tar" % (n_shards - 1)))
+
+
+def test_webdataset_shards(tmp_path):
+    pattern = write_shards(tmp_path)
+    assert len(expand_pattern(pattern)) == 3
+    src = build_source({"type": "webdataset", "path": pattern, "train_num_samples": 12})
+    loader = train_loader(src, CLIPTokenizer(), 32, batch_size=4, num_workers=2)
+    seen = 0
+    tok = CLIPTokenizer()
+    for images, tokens in loader:
+        assert images.shape == (4, 3, 32, 32)
+        for img, row in zip(images, tokens):  # caption matches the image colour
+            assert tok.decode(row) == f"colour {colour_index(img)}"
+        seen += len(images)
+    assert seen == 12 and loader.skipped == 0
+    with pytest.raises(FileNotFoundError, match="shards not found"):
+        build_source({"type": "webdataset", "path": str(tmp_path / "nope-{0..2}.tar")})
+
+
+def test_webdataset_resampled_and_rank_split(tmp_path):
+    pattern = write_shards(tmp_path, n_shards=4, per_shard=3)
+    src = build_source({"type": "webdataset", "path": pattern, "train_num_samples": 12})
+    tok = CLIPTokenizer()
+    per_rank = [sum(len(b[0]) for b in train_loader(src, tok, 32, 3, rank=r, world=2)) for r in (0, 1)]
+    assert per_rank == [6, 6]
+    src = build_source({"type": "webdataset", "path": pattern, "train_num_samples": 30, "resampled": True})
+    assert sum(len(b[0]) for b in train_loader(src, tok, 32, 5)) == 30
+
+
+def write_cifar100_python(root, n=12, payload=None):
+    root.mkdir(parents=True, exist_ok=True)
+    names = [f"class_{i}" for i in range(100)]
+    names[1] = "aquarium_fish"
+    meta = {b"fine_label_names": [n.encode() for n in names], b"coarse_label_names": [b"x"] * 20}
+    rng = np.random.default_rng(0)
+    data = {b"data": rng.integers(0, 255, (n, 3072), dtype=np.uint8),
+            b"fine_labels": [int(i % 100) for i in range(n)], b"coarse_labels": [0] * n,
+            b"filenames": [f"f{i}.png".encode() for i in range(n)]}
+    if payload is not None:
+        data[b"extra"] = payload
+    for name, obj in (("meta", meta), ("test", data), ("train", data)):
+        with open(root / name, "wb") as f:
+            pickle.dump(obj, f, protocol=2)
+    return data
+
+
+def test_cifar100_python_and_binary(tmp_path):
+    data = write_cifar100_python(tmp_path / "cifar-100-python")
+    src = read_cifar100(str(tmp_path / "cifar-100-python"), split="test")
+    assert len(src) == 12 and len(src.class_names) == 100
+    assert src.class_names[1] == "aquarium fish"
+    np.testing.assert_array_equal(src.images[3], data[b"data"][3].reshape(3, 32, 32).transpose(1, 2, 0))
+    assert src.labels[5] == 5
+    binroot = tmp_path / "cifar-100-binary"
+    binroot.mkdir()
+    records = np.concatenate([np.zeros((12, 1), np.uint8), np.arange(12, dtype=np.uint8)[:, None],
+                              data[b"data"]], axis=1)
+    records.tofile(binroot / "test.bin")
+    (binroot / "fine_label_names.txt").write_text("\n".join(f"name_{i}" for i in range(100)))
+    bsrc = read_cifar100(str(binroot), split="test")
+    assert bsrc.labels == list(range(12)) and bsrc.class_names[7] == "name 7"
+    np.testing.assert_array_equal(bsrc.images[3], src.images[3])
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > " + _Exploit.marker,))
+
+
+def test_cifar_reader_refuses_code_executing_pickle(tmp_path):
+    _Exploit.marker = str(tmp_path / "pwned")
+    write_cifar100_python(tmp_path / "evil", payload=_Exploit())
+    with pytest.raises(ValueError, match="refusing to unpickle posix.system|refusing to unpickle os.system"):
+        read_cifar100(str(tmp_path / "evil"), split="test")
+    assert not os.path.exists(_Exploit.marker)
+
+
+def test_imagefolder_and_corrupt_images_are_skipped_and_counted(tmp_path):
+    root = tmp_path / "folder"
+    for c, name in enumerate(["golden_retriever", "tabby cat"]):
+        (root / name).mkdir(parents=True)
+        for j in range(3):
+            make_image(root / name / f"{j}.png", c)
+    make_image(root / "tabby cat" / "gray.jpg", 1, mode="L")
+    make_image(root / "tabby cat" / "cmyk.jpg", 1, mode="CMYK")
+    make_image(root / "tabby cat" / "rgba.png", 1, mode="RGBA")
+    (root / "tabby cat" / "broken.jpg").write_bytes(b"not an image at all")
+    good = (root / "golden_retriever" / "0.png").read_bytes()
+    (root / "golden_retriever" / "truncated.png").write_bytes(good[: len(good) // 2])
+    src = read_image_folder(str(root))
+    assert src.class_names == ["golden retriever", "tabby cat"]
+    assert len(src) == 11
+    loader = eval_image_loader(src, 32, batch_size=4)
+    labels = np.concatenate([lab for _, lab in loader])
+    assert loader.skipped == 2
+    assert len(labels) == 9 and sorted(labels.tolist()) == [0] * 3 + [1] * 6
+
+
+def test_training_epoch_survives_corrupt_image(tmp_path):
+    items = []
+    for i in range(9):
+        make_image(tmp_path / f"{i}.jpg", i)
+        items.append({"image": f"{i}.jpg", "caption": [f"colour {i % len(COLORS)}"]})
+    (tmp_path / "3.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    (tmp_path / "train.json").write_text(json.dumps(items))
+    src = build_source({"type": "json", "path": str(tmp_path / "train.json")})
+    loader = train_loader(src, CLIPTokenizer(), 32, batch_size=4, num_workers=2, seed=3)
+    tok = CLIPTokenizer()
+    rows = 0
+    for images, tokens in loader:
+        rows += len(images)
+        for img, row in zip(images, tokens):
+            assert tok.decode(row) == f"colour {colour_index(img)}"
+    assert rows == 8 and loader.skipped == 1  # 9 - 1 unreadable = 8 = two full batches
+
+
+def test_sharding_is_disjoint_and_covers(tmp_path):
+    n, world = 103, 2
+    parts = [set(epoch_order(n, 5, 1, True, r, world, False).tolist()) for r in range(world)]
+    assert not parts[0] & parts[1] and parts[0] | parts[1] == set(range(n))
+    train_parts = [epoch_order(n, 5, 1, True, r, world, True) for r in range(world)]
+    assert len(train_parts[0]) == len(train_parts[1]) == 51
+    assert not set(train_parts[0]) & set(train_parts[1])
+
+
+def test_loader_is_deterministic_and_epochs_differ(tmp_path):
+    items = []
+    for i in range(8):
+        make_image(tmp_path / f"{i}.jpg", i, size=(64, 48))
+        items.append({"image": f"{i}.jpg", "caption": [f"a {i}", f"b {i}", f"c {i}"]})
+    (tmp_path / "t.json").write_text(json.dumps(items))
+    src = build_source({"type": "json", "path": str(tmp_path / "t.json")})
+    tok = CLIPTokenizer()
+    run = lambda epoch, w: [t for _, t in train_loader(src, tok, 32, 4, epoch=epoch, seed=1, num_workers=w)]  # noqa
+    a, b, c = run(0, 1), run(0, 2), run(1, 2)
+    np.testing.assert_array_equal(np.concatenate(a), np.concatenate(b))
+    assert not np.array_equal(np.concatenate(a), np.concatenate(c))
+    resumed = [t for _, t in train_loader(src, tok, 32, 4, epoch=0, seed=1, skip_batches=1)]
+    np.testing.assert_array_equal(resumed[0], a[1])
+
+
+def test_random_resized_crop_rule():
+    img = np.arange(100 * 80 * 3, dtype=np.uint8).reshape(100, 80, 3)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        crop = apply_crop(img, crop_draws(rng, (0.9, 1.0)))
+        area = crop.shape[0] * crop.shape[1] / (100 * 80)
+        assert 0.85 <= area <= 1.0 and 3 / 4 - 0.05 <= crop.shape[1] / crop.shape[0] <= 4 / 3 + 0.05
+
+
+def test_eval_pipeline_matches_pil_reference(tmp_path):
+    """The C++ eval pipeline (PIL-cubic resize + torchvision's crop offsets) equals the PIL
+    reference transform (open_clip's) to float rounding, on several aspect ratios."""
+    from skimage import data
+
+    from mindclip.data import image_transform
+    from mindclip.data.base import ImageTextSource
+
+    arrays = [data.astronaut(), data.coffee(), data.rocket(), data.camera(), data.chelsea(),
+              data.astronaut()[:, :301], data.coffee()[:203]]
+    paths = []
+    for i, arr in enumerate(arrays):
+        p = str(tmp_path / f"{i}.png")
+        Image.fromarray(arr).save(p)
+        paths.append(p)
+    src = ImageTextSource(paths, [["x"]] * len(paths))
+    for size in (224, 64):
+        batch = np.concatenate([b for b, _ in eval_image_loader(src, size, 3)])
+        ref = np.stack([image_transform(size)(p) for p in paths])
+        assert np.abs(batch - ref).max() <= 1e-5
