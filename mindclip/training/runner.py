@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import time
 from typing import Callable, Dict, Optional
 
-import numpy as np
-
-from ..data.base import StreamingImageTextSource
 from ..data.loader import build_source, train_loader
 from ..models.clip import CLIPModel
 from ..registry import build
@@ -148,13 +143,15 @@ class ContrastiveRunner:
         augment = self.cfg["train_dataset"]["augment"]
         last_loss, skipped_total, samples = float("nan"), 0, 0
         save_interval = int(run["save_interval"] or 0)
-        while global_step < self.total_steps:
+        epochs = int(run["epochs"])
+        while global_step < self.total_steps and epoch < epochs:
             loader = train_loader(self.source, self.tokenizer, self.model.image_size,
                                   self.batch_size, epoch=epoch, seed=int(self.cfg["seed"]),
                                   rank=self.rank, world=self.world, scale=augment["scale"],
                                   shuffle=bool(self.cfg["train_dataset"]["shuffle"]),
                                   num_workers=int(self.cfg["train_dataset"]["num_workers"]),
                                   skip_batches=batch_in_epoch)
+            finished_early = False
             for images, tokens in loader:
                 loss, lr, scale = self.step_cell(ms.Tensor(images), ms.Tensor(tokens))
                 global_step += 1
@@ -168,8 +165,10 @@ class ContrastiveRunner:
                 if save_interval and global_step % save_interval == 0:
                     self._save(epoch, batch_in_epoch, global_step)
                 if global_step >= self.total_steps:
+                    finished_early = batch_in_epoch < self.steps_per_epoch
                     break
-            epoch_done = batch_in_epoch >= self.steps_per_epoch
+            # An epoch ends when its loader is exhausted (skipped images can shorten it).
+            epoch_done = not finished_early
             skipped_total += loader.skipped
             if loader.skipped:
                 logger.info(f"epoch {epoch}: skipped {loader.skipped} unreadable image(s)")
