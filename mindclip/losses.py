@@ -145,4 +145,7 @@ class SigLipLoss(nn.Cell):
         positives = ops.one_hot(ops.arange(n, dtype=ms.int32) + self.rank * n, all_text.shape[0],
                                 Tensor(1.0, ms.float32), Tensor(0.0, ms.float32))
         labels = 2 * positives - 1
-        return -ops.log_sigmoid(labels * logits).sum() / n
+        z = labels * logits
+        # log(sigmoid(z)), stable for large |z|
+        log_sigmoid = ops.minimum(z, 0.0) - ops.log1p(ops.exp(-ops.abs(z)))
+        return -log_sigmoid.sum() / n
