@@ -78,6 +78,9 @@ class Trainer:
             cfg["output_dir"] = output_dir
         cfg["train_dataset"] = _dataset_cfg(train_dataset, cfg["train_dataset"], True)
         cfg["eval_dataset"] = _dataset_cfg(eval_dataset, cfg["eval_dataset"], False)
+        train_ds, eval_ds = cfg["train_dataset"], cfg["eval_dataset"]
+        if eval_ds.get("type") and not eval_ds.get("path") and eval_ds["type"] == train_ds.get("type"):
+            eval_ds["path"] = train_ds.get("path")  # e.g. Flickr8k: one root, two splits
         self.config = cfg
         self._model = model if isinstance(model, CLIPModel) else None
 
@@ -204,7 +207,8 @@ class Trainer:
         """Top-k labels per image for the configured class list (``eval_dataset.class_names``
         or a preset) or ``candidate_labels``. ``input_data``: path, folder, PIL, array or list."""
         from .data.classification import list_image_files
-        from .evaluation.prompts import load_templates
+        from .data.loader import build_source
+        from .evaluation.prompts import load_templates, preset_for
         from .evaluation.tasks import class_names_and_templates
         from .evaluation.zero_shot import build_classifier
         from .pipelines.base import ImagePipeline
@@ -219,7 +223,14 @@ class Trainer:
             names = list(candidate_labels)
             templates = load_templates(cfg["eval_dataset"].get("templates"))
         else:
-            names, templates = class_names_and_templates(cfg["eval_dataset"])
+            eval_cfg = cfg["eval_dataset"]
+            source = None
+            if eval_cfg.get("class_names") is None and not preset_for(eval_cfg.get("type")):
+                if not eval_cfg.get("type"):
+                    raise ValueError("predict needs a class list: eval_dataset.class_names, a "
+                                     "dataset preset, or candidate_labels")
+                source = build_source(eval_cfg)  # its class names (e.g. ImageFolder's folders)
+            names, templates = class_names_and_templates(eval_cfg, source)
         pipe = ImagePipeline(self.model)
         items, single = pipe.as_list(input_data)
         classifier = build_classifier(self.model, pipe.tokenizer, names, templates)

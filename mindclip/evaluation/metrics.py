@@ -1,7 +1,7 @@
 """Ranking metrics for zero-shot classification and image-text retrieval (numpy).
 
-Ties count against the model: the rank of the correct item is the number of candidates
-scoring at least as high as it (itself included), so a constant model never looks good.
+Ties count against the model: the rank of the correct item is one plus the number of wrong
+candidates scoring at least as high, so a constant model never looks good.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 def ranks_of(scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
     """Rank (1 = best) of ``scores[i, positive[i]]`` within row ``i``."""
     pos_scores = scores[np.arange(len(scores)), positive]
-    return (scores >= pos_scores[:, None]).sum(axis=1)
+    return (scores >= pos_scores[:, None]).sum(axis=1)  # counts the positive itself once
 
 
 def classification_metrics(logits: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
@@ -49,7 +49,8 @@ def retrieval_metrics(image_features: np.ndarray, text_features: np.ndarray,
         captions = np.flatnonzero(text_to_image == i)
         if len(captions) == 0:
             raise ValueError(f"image {i} has no caption")
-        i2t[i] = (sims[i][None, :] >= sims[i, captions][:, None]).sum(axis=1).min()
+        negatives = np.delete(sims[i], captions)
+        i2t[i] = 1 + int((negatives >= sims[i, captions].max()).sum())
     out: Dict[str, float] = {}
     for name, ranks in (("image_to_text", i2t), ("text_to_image", t2i)):
         for k in ks:
