@@ -9,7 +9,7 @@ import numpy as np
 
 from .config import DEFAULTS, load_config
 from .models.clip import CLIPModel
-from .models.factory import create_model, find_weight_file, load_pretrained
+from .models.factory import find_weight_file, load_pretrained
 from .models.weights_io import METADATA_KEY, atomic_write, write_weights
 
 TRAIN_TASKS = ("contrastive_language_image_pretrain",)
@@ -94,14 +94,17 @@ class Trainer:
     def _build_model(self) -> CLIPModel:
         import mindspore as ms
 
+        from .registry import get
+
         ms.set_seed(int(self.config["seed"]))  # identical initial weights on every rank
         mcfg = self.config["model"]
         name = mcfg.get("name")
         pretrained = mcfg.get("pretrained")
+        build_model = get("model", "clip")
         if pretrained and os.path.exists(pretrained) and not name:
-            model = create_model(pretrained=pretrained)
+            model = build_model(pretrained=pretrained)
         else:
-            model = create_model(name, pretrained=pretrained, config=mcfg.get("config"))
+            model = build_model(name, pretrained=pretrained, config=mcfg.get("config"))
         ckpt = self.config.get("load_checkpoint")
         if ckpt:
             self.load_weights(model, ckpt)
@@ -141,12 +144,12 @@ class Trainer:
         os.makedirs(cfg["output_dir"], exist_ok=True)
         with open(os.path.join(cfg["output_dir"], "run_config.json"), "w", encoding="utf-8") as f:
             json.dump(cfg, f, indent=2)
-        evaluate_fn = None
-        if cfg["eval_dataset"].get("type"):
-            def evaluate_fn(model, epoch):
-                return evaluate_any(model, cfg["eval_dataset"], int(cfg["eval"]["batch_size"]),
-                                    cfg["eval"]["top_k"], cache=False)
-        runner = ContrastiveRunner(cfg, self.model, evaluate_fn)
+        def evaluate_fn(model, epoch):
+            return evaluate_any(model, cfg["eval_dataset"], int(cfg["eval"]["batch_size"]),
+                                cfg["eval"]["top_k"], cache=False)
+
+        has_eval = bool(cfg["eval_dataset"].get("type"))
+        runner = ContrastiveRunner(cfg, self.model, evaluate_fn if has_eval else None)
         summary = runner.train()
         if runner.rank == 0:
             self.save_model(os.path.join(cfg["output_dir"], "mindclip_model.safetensors"))

@@ -8,7 +8,6 @@ import sys
 import time
 
 import numpy as np
-import pytest
 
 import mindspore as ms
 from conftest import ROOT

@@ -18,29 +18,19 @@ TEXT_ROOTS = ("token_embedding.", "positional_embedding", "transformer.", "ln_fi
 
 _LN = r"(ln_pre|ln_post|ln_1|ln_2|ln_final)"
 _BN = r"(bn\d|downsample\.1)"
-# (open_clip pattern, mindclip pattern) applied on the name suffix.
-_RULES: List[Tuple[str, str]] = [
-    (rf"{_LN}\.weight$", r"\1.gamma"),
-    (rf"{_LN}\.bias$", r"\1.beta"),
-    (rf"{_BN}\.weight$", r"\1.gamma"),
-    (rf"{_BN}\.bias$", r"\1.beta"),
-    (rf"{_BN}\.running_mean$", r"\1.moving_mean"),
-    (rf"{_BN}\.running_var$", r"\1.moving_variance"),
-    (r"attn\.in_proj_weight$", "attn.in_proj.weight"),
-    (r"attn\.in_proj_bias$", "attn.in_proj.bias"),
-    (r"token_embedding\.weight$", "token_embedding.embedding_table"),
-]
-_REVERSE: List[Tuple[str, str]] = [
-    (rf"{_LN}\.gamma$", r"\1.weight"),
-    (rf"{_LN}\.beta$", r"\1.bias"),
-    (rf"{_BN}\.gamma$", r"\1.weight"),
-    (rf"{_BN}\.beta$", r"\1.bias"),
-    (rf"{_BN}\.moving_mean$", r"\1.running_mean"),
-    (rf"{_BN}\.moving_variance$", r"\1.running_var"),
-    (r"attn\.in_proj\.weight$", "attn.in_proj_weight"),
-    (r"attn\.in_proj\.bias$", "attn.in_proj_bias"),
-    (r"token_embedding\.embedding_table$", "token_embedding.weight"),
-]
+# (module pattern, PyTorch suffix, MindSpore suffix) for norm parameters.
+_NORM_SUFFIXES = [(_LN, "weight", "gamma"), (_LN, "bias", "beta"), (_BN, "weight", "gamma"),
+                  (_BN, "bias", "beta"), (_BN, "running_mean", "moving_mean"),
+                  (_BN, "running_var", "moving_variance")]
+# (PyTorch name ending, MindSpore name ending) for everything else that differs.
+_RENAMES = [("attn.in_proj_weight", "attn.in_proj.weight"), ("attn.in_proj_bias", "attn.in_proj.bias"),
+            ("token_embedding.weight", "token_embedding.embedding_table")]
+_RULES: List[Tuple[str, str]] = (
+    [(rf"{m}\.{t}$", rf"\1.{ms}") for m, t, ms in _NORM_SUFFIXES]
+    + [(re.escape(t) + "$", ms) for t, ms in _RENAMES])
+_REVERSE: List[Tuple[str, str]] = (
+    [(rf"{m}\.{ms}$", rf"\1.{t}") for m, t, ms in _NORM_SUFFIXES]
+    + [(re.escape(ms) + "$", t) for t, ms in _RENAMES])
 
 
 def _apply(name: str, rules: List[Tuple[str, str]]) -> str:

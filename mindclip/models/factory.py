@@ -8,6 +8,7 @@ from typing import Dict, List, Optional, Union
 
 import numpy as np
 
+from ..registry import register
 from .clip import CLIPModel
 from .config import CLIPConfig
 from .weights_io import METADATA_KEY, read_weights
@@ -123,6 +124,7 @@ def load_pretrained(model: CLIPModel, pretrained: str) -> CLIPModel:
     return model
 
 
+@register("model", "clip")
 def create_model(model_name: Optional[str] = None, pretrained: Optional[str] = None,
                  config: Union[CLIPConfig, dict, None] = None) -> CLIPModel:
     """Build a CLIP model by architecture name, optionally loading converted weights.

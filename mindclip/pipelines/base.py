@@ -12,7 +12,7 @@ from ..models.clip import CLIPModel
 from ..models.factory import create_model, list_models, resolve_model_name
 from ..tokenizer import CLIPTokenizer
 
-ImageInput = Union[str, "PIL.Image.Image", np.ndarray]  # noqa: F821
+ImageInput = Union[str, "PIL.Image.Image", np.ndarray]  # noqa: F821  (PIL imported lazily)
 
 
 def resolve_model(model: Union[str, CLIPModel, None], pretrained: Optional[str] = None) -> CLIPModel:

@@ -1,7 +1,7 @@
 """``pipeline("feature_extraction")``: L2-normalised image and/or text embeddings."""
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Sequence, Union
 
 import numpy as np
 
