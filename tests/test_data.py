@@ -13,7 +13,7 @@ from PIL import Image
 
 from mindclip.data import build_source, eval_image_loader, train_loader
 from mindclip.data.classification import read_cifar100, read_image_folder
-from mindclip.data.loader import apply_crop, crop_draws, epoch_order
+from mindclip.data.loader import Augment, apply_color, apply_crop, augment_draws, epoch_order
 from mindclip.data.webdataset import expand_pattern
 from mindclip.tokenizer import CLIPTokenizer
 
@@ -262,7 +262,7 @@ def test_random_resized_crop_rule():
     img = np.arange(100 * 80 * 3, dtype=np.uint8).reshape(100, 80, 3)
     rng = np.random.default_rng(0)
     for _ in range(20):
-        crop = apply_crop(img, crop_draws(rng, (0.9, 1.0)))
+        crop = apply_crop(img, augment_draws(rng, Augment()))
         area = crop.shape[0] * crop.shape[1] / (100 * 80)
         assert 0.85 <= area <= 1.0 and 3 / 4 - 0.05 <= crop.shape[1] / crop.shape[0] <= 4 / 3 + 0.05
 
@@ -287,3 +287,26 @@ def test_eval_pipeline_matches_pil_reference(tmp_path):
         batch = np.concatenate([b for b, _ in eval_image_loader(src, size, 3)])
         ref = np.stack([image_transform(size)(p) for p in paths])
         assert np.abs(batch - ref).max() <= 1e-5
+
+
+def test_color_augmentation_is_seeded_and_bounded(tmp_path):
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
+    draws = augment_draws(np.random.default_rng(1), Augment(color_jitter=0.4, grayscale=1.0))
+    assert np.all(np.abs(draws[-1, :3] - 1) <= 0.4) and draws[-1, 3] == 1.0
+    out = apply_color(img, draws)
+    assert out.dtype == np.uint8 and np.array_equal(out[..., 0], out[..., 1])  # grayscale
+    identity = augment_draws(np.random.default_rng(1), Augment())
+    np.testing.assert_array_equal(apply_color(img, identity), img)
+    items = []
+    for i in range(8):
+        make_image(tmp_path / f"{i}.jpg", i, size=(64, 48))
+        items.append({"image": f"{i}.jpg", "caption": [f"c {i}"]})
+    (tmp_path / "t.json").write_text(json.dumps(items))
+    src = build_source({"type": "json", "path": str(tmp_path / "t.json")})
+    aug = Augment(color_jitter=0.3, grayscale=0.5)
+    run = lambda: np.concatenate([b for b, _ in train_loader(src, CLIPTokenizer(), 32, 4, seed=2, augment=aug)])  # noqa
+    first = run()
+    np.testing.assert_array_equal(first, run())
+    plain = np.concatenate([b for b, _ in train_loader(src, CLIPTokenizer(), 32, 4, seed=2)])
+    assert not np.array_equal(first, plain)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import threading
+from dataclasses import dataclass
 from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -107,20 +108,62 @@ def decode_rgb(ref) -> Optional[np.ndarray]:
         return None
 
 
-def crop_draws(rng: np.random.Generator, scale: Sequence[float]) -> np.ndarray:
-    """Random numbers for RandomResizedCrop, drawn before the image size is known:
-    ``CROP_ATTEMPTS`` rows of (area fraction, log aspect ratio, x, y in [0, 1])."""
-    draws = np.empty((CROP_ATTEMPTS, 4), np.float32)
-    draws[:, 0] = rng.uniform(scale[0], scale[1], CROP_ATTEMPTS)
-    draws[:, 1] = rng.uniform(math.log(3 / 4), math.log(4 / 3), CROP_ATTEMPTS)
-    draws[:, 2:] = rng.uniform(0, 1, (CROP_ATTEMPTS, 2))
+@dataclass
+class Augment:
+    """Training augmentation: open_clip's RandomResizedCrop ``scale``, optional color jitter
+    (brightness, contrast and saturation factors drawn from [1 - s, 1 + s]) and random
+    grayscale with probability ``grayscale``."""
+
+    scale: Tuple[float, float] = (0.9, 1.0)
+    color_jitter: float = 0.0
+    grayscale: float = 0.0
+
+    @classmethod
+    def from_config(cls, cfg: Optional[dict]) -> "Augment":
+        cfg = cfg or {}
+        return cls(tuple(cfg.get("scale", (0.9, 1.0))), float(cfg.get("color_jitter") or 0.0),
+                   float(cfg.get("grayscale") or 0.0))
+
+    @property
+    def recolors(self) -> bool:
+        return self.color_jitter > 0 or self.grayscale > 0
+
+
+def augment_draws(rng: np.random.Generator, aug: Augment) -> np.ndarray:
+    """Random numbers for one sample, drawn before the image size is known:
+    ``CROP_ATTEMPTS`` rows of (area fraction, log aspect ratio, x, y in [0, 1]) for the crop,
+    then one row of (brightness, contrast, saturation factors, grayscale flag)."""
+    draws = np.empty((CROP_ATTEMPTS + 1, 4), np.float32)
+    draws[:-1, 0] = rng.uniform(aug.scale[0], aug.scale[1], CROP_ATTEMPTS)
+    draws[:-1, 1] = rng.uniform(math.log(3 / 4), math.log(4 / 3), CROP_ATTEMPTS)
+    draws[:-1, 2:] = rng.uniform(0, 1, (CROP_ATTEMPTS, 2))
+    s = aug.color_jitter
+    draws[-1, :3] = rng.uniform(1 - s, 1 + s, 3)
+    draws[-1, 3] = float(rng.uniform() < aug.grayscale)
     return draws
+
+
+_GRAY = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601 luma, as PIL's "L"
+
+
+def apply_color(image: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    """Brightness, contrast, saturation (torchvision's blend definitions), then grayscale."""
+    brightness, contrast, saturation, gray = (float(v) for v in draws[-1])
+    img = image.astype(np.float32) * brightness
+    img = np.clip(img, 0, 255)
+    mean = float((img @ _GRAY).mean())
+    img = np.clip(img * contrast + mean * (1 - contrast), 0, 255)
+    luma = (img @ _GRAY)[:, :, None]
+    img = np.clip(img * saturation + luma * (1 - saturation), 0, 255)
+    if gray:
+        img = np.repeat((img @ _GRAY)[:, :, None], 3, axis=2)
+    return np.round(img).astype(np.uint8)
 
 
 def apply_crop(image: np.ndarray, draws: np.ndarray) -> np.ndarray:
     """torchvision's RandomResizedCrop box rule on pre-drawn numbers; returns the crop."""
     h, w = image.shape[:2]
-    for area_frac, log_ratio, u, v in draws:
+    for area_frac, log_ratio, u, v in draws[:CROP_ATTEMPTS]:
         aspect = math.exp(float(log_ratio))
         cw = int(round(math.sqrt(w * h * float(area_frac) * aspect)))
         ch = int(round(math.sqrt(w * h * float(area_frac) / aspect)))
@@ -163,10 +206,10 @@ class _CaptionSamples(_Counted):
     """Training rows: (encoded image, token ids, crop draws)."""
 
     def __init__(self, source: ImageTextSource, order: np.ndarray, tokenizer: CLIPTokenizer,
-                 scale, seed: int, epoch: int):
+                 augment: Augment, seed: int, epoch: int):
         super().__init__()
         self.source, self.order, self.tokenizer = source, order, tokenizer
-        self.scale, self.seed, self.epoch = scale, seed, epoch
+        self.augment, self.seed, self.epoch = augment, seed, epoch
 
     def __len__(self) -> int:
         return len(self.order)
@@ -178,7 +221,7 @@ class _CaptionSamples(_Counted):
         captions = self.source.captions[index]
         caption = captions[int(rng.integers(len(captions)))]  # one random caption per epoch
         image, ok = _image_column(self.source.images[index])
-        return image, self.tokenizer(caption)[0], crop_draws(rng, self.scale), ok
+        return image, self.tokenizer(caption)[0], augment_draws(rng, self.augment), ok
 
 
 class _EvalSamples(_Counted):
@@ -203,10 +246,10 @@ class _EvalSamples(_Counted):
 class _StreamSamples(_Counted):
     """WebDataset rows for one rank and epoch: (encoded image, tokens, crop draws)."""
 
-    def __init__(self, source: StreamingImageTextSource, tokenizer: CLIPTokenizer, scale,
-                 seed: int, epoch: int, rank: int, world: int):
+    def __init__(self, source: StreamingImageTextSource, tokenizer: CLIPTokenizer,
+                 augment: Augment, seed: int, epoch: int, rank: int, world: int):
         super().__init__()
-        self.source, self.tokenizer, self.scale = source, tokenizer, scale
+        self.source, self.tokenizer, self.augment = source, tokenizer, augment
         self.seed, self.epoch, self.rank, self.world = seed, epoch, rank, world
         self.num_rows = source.num_samples // world
 
@@ -232,7 +275,7 @@ class _StreamSamples(_Counted):
                 if data is None:
                     self.source.errors.append(key)
                 image, ok = _image_column(data) if data is not None else (_UNREADABLE, np.array(False))
-                yield image, tokens, crop_draws(sample_rng, self.scale), ok
+                yield image, tokens, augment_draws(sample_rng, self.augment), ok
                 produced += 1
                 if produced >= self.num_rows:
                     return
@@ -260,6 +303,10 @@ class _CenterCrop:
         return np.ascontiguousarray(image[top:top + self.size, left:left + self.size])
 
 
+def _crop_keep_draws(image: np.ndarray, draws: np.ndarray):
+    return apply_crop(image, draws), draws
+
+
 def _is_ok(ok) -> bool:
     return bool(np.asarray(ok).item())
 
@@ -273,7 +320,7 @@ class Loader:
 
     def __init__(self, samples, second_column: str, batch_size: int, drop_last: bool,
                  num_workers: int, image_size: int, train: bool, encoded: bool,
-                 skip_batches: int = 0, random_access: bool = True):
+                 skip_batches: int = 0, random_access: bool = True, recolor: bool = False):
         import mindspore.dataset as ds
         from mindspore.dataset import vision
 
@@ -290,9 +337,14 @@ class Loader:
             dataset = dataset.map([vision.Decode()], input_columns=["image"],
                                   num_parallel_workers=workers)
         if train:
-            dataset = dataset.map(apply_crop, input_columns=["image", "crop"],
-                                  output_columns=["image"], num_parallel_workers=1)
-            resize = [vision.Resize((image_size, image_size), vision.Inter.PILCUBIC)]
+            dataset = dataset.map(_crop_keep_draws, input_columns=["image", "crop"],
+                                  output_columns=["image", "crop"], num_parallel_workers=1)
+            dataset = dataset.map([vision.Resize((image_size, image_size), vision.Inter.PILCUBIC)],
+                                  input_columns=["image"], num_parallel_workers=workers)
+            if recolor:
+                dataset = dataset.map(apply_color, input_columns=["image", "crop"],
+                                      output_columns=["image"], num_parallel_workers=1)
+            resize = []
         else:
             dataset = dataset.map([vision.Resize(image_size, vision.Inter.PILCUBIC)],
                                   input_columns=["image"], num_parallel_workers=workers)
@@ -336,17 +388,19 @@ def _is_encoded(source) -> bool:
 
 def train_loader(source: Union[ImageTextSource, StreamingImageTextSource], tokenizer: CLIPTokenizer,
                  image_size: int, batch_size: int, epoch: int = 0, seed: int = 0,
-                 rank: int = 0, world: int = 1, scale=(0.9, 1.0), shuffle: bool = True,
-                 num_workers: int = 2, skip_batches: int = 0) -> Loader:
-    """Training batches of one epoch: one random caption per image, RandomResizedCrop."""
+                 rank: int = 0, world: int = 1, augment: Optional[Augment] = None,
+                 shuffle: bool = True, num_workers: int = 2, skip_batches: int = 0) -> Loader:
+    """Training batches of one epoch: one random caption per image, RandomResizedCrop (and
+    the optional color augmentation of ``augment``)."""
+    augment = augment or Augment()
     if isinstance(source, StreamingImageTextSource):
-        samples = _StreamSamples(source, tokenizer, scale, seed, epoch, rank, world)
+        samples = _StreamSamples(source, tokenizer, augment, seed, epoch, rank, world)
         return Loader(samples, "tokens", batch_size, True, num_workers, image_size, True, True,
-                      skip_batches, random_access=False)
+                      skip_batches, random_access=False, recolor=augment.recolors)
     order = epoch_order(len(source), seed, epoch, shuffle, rank, world, True)
-    samples = _CaptionSamples(source, order, tokenizer, scale, seed, epoch)
+    samples = _CaptionSamples(source, order, tokenizer, augment, seed, epoch)
     return Loader(samples, "tokens", batch_size, True, num_workers, image_size, True,
-                  _is_encoded(source), skip_batches)
+                  _is_encoded(source), skip_batches, recolor=augment.recolors)
 
 
 def eval_image_loader(source: Union[ImageTextSource, LabeledImageSource], image_size: int,

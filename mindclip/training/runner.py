@@ -6,7 +6,7 @@ import json
 import math
 from typing import Callable, Dict, Optional
 
-from ..data.loader import build_source, train_loader
+from ..data.loader import Augment, build_source, train_loader
 from ..models.clip import CLIPModel
 from ..registry import build
 from ..tokenizer import CLIPTokenizer
@@ -140,14 +140,14 @@ class ContrastiveRunner:
         self.model.set_train(True)
         if run["lock_image"]:
             self.model.visual.set_train(False)  # a locked tower keeps its BatchNorm statistics
-        augment = self.cfg["train_dataset"]["augment"]
+        augment = Augment.from_config(self.cfg["train_dataset"]["augment"])
         last_loss, skipped_total, samples = float("nan"), 0, 0
         save_interval = int(run["save_interval"] or 0)
         epochs = int(run["epochs"])
         while global_step < self.total_steps and epoch < epochs:
             loader = train_loader(self.source, self.tokenizer, self.model.image_size,
                                   self.batch_size, epoch=epoch, seed=int(self.cfg["seed"]),
-                                  rank=self.rank, world=self.world, scale=augment["scale"],
+                                  rank=self.rank, world=self.world, augment=augment,
                                   shuffle=bool(self.cfg["train_dataset"]["shuffle"]),
                                   num_workers=int(self.cfg["train_dataset"]["num_workers"]),
                                   skip_batches=batch_in_epoch)

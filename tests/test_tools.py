@@ -1,0 +1,66 @@
+"""Dataset helper tools and the loss-curve plot tool."""
+import csv
+import json
+import os
+import sys
+
+import numpy as np
+from PIL import Image
+
+from conftest import ROOT
+
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+
+import make_webdataset  # noqa: E402
+import plot_metrics  # noqa: E402
+import split_flickr30k  # noqa: E402
+from mindclip.data import build_source  # noqa: E402
+
+
+def test_split_flickr30k(tmp_path):
+    images = tmp_path / "flickr30k-images"
+    images.mkdir()
+    lines = []
+    for i in range(20):
+        Image.new("RGB", (8, 8), (i * 10, 0, 0)).save(images / f"{i}.jpg")
+        lines += [f"{i}.jpg#{k}\tcaption {i} {k}" for k in range(5)]
+    (tmp_path / "results.token").write_text("\n".join(lines) + "\n")
+    written = split_flickr30k.split_captions(str(tmp_path / "results.token"), str(images),
+                                             str(tmp_path / "csv"), val=3, test=4)
+    assert {k: v[1] for k, v in written.items()} == {"train": 13, "val": 3, "test": 4}
+    sets = {}
+    for split in ("train", "val", "test"):
+        src = build_source({"type": "csv", "path": written[split][0]})
+        assert all(len(c) == 5 for c in src.captions)
+        sets[split] = set(src.images)
+    assert not (sets["train"] & sets["test"]) and not (sets["train"] & sets["val"])
+    assert len(sets["train"] | sets["val"] | sets["test"]) == 20
+
+
+def test_make_webdataset_from_csv(tmp_path):
+    rows = []
+    for i in range(7):
+        Image.new("RGB", (8, 8), (0, i * 30, 0)).save(tmp_path / f"{i}.jpg")
+        rows.append([f"{i}.jpg", f"green {i}"])
+    with open(tmp_path / "d.tsv", "w", newline="") as f:
+        w = csv.writer(f, delimiter="\t")
+        w.writerow(["filepath", "title"])
+        w.writerows(rows)
+    assert make_webdataset.main(["--csv", str(tmp_path / "d.tsv"), "--output", str(tmp_path / "shards"),
+                                 "--samples_per_shard", "3"]) == 0
+    shards = sorted(os.listdir(tmp_path / "shards"))
+    assert shards == ["00000.tar", "00001.tar", "00002.tar"]
+    src = build_source({"type": "webdataset", "path": str(tmp_path / "shards" / "{00000..00002}.tar")})
+    assert len(src) == 7
+    captions = [c[0] for _, c, _ in src.iterate(src.shards)]
+    assert captions == [f"green {i}" for i in range(7)]
+
+
+def test_plot_metrics(tmp_path):
+    with open(tmp_path / "metrics.jsonl", "w") as f:
+        for step in range(1, 6):
+            f.write(json.dumps({"type": "train", "step": step, "loss": 5 - step, "lr": 1e-3 * step}) + "\n")
+    out = str(tmp_path / "curves.png")
+    assert plot_metrics.main([str(tmp_path / "metrics.jsonl"), "-o", out]) == 0
+    img = np.asarray(Image.open(out))
+    assert img.shape[0] > 100 and img.std() > 0
