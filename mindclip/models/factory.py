@@ -117,6 +117,11 @@ def load_pretrained(model: CLIPModel, pretrained: str) -> CLIPModel:
         if diff:
             raise ValueError(f"checkpoint {path} was converted for a different architecture "
                              f"(checkpoint vs model): " + "; ".join(diff))
+    if "token_embedding.embedding_table" in tensors:
+        # A MindFormers 1.x CLIP checkpoint: same names with the text tower at the top level.
+        from ..convert.naming import mindformers_to_mindclip
+
+        tensors = mindformers_to_mindclip(tensors)
     params = model.parameters_dict()
     check_state_dict({k: p.shape for k, p in params.items()}, tensors, path)
     for name, param in params.items():
