@@ -13,7 +13,8 @@ from PIL import Image
 
 from mindclip.data import build_source, eval_image_loader, train_loader
 from mindclip.data.classification import read_cifar100, read_image_folder
-from mindclip.data.loader import Augment, apply_color, apply_crop, augment_draws, epoch_order
+from mindclip.data.loader import epoch_order
+from mindclip.data.transforms import Augment, apply_color, apply_crop, augment_draws
 from mindclip.data.webdataset import expand_pattern
 from mindclip.tokenizer import CLIPTokenizer
 

@@ -18,6 +18,10 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def _progress(who: str, key: str, out: dict) -> None:
+    print(f"  measured {who} {key}: {out[key]:.1f}/s", file=sys.stderr, flush=True)
+
+
 def _timeit(fn, iters: int) -> float:
     fn()  # warm-up (graph compilation)
     start = time.perf_counter()
@@ -39,14 +43,17 @@ def bench_mindclip(name: str, iters: int, image_batch: int, text_batch: int, tra
     rng = np.random.default_rng(0)
     images = ms.Tensor(rng.standard_normal((image_batch, 3, size, size)).astype(np.float32))
     texts = ms.Tensor(rng.integers(1, 49000, (text_batch, ctx)).astype(np.int32))
-    out = {"image_encode": image_batch / _timeit(lambda: model.encode_image(images).asnumpy(), iters),
-           "text_encode": text_batch / _timeit(lambda: model.encode_text(texts).asnumpy(), iters)}
+    out = {"image_encode": image_batch / _timeit(lambda: model.encode_image(images).asnumpy(), iters)}
+    _progress("mindclip", "image_encode", out)
+    out["text_encode"] = text_batch / _timeit(lambda: model.encode_text(texts).asnumpy(), iters)
+    _progress("mindclip", "text_encode", out)
     model.set_train(True)
     opt = AdamW(model.trainable_params(), np.full(1000, 1e-5, np.float32))
     step = TrainStep(model, ClipLoss(rank=0, world_size=1), opt)
     timgs = ms.Tensor(rng.standard_normal((train_batch, 3, size, size)).astype(np.float32))
     ttxt = ms.Tensor(rng.integers(1, 49000, (train_batch, ctx)).astype(np.int32))
     out["train_step"] = train_batch / _timeit(lambda: step(timgs, ttxt)[0].asnumpy(), iters)
+    _progress("mindclip", "train_step", out)
     return out
 
 

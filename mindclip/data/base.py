@@ -5,7 +5,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
-ImageRef = Union[str, Callable[[], bytes]]  # a file path, or a loader of encoded bytes
+import numpy as np
+
+ImageRef = Union[str, Callable[[], bytes], np.ndarray]  # path, bytes loader, or HWC uint8 array
 
 
 def read_image_bytes(ref: ImageRef) -> bytes:

@@ -19,21 +19,18 @@ Design choices, each for a reason:
 """
 from __future__ import annotations
 
-import math
 import threading
-from dataclasses import dataclass
-from typing import Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
 from ..tokenizer import CLIPTokenizer
 from .base import (ImageTextSource, LabeledImageSource, StreamingImageTextSource,
                    read_image_bytes)
-from .transforms import OPENAI_MEAN, OPENAI_STD
+from .transforms import OPENAI_MEAN, OPENAI_STD, Augment, apply_color, apply_crop, augment_draws
 
 Source = Union[ImageTextSource, LabeledImageSource, StreamingImageTextSource]
 _UNREADABLE = np.frombuffer(b"unreadable", np.uint8)  # fails decoding -> skipped and counted
-CROP_ATTEMPTS = 10
 
 
 def _rng(*keys: int) -> np.random.Generator:
@@ -106,76 +103,6 @@ def decode_rgb(ref) -> Optional[np.ndarray]:
         return vision.Decode()(data)
     except (RuntimeError, ValueError):
         return None
-
-
-@dataclass
-class Augment:
-    """Training augmentation: open_clip's RandomResizedCrop ``scale``, optional color jitter
-    (brightness, contrast and saturation factors drawn from [1 - s, 1 + s]) and random
-    grayscale with probability ``grayscale``."""
-
-    scale: Tuple[float, float] = (0.9, 1.0)
-    color_jitter: float = 0.0
-    grayscale: float = 0.0
-
-    @classmethod
-    def from_config(cls, cfg: Optional[dict]) -> "Augment":
-        cfg = cfg or {}
-        return cls(tuple(cfg.get("scale", (0.9, 1.0))), float(cfg.get("color_jitter") or 0.0),
-                   float(cfg.get("grayscale") or 0.0))
-
-    @property
-    def recolors(self) -> bool:
-        return self.color_jitter > 0 or self.grayscale > 0
-
-
-def augment_draws(rng: np.random.Generator, aug: Augment) -> np.ndarray:
-    """Random numbers for one sample, drawn before the image size is known:
-    ``CROP_ATTEMPTS`` rows of (area fraction, log aspect ratio, x, y in [0, 1]) for the crop,
-    then one row of (brightness, contrast, saturation factors, grayscale flag)."""
-    draws = np.empty((CROP_ATTEMPTS + 1, 4), np.float32)
-    draws[:-1, 0] = rng.uniform(aug.scale[0], aug.scale[1], CROP_ATTEMPTS)
-    draws[:-1, 1] = rng.uniform(math.log(3 / 4), math.log(4 / 3), CROP_ATTEMPTS)
-    draws[:-1, 2:] = rng.uniform(0, 1, (CROP_ATTEMPTS, 2))
-    s = aug.color_jitter
-    draws[-1, :3] = rng.uniform(1 - s, 1 + s, 3)
-    draws[-1, 3] = float(rng.uniform() < aug.grayscale)
-    return draws
-
-
-_GRAY = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601 luma, as PIL's "L"
-
-
-def apply_color(image: np.ndarray, draws: np.ndarray) -> np.ndarray:
-    """Brightness, contrast, saturation (torchvision's blend definitions), then grayscale."""
-    brightness, contrast, saturation, gray = (float(v) for v in draws[-1])
-    img = image.astype(np.float32) * brightness
-    img = np.clip(img, 0, 255)
-    mean = float((img @ _GRAY).mean())
-    img = np.clip(img * contrast + mean * (1 - contrast), 0, 255)
-    luma = (img @ _GRAY)[:, :, None]
-    img = np.clip(img * saturation + luma * (1 - saturation), 0, 255)
-    if gray:
-        img = np.repeat((img @ _GRAY)[:, :, None], 3, axis=2)
-    return np.round(img).astype(np.uint8)
-
-
-def apply_crop(image: np.ndarray, draws: np.ndarray) -> np.ndarray:
-    """torchvision's RandomResizedCrop box rule on pre-drawn numbers; returns the crop."""
-    h, w = image.shape[:2]
-    for area_frac, log_ratio, u, v in draws[:CROP_ATTEMPTS]:
-        aspect = math.exp(float(log_ratio))
-        cw = int(round(math.sqrt(w * h * float(area_frac) * aspect)))
-        ch = int(round(math.sqrt(w * h * float(area_frac) / aspect)))
-        if 0 < cw <= w and 0 < ch <= h:
-            left = min(int(float(u) * (w - cw + 1)), w - cw)
-            top = min(int(float(v) * (h - ch + 1)), h - ch)
-            return np.ascontiguousarray(image[top:top + ch, left:left + cw])
-    ratio = w / h  # fallback: the largest central crop within the aspect bounds
-    cw, ch = (w, int(round(w * 3 / 4))) if ratio < 3 / 4 else \
-        ((int(round(h * 4 / 3)), h) if ratio > 4 / 3 else (w, h))
-    left, top = (w - cw) // 2, (h - ch) // 2
-    return np.ascontiguousarray(image[top:top + ch, left:left + cw])
 
 
 def epoch_order(n: int, seed: int, epoch: int, shuffle: bool, rank: int, world: int,

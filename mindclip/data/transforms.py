@@ -8,7 +8,7 @@ preprocessing exactly.
 from __future__ import annotations
 
 import math
-import random
+from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -66,45 +66,97 @@ def image_transform(image_size: int, mean: Sequence[float] = OPENAI_MEAN,
     return transform
 
 
-def random_resized_crop_box(width: int, height: int, scale: Tuple[float, float],
-                            ratio: Tuple[float, float], rng: random.Random) -> Tuple[int, int, int, int]:
-    """torchvision's RandomResizedCrop box sampling: ``(left, top, w, h)``."""
-    area = width * height
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-    for _ in range(10):
-        target = area * rng.uniform(*scale)
-        aspect = math.exp(rng.uniform(*log_ratio))
-        w = int(round(math.sqrt(target * aspect)))
-        h = int(round(math.sqrt(target / aspect)))
-        if 0 < w <= width and 0 < h <= height:
-            return rng.randint(0, width - w), rng.randint(0, height - h), w, h
-    # Fallback: the largest central crop within the ratio bounds.
-    in_ratio = width / height
-    if in_ratio < ratio[0]:
-        w, h = width, int(round(width / ratio[0]))
-    elif in_ratio > ratio[1]:
-        w, h = int(round(height * ratio[1])), height
-    else:
-        w, h = width, height
-    return (width - w) // 2, (height - h) // 2, w, h
+CROP_ATTEMPTS = 10
 
 
-def train_transform(image_size: int, scale: Tuple[float, float] = (0.9, 1.0),
+@dataclass
+class Augment:
+    """Training augmentation: open_clip's RandomResizedCrop ``scale``, optional color jitter
+    (brightness, contrast and saturation factors drawn from [1 - s, 1 + s]) and random
+    grayscale with probability ``grayscale``."""
+
+    scale: Tuple[float, float] = (0.9, 1.0)
+    color_jitter: float = 0.0
+    grayscale: float = 0.0
+
+    @classmethod
+    def from_config(cls, cfg: Optional[dict]) -> "Augment":
+        cfg = cfg or {}
+        return cls(tuple(cfg.get("scale", (0.9, 1.0))), float(cfg.get("color_jitter") or 0.0),
+                   float(cfg.get("grayscale") or 0.0))
+
+    @property
+    def recolors(self) -> bool:
+        return self.color_jitter > 0 or self.grayscale > 0
+
+
+def augment_draws(rng: np.random.Generator, aug: Augment) -> np.ndarray:
+    """Random numbers for one sample, drawn before the image size is known:
+    ``CROP_ATTEMPTS`` rows of (area fraction, log aspect ratio, x, y in [0, 1]) for the crop,
+    then one row of (brightness, contrast, saturation factors, grayscale flag)."""
+    draws = np.empty((CROP_ATTEMPTS + 1, 4), np.float32)
+    draws[:-1, 0] = rng.uniform(aug.scale[0], aug.scale[1], CROP_ATTEMPTS)
+    draws[:-1, 1] = rng.uniform(math.log(3 / 4), math.log(4 / 3), CROP_ATTEMPTS)
+    draws[:-1, 2:] = rng.uniform(0, 1, (CROP_ATTEMPTS, 2))
+    s = aug.color_jitter
+    draws[-1, :3] = rng.uniform(1 - s, 1 + s, 3)
+    draws[-1, 3] = float(rng.uniform() < aug.grayscale)
+    return draws
+
+
+_GRAY = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601 luma, as PIL's "L"
+
+
+def apply_color(image: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    """Brightness, contrast, saturation (torchvision's blend definitions), then grayscale."""
+    brightness, contrast, saturation, gray = (float(v) for v in draws[-1])
+    img = image.astype(np.float32) * brightness
+    img = np.clip(img, 0, 255)
+    mean = float((img @ _GRAY).mean())
+    img = np.clip(img * contrast + mean * (1 - contrast), 0, 255)
+    luma = (img @ _GRAY)[:, :, None]
+    img = np.clip(img * saturation + luma * (1 - saturation), 0, 255)
+    if gray:
+        img = np.repeat((img @ _GRAY)[:, :, None], 3, axis=2)
+    return np.round(img).astype(np.uint8)
+
+
+def apply_crop(image: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    """torchvision's RandomResizedCrop box rule on pre-drawn numbers; returns the crop."""
+    h, w = image.shape[:2]
+    for area_frac, log_ratio, u, v in draws[:CROP_ATTEMPTS]:
+        aspect = math.exp(float(log_ratio))
+        cw = int(round(math.sqrt(w * h * float(area_frac) * aspect)))
+        ch = int(round(math.sqrt(w * h * float(area_frac) / aspect)))
+        if 0 < cw <= w and 0 < ch <= h:
+            left = min(int(float(u) * (w - cw + 1)), w - cw)
+            top = min(int(float(v) * (h - ch + 1)), h - ch)
+            return np.ascontiguousarray(image[top:top + ch, left:left + cw])
+    ratio = w / h  # fallback: the largest central crop within the aspect bounds
+    cw, ch = (w, int(round(w * 3 / 4))) if ratio < 3 / 4 else \
+        ((int(round(h * 4 / 3)), h) if ratio > 4 / 3 else (w, h))
+    left, top = (w - cw) // 2, (h - ch) // 2
+    return np.ascontiguousarray(image[top:top + ch, left:left + cw])
+
+
+def train_transform(image_size: int, augment: Optional[Augment] = None,
                     mean: Sequence[float] = OPENAI_MEAN, std: Sequence[float] = OPENAI_STD,
                     seed: Optional[int] = None) -> Callable[..., np.ndarray]:
-    """open_clip's training transform: RandomResizedCrop(scale) with bicubic resampling,
-    RGB, normalise. ``seed`` makes the crops reproducible."""
-    rng = random.Random(seed)
+    """open_clip's training transform in PIL: RandomResizedCrop (``augment.scale``, default
+    0.9-1) with bicubic resampling, optional color augmentation, normalise. ``seed`` makes
+    it reproducible. (The training loader applies the same rule with C++ resizing.)"""
+    augment = augment or Augment()
+    rng = np.random.default_rng(seed)
     mean_arr = np.asarray(mean, np.float32).reshape(3, 1, 1)
     std_arr = np.asarray(std, np.float32).reshape(3, 1, 1)
 
     def transform(image) -> np.ndarray:
-        img = to_pil(image)
-        left, top, w, h = random_resized_crop_box(img.size[0], img.size[1], scale,
-                                                  (3 / 4, 4 / 3), rng)
-        img = img.resize((image_size, image_size), Image.BICUBIC,
-                         box=(left, top, left + w, top + h)).convert("RGB")
-        chw = np.asarray(img, dtype=np.float32).transpose(2, 0, 1) / 255.0
+        draws = augment_draws(rng, augment)
+        crop = apply_crop(np.asarray(to_pil(image).convert("RGB")), draws)
+        img = np.asarray(Image.fromarray(crop).resize((image_size, image_size), Image.BICUBIC))
+        if augment.recolors:
+            img = apply_color(img, draws)
+        chw = img.astype(np.float32).transpose(2, 0, 1) / 255.0
         return (chw - mean_arr) / std_arr
 
     return transform

@@ -6,7 +6,8 @@ import json
 import math
 from typing import Callable, Dict, Optional
 
-from ..data.loader import Augment, build_source, train_loader
+from ..data.loader import build_source, train_loader
+from ..data.transforms import Augment
 from ..models.clip import CLIPModel
 from ..registry import build
 from ..tokenizer import CLIPTokenizer
