@@ -9,6 +9,7 @@ fp32 throughout. Numbers are items per second (higher is better), after one warm
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -16,10 +17,6 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _progress(who: str, key: str, out: dict) -> None:
-    print(f"  measured {who} {key}: {out[key]:.1f}/s", file=sys.stderr, flush=True)
 
 
 def _timeit(fn, iters: int) -> float:
@@ -30,62 +27,88 @@ def _timeit(fn, iters: int) -> float:
     return (time.perf_counter() - start) / iters
 
 
-def bench_mindclip(name: str, iters: int, image_batch: int, text_batch: int, train_batch: int):
+def _mindclip_workload(name: str, task: str, batch: int, iters: int, mode: int) -> float:
     import mindspore as ms
 
     from mindclip import create_model
     from mindclip.losses import ClipLoss
     from mindclip.training import AdamW, TrainStep
 
-    ms.set_context(mode=ms.GRAPH_MODE)
+    ms.set_context(mode=mode)
     model = create_model(name)
     size, ctx = model.image_size, model.context_length
     rng = np.random.default_rng(0)
-    images = ms.Tensor(rng.standard_normal((image_batch, 3, size, size)).astype(np.float32))
-    texts = ms.Tensor(rng.integers(1, 49000, (text_batch, ctx)).astype(np.int32))
-    out = {"image_encode": image_batch / _timeit(lambda: model.encode_image(images).asnumpy(), iters)}
-    _progress("mindclip", "image_encode", out)
-    out["text_encode"] = text_batch / _timeit(lambda: model.encode_text(texts).asnumpy(), iters)
-    _progress("mindclip", "text_encode", out)
+    images = ms.Tensor(rng.standard_normal((batch, 3, size, size)).astype(np.float32))
+    texts = ms.Tensor(rng.integers(1, 49000, (batch, ctx)).astype(np.int32))
+    if task == "image_encode":
+        return batch / _timeit(lambda: model.encode_image(images).asnumpy(), iters)
+    if task == "text_encode":
+        return batch / _timeit(lambda: model.encode_text(texts).asnumpy(), iters)
     model.set_train(True)
     opt = AdamW(model.trainable_params(), np.full(1000, 1e-5, np.float32))
     step = TrainStep(model, ClipLoss(rank=0, world_size=1), opt)
-    timgs = ms.Tensor(rng.standard_normal((train_batch, 3, size, size)).astype(np.float32))
-    ttxt = ms.Tensor(rng.integers(1, 49000, (train_batch, ctx)).astype(np.int32))
-    out["train_step"] = train_batch / _timeit(lambda: step(timgs, ttxt)[0].asnumpy(), iters)
-    _progress("mindclip", "train_step", out)
-    return out
+    return batch / _timeit(lambda: step(images, texts)[0].asnumpy(), iters)
 
 
-def bench_open_clip(name: str, iters: int, image_batch: int, text_batch: int, train_batch: int):
+def _open_clip_workload(name: str, task: str, batch: int, iters: int, mode: int) -> float:
     import open_clip
     import torch
 
     from mindclip import get_model_config
 
+    del mode
     cfg = get_model_config(name).to_dict()
     model = open_clip.model.CLIP(embed_dim=cfg["embed_dim"], vision_cfg=cfg["vision_cfg"],
                                  text_cfg=cfg["text_cfg"], quick_gelu=cfg["quick_gelu"]).eval()
     size, ctx = cfg["vision_cfg"]["image_size"], cfg["text_cfg"]["context_length"]
-    images = torch.randn(image_batch, 3, size, size)
-    texts = torch.randint(1, 49000, (text_batch, ctx))
-    with torch.no_grad():
-        out = {"image_encode": image_batch / _timeit(lambda: model.encode_image(images), iters),
-               "text_encode": text_batch / _timeit(lambda: model.encode_text(texts), iters)}
+    images = torch.randn(batch, 3, size, size)
+    texts = torch.randint(1, 49000, (batch, ctx))
+    if task in ("image_encode", "text_encode"):
+        fn = model.encode_image if task == "image_encode" else model.encode_text
+        arg = images if task == "image_encode" else texts
+        with torch.no_grad():
+            return batch / _timeit(lambda: fn(arg), iters)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
     loss_fn = open_clip.loss.ClipLoss()
-    timgs = torch.randn(train_batch, 3, size, size)
-    ttxt = torch.randint(1, 49000, (train_batch, ctx))
 
     def step():
         opt.zero_grad()
-        loss = loss_fn(*model(timgs, ttxt))
-        loss.backward()
+        loss_fn(*model(images, texts)).backward()
         opt.step()
 
-    out["train_step"] = train_batch / _timeit(step, iters)
-    return out, torch.get_num_threads()
+    return batch / _timeit(step, iters)
+
+
+def _run_isolated(who: str, name: str, task: str, batch: int, iters: int, mode: int):
+    """One workload in a fresh process: MindSpore's CPU graph mode keeps every intermediate
+    tensor of a graph alive, so workloads sharing a process would share (and exhaust) memory.
+    Returns (items/s or None, note)."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--_one", who, name, task, str(batch),
+           str(iters), str(mode)]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if proc.returncode == 0:
+        return float(proc.stdout.strip().splitlines()[-1]), ""
+    if proc.returncode in (-9, 137):
+        return None, "out of memory"
+    return None, (proc.stderr.strip().splitlines() or ["failed"])[-1][:80]
+
+
+def bench_models(name: str, iters: int, batches: dict, torch_available: bool) -> dict:
+    results = {}
+    for task, batch in batches.items():
+        ours, note = _run_isolated("mindclip", name, task, batch, iters, 0)
+        mode = "GRAPH"
+        if ours is None and note == "out of memory":
+            ours, note = _run_isolated("mindclip", name, task, batch, iters, 1)
+            mode = "PyNative (GRAPH ran out of memory)"
+        theirs, their_note = (_run_isolated("open_clip", name, task, batch, iters, 0)
+                              if torch_available else (None, "torch not installed"))
+        results[task] = {"batch": batch, "mindclip": ours, "mindclip_mode": mode,
+                         "mindclip_note": note, "open_clip": theirs, "open_clip_note": their_note}
+        print(f"  measured {task}: mindclip {ours} ({mode}), open_clip {theirs}", file=sys.stderr,
+              flush=True)
+    return results
 
 
 def _sample_jpegs(directory: str, count: int):
@@ -142,25 +165,40 @@ def main(argv=None) -> int:
     p.add_argument("--images", default=None, help="folder of JPEGs (default: 1000 generated)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--json", default=None, help="also write the numbers to this file")
+    p.add_argument("--_one", nargs=6, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args._one:  # child process: one workload, prints items/s
+        who, name, task, batch, iters, mode = args._one
+        fn = _mindclip_workload if who == "mindclip" else _open_clip_workload
+        print(fn(name, task, int(batch), int(iters), int(mode)))
+        return 0
     results = {"threads": os.cpu_count()}
     if args.section in ("models", "all"):
-        ours = bench_mindclip(args.model, args.iters, args.image_batch, args.text_batch, args.train_batch)
         try:
-            theirs, torch_threads = bench_open_clip(args.model, args.iters, args.image_batch,
-                                                    args.text_batch, args.train_batch)
+            import torch
+            torch_threads = torch.get_num_threads()
         except ImportError:
-            theirs, torch_threads = None, None
-        print(f"\n{args.model}, fp32, CPU with {os.cpu_count()} cores "
-              f"(MindSpore default threads; torch threads: {torch_threads})")
-        print(f"{'workload':34s} {'mindclip (MindSpore)':>22s} {'open_clip (PyTorch)':>22s}")
+            torch_threads = None
+        batches = {"image_encode": args.image_batch, "text_encode": args.text_batch,
+                   "train_step": args.train_batch}
+        res = bench_models(args.model, args.iters, batches, torch_threads is not None)
+        print(f"\n{args.model}, fp32, CPU with {os.cpu_count()} cores (MindSpore default threads; "
+              f"torch threads: {torch_threads}); each workload in its own process")
+        print(f"{'workload':36s} {'mindclip (MindSpore)':>22s} {'open_clip (PyTorch)':>22s}")
         labels = {"image_encode": f"image encode, batch {args.image_batch} [img/s]",
                   "text_encode": f"text encode, {args.text_batch}x77 [txt/s]",
                   "train_step": f"train step, batch {args.train_batch} [samples/s]"}
         for key, label in labels.items():
-            other = f"{theirs[key]:22.1f}" if theirs else f"{'(not installed)':>22s}"
-            print(f"{label:34s} {ours[key]:22.1f} {other}")
-        results["models"] = {"model": args.model, "mindclip": ours, "open_clip": theirs}
+            r = res[key]
+            ours = f"{r['mindclip']:.2f}" if r["mindclip"] else r["mindclip_note"]
+            if r["mindclip"] and r["mindclip_mode"] != "GRAPH":
+                ours += " (PyNative*)"
+            theirs = f"{r['open_clip']:.2f}" if r["open_clip"] else r["open_clip_note"]
+            print(f"{label:36s} {ours:>22s} {theirs:>22s}")
+        if any(r["mindclip_mode"] != "GRAPH" for r in res.values()):
+            print("* GRAPH mode ran out of memory (MindSpore 2.10 keeps all intermediates of a "
+                  "CPU graph); measured in PyNative mode instead")
+        results["models"] = {"model": args.model, **res}
     if args.section in ("data", "all"):
         folder = args.images
         tmp = None
