@@ -236,7 +236,8 @@ class Trainer:
             names, templates = class_names_and_templates(eval_cfg, source)
         pipe = ImagePipeline(self.model)
         items, single = pipe.as_list(input_data)
-        classifier = build_classifier(self.model, pipe.tokenizer, names, templates)
+        classifier = build_classifier(self.model, pipe.tokenizer, names, templates,
+                                      int(cfg["eval"]["batch_size"]))
         logits = pipe.logit_scale() * pipe.image_features(items) @ classifier
         probs = np.exp(logits - logits.max(axis=1, keepdims=True))
         probs /= probs.sum(axis=1, keepdims=True)

@@ -33,7 +33,7 @@ def encode_image_batch(model: CLIPModel, images: np.ndarray, batch_size: int) ->
 
 
 def encode_texts(model: CLIPModel, tokenizer: CLIPTokenizer, texts: Sequence[str],
-                 batch_size: int = 256) -> np.ndarray:
+                 batch_size: int = 64) -> np.ndarray:
     """L2-normalised features of ``texts``, tokenized to the model's context length."""
     import mindspore as ms
 

@@ -14,7 +14,7 @@ from .metrics import retrieval_metrics
 
 
 def retrieval_evaluate(model: CLIPModel, tokenizer: CLIPTokenizer, source: ImageTextSource,
-                       loader, batch_size: int, text_batch_size: int = 256) -> Dict[str, float]:
+                       loader, batch_size: int, text_batch_size: int = 64) -> Dict[str, float]:
     """R@1/5/10 both ways. Images that could not be read are left out with their captions
     (and counted in ``skipped_images``)."""
     image_feats, indices = encode_loader(model, loader, batch_size)

@@ -37,7 +37,9 @@ def evaluate_zero_shot(model: CLIPModel, dataset_cfg: Dict, batch_size: int = 64
         raise ValueError(f"{len(names)} class names for a dataset with {len(source.class_names)} classes")
     model.set_train(False)
     tokenizer = CLIPTokenizer(context_length=model.context_length)
-    classifier = build_classifier(model, tokenizer, names, templates, cache=cache)
+    # Text batches follow eval.batch_size: on CPU a graph keeps all its intermediates, and a
+    # 256x77 batch of the ViT-B/32 text tower alone needs ~17 GB.
+    classifier = build_classifier(model, tokenizer, names, templates, batch_size, cache=cache)
     loader = eval_image_loader(source, model.image_size, batch_size,
                                num_workers=int(dataset_cfg.get("num_workers") or 2))
     metrics = zero_shot_evaluate(model, loader, classifier, names, batch_size, top_k)
@@ -57,7 +59,7 @@ def evaluate_retrieval(model: CLIPModel, dataset_cfg: Dict, batch_size: int = 64
     tokenizer = CLIPTokenizer(context_length=model.context_length)
     loader = eval_image_loader(source, model.image_size, batch_size,
                                num_workers=int(dataset_cfg.get("num_workers") or 2))
-    metrics = retrieval_evaluate(model, tokenizer, source, loader, batch_size)
+    metrics = retrieval_evaluate(model, tokenizer, source, loader, batch_size, batch_size)
     metrics.update(task="image_text_retrieval", dataset=source.name)
     return metrics
 

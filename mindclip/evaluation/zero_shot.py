@@ -15,7 +15,7 @@ _CACHE: Dict[Tuple, np.ndarray] = {}
 
 
 def build_classifier(model: CLIPModel, tokenizer: CLIPTokenizer, class_names: Sequence[str],
-                     templates: Sequence[str], batch_size: int = 256, cache: bool = True) -> np.ndarray:
+                     templates: Sequence[str], batch_size: int = 64, cache: bool = True) -> np.ndarray:
     """``(embed_dim, num_classes)`` weights: per class, the normalised mean of its normalised
     template embeddings (CLIP's prompt ensembling). Cached per model and prompt set unless
     ``cache`` is False (training changes the weights)."""
