@@ -239,11 +239,9 @@ class Trainer:
         classifier = build_classifier(self.model, pipe.tokenizer, names, templates,
                                       int(cfg["eval"]["batch_size"]))
         logits = pipe.logit_scale() * pipe.image_features(items) @ classifier
-        probs = np.exp(logits - logits.max(axis=1, keepdims=True))
-        probs /= probs.sum(axis=1, keepdims=True)
-        from .evaluation.metrics import topk_labels
+        from .evaluation.metrics import softmax, topk_labels
 
-        results = topk_labels(probs, names, top_k or int(cfg["predict"]["top_k"]))
+        results = topk_labels(softmax(logits), names, top_k or int(cfg["predict"]["top_k"]))
         return results[0] if single else results
 
 

@@ -52,16 +52,25 @@ def center_crop(img: Image.Image, size: int) -> Image.Image:
     return img.crop((left, top, left + size, top + size))
 
 
-def image_transform(image_size: int, mean: Sequence[float] = OPENAI_MEAN,
-                    std: Sequence[float] = OPENAI_STD) -> Callable[..., np.ndarray]:
-    """Eval transform: image (path, PIL or uint8 array) -> float32 CHW array."""
+def _normalizer(mean: Sequence[float], std: Sequence[float]) -> Callable[[np.ndarray], np.ndarray]:
+    """HWC uint8 -> CHW float32 scaled to [0, 1] and normalised."""
     mean_arr = np.asarray(mean, np.float32).reshape(3, 1, 1)
     std_arr = np.asarray(std, np.float32).reshape(3, 1, 1)
 
+    def normalize(hwc: np.ndarray) -> np.ndarray:
+        return (hwc.astype(np.float32).transpose(2, 0, 1) / 255.0 - mean_arr) / std_arr
+
+    return normalize
+
+
+def image_transform(image_size: int, mean: Sequence[float] = OPENAI_MEAN,
+                    std: Sequence[float] = OPENAI_STD) -> Callable[..., np.ndarray]:
+    """Eval transform: image (path, PIL or uint8 array) -> float32 CHW array."""
+    normalize = _normalizer(mean, std)
+
     def transform(image) -> np.ndarray:
         img = center_crop(resize_shortest(to_pil(image), image_size), image_size).convert("RGB")
-        chw = np.asarray(img, dtype=np.float32).transpose(2, 0, 1) / 255.0
-        return (chw - mean_arr) / std_arr
+        return normalize(np.asarray(img))
 
     return transform
 
@@ -147,8 +156,7 @@ def train_transform(image_size: int, augment: Optional[Augment] = None,
     it reproducible. (The training loader applies the same rule with C++ resizing.)"""
     augment = augment or Augment()
     rng = np.random.default_rng(seed)
-    mean_arr = np.asarray(mean, np.float32).reshape(3, 1, 1)
-    std_arr = np.asarray(std, np.float32).reshape(3, 1, 1)
+    normalize = _normalizer(mean, std)
 
     def transform(image) -> np.ndarray:
         draws = augment_draws(rng, augment)
@@ -156,7 +164,6 @@ def train_transform(image_size: int, augment: Optional[Augment] = None,
         img = np.asarray(Image.fromarray(crop).resize((image_size, image_size), Image.BICUBIC))
         if augment.recolors:
             img = apply_color(img, draws)
-        chw = img.astype(np.float32).transpose(2, 0, 1) / 255.0
-        return (chw - mean_arr) / std_arr
+        return normalize(img)
 
     return transform

@@ -64,6 +64,12 @@ def retrieval_metrics(image_features: np.ndarray, text_features: np.ndarray,
     return out
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax, shifted by the row maximum for stability."""
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
 def topk_labels(probs: np.ndarray, class_names: List[str], k: int) -> List[List[Dict[str, object]]]:
     """Per row, the ``k`` best ``{"score", "label"}`` sorted by score (stable on ties)."""
     k = min(k, probs.shape[1])

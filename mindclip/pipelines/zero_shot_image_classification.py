@@ -5,7 +5,7 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from ..evaluation.metrics import topk_labels
+from ..evaluation.metrics import softmax, topk_labels
 from ..registry import register
 from .base import ImageInput, ImagePipeline
 
@@ -44,7 +44,5 @@ class ZeroShotImageClassificationPipeline(ImagePipeline):
         k = top_k or self.top_k or len(labels)
         items, single = self.as_list(images)
         logits = self.logit_scale() * self.image_features(items) @ self._label_features(labels, template).T
-        logits = logits - logits.max(axis=1, keepdims=True)
-        probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-        results = topk_labels(probs, labels, k)
+        results = topk_labels(softmax(logits), labels, k)
         return results[0] if single else results
