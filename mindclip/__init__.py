@@ -1,21 +1,15 @@
 """mindclip: CLIP-family contrastive image-text models for MindSpore."""
-from typing import Callable, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
-from .models import (CLIPConfig, CLIPModel, create_model, get_model_config, list_models,
-                     resolve_model_name)
+from .models import (CLIPConfig, CLIPModel, create_model, get_model_config, get_tokenizer,
+                     list_models, resolve_model_name)
 from .tokenizer import CLIPTokenizer, tokenize
 
 __version__ = "0.1.0"
 
 
-def get_tokenizer(model_name: Optional[str] = None) -> CLIPTokenizer:
-    """The tokenizer of a model (all CLIP architectures share OpenAI's BPE)."""
-    context = get_model_config(model_name).text_cfg.context_length if model_name else 77
-    return CLIPTokenizer(context_length=context)
-
-
 def create_model_and_transforms(model_name: Optional[str] = None, pretrained: Optional[str] = None,
-                                **kwargs) -> Tuple[CLIPModel, Callable, Callable]:
+                                **kwargs) -> Tuple[Any, Callable, Callable]:
     """``(model, train_transform, eval_transform)`` as open_clip returns them.
 
     The eval transform equals open_clip's (bicubic shortest-side resize, center crop,

@@ -39,11 +39,17 @@ DEFAULTS: Dict[str, Any] = {
     "output_dir": "./output",
     "load_checkpoint": None,
     "resume": False,
-    "model": {"name": "ViT-Tiny-8", "pretrained": None, "config": None},
+    "custom_imports": [],    # modules imported first: they may register families, datasets...
+    # family: null = the architecture's (or checkpoint's) own; needed with an inline config
+    "model": {"name": "ViT-Tiny-8", "pretrained": None, "config": None, "family": None},
     "train_dataset": copy.deepcopy(_DATASET),
     "eval_dataset": dict(copy.deepcopy(_DATASET), split="test", shuffle=False),
     "predict_data": None,
-    "loss": {"type": "clip", "local_loss": False, "gather_with_grad": True},
+    # type: the contrastive loss of the CLIP family (clip | siglip); weights: per-term
+    # weights of a multi-term objective; clamp_logit_scale: null = the family's rule,
+    # false = none, [low, high]
+    "loss": {"type": "clip", "local_loss": False, "gather_with_grad": True, "weights": {},
+             "clamp_logit_scale": None},
     "optimizer": {"type": "adamw", "lr": 5e-4, "weight_decay": 0.2, "beta1": 0.9,
                   "beta2": 0.98, "eps": 1e-6},
     "lr_schedule": {"type": "cosine", "warmup_steps": 0, "min_lr": 0.0},
@@ -64,7 +70,7 @@ DEFAULTS: Dict[str, Any] = {
 }
 
 # Sections whose values are free-form (validated by their consumer).
-_FREE = {("model", "config")}
+_FREE = {("model", "config"), ("loss", "weights")}
 
 
 class ConfigError(ValueError):

@@ -1,4 +1,8 @@
-"""Contrastive losses: CLIP's symmetric InfoNCE and SigLIP's pairwise sigmoid loss.
+"""Training objectives of the model families, and the contrastive losses they use: CLIP's
+symmetric InfoNCE and SigLIP's pairwise sigmoid loss.
+
+An :class:`Objective` is what the train step differentiates: it holds the model, maps a
+training batch to per-sample features and features to the total loss plus its named terms.
 
 Across data-parallel ranks the features are all-gathered. MindSpore's AllGather has no CPU
 backward (it needs ReduceScatter), so :class:`GatherWithGrad` defines its own: the gradient
@@ -8,10 +12,12 @@ which is exactly ReduceScatter's result.
 from __future__ import annotations
 
 import math
+from typing import List, Optional, Sequence, Tuple
 
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
+from .models.clip import MAX_LOGIT_SCALE, l2_normalize
 from .registry import register
 
 
@@ -149,3 +155,82 @@ class SigLipLoss(nn.Cell):
         # log(sigmoid(z)), stable for large |z|
         log_sigmoid = ops.minimum(z, 0.0) - ops.log1p(ops.exp(-ops.abs(z)))
         return -log_sigmoid.sum() / n
+
+
+class Objective(nn.Cell):
+    """A family's training loss: ``construct(*batch) -> (total, terms)``.
+
+    ``batch`` is what the family's training loader yields (images, then its text columns).
+    Split in two so that the train step can accumulate gradients with open_clip's feature
+    caching for any family: ``features(*batch)`` returns per-sample tensors (axis 0 is the
+    batch) and ``loss(*features)`` the total and a tuple of terms named by ``term_names``.
+    A family whose loss cannot be split that way (per-batch state updates) sets
+    ``supports_accumulation = False`` and may override ``construct``.
+
+    Attributes:
+        term_names: names of the terms, logged separately.
+        logit_scale_bounds: ``(low, high)`` the model's ``logit_scale`` is clamped to after
+            each optimizer step (CLIP: ``(0, ln 100)``), or None for no clamp.
+        clamp_before_step: also clamp before the forward pass (DeCLIP's rule).
+    """
+
+    supports_accumulation = True
+
+    def __init__(self, model: nn.Cell, term_names: Sequence[str],
+                 logit_scale_bounds: Optional[Tuple[float, float]] = None,
+                 clamp_before_step: bool = False):
+        # auto_prefix=False keeps the model's parameter names (and checkpoints) unchanged.
+        super().__init__(auto_prefix=False)
+        self.model = model
+        self.term_names = tuple(term_names)
+        self.logit_scale_bounds = (None if logit_scale_bounds is None
+                                   else (float(logit_scale_bounds[0]), float(logit_scale_bounds[1])))
+        self.clamp_before_step = bool(clamp_before_step)
+
+    def features(self, *batch):
+        raise NotImplementedError
+
+    def loss(self, *features):
+        raise NotImplementedError
+
+    def construct(self, *batch):
+        return self.loss(*self.features(*batch))
+
+    def extra_parameters(self) -> List[Parameter]:
+        """Parameters of the objective beyond the model's (trainable ones such as SigLIP's
+        bias, and state such as a memory bank): saved in training checkpoints."""
+        own = {p.name for p in self.model.get_parameters()}
+        return [p for p in self.get_parameters() if p.name not in own]
+
+
+def logit_scale_bounds(option, default: Optional[Tuple[float, float]]) -> Optional[Tuple[float, float]]:
+    """A run config's ``loss.clamp_logit_scale``: null = the family's default, false = no
+    clamp, ``[low, high]`` = these bounds."""
+    if option is None:
+        return default
+    if option is False:
+        return None
+    if isinstance(option, (list, tuple)) and len(option) == 2 and option[0] <= option[1]:
+        return float(option[0]), float(option[1])
+    raise ValueError(f"loss.clamp_logit_scale must be null, false or [low, high], got {option!r}")
+
+
+class ContrastiveObjective(Objective):
+    """CLIP's objective: image and text features of a batch under a contrastive loss
+    (``ClipLoss`` or ``SigLipLoss``), one term named after the loss."""
+
+    DEFAULT_BOUNDS = (0.0, MAX_LOGIT_SCALE)
+
+    def __init__(self, model: nn.Cell, loss_fn: nn.Cell, term_name: str = "contrastive",
+                 logit_scale_bounds: Optional[Tuple[float, float]] = DEFAULT_BOUNDS):
+        super().__init__(model, (term_name,), logit_scale_bounds)
+        self.loss_fn = loss_fn
+
+    def features(self, images, texts):
+        image_features = l2_normalize(self.model.encode_image(images)).astype(ms.float32)
+        text_features = l2_normalize(self.model.encode_text(texts)).astype(ms.float32)
+        return image_features, text_features
+
+    def loss(self, image_features, text_features):
+        total = self.loss_fn(image_features, text_features, ops.exp(self.model.logit_scale))
+        return total, (total,)

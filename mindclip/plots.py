@@ -17,7 +17,8 @@ def _pyplot():
 
 
 def plot_training_curves(metrics_path: str, out_png: str) -> str:
-    """Loss and learning rate against step, from a run's ``metrics.jsonl``."""
+    """Loss (the total and each named term of a multi-term objective) and learning rate
+    against step, from a run's ``metrics.jsonl``."""
     records = read_metrics(metrics_path, "train")
     if not records:
         raise ValueError(f"{metrics_path} holds no training records")
@@ -25,8 +26,14 @@ def plot_training_curves(metrics_path: str, out_png: str) -> str:
     steps = sorted(by_step)
     plt = _pyplot()
     fig, (ax_loss, ax_lr) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
-    ax_loss.plot(steps, [by_step[s]["loss"] for s in steps], color="tab:blue")
-    ax_loss.set_ylabel("contrastive loss")
+    ax_loss.plot(steps, [by_step[s]["loss"] for s in steps], color="tab:blue", label="total")
+    terms = sorted({k for r in records for k in r if k.startswith("loss_")})
+    if len(terms) > 1:  # a single term is the total itself
+        for name in terms:
+            ax_loss.plot(steps, [by_step[s].get(name, float("nan")) for s in steps],
+                         label=name[len("loss_"):], linewidth=1)
+        ax_loss.legend(fontsize=8)
+    ax_loss.set_ylabel("training loss")
     ax_loss.grid(alpha=0.3)
     ax_lr.plot(steps, [by_step[s]["lr"] for s in steps], color="tab:orange")
     ax_lr.set_ylabel("learning rate")

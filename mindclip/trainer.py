@@ -8,9 +8,9 @@ from typing import Any, Dict, List, Optional, Union
 import numpy as np
 
 from .config import DEFAULTS, load_config
-from .models.clip import CLIPModel
-from .models.factory import find_weight_file, load_pretrained
-from .models.weights_io import METADATA_KEY, atomic_write, write_weights
+from .families.base import family_of
+from .models.factory import architecture_metadata, create_model, load_pretrained
+from .models.weights_io import atomic_write, write_weights
 
 TRAIN_TASKS = ("contrastive_language_image_pretrain",)
 EVAL_TASKS = ("zero_shot_image_classification", "image_text_retrieval")
@@ -61,7 +61,7 @@ class Trainer:
     """
 
     def __init__(self, config: Union[str, Dict, None] = None, task: Optional[str] = None,
-                 model: Union[str, CLIPModel, None] = None, train_dataset: Union[str, Dict, None] = None,
+                 model: Union[str, Any, None] = None, train_dataset: Union[str, Dict, None] = None,
                  eval_dataset: Union[str, Dict, None] = None, output_dir: Optional[str] = None,
                  pretrained: Optional[str] = None, **overrides: Any):
         if isinstance(config, dict):
@@ -82,63 +82,42 @@ class Trainer:
         if eval_ds.get("type") and not eval_ds.get("path") and eval_ds["type"] == train_ds.get("type"):
             eval_ds["path"] = train_ds.get("path")  # e.g. Flickr8k: one root, two splits
         self.config = cfg
-        self._model = model if isinstance(model, CLIPModel) else None
+        if cfg.get("custom_imports"):
+            from .registry import import_modules
+
+            import_modules(cfg["custom_imports"])
+        self._model = model if model is not None and not isinstance(model, str) else None
 
     # -- model -------------------------------------------------------------------------
     @property
-    def model(self) -> CLIPModel:
+    def model(self) -> Any:
+        """The model of any family (built on first use from ``model.*`` of the config)."""
         if self._model is None:
             self._model = self._build_model()
         return self._model
 
-    def _build_model(self) -> CLIPModel:
+    def _build_model(self) -> Any:
         import mindspore as ms
-
-        from .registry import get
 
         ms.set_seed(int(self.config["seed"]))  # identical initial weights on every rank
         mcfg = self.config["model"]
-        name = mcfg.get("name")
-        pretrained = mcfg.get("pretrained")
-        build_model = get("model", "clip")
-        if pretrained and os.path.exists(pretrained) and not name:
-            model = build_model(pretrained=pretrained)
-        else:
-            model = build_model(name, pretrained=pretrained, config=mcfg.get("config"))
-        ckpt = self.config.get("load_checkpoint")
-        if ckpt:
-            self.load_weights(model, ckpt)
-        if self.config["loss"]["type"] == "siglip" and not (pretrained or ckpt):
-            from .losses import SigLipLoss
-
-            model.logit_scale.set_data(ms.Tensor(SigLipLoss.INIT_LOGIT_SCALE, ms.float32))
+        # Without a name, the architecture is the one the pretrained checkpoint records.
+        model = create_model(mcfg.get("name"), pretrained=mcfg.get("pretrained"), config=mcfg.get("config"),
+                             family=mcfg.get("family"))
+        if self.config.get("load_checkpoint"):
+            load_pretrained(model, self.config["load_checkpoint"])
         return model
 
     @staticmethod
-    def load_weights(model: CLIPModel, path: str) -> None:
+    def load_weights(model: Any, path: str) -> None:
         """Load converted weights, or the model part of a training checkpoint."""
-        import mindspore as ms
-
-        from .models.factory import check_state_dict
-        from .training.checkpoint import STATE_KEY, split_model_weights
-        from .models.weights_io import read_weights
-
-        file = find_weight_file(path)
-        _, metadata = read_weights(file)
-        if STATE_KEY not in metadata:
-            load_pretrained(model, file)
-            return
-        weights, _ = split_model_weights(file)
-        params = model.parameters_dict()
-        check_state_dict({k: p.shape for k, p in params.items()}, weights, file)
-        for k, p in params.items():
-            p.set_data(ms.Tensor(weights[k]).astype(p.dtype))
+        load_pretrained(model, path)
 
     # -- runs --------------------------------------------------------------------------
     def train(self) -> Dict:
         """Contrastive training (from scratch, or from ``load_checkpoint``/``pretrained``)."""
         from .evaluation.tasks import evaluate_any
-        from .training.runner import ContrastiveRunner
+        from .training.runner import TrainingRunner
 
         cfg = self.config
         os.makedirs(cfg["output_dir"], exist_ok=True)
@@ -149,7 +128,7 @@ class Trainer:
                                 cfg["eval"]["top_k"], cache=False)
 
         has_eval = bool(cfg["eval_dataset"].get("type"))
-        runner = ContrastiveRunner(cfg, self.model, evaluate_fn if has_eval else None)
+        runner = TrainingRunner(cfg, self.model, evaluate_fn if has_eval else None)
         summary = runner.train()
         if runner.rank == 0:
             self.save_model(os.path.join(cfg["output_dir"], "mindclip_model.safetensors"))
@@ -163,10 +142,11 @@ class Trainer:
         return self.train()
 
     def save_model(self, path: str) -> str:
-        """Write the model's weights with its architecture, loadable by ``create_model``."""
+        """Write the model's weights with its family and architecture, loadable by
+        ``create_model(pretrained=path)``."""
         tensors = {k: p.asnumpy() for k, p in self.model.parameters_dict().items()}
-        write_weights(path, tensors, metadata={METADATA_KEY: self.model.config.to_json(),
-                                               "format": "mindclip"})
+        write_weights(path, tensors,
+                      metadata=architecture_metadata(family_of(self.model), self.model.config))
         return path
 
     def evaluate(self) -> Dict:

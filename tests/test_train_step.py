@@ -16,7 +16,7 @@ import mindspore as ms
 from conftest import build_openclip, reference_inputs
 from mindclip import create_model
 from mindclip.convert.naming import openclip_to_mindclip
-from mindclip.losses import ClipLoss
+from mindclip.losses import ClipLoss, ContrastiveObjective
 from mindclip.training import AdamW, TrainStep, cosine_schedule
 
 LR, WD, BETAS, EPS = 1e-5, 0.2, (0.9, 0.98), 1e-6
@@ -65,8 +65,8 @@ def torch_steps(ref, images, tokens, steps, lrs, accum=1, clip=None):
 def ms_steps(model, images, tokens, steps, lrs, accum=1, clip=None):
     model.set_train(True)
     opt = AdamW(model.trainable_params(), lrs, weight_decay=WD, beta1=BETAS[0], beta2=BETAS[1], eps=EPS)
-    step = TrainStep(model, ClipLoss(rank=0, world_size=1), opt, accumulate_steps=accum,
-                     clip_grad_norm=clip)
+    step = TrainStep(ContrastiveObjective(model, ClipLoss(rank=0, world_size=1)), opt,
+                     accumulate_steps=accum, clip_grad_norm=clip)
     img, txt = ms.Tensor(images.numpy()), ms.Tensor(tokens.numpy().astype(np.int32))
     return [float(step(img, txt)[0].asnumpy()) for _ in range(steps)]
 

@@ -12,18 +12,37 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def export_encoders(model, output_dir: str, name: str = "clip"):
-    """Write both encoders (unnormalised features) and return their paths."""
+    """Write both encoders of a model of any family (``encode_image`` / ``encode_text``,
+    unnormalised features) and return their paths. The text encoder's inputs are what the
+    family's text processor produces (CLIP: token ids; BERT-style: ids + attention mask)."""
     import mindspore as ms
+    from mindspore import nn
+
+    from mindclip import get_tokenizer
+    from mindclip.families import split_text_inputs
+
+    class ImageEncoder(nn.Cell):
+        def __init__(self, inner):
+            super().__init__(auto_prefix=False)
+            self.inner = inner
+
+        def construct(self, images):
+            return self.inner.encode_image(images)
+
+    class TextEncoder(ImageEncoder):
+        def construct(self, *text):
+            return self.inner.encode_text(*text)
 
     os.makedirs(output_dir, exist_ok=True)
     model.set_train(False)
     size = model.image_size
     image_spec = ms.Tensor(shape=[None, 3, size, size], dtype=ms.float32)
-    text_spec = ms.Tensor(shape=[None, model.context_length], dtype=ms.int32)
+    example = split_text_inputs(get_tokenizer(model)(["a photo"]))
+    text_specs = [ms.Tensor(shape=[None, *x.shape[1:]], dtype=ms.int32) for x in example]
     image_path = os.path.join(output_dir, f"{name}_image_encoder")
     text_path = os.path.join(output_dir, f"{name}_text_encoder")
-    ms.export(model.visual, image_spec, file_name=image_path, file_format="MINDIR")
-    ms.export(model.text, text_spec, file_name=text_path, file_format="MINDIR")
+    ms.export(ImageEncoder(model), image_spec, file_name=image_path, file_format="MINDIR")
+    ms.export(TextEncoder(model), *text_specs, file_name=text_path, file_format="MINDIR")
     return image_path + ".mindir", text_path + ".mindir"
 
 

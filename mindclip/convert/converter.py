@@ -1,28 +1,44 @@
-"""PyTorch CLIP checkpoints <-> mindclip weight files."""
+"""The CLIP family's converter: PyTorch CLIP checkpoints (OpenAI, open_clip, Hugging Face,
+MindFormers 1.x) <-> mindclip weight files; and writing converted files for any family."""
 from __future__ import annotations
 
 import json
 import os
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
+from ..families.base import Family, get_family
 from ..models.config import CLIPConfig
-from ..models.factory import check_state_dict, get_model_config
-from ..models.weights_io import METADATA_KEY, read_weights, write_safetensors, write_weights
-from .hf import hf_state_to_openclip
+from ..models.factory import (architecture_metadata, check_state_dict, get_model_config,
+                              read_architecture)
+from ..models.weights_io import FAMILY_KEY, read_weights, write_safetensors, write_weights
+from .hf import hf_config_to_clip, hf_state_to_openclip
 from .infer import infer_config, matching_model_names
 from .naming import (detect_naming, mindclip_to_openclip, mindformers_to_mindclip,
                      openclip_to_mindclip, strip_prefix)
-from .sources import OPENCLIP_DIR_CONFIG, read_source
+from .sources import (OPENCLIP_DIR_CONFIG, SourceCheckpoint, openclip_model_cfg_to_clip,
+                      read_source)
 
 SOURCES = ("auto", "openai", "open_clip", "hf", "mindformers", "mindclip")
 
 
-def _expected_shapes(config: CLIPConfig) -> Dict[str, tuple]:
-    from ..models.clip import CLIPModel
+def expected_shapes(family: Family, config: Any) -> Dict[str, tuple]:
+    """Parameter shapes of a model of ``family`` with architecture ``config``."""
+    return {k: tuple(p.shape) for k, p in family.build_model(config).parameters_dict().items()}
 
-    return {k: tuple(p.shape) for k, p in CLIPModel(config).parameters_dict().items()}
+
+def _source_config(source: SourceCheckpoint) -> Optional[CLIPConfig]:
+    """The CLIP architecture a source's own files describe, if any."""
+    if source.kind == "open_clip_dir":
+        return openclip_model_cfg_to_clip(source.raw_config)
+    if source.kind == "hf_dir":
+        return hf_config_to_clip(source.raw_config)
+    if source.raw_config:
+        arch = read_architecture(source.raw_config)
+        if arch is not None:
+            return arch[1]
+    return None
 
 
 def _to_openclip_names(tensors: Dict[str, np.ndarray], naming: str) -> Dict[str, np.ndarray]:
@@ -49,6 +65,13 @@ def convert_checkpoint(path: str, src: str = "auto", model_name: Optional[str] =
     if src not in SOURCES:
         raise ValueError(f"src must be one of {SOURCES}, got {src!r}")
     source = read_source(path, allow_torchscript=allow_torchscript)
+    return convert_source(source, src, model_name, quick_gelu)
+
+
+def convert_source(source: SourceCheckpoint, src: str = "auto", model_name: Optional[str] = None,
+                   quick_gelu: Optional[bool] = None) -> Tuple[Dict[str, np.ndarray], CLIPConfig]:
+    """:func:`convert_checkpoint` on a source already read."""
+    path = source.path
     tensors = strip_prefix(source.tensors)
     naming = detect_naming(tensors)
     expected_naming = {"openai": "open_clip", "open_clip": "open_clip", "hf": "hf",
@@ -59,8 +82,8 @@ def convert_checkpoint(path: str, src: str = "auto", model_name: Optional[str] =
 
     if model_name is not None:
         config = get_model_config(model_name)
-    elif source.config is not None:
-        config = source.config
+    elif _source_config(source) is not None:
+        config = _source_config(source)
     else:
         openai_like = source.kind == "torchscript" or src == "openai" or naming == "mindformers"
         gelu = True if openai_like and quick_gelu is None else quick_gelu
@@ -77,22 +100,23 @@ def convert_checkpoint(path: str, src: str = "auto", model_name: Optional[str] =
         raise ValueError(f"quick_gelu={quick_gelu} contradicts the architecture "
                          f"(quick_gelu={config.quick_gelu})")
     out = openclip_to_mindclip(state)
-    check_state_dict(_expected_shapes(config), out, path)
+    check_state_dict(expected_shapes(get_family("clip"), config), out, path)
     return out, config
 
 
-def save_converted(tensors: Dict[str, np.ndarray], config: CLIPConfig, out_path: str,
-                   dtype: str = "fp32", source: str = "") -> str:
-    """Write a mindclip checkpoint recording its architecture; returns the file written.
+def save_converted(tensors: Dict[str, np.ndarray], config: Any, out_path: str,
+                   dtype: str = "fp32", source: str = "", family: str = "clip") -> str:
+    """Write a mindclip checkpoint recording its family and architecture; returns the file.
 
     ``out_path`` ending in ``.ckpt``/``.safetensors`` is a file; anything else is a folder
     that receives ``mindclip_model.safetensors`` and ``config.json``.
     """
-    metadata = {METADATA_KEY: config.to_json(), "format": "mindclip", "source": source}
+    fam = get_family(family)
+    metadata = {**architecture_metadata(fam, config), "source": source}
     if not out_path.endswith((".ckpt", ".safetensors")):
         os.makedirs(out_path, exist_ok=True)
         with open(os.path.join(out_path, "config.json"), "w", encoding="utf-8") as f:
-            json.dump(config.to_dict(), f, indent=2)
+            json.dump({"family": fam.name, **config.to_dict()}, f, indent=2)
         out_path = os.path.join(out_path, "mindclip_model.safetensors")
     write_weights(out_path, tensors, dtype=dtype, metadata=metadata)
     return out_path
@@ -108,7 +132,11 @@ def export_to_openclip(ms_path: str, out_path: str, model_name: Optional[str] = 
 
     weight_file = find_weight_file(ms_path)
     tensors, _ = read_weights(weight_file)
-    config = get_model_config(model_name) if model_name else read_checkpoint_config(weight_file)
+    arch = read_checkpoint_config(weight_file)
+    if arch is not None and arch[0].name != "clip":
+        raise ValueError(f"{ms_path} holds a {arch[0].name!r} model; --reverse writes CLIP models "
+                         "in open_clip's layout")
+    config = get_model_config(model_name) if model_name else (arch[1] if arch else None)
     if config is None:
         raise ValueError(f"{ms_path} records no architecture; pass --model")
     naming = detect_naming(tensors)
@@ -116,7 +144,7 @@ def export_to_openclip(ms_path: str, out_path: str, model_name: Optional[str] = 
         tensors = mindformers_to_mindclip(tensors)
     elif naming != "mindclip":
         raise ValueError(f"{ms_path} is not a MindSpore CLIP checkpoint ({naming} names)")
-    check_state_dict(_expected_shapes(config), tensors, ms_path)
+    check_state_dict(expected_shapes(get_family("clip"), config), tensors, ms_path)
     state = {k: v.astype(np.float32) if np.issubdtype(v.dtype, np.floating) else v
              for k, v in mindclip_to_openclip(tensors).items()}
     if out_path.endswith(".safetensors"):
@@ -129,3 +157,36 @@ def export_to_openclip(ms_path: str, out_path: str, model_name: Optional[str] = 
     weight_path = os.path.join(out_path, "open_clip_model.safetensors")
     write_safetensors(weight_path, state)
     return weight_path
+
+
+class ClipConverter:
+    """The CLIP family's converter, as the registry and ``tools/convert_weight.py`` use it."""
+
+    family = "clip"
+    sources = ("openai", "open_clip", "hf", "mindformers", "mindclip")
+
+    @staticmethod
+    def detect(source: SourceCheckpoint) -> bool:
+        """Whether ``source`` is a CLIP checkpoint in a layout this converter reads."""
+        if source.kind == "hf_dir" and source.raw_config.get("model_type", "clip") != "clip":
+            return False
+        if source.raw_config and source.raw_config.get(FAMILY_KEY, "clip") != "clip":
+            return False
+        try:
+            detect_naming(strip_prefix(source.tensors))
+        except ValueError:
+            return False
+        return True
+
+    @staticmethod
+    def convert(source: SourceCheckpoint, src: str = "auto", model_name: Optional[str] = None,
+                quick_gelu: Optional[bool] = None, **_: Any) -> Tuple[Dict[str, np.ndarray], CLIPConfig]:
+        return convert_source(source, src, model_name, quick_gelu)
+
+    @staticmethod
+    def adapt(tensors: Dict[str, np.ndarray]) -> Optional[Dict[str, np.ndarray]]:
+        """MindFormers 1.x CLIP checkpoints load directly: same names with the text tower at
+        the top level. None for anything else."""
+        if "token_embedding.embedding_table" in tensors:
+            return mindformers_to_mindclip(tensors)
+        return None

@@ -11,7 +11,7 @@ from typing import Dict, List
 import numpy as np
 
 from ..models.config import CLIPConfig
-from ..models.factory import get_model_config, list_models
+from ..models.factory import get_model_config, list_models, model_family
 
 
 def _count(state: Dict[str, np.ndarray], prefix: str) -> int:
@@ -57,6 +57,8 @@ def matching_model_names(config: CLIPConfig, ignore_activation: bool = False) ->
     """Built-in architecture names equal to ``config`` (optionally whatever the activation)."""
     out = []
     for name in list_models():
+        if model_family(name).config_class is not CLIPConfig:
+            continue
         cand = get_model_config(name)
         if ignore_activation:
             cand.quick_gelu = config.quick_gelu

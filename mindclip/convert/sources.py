@@ -1,7 +1,7 @@
 """Readers for every checkpoint layout we convert from.
 
 Each returns the raw tensors as numpy arrays plus whatever architecture description the
-source carries. PyTorch pickles are read with ``torch.load(weights_only=True)``;
+source carries, unparsed: which family's converter reads it, and how, is the converter's call. PyTorch pickles are read with ``torch.load(weights_only=True)``;
 TorchScript archives (OpenAI's ``ViT-B-32.pt``) can run code when loaded and are only
 opened when the caller allows it explicitly.
 """
@@ -16,8 +16,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 
 from ..models.config import CLIPConfig
-from ..models.weights_io import METADATA_KEY, read_ckpt, read_safetensors
-from .hf import hf_config_to_clip
+from ..models.weights_io import read_ckpt, read_safetensors
 
 OPENCLIP_DIR_CONFIG = "open_clip_config.json"
 OPENCLIP_DIR_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
@@ -30,7 +29,9 @@ class SourceCheckpoint:
 
     tensors: Dict[str, np.ndarray]
     kind: str  # torchscript | pickle | safetensors | ckpt | open_clip_dir | hf_dir
-    config: Optional[CLIPConfig] = None
+    # open_clip_dir: its model_cfg; hf_dir: its config.json; safetensors/ckpt: the metadata
+    raw_config: Optional[Dict[str, Any]] = None
+    path: str = ""
 
 
 def is_torchscript(path: str) -> bool:
@@ -114,15 +115,13 @@ def _first_existing(directory: str, names) -> str:
 def _read_weight_file(path: str, allow_torchscript: bool) -> SourceCheckpoint:
     if path.endswith(".safetensors"):
         tensors, metadata = read_safetensors(path)
-        config = (CLIPConfig.from_dict(json.loads(metadata[METADATA_KEY]))
-                  if METADATA_KEY in metadata else None)
-        return SourceCheckpoint(tensors, "safetensors", config)
+        return SourceCheckpoint(tensors, "safetensors", metadata, path)
     if path.endswith(".ckpt"):
         tensors, metadata = read_ckpt(path)
-        config = (CLIPConfig.from_dict(json.loads(metadata[METADATA_KEY]))
-                  if METADATA_KEY in metadata else None)
-        return SourceCheckpoint(tensors, "ckpt", config)
-    return read_torch_file(path, allow_torchscript)
+        return SourceCheckpoint(tensors, "ckpt", metadata, path)
+    source = read_torch_file(path, allow_torchscript)
+    source.path = path
+    return source
 
 
 def read_source(path: str, allow_torchscript: bool = False) -> SourceCheckpoint:
@@ -132,14 +131,14 @@ def read_source(path: str, allow_torchscript: bool = False) -> SourceCheckpoint:
         hf_cfg = os.path.join(path, "config.json")
         if os.path.isfile(oc_cfg):
             with open(oc_cfg, encoding="utf-8") as f:
-                cfg = openclip_model_cfg_to_clip(json.load(f)["model_cfg"])
+                cfg = json.load(f)["model_cfg"]
             src = _read_weight_file(_first_existing(path, OPENCLIP_DIR_WEIGHTS), False)
-            return SourceCheckpoint(src.tensors, "open_clip_dir", cfg)
+            return SourceCheckpoint(src.tensors, "open_clip_dir", cfg, path)
         if os.path.isfile(hf_cfg):
             with open(hf_cfg, encoding="utf-8") as f:
-                cfg = hf_config_to_clip(json.load(f))
+                cfg = json.load(f)
             src = _read_weight_file(_first_existing(path, HF_DIR_WEIGHTS), False)
-            return SourceCheckpoint(src.tensors, "hf_dir", cfg)
+            return SourceCheckpoint(src.tensors, "hf_dir", cfg, path)
         raise FileNotFoundError(
             f"{path} is a directory but neither an open_clip folder ({OPENCLIP_DIR_CONFIG} + "
             f"{' or '.join(OPENCLIP_DIR_WEIGHTS)}) nor a Hugging Face CLIPModel folder "

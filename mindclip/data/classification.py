@@ -11,11 +11,13 @@ from typing import Any, List, Optional
 import numpy as np
 
 from ..registry import register
-from ..evaluation.prompts import DIGIT_TEMPLATES
 from .base import ImageTextSource, LabeledImageSource, require_path
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 CIFAR100_LAYOUT = "ROOT/{meta,train,test} (cifar-100-python) or ROOT/{train.bin,test.bin,fine_label_names.txt}"
+# The digits demo's captions, and its zero-shot prompts (evaluation.prompts uses them too).
+DIGIT_TEMPLATES = ["a photo of the number {}.", "a picture of the digit {}.",
+                   "a handwritten {}.", "the number {}, handwritten.", "a blurry image of a {}."]
 DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
 

@@ -20,13 +20,13 @@ Design choices, each for a reason:
 from __future__ import annotations
 
 import threading
-from typing import Iterator, List, Optional, Tuple, Union
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ..tokenizer import CLIPTokenizer
 from .base import (ImageTextSource, LabeledImageSource, StreamingImageTextSource,
                    read_image_bytes)
+from .batch import SampleBuilder
 from .transforms import OPENAI_MEAN, OPENAI_STD, Augment, apply_color, apply_crop, augment_draws
 
 Source = Union[ImageTextSource, LabeledImageSource, StreamingImageTextSource]
@@ -130,12 +130,12 @@ class _Counted:
 
 
 class _CaptionSamples(_Counted):
-    """Training rows: (encoded image, token ids, crop draws)."""
+    """Training rows: (encoded image, the family's text columns..., crop draws)."""
 
-    def __init__(self, source: ImageTextSource, order: np.ndarray, tokenizer: CLIPTokenizer,
+    def __init__(self, source: ImageTextSource, order: np.ndarray, builder: SampleBuilder,
                  augment: Augment, seed: int, epoch: int):
         super().__init__()
-        self.source, self.order, self.tokenizer = source, order, tokenizer
+        self.source, self.order, self.builder = source, order, builder
         self.augment, self.seed, self.epoch = augment, seed, epoch
 
     def __len__(self) -> int:
@@ -148,7 +148,8 @@ class _CaptionSamples(_Counted):
         captions = self.source.captions[index]
         caption = captions[int(rng.integers(len(captions)))]  # one random caption per epoch
         image, ok = _image_column(self.source.images[index])
-        return image, self.tokenizer(caption)[0], augment_draws(rng, self.augment), ok
+        text = self.builder(caption, _rng(self.seed, self.epoch, index, 17))
+        return (image, *text, augment_draws(rng, self.augment), ok)
 
 
 class _EvalSamples(_Counted):
@@ -171,12 +172,12 @@ class _EvalSamples(_Counted):
 
 
 class _StreamSamples(_Counted):
-    """WebDataset rows for one rank and epoch: (encoded image, tokens, crop draws)."""
+    """WebDataset rows for one rank and epoch: (encoded image, text columns..., crop draws)."""
 
-    def __init__(self, source: StreamingImageTextSource, tokenizer: CLIPTokenizer,
+    def __init__(self, source: StreamingImageTextSource, builder: SampleBuilder,
                  augment: Augment, seed: int, epoch: int, rank: int, world: int):
         super().__init__()
-        self.source, self.tokenizer, self.augment = source, tokenizer, augment
+        self.source, self.builder, self.augment = source, builder, augment
         self.seed, self.epoch, self.rank, self.world = seed, epoch, rank, world
         self.num_rows = source.num_samples // world
 
@@ -198,11 +199,12 @@ class _StreamSamples(_Counted):
                 got_any = True
                 self.count()
                 sample_rng = _rng(self.seed, self.epoch, self.rank, produced, 13)
-                tokens = self.tokenizer(captions[0] if captions else "")[0]
+                text = self.builder(captions[0] if captions else "",
+                                    _rng(self.seed, self.epoch, self.rank, produced, 17))
                 if data is None:
                     self.source.errors.append(key)
                 image, ok = _image_column(data) if data is not None else (_UNREADABLE, np.array(False))
-                yield image, tokens, augment_draws(sample_rng, self.augment), ok
+                yield (image, *text, augment_draws(sample_rng, self.augment), ok)
                 produced += 1
                 if produced >= self.num_rows:
                     return
@@ -239,13 +241,14 @@ def _is_ok(ok) -> bool:
 
 
 class Loader:
-    """An epoch of numpy batches ``(images float32 NCHW, tokens | labels | indices int32)``.
+    """An epoch of numpy batches ``(images float32 NCHW, *columns)``: the family's text
+    columns for training, labels or sample indices for evaluation.
 
     ``skipped`` is the number of rows dropped as unreadable (exact once the epoch is read);
     with ``drop_last`` the final partial batch is not yielded (``dropped`` counts its rows).
     """
 
-    def __init__(self, samples, second_column: str, batch_size: int, drop_last: bool,
+    def __init__(self, samples, columns: Sequence[str], batch_size: int, drop_last: bool,
                  num_workers: int, image_size: int, train: bool, encoded: bool,
                  skip_batches: int = 0, random_access: bool = True, recolor: bool = False):
         import mindspore.dataset as ds
@@ -254,11 +257,12 @@ class Loader:
         # Drop rows whose image fails to decode instead of failing the whole pipeline.
         ds.config.set_error_samples_mode(ds.config.ErrorSamplesMode.SKIP)
         workers = max(1, num_workers)
-        columns = ["image", second_column] + (["crop"] if train else []) + ["ok"]
+        columns = list(columns)
+        all_columns = ["image"] + columns + (["crop"] if train else []) + ["ok"]
         # Reading bytes is cheap: one Python worker; the decode/resize workers are C++ threads.
         kwargs = {"num_parallel_workers": 1, "python_multiprocessing": False} \
             if random_access else {}
-        dataset = ds.GeneratorDataset(samples, column_names=columns, shuffle=False, **kwargs)
+        dataset = ds.GeneratorDataset(samples, column_names=all_columns, shuffle=False, **kwargs)
         dataset = dataset.filter(_is_ok, input_columns=["ok"])
         if encoded:
             dataset = dataset.map([vision.Decode()], input_columns=["image"],
@@ -278,7 +282,7 @@ class Loader:
             dataset = dataset.map(_CenterCrop(image_size), input_columns=["image"],
                                   num_parallel_workers=1)
             resize = []
-        dataset = dataset.project(["image", second_column])
+        dataset = dataset.project(["image"] + columns)
         dataset = dataset.map(resize + _normalize_ops(), input_columns=["image"],
                               num_parallel_workers=workers)
         dataset = dataset.batch(batch_size, drop_remainder=False)
@@ -299,34 +303,39 @@ class Loader:
         n = self.num_samples
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
-    def __iter__(self) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+    def __iter__(self) -> Iterator[Tuple[np.ndarray, ...]]:
         self.delivered = self.dropped = 0
-        for images, second in self.dataset.create_tuple_iterator(output_numpy=True, num_epochs=1):
-            if self.drop_last and len(images) < self.batch_size:
-                self.dropped += len(images)
+        for row in self.dataset.create_tuple_iterator(output_numpy=True, num_epochs=1):
+            n = len(row[0])
+            if self.drop_last and n < self.batch_size:
+                self.dropped += n
                 continue
-            self.delivered += len(images)
-            yield images, second
+            self.delivered += n
+            yield tuple(row)
 
 
 def _is_encoded(source) -> bool:
     return not (len(source.images) and isinstance(source.images[0], np.ndarray))
 
 
-def train_loader(source: Union[ImageTextSource, StreamingImageTextSource], tokenizer: CLIPTokenizer,
-                 image_size: int, batch_size: int, epoch: int = 0, seed: int = 0,
-                 rank: int = 0, world: int = 1, augment: Optional[Augment] = None,
-                 shuffle: bool = True, num_workers: int = 2, skip_batches: int = 0) -> Loader:
+def train_loader(source: Union[ImageTextSource, StreamingImageTextSource],
+                 builder: Union[SampleBuilder, Callable], image_size: int, batch_size: int,
+                 epoch: int = 0, seed: int = 0, rank: int = 0, world: int = 1,
+                 augment: Optional[Augment] = None, shuffle: bool = True, num_workers: int = 2,
+                 skip_batches: int = 0) -> Loader:
     """Training batches of one epoch: one random caption per image, RandomResizedCrop (and
-    the optional color augmentation of ``augment``)."""
+    the optional color augmentation of ``augment``), and the text columns of ``builder``
+    (a family's :class:`SampleBuilder`; a plain tokenizer gives one ``tokens`` column)."""
     augment = augment or Augment()
+    if not isinstance(builder, SampleBuilder):
+        builder = SampleBuilder(builder)
     if isinstance(source, StreamingImageTextSource):
-        samples = _StreamSamples(source, tokenizer, augment, seed, epoch, rank, world)
-        return Loader(samples, "tokens", batch_size, True, num_workers, image_size, True, True,
-                      skip_batches, random_access=False, recolor=augment.recolors)
+        samples = _StreamSamples(source, builder, augment, seed, epoch, rank, world)
+        return Loader(samples, builder.columns, batch_size, True, num_workers, image_size, True,
+                      True, skip_batches, random_access=False, recolor=augment.recolors)
     order = epoch_order(len(source), seed, epoch, shuffle, rank, world, True)
-    samples = _CaptionSamples(source, order, tokenizer, augment, seed, epoch)
-    return Loader(samples, "tokens", batch_size, True, num_workers, image_size, True,
+    samples = _CaptionSamples(source, order, builder, augment, seed, epoch)
+    return Loader(samples, builder.columns, batch_size, True, num_workers, image_size, True,
                   _is_encoded(source), skip_batches, recolor=augment.recolors)
 
 
@@ -339,7 +348,7 @@ def eval_image_loader(source: Union[ImageTextSource, LabeledImageSource], image_
     """
     order = epoch_order(len(source), 0, 0, False, rank, world, False)
     second = "label" if isinstance(source, LabeledImageSource) else "index"
-    return Loader(_EvalSamples(source, order), second, batch_size, False, num_workers, image_size,
+    return Loader(_EvalSamples(source, order), (second,), batch_size, False, num_workers, image_size,
                   False, _is_encoded(source))
 
 

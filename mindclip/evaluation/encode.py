@@ -1,12 +1,11 @@
 """Batch encoding with a fixed batch shape, so a graph-mode model compiles each tower once."""
 from __future__ import annotations
 
-from typing import Iterable, List, Sequence, Tuple
+from typing import Any, Callable, Iterable, List, Sequence, Tuple
 
 import numpy as np
 
-from ..models.clip import CLIPModel
-from ..tokenizer import CLIPTokenizer
+from ..families.base import split_text_inputs
 
 
 def _pad(batch: np.ndarray, size: int) -> np.ndarray:
@@ -20,7 +19,7 @@ def _normalize(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-def encode_image_batch(model: CLIPModel, images: np.ndarray, batch_size: int) -> np.ndarray:
+def encode_image_batch(model: Any, images: np.ndarray, batch_size: int) -> np.ndarray:
     """L2-normalised features of ``images`` (N, 3, H, W), run in padded batches."""
     import mindspore as ms
 
@@ -32,20 +31,21 @@ def encode_image_batch(model: CLIPModel, images: np.ndarray, batch_size: int) ->
     return _normalize(np.concatenate(out).astype(np.float32)) if out else np.zeros((0, 0), np.float32)
 
 
-def encode_texts(model: CLIPModel, tokenizer: CLIPTokenizer, texts: Sequence[str],
+def encode_texts(model: Any, tokenizer: Callable, texts: Sequence[str],
                  batch_size: int = 64) -> np.ndarray:
-    """L2-normalised features of ``texts``, tokenized to the model's context length."""
+    """L2-normalised features of ``texts`` through the model family's text processor."""
     import mindspore as ms
 
     out = []
     for start in range(0, len(texts), batch_size):
-        tokens = tokenizer(list(texts[start:start + batch_size]), context_length=model.context_length)
-        feats = model.encode_text(ms.Tensor(_pad(tokens, batch_size)))
-        out.append(feats.asnumpy()[:len(tokens)])
+        chunk = list(texts[start:start + batch_size])
+        inputs = split_text_inputs(tokenizer(chunk))
+        feats = model.encode_text(*(ms.Tensor(_pad(np.asarray(x), batch_size)) for x in inputs))
+        out.append(feats.asnumpy()[:len(chunk)])
     return _normalize(np.concatenate(out).astype(np.float32))
 
 
-def encode_loader(model: CLIPModel, loader: Iterable[Tuple[np.ndarray, np.ndarray]],
+def encode_loader(model: Any, loader: Iterable[Tuple[np.ndarray, np.ndarray]],
                   batch_size: int) -> Tuple[np.ndarray, np.ndarray]:
     """Features of every image a loader yields, with its second column (labels/indices)."""
     feats: List[np.ndarray] = []

@@ -14,6 +14,8 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import yaml
 
+from ..data.classification import DIGIT_NAMES, DIGIT_TEMPLATES
+
 CIFAR100_CLASSNAMES = [
     "apple", "aquarium fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle",
     "bottle", "bowl", "boy", "bridge", "bus", "butterfly", "camel", "can", "castle",
@@ -42,8 +44,6 @@ CIFAR_TEMPLATES = [
     "a photo of the big {}.",
 ]
 
-DIGIT_TEMPLATES = ["a photo of the number {}.", "a picture of the digit {}.",
-                   "a handwritten {}.", "the number {}, handwritten.", "a blurry image of a {}."]
 
 DEFAULT_TEMPLATES = ["a photo of a {}."]
 
@@ -66,8 +66,7 @@ _PRESETS = {
     "cifar100": (lambda: CIFAR100_CLASSNAMES, lambda: CIFAR_TEMPLATES),
     "cifar10": (lambda: CIFAR10_CLASSNAMES, lambda: CIFAR_TEMPLATES),
     "imagenet1k": (imagenet_classnames, imagenet_templates),
-    "digits": (lambda: ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
-                        "nine"], lambda: DIGIT_TEMPLATES),
+    "digits": (lambda: list(DIGIT_NAMES), lambda: list(DIGIT_TEMPLATES)),
 }
 
 

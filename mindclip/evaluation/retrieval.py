@@ -1,19 +1,17 @@
 """Image-text retrieval evaluation over a caption dataset (all captions of every image)."""
 from __future__ import annotations
 
-from typing import Dict
+from typing import Any, Callable, Dict
 
 import numpy as np
 
 from ..data.base import ImageTextSource
 from ..data.loader import all_captions
-from ..models.clip import CLIPModel
-from ..tokenizer import CLIPTokenizer
 from .encode import encode_loader, encode_texts
 from .metrics import retrieval_metrics
 
 
-def retrieval_evaluate(model: CLIPModel, tokenizer: CLIPTokenizer, source: ImageTextSource,
+def retrieval_evaluate(model: Any, tokenizer: Callable, source: ImageTextSource,
                        loader, batch_size: int, text_batch_size: int = 64) -> Dict[str, float]:
     """R@1/5/10 both ways. Images that could not be read are left out with their captions
     (and counted in ``skipped_images``)."""

@@ -1,13 +1,12 @@
 """Evaluation tasks run by ``--run_mode eval`` / ``Trainer.evaluate()``, by registered name."""
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from ..data.base import ImageTextSource, LabeledImageSource
 from ..data.loader import build_source, eval_image_loader
-from ..models.clip import CLIPModel
+from ..models.factory import get_tokenizer
 from ..registry import register
-from ..tokenizer import CLIPTokenizer
 from .prompts import load_class_names, load_templates, preset_for
 from .retrieval import retrieval_evaluate
 from .zero_shot import build_classifier, zero_shot_evaluate
@@ -27,7 +26,7 @@ def class_names_and_templates(dataset_cfg: Dict, source: Optional[LabeledImageSo
 
 
 @register("task", "zero_shot_image_classification")
-def evaluate_zero_shot(model: CLIPModel, dataset_cfg: Dict, batch_size: int = 64,
+def evaluate_zero_shot(model: Any, dataset_cfg: Dict, batch_size: int = 64,
                        top_k: List[int] = (1, 5), cache: bool = True, source=None) -> Dict:
     source = source or build_source(dataset_cfg)
     if not isinstance(source, LabeledImageSource):
@@ -36,7 +35,7 @@ def evaluate_zero_shot(model: CLIPModel, dataset_cfg: Dict, batch_size: int = 64
     if len(names) != len(source.class_names):
         raise ValueError(f"{len(names)} class names for a dataset with {len(source.class_names)} classes")
     model.set_train(False)
-    tokenizer = CLIPTokenizer(context_length=model.context_length)
+    tokenizer = get_tokenizer(model)
     # Text batches follow eval.batch_size: on CPU a graph keeps all its intermediates, and a
     # 256x77 batch of the ViT-B/32 text tower alone needs ~17 GB.
     classifier = build_classifier(model, tokenizer, names, templates, batch_size, cache=cache)
@@ -49,14 +48,14 @@ def evaluate_zero_shot(model: CLIPModel, dataset_cfg: Dict, batch_size: int = 64
 
 
 @register("task", "image_text_retrieval")
-def evaluate_retrieval(model: CLIPModel, dataset_cfg: Dict, batch_size: int = 64,
+def evaluate_retrieval(model: Any, dataset_cfg: Dict, batch_size: int = 64,
                        top_k: List[int] = (1, 5), cache: bool = True, source=None) -> Dict:
     del top_k, cache
     source = source or build_source(dataset_cfg)
     if not isinstance(source, ImageTextSource):
         raise ValueError(f"retrieval needs an image-caption dataset, got {source.name}")
     model.set_train(False)
-    tokenizer = CLIPTokenizer(context_length=model.context_length)
+    tokenizer = get_tokenizer(model)
     loader = eval_image_loader(source, model.image_size, batch_size,
                                num_workers=int(dataset_cfg.get("num_workers") or 2))
     metrics = retrieval_evaluate(model, tokenizer, source, loader, batch_size, batch_size)
@@ -64,7 +63,7 @@ def evaluate_retrieval(model: CLIPModel, dataset_cfg: Dict, batch_size: int = 64
     return metrics
 
 
-def evaluate_any(model: CLIPModel, dataset_cfg: Dict, batch_size: int = 64, top_k=(1, 5),
+def evaluate_any(model: Any, dataset_cfg: Dict, batch_size: int = 64, top_k=(1, 5),
                  cache: bool = True) -> Dict:
     """Zero-shot for labelled datasets, retrieval for caption datasets."""
     source = build_source(dataset_cfg)

@@ -2,19 +2,17 @@
 top-k accuracy of image features against it."""
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..models.clip import CLIPModel
-from ..tokenizer import CLIPTokenizer
 from .encode import encode_loader, encode_texts
 from .metrics import classification_metrics
 
 _CACHE: Dict[Tuple, np.ndarray] = {}
 
 
-def build_classifier(model: CLIPModel, tokenizer: CLIPTokenizer, class_names: Sequence[str],
+def build_classifier(model: Any, tokenizer: Callable, class_names: Sequence[str],
                      templates: Sequence[str], batch_size: int = 64, cache: bool = True) -> np.ndarray:
     """``(embed_dim, num_classes)`` weights: per class, the normalised mean of its normalised
     template embeddings (CLIP's prompt ensembling). Cached per model and prompt set unless
@@ -35,7 +33,7 @@ def clear_classifier_cache() -> None:
     _CACHE.clear()
 
 
-def zero_shot_evaluate(model: CLIPModel, loader, classifier: np.ndarray,
+def zero_shot_evaluate(model: Any, loader, classifier: np.ndarray,
                        class_names: Sequence[str], batch_size: int,
                        top_k: Sequence[int] = (1, 5), logit_scale: Optional[float] = 100.0) -> Dict:
     """Metrics of ``classifier`` on every image of ``loader`` (``(images, labels)`` batches)."""

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Tuple
+from typing import List, Tuple
 
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
@@ -29,9 +29,12 @@ class CLIPModel(nn.Cell):
     ``exp(logit_scale)``; ``encode_image``/``encode_text`` run one tower.
     """
 
+    family = "clip"
+
     def __init__(self, config: CLIPConfig):
         super().__init__()
         self.config = config
+        self._image_locked = False
         if config.vision_cfg.is_resnet:
             self.visual = ModifiedResNet(config.vision_cfg, config.embed_dim)
         else:
@@ -42,6 +45,10 @@ class CLIPModel(nn.Cell):
     @property
     def image_size(self) -> int:
         return self.config.vision_cfg.image_size
+
+    @property
+    def embed_dim(self) -> int:
+        return self.config.embed_dim
 
     @property
     def context_length(self) -> int:
@@ -61,3 +68,48 @@ class CLIPModel(nn.Cell):
         image_features = l2_normalize(self.visual(image))
         text_features = l2_normalize(self.text(text))
         return image_features, text_features, ops.exp(self.logit_scale)
+
+    def set_train(self, mode: bool = True):
+        super().set_train(mode)
+        if self._image_locked:
+            self.visual.set_train(False)  # a locked tower keeps its BatchNorm statistics
+        return self
+
+    def lock_image_tower(self, unlocked_groups: int = 0) -> None:
+        """Freeze the image tower except its last ``unlocked_groups`` layer groups (LiT).
+
+        Groups (open_clip's): the stem/embeddings, each residual block (ViT) or stage
+        (ResNet), then the final norm + projection.
+        """
+        visual = self.visual
+        if isinstance(visual, VisionTransformer):
+            groups: List[list] = [[visual.conv1, visual.class_embedding,
+                                   visual.positional_embedding, visual.ln_pre]]
+            groups += [[b] for b in visual.transformer.resblocks]
+            groups.append([visual.ln_post, visual.proj])
+        else:
+            groups = [[visual.conv1, visual.bn1, visual.conv2, visual.bn2, visual.conv3, visual.bn3],
+                      [visual.layer1], [visual.layer2], [visual.layer3], [visual.layer4],
+                      [visual.attnpool]]
+        freeze_groups(groups, unlocked_groups)
+        self._image_locked = True
+
+    def lock_text_tower(self, unlocked_layers: int = 0) -> None:
+        """Freeze the text tower except its last ``unlocked_layers`` groups
+        (embeddings, each block, final norm + projection)."""
+        text = self.text
+        groups: List[list] = [[text.token_embedding, text.positional_embedding]]
+        groups += [[b] for b in text.transformer.resblocks]
+        groups.append([text.ln_final, text.text_projection])
+        freeze_groups(groups, unlocked_layers)
+
+
+def freeze_groups(groups: List[list], unlocked: int) -> None:
+    """Set ``requires_grad=False`` on every Cell/Parameter of all but the last ``unlocked``
+    groups."""
+    frozen = groups[:len(groups) - unlocked] if unlocked > 0 else groups
+    for group in frozen:
+        for item in group:
+            params = item.get_parameters() if isinstance(item, nn.Cell) else [item]
+            for p in params:
+                p.requires_grad = False

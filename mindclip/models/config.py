@@ -113,15 +113,16 @@ class CLIPConfig:
 
     def differences(self, other: "CLIPConfig") -> List[str]:
         """Human-readable list of fields where ``other`` differs from this config."""
-        out = []
+        return config_differences(self.to_dict(), other.to_dict())
 
-        def walk(a, b, prefix):
-            for k in sorted(set(a) | set(b)):
-                va, vb = a.get(k), b.get(k)
-                if isinstance(va, dict) and isinstance(vb, dict):
-                    walk(va, vb, f"{prefix}{k}.")
-                elif va != vb:
-                    out.append(f"{prefix}{k}: {va!r} vs {vb!r}")
 
-        walk(self.to_dict(), other.to_dict(), "")
-        return out
+def config_differences(a: Dict[str, Any], b: Dict[str, Any], prefix: str = "") -> List[str]:
+    """``"key: a vs b"`` for every (nested) field where two config dicts differ."""
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += config_differences(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            out.append(f"{prefix}{k}: {va!r} vs {vb!r}")
+    return out

@@ -1,17 +1,23 @@
-"""Model registry (architecture JSON files + aliases), ``create_model`` and weight loading."""
+"""Architectures (JSON files + aliases), ``create_model`` and weight loading, for every family.
+
+An architecture file names its family (``"family": "declip"``; CLIP when absent); converted
+files and training checkpoints record family and architecture, so a checkpoint alone says
+which model to build. The family itself comes from the registry, so nothing here knows a
+family by name.
+"""
 from __future__ import annotations
 
 import glob
 import json
 import os
-from typing import Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..registry import register
-from .clip import CLIPModel
-from .config import CLIPConfig
-from .weights_io import METADATA_KEY, read_weights
+from ..families.base import Family, family_of, get_family
+from .weights_io import FAMILY_KEY, METADATA_KEY, TRAIN_STATE_KEY, read_weights
+
+DEFAULT_FAMILY = "clip"  # files written before families were recorded are CLIP checkpoints
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "model_configs")
 
@@ -27,6 +33,8 @@ MODEL_ALIASES: Dict[str, str] = {
     "ViT-L/14": "ViT-L-14-quickgelu",
     "ViT-L/14@336px": "ViT-L-14-336-quickgelu",
 }
+
+DEFAULT_TEXT_MODEL = "ViT-B-32"
 
 # File names looked for when ``pretrained`` is a directory, most preferred first.
 WEIGHT_FILES = ("mindclip_model.safetensors", "mindclip_model.ckpt")
@@ -55,9 +63,21 @@ def resolve_model_name(name: str) -> str:
     return name
 
 
-def get_model_config(name: str) -> CLIPConfig:
-    """The :class:`CLIPConfig` of a built-in architecture or alias."""
-    return CLIPConfig.from_json(_config_files()[resolve_model_name(name)])
+def _read_architecture(name: str) -> Tuple[str, Dict[str, Any]]:
+    with open(_config_files()[resolve_model_name(name)], "r", encoding="utf-8") as f:
+        data = json.load(f)
+    return data.pop("family", DEFAULT_FAMILY), data
+
+
+def model_family(name: str) -> Family:
+    """The family of a built-in architecture or alias."""
+    return get_family(_read_architecture(name)[0])
+
+
+def get_model_config(name: str) -> Any:
+    """The architecture config (the family's config class) of a built-in name or alias."""
+    family_name, data = _read_architecture(name)
+    return get_family(family_name).config_from_dict(data)
 
 
 def find_weight_file(pretrained: str) -> str:
@@ -77,10 +97,23 @@ def find_weight_file(pretrained: str) -> str:
     return pretrained
 
 
-def read_checkpoint_config(path: str) -> Optional[CLIPConfig]:
-    """The architecture recorded in a converted checkpoint, or None if it has none."""
-    _, metadata = read_weights(find_weight_file(path))
-    return CLIPConfig.from_dict(json.loads(metadata[METADATA_KEY])) if METADATA_KEY in metadata else None
+def architecture_metadata(family: Family, config: Any) -> Dict[str, str]:
+    """What a weight file records so that it can be loaded without naming the model."""
+    return {FAMILY_KEY: family.name, METADATA_KEY: json.dumps(config.to_dict(), sort_keys=True),
+            "format": "mindclip"}
+
+
+def read_architecture(metadata: Dict[str, str]) -> Optional[Tuple[Family, Any]]:
+    """``(family, config)`` recorded in a weight file's metadata, or None."""
+    if METADATA_KEY not in metadata:
+        return None
+    family = get_family(metadata.get(FAMILY_KEY, DEFAULT_FAMILY))
+    return family, family.config_from_dict(json.loads(metadata[METADATA_KEY]))
+
+
+def read_checkpoint_config(path: str) -> Optional[Tuple[Family, Any]]:
+    """The ``(family, architecture)`` recorded in a converted checkpoint, or None."""
+    return read_architecture(read_weights(find_weight_file(path))[1])
 
 
 def check_state_dict(expected: Dict[str, tuple], tensors: Dict[str, np.ndarray], source: str) -> None:
@@ -101,59 +134,93 @@ def check_state_dict(expected: Dict[str, tuple], tensors: Dict[str, np.ndarray],
         raise ValueError("\n".join(lines))
 
 
-def load_pretrained(model: CLIPModel, pretrained: str) -> CLIPModel:
-    """Load a converted checkpoint into ``model``, refusing anything that does not fit exactly.
+def load_pretrained(model: Any, pretrained: str) -> Any:
+    """Load a converted checkpoint (or the model part of a training checkpoint) into
+    ``model``, refusing anything that does not fit exactly.
 
-    The architecture recorded in the file (if any) must equal the model's, so that e.g.
-    QuickGELU weights are never run with exact GELU.
+    The family and architecture recorded in the file (if any) must equal the model's, so that
+    e.g. QuickGELU weights are never run with exact GELU. Checkpoints in a layout the model's
+    family reads directly (its converters' ``adapt``, e.g. MindFormers 1.x CLIP names) are
+    renamed on the way in.
     """
     import mindspore as ms
 
+    from .config import config_differences
+
+    family = family_of(model)
     path = find_weight_file(pretrained)
     tensors, metadata = read_weights(path)
-    if METADATA_KEY in metadata:
-        saved = CLIPConfig.from_dict(json.loads(metadata[METADATA_KEY]))
-        diff = saved.differences(model.config)
+    saved = read_architecture(metadata)
+    if saved is not None:
+        saved_family, saved_config = saved
+        if saved_family.name != family.name:
+            raise ValueError(f"checkpoint {path} holds a {saved_family.name!r} model, not a "
+                             f"{family.name!r} one")
+        diff = config_differences(saved_config.to_dict(), model.config.to_dict())
         if diff:
             raise ValueError(f"checkpoint {path} was converted for a different architecture "
                              f"(checkpoint vs model): " + "; ".join(diff))
-    if "token_embedding.embedding_table" in tensors:
-        # A MindFormers 1.x CLIP checkpoint: same names with the text tower at the top level.
-        from ..convert.naming import mindformers_to_mindclip
-
-        tensors = mindformers_to_mindclip(tensors)
     params = model.parameters_dict()
+    if not set(params) <= set(tensors):
+        for converter in family.converters:
+            adapted = converter.adapt(tensors)
+            if adapted is not None:
+                tensors = adapted
+                break
+    if TRAIN_STATE_KEY in metadata:
+        # A training checkpoint also holds optimizer moments and objective state.
+        tensors = {k: v for k, v in tensors.items() if k in params}
     check_state_dict({k: p.shape for k, p in params.items()}, tensors, path)
     for name, param in params.items():
         param.set_data(ms.Tensor(tensors[name].astype(np.float32)).astype(param.dtype))
     return model
 
 
-@register("model", "clip")
 def create_model(model_name: Optional[str] = None, pretrained: Optional[str] = None,
-                 config: Union[CLIPConfig, dict, None] = None) -> CLIPModel:
-    """Build a CLIP model by architecture name, optionally loading converted weights.
+                 config: Any = None, family: Optional[str] = None) -> Any:
+    """Build a model of any family by architecture name, optionally loading converted weights.
 
     Args:
         model_name: a name from :func:`list_models` or an alias (``clip_vit_b_32``). May be
             omitted when ``pretrained`` records its architecture (every converted file does).
         pretrained: a ``.ckpt``/``.safetensors`` file or a directory holding one.
-        config: an explicit architecture instead of a name.
+        config: an explicit architecture (config object or dict) instead of a name.
+        family: the family of ``config`` (default: the name's family, the checkpoint's, or CLIP).
 
     The model is returned in inference mode (``set_train(False)``).
     """
     if config is not None:
-        cfg = config if isinstance(config, CLIPConfig) else CLIPConfig.from_dict(config)
+        fam = get_family(family or DEFAULT_FAMILY)
+        cfg = fam.config_from_dict(config)
     elif model_name is not None:
-        cfg = get_model_config(model_name)
+        fam = get_family(family) if family else model_family(model_name)
+        cfg = fam.config_from_dict(_read_architecture(model_name)[1])
     elif pretrained is not None:
-        cfg = read_checkpoint_config(pretrained)
-        if cfg is None:
+        arch = read_checkpoint_config(pretrained)
+        if arch is None:
             raise ValueError(f"{pretrained} records no architecture; pass model_name")
+        fam, cfg = arch
     else:
         raise ValueError("create_model needs a model_name, a config or a pretrained checkpoint")
-    model = CLIPModel(cfg)
+    model = fam.build_model(cfg)
     if pretrained is not None:
         load_pretrained(model, pretrained)
     model.set_train(False)
     return model
+
+
+def get_tokenizer(model: Any = None) -> Any:
+    """The text processor of a model instance, an architecture name, or a converted
+    checkpoint (file or folder); CLIP's 77-token BPE when nothing is given."""
+    if model is None:
+        model = DEFAULT_TEXT_MODEL
+    if isinstance(model, str):
+        if os.path.exists(model):
+            arch = read_checkpoint_config(model)
+            if arch is None:
+                raise ValueError(f"{model} records no architecture, so its tokenizer is unknown")
+            fam, cfg = arch
+        else:
+            fam, cfg = model_family(model), get_model_config(model)
+        return fam.get_tokenizer(cfg)
+    return family_of(model).get_tokenizer(model.config)

@@ -16,7 +16,9 @@ from typing import Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
-METADATA_KEY = "mindclip_config"
+METADATA_KEY = "mindclip_config"       # the architecture, as JSON
+FAMILY_KEY = "mindclip_family"         # the model family's registry name
+TRAIN_STATE_KEY = "mindclip_train_state"  # run position of a training checkpoint
 
 _ST_TO_NP = {
     "F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32,

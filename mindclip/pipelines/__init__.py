@@ -10,7 +10,8 @@ from .zero_shot_image_classification import ZeroShotImageClassificationPipeline
 def pipeline(task: str, model: Any = None, **kwargs: Any):
     """Build the pipeline registered as ``task`` (see ``mindclip.registry.names("pipeline")``).
 
-    ``model`` is an architecture name, a converted checkpoint file/folder, or a CLIPModel.
+    ``model`` is an architecture name, a converted checkpoint file/folder, or a model of any
+    family.
     """
     try:
         cls = get("pipeline", task)

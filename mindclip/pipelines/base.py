@@ -8,23 +8,21 @@ import numpy as np
 
 from ..data.transforms import image_transform
 from ..evaluation.encode import encode_image_batch, encode_texts
-from ..models.clip import CLIPModel
-from ..models.factory import create_model, list_models, resolve_model_name
-from ..tokenizer import CLIPTokenizer
+from ..models.factory import create_model, get_tokenizer, list_models, resolve_model_name
 
 ImageInput = Union[str, "PIL.Image.Image", np.ndarray]  # noqa: F821  (PIL imported lazily)
 
 
-def resolve_model(model: Union[str, CLIPModel, None], pretrained: Optional[str] = None) -> CLIPModel:
-    """A CLIPModel from an instance, an architecture name (``ViT-B-32``, ``clip_vit_b_32``),
-    or a converted checkpoint file/folder that records its architecture."""
-    if isinstance(model, CLIPModel):
+def resolve_model(model: Any, pretrained: Optional[str] = None) -> Any:
+    """A model of any family from an instance, an architecture name (``ViT-B-32``,
+    ``clip_vit_b_32``), or a converted checkpoint file/folder that records its architecture."""
+    if model is not None and not isinstance(model, str):
         if pretrained:
             raise ValueError("pass pretrained weights when building from a name, not with an instance")
         model.set_train(False)
         return model
     if model is None:
-        raise ValueError(f"a pipeline needs a model: a name from {list_models()}, a path, or a CLIPModel")
+        raise ValueError(f"a pipeline needs a model: a name from {list_models()}, a path, or a model")
     if os.path.exists(model):
         return create_model(pretrained=model)
     return create_model(resolve_model_name(model), pretrained=pretrained)
@@ -34,10 +32,9 @@ class ImagePipeline:
     """Holds a model, its tokenizer and its eval transform; batches images with a fixed
     batch shape so a graph-mode model compiles once."""
 
-    def __init__(self, model: Union[str, CLIPModel], pretrained: Optional[str] = None,
-                 batch_size: int = 8):
+    def __init__(self, model: Any, pretrained: Optional[str] = None, batch_size: int = 8):
         self.model = resolve_model(model, pretrained)
-        self.tokenizer = CLIPTokenizer(context_length=self.model.context_length)
+        self.tokenizer = get_tokenizer(self.model)
         self.transform = image_transform(self.model.image_size)
         self.batch_size = int(batch_size)
 
@@ -52,7 +49,7 @@ class ImagePipeline:
 
     def image_features(self, images: Sequence[ImageInput]) -> np.ndarray:
         if not images:
-            return np.zeros((0, self.model.config.embed_dim), np.float32)
+            return np.zeros((0, self.model.embed_dim), np.float32)
         batch = np.stack([self.transform(img) for img in images])
         return encode_image_batch(self.model, batch, self.batch_size)
 

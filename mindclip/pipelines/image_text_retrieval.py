@@ -22,7 +22,7 @@ class ImageTextRetrievalPipeline(ImagePipeline):
         super().__init__(model, pretrained, batch_size)
         self.top_k = top_k
         self.paths: List[str] = []
-        self.features = np.zeros((0, self.model.config.embed_dim), np.float32)
+        self.features = np.zeros((0, self.model.embed_dim), np.float32)
         self.skipped: List[str] = []
         if images is not None:
             self.index(images)

@@ -1,7 +1,6 @@
-"""Training: optimizer, LR schedules, the jitted train step, checkpoints and the trainer."""
+"""Training: optimizer, LR schedules, the jitted train step, checkpoints and the runner."""
 from .lr import constant_schedule, cosine_schedule
 from .optim import AdamW, no_weight_decay
-from .train_step import TrainStep, lock_image_tower, lock_text_tower
+from .train_step import TrainStep
 
-__all__ = ["AdamW", "TrainStep", "constant_schedule", "cosine_schedule", "lock_image_tower",
-           "lock_text_tower", "no_weight_decay"]
+__all__ = ["AdamW", "TrainStep", "constant_schedule", "cosine_schedule", "no_weight_decay"]

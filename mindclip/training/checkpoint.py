@@ -1,34 +1,38 @@
-"""Training checkpoints: every trainable and optimizer Parameter plus the run position,
-written atomically, with keep-last-N and a ``latest`` pointer for ``--resume``."""
+"""Training checkpoints: the model's, the optimizer's and the objective's Parameters (family
+state such as a memory bank included) plus the run position, family and architecture,
+written atomically, with keep-last-N and a ``latest`` pointer for ``--resume``. The model
+part loads anywhere a converted file does (``create_model(pretrained=...)``)."""
 from __future__ import annotations
 
 import glob
 import json
 import os
 import re
-from typing import Dict, Iterable, Optional, Tuple
+from typing import Dict, Iterable, Optional
 
 import numpy as np
 
+from ..models.weights_io import TRAIN_STATE_KEY as STATE_KEY
 from ..models.weights_io import atomic_write, read_ckpt, write_ckpt
 
 LATEST = "latest"
-STATE_KEY = "mindclip_train_state"
 
 
 def checkpoint_dir(output_dir: str) -> str:
     return os.path.join(output_dir, "checkpoints")
 
 
-def save_training_checkpoint(output_dir: str, params: Iterable, state: Dict, keep: int = 3) -> str:
+def save_training_checkpoint(output_dir: str, params: Iterable, state: Dict, keep: int = 3,
+                             architecture: Optional[Dict[str, str]] = None) -> str:
     """Write ``step_<N>.ckpt`` (params: MindSpore Parameters, state: JSON-able position and
-    RNG), point ``latest`` at it, then delete all but the newest ``keep``."""
+    RNG, architecture: the family/config metadata), point ``latest`` at it, then delete all
+    but the newest ``keep``."""
     directory = checkpoint_dir(output_dir)
     os.makedirs(directory, exist_ok=True)
     name = f"step_{int(state['global_step']):08d}.ckpt"
     path = os.path.join(directory, name)
     tensors = {p.name: p.asnumpy() for p in params}
-    write_ckpt(path, tensors, metadata={STATE_KEY: json.dumps(state)})
+    write_ckpt(path, tensors, metadata={**(architecture or {}), STATE_KEY: json.dumps(state)})
 
     def write_pointer(tmp):
         with open(tmp, "w", encoding="utf-8") as f:
@@ -74,11 +78,3 @@ def load_training_checkpoint(path: str, params: Iterable) -> Dict:
     if STATE_KEY not in metadata:
         raise ValueError(f"{path} is not a mindclip training checkpoint (no run state)")
     return json.loads(metadata[STATE_KEY])
-
-
-def split_model_weights(path: str) -> Tuple[Dict[str, np.ndarray], Dict]:
-    """Model weights of a training checkpoint (optimizer state dropped) and its run state."""
-    tensors, metadata = read_ckpt(path)
-    weights = {k: v for k, v in tensors.items()
-               if not k.startswith(("adam_m.", "adam_v.")) and k not in ("global_step", "logit_bias")}
-    return weights, json.loads(metadata.get(STATE_KEY, "{}"))

@@ -47,22 +47,28 @@ class MetricsLogger:
             self.bar.refresh()
 
     def step(self, step: int, epoch: int, loss: float, lr: float, logit_scale: float,
-             samples: int) -> None:
+             samples: int, terms: Optional[Dict[str, float]] = None) -> None:
+        """Log one step; ``terms`` are the objective's named loss terms (``loss_<name>``)."""
         if not self.enabled:
             return
+        terms = {f"loss_{k}": v for k, v in (terms or {}).items()}
         elapsed = time.time() - self.start
         done = step - getattr(self, "first_step", 0)
         rate = samples / elapsed if elapsed > 0 else 0.0
         eta = elapsed / max(done, 1) * (self.total_steps - step)
-        record = {"type": "train", "step": step, "epoch": epoch, "loss": loss, "lr": lr,
+        record = {"type": "train", "step": step, "epoch": epoch, "loss": loss, **terms, "lr": lr,
                   "logit_scale": logit_scale, "samples_per_s": rate, "time": time.time()}
         self.write(record)
+        # A single-term objective's term is the loss itself: no need to show it twice.
+        shown = terms if len(terms) > 1 else {}
         if self.bar is not None:
             self.bar.update(step - self.bar.n)
-            self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
+            self.bar.set_postfix(loss=f"{loss:.4f}", **{k[5:]: f"{v:.3f}" for k, v in shown.items()},
+                                 lr=f"{lr:.2e}")
         if step % self.log_interval == 0 or step == self.total_steps:
-            self.info(f"step {step}/{self.total_steps} epoch {epoch} loss {loss:.4f} lr {lr:.3e} "
-                      f"logit_scale {logit_scale:.3f} samples/s {rate:.1f} "
+            parts = "".join(f" {k} {v:.4f}" for k, v in shown.items())
+            self.info(f"step {step}/{self.total_steps} epoch {epoch} loss {loss:.4f}{parts} "
+                      f"lr {lr:.3e} logit_scale {logit_scale:.3f} samples/s {rate:.1f} "
                       f"eta {format_eta(eta)}")
 
     def info(self, message: str) -> None:

@@ -1,24 +1,25 @@
-"""The contrastive training loop behind ``run_mindformer.py --run_mode train|finetune`` and
-``Trainer.train()``."""
+"""The training loop behind ``run_mindformer.py --run_mode train|finetune`` and
+``Trainer.train()``, for any model family: the family supplies the objective and the
+per-sample text columns; this module supplies data, optimizer, checkpoints and logging."""
 from __future__ import annotations
 
 import json
 import math
-from typing import Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 from ..data.loader import build_source, train_loader
 from ..data.transforms import Augment
-from ..models.clip import CLIPModel
+from ..families.base import family_of
+from ..models.factory import architecture_metadata
 from ..registry import build
-from ..tokenizer import CLIPTokenizer
 from .checkpoint import latest_checkpoint, load_training_checkpoint, save_training_checkpoint
 from .distributed import init_distributed
 from .logger import MetricsLogger
 from .optim import AdamW
-from .train_step import TrainStep, lock_image_tower, lock_text_tower
+from .train_step import TrainStep
 
 
-def cast_to_fp16(model: CLIPModel) -> None:
+def cast_to_fp16(model: Any) -> None:
     """Run Dense/Conv compute in fp16; parameters, norms, softmax and the loss stay fp32."""
     import mindspore as ms
     from mindspore import nn
@@ -30,17 +31,18 @@ def cast_to_fp16(model: CLIPModel) -> None:
             cell.to_float(ms.float32)
 
 
-class ContrastiveRunner:
+class TrainingRunner:
     """Builds everything a training run needs from a run config and runs it.
 
     ``evaluate_fn(model, epoch)`` is called after epochs (per ``runner.eval_interval``) on the
     main rank and its metrics are logged.
     """
 
-    def __init__(self, cfg: Dict, model: CLIPModel,
-                 evaluate_fn: Optional[Callable[[CLIPModel, int], Dict]] = None):
+    def __init__(self, cfg: Dict, model: Any,
+                 evaluate_fn: Optional[Callable[[Any, int], Dict]] = None):
         self.cfg = cfg
         self.model = model
+        self.family = family_of(model)
         self.evaluate_fn = evaluate_fn
         self.rank, self.world = init_distributed(cfg["parallel"]["data_parallel"])
         run = cfg["runner"]
@@ -50,7 +52,7 @@ class ContrastiveRunner:
             raise ValueError(f"runner.batch_size {self.batch_size} is not divisible by "
                              f"runner.accumulate_steps {self.accum}")
         self.output_dir = cfg["output_dir"]
-        self.tokenizer = CLIPTokenizer(context_length=model.context_length)
+        self.builder = self.family.build_batch(model, cfg)
         self.source = build_source(cfg["train_dataset"])
         per_rank = len(self.source) // self.world
         self.steps_per_epoch = per_rank // self.batch_size
@@ -61,14 +63,14 @@ class ContrastiveRunner:
         if run["max_steps"]:
             self.total_steps = min(self.total_steps, int(run["max_steps"]))
 
-        loss_cfg = cfg["loss"]
-        self.loss_fn = build("loss", loss_cfg["type"], local_loss=loss_cfg["local_loss"],
-                             gather_with_grad=loss_cfg["gather_with_grad"],
-                             rank=self.rank, world_size=self.world)
-        if run["lock_image"]:
-            lock_image_tower(model, int(run["lock_image_unlocked_groups"]))
-        if run["lock_text"]:
-            lock_text_tower(model, int(run["lock_text_unlocked_layers"]))
+        self.objective = self.family.build_objective(model, cfg, self.rank, self.world)
+        for option, method, count in (("lock_image", "lock_image_tower", "lock_image_unlocked_groups"),
+                                      ("lock_text", "lock_text_tower", "lock_text_unlocked_layers")):
+            if run[option]:
+                if not hasattr(model, method):
+                    raise ValueError(f"runner.{option}: the {self.family.name!r} family's model "
+                                     f"has no {method}()")
+                getattr(model, method)(int(run[count]))
         if run["precision"] == "fp16":
             cast_to_fp16(model)
         elif run["precision"] != "fp32":
@@ -79,7 +81,8 @@ class ContrastiveRunner:
                     min_lr=float(lr_cfg["min_lr"]))
         if opt_cfg["type"] != "adamw":
             build("optimizer", opt_cfg["type"])  # raises with the valid names
-        params = model.trainable_params() + self.loss_fn.trainable_params()
+        params = model.trainable_params() + [p for p in self.objective.extra_parameters()
+                                             if p.requires_grad]
         self.optimizer = AdamW(params, lrs, weight_decay=float(opt_cfg["weight_decay"]),
                                beta1=float(opt_cfg["beta1"]), beta2=float(opt_cfg["beta2"]),
                                eps=float(opt_cfg["eps"]))
@@ -89,7 +92,7 @@ class ContrastiveRunner:
 
             reducer = nn.DistributedGradReducer(self.optimizer.parameters, mean=True,
                                                 degree=self.world)
-        self.step_cell = TrainStep(model, self.loss_fn, self.optimizer, self.accum,
+        self.step_cell = TrainStep(self.objective, self.optimizer, self.accum,
                                    run["clip_grad_norm"],
                                    float(run["loss_scale"]) if run["precision"] == "fp16" else 1.0,
                                    reducer)
@@ -97,7 +100,7 @@ class ContrastiveRunner:
     def state_parameters(self):
         seen, out = set(), []
         for p in list(self.model.get_parameters()) + list(self.optimizer.get_parameters()) \
-                + list(self.loss_fn.get_parameters()):
+                + self.objective.extra_parameters():
             if p.name not in seen:
                 seen.add(p.name)
                 out.append(p)
@@ -110,7 +113,8 @@ class ContrastiveRunner:
                  "seed": self.cfg["seed"], "world_size": self.world,
                  "batch_size": self.batch_size}
         save_training_checkpoint(self.output_dir, self.state_parameters(), state,
-                                 keep=int(self.cfg["runner"]["keep_checkpoints"]))
+                                 keep=int(self.cfg["runner"]["keep_checkpoints"]),
+                                 architecture=architecture_metadata(self.family, self.model.config))
 
     def _resume(self):
         path = latest_checkpoint(self.output_dir)
@@ -139,30 +143,29 @@ class ContrastiveRunner:
             logger.info(f"resumed from step {global_step} (epoch {epoch}, batch {batch_in_epoch})")
         logger.start_at(global_step)
         self.model.set_train(True)
-        if run["lock_image"]:
-            self.model.visual.set_train(False)  # a locked tower keeps its BatchNorm statistics
         augment = Augment.from_config(self.cfg["train_dataset"]["augment"])
         last_loss, skipped_total, samples = float("nan"), 0, 0
         save_interval = int(run["save_interval"] or 0)
         epochs = int(run["epochs"])
         while global_step < self.total_steps and epoch < epochs:
-            loader = train_loader(self.source, self.tokenizer, self.model.image_size,
+            loader = train_loader(self.source, self.builder, self.model.image_size,
                                   self.batch_size, epoch=epoch, seed=int(self.cfg["seed"]),
                                   rank=self.rank, world=self.world, augment=augment,
                                   shuffle=bool(self.cfg["train_dataset"]["shuffle"]),
                                   num_workers=int(self.cfg["train_dataset"]["num_workers"]),
                                   skip_batches=batch_in_epoch)
             finished_early = False
-            for images, tokens in loader:
-                loss, lr, scale = self.step_cell(ms.Tensor(images), ms.Tensor(tokens))
+            for batch in loader:
+                loss, terms, lr, scale = self.step_cell(*(ms.Tensor(x) for x in batch))
                 global_step += 1
                 batch_in_epoch += 1
-                samples += len(images) * self.world
+                samples += len(batch[0]) * self.world
                 last_loss = float(loss.asnumpy())
                 if not math.isfinite(last_loss):
                     raise FloatingPointError(f"loss is {last_loss} at step {global_step}")
+                named = {name: float(t.asnumpy()) for name, t in zip(self.objective.term_names, terms)}
                 logger.step(global_step, epoch, last_loss, float(lr.asnumpy()),
-                            float(scale.asnumpy()), samples)
+                            float(scale.asnumpy()), samples, named)
                 if save_interval and global_step % save_interval == 0:
                     self._save(epoch, batch_in_epoch, global_step)
                 if global_step >= self.total_steps:

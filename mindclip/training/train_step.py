@@ -1,18 +1,19 @@
-"""One jitted contrastive training step: forward, loss, gradients, clipping, AdamW, clamp.
+"""One jitted training step for any model family: the family's objective, its gradients,
+accumulation, loss scaling, clipping, AdamW and the objective's logit-scale rule.
 
-Gradient accumulation follows open_clip: features of all micro-batches are computed first
-without gradients, then each micro-batch is re-run with gradients against the cached
-features of the others, so the accumulated gradient is that of the full-batch contrastive
-loss (every sample sees every other as a negative), not a sum of small-batch losses.
+The step knows nothing about towers: it differentiates ``objective`` (see
+:class:`mindclip.losses.Objective`). Gradient accumulation follows open_clip: features of all
+micro-batches are computed first without gradients, then each micro-batch is re-run with
+gradients against the cached features of the others, so the accumulated gradient is that of
+the full-batch loss (every sample sees every other as a negative), not a sum of small-batch
+losses.
 """
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Optional
 
 import mindspore as ms
 from mindspore import Tensor, nn, ops
-
-from ..models.clip import MAX_LOGIT_SCALE, CLIPModel, l2_normalize
 
 
 def _replace_chunk(cache: Tensor, chunk: Tensor, index: int, size: int, count: int) -> Tensor:
@@ -27,24 +28,26 @@ def _replace_chunk(cache: Tensor, chunk: Tensor, index: int, size: int, count: i
 
 
 class TrainStep(nn.Cell):
-    """``construct(images, texts) -> (loss, lr, logit_scale)``; updates the weights in place.
+    """``construct(*batch) -> (loss, terms, lr, logit_scale)``; updates the weights in place.
 
     Args:
-        model: the CLIP model (set to train mode by the caller).
-        loss_fn: a loss Cell taking ``(image_features, text_features, logit_scale)``.
-        optimizer: :class:`~mindspore_clip.training.optim.AdamW` over the trainable params.
+        objective: the family's :class:`~mindclip.losses.Objective` (holds the model, which
+            the caller sets to train mode).
+        optimizer: :class:`~mindclip.training.optim.AdamW` over the trainable params.
         accumulate_steps: micro-batches per step (the batch is split evenly).
         clip_grad_norm: global-norm clipping threshold, or None.
         loss_scale: static loss scale for fp16 training (1.0 for fp32).
         grad_reducer: averages gradients across data-parallel ranks, or None.
     """
 
-    def __init__(self, model: CLIPModel, loss_fn: nn.Cell, optimizer: nn.Cell,
-                 accumulate_steps: int = 1, clip_grad_norm: Optional[float] = None,
-                 loss_scale: float = 1.0, grad_reducer: Optional[nn.Cell] = None):
+    def __init__(self, objective: nn.Cell, optimizer: nn.Cell, accumulate_steps: int = 1,
+                 clip_grad_norm: Optional[float] = None, loss_scale: float = 1.0,
+                 grad_reducer: Optional[nn.Cell] = None):
         super().__init__(auto_prefix=False)
-        self.model = model
-        self.loss_fn = loss_fn
+        if accumulate_steps > 1 and not objective.supports_accumulation:
+            raise ValueError(f"{type(objective).__name__} does not support gradient "
+                             "accumulation; set runner.accumulate_steps to 1")
+        self.objective = objective
         self.optimizer = optimizer
         self.weights = optimizer.parameters
         self.accumulate_steps = accumulate_steps
@@ -52,40 +55,48 @@ class TrainStep(nn.Cell):
         self.loss_scale = float(loss_scale)
         self.grad_reducer = grad_reducer
         self.shapes = tuple(tuple(p.shape) for p in self.weights)
-        self.value_and_grad = ops.value_and_grad(self._loss, None, self.weights)
+        self.logit_scale = getattr(objective.model, "logit_scale", None)
+        bounds = objective.logit_scale_bounds if self.logit_scale is not None else None
+        self.clamp = bounds is not None
+        self.clamp_before = self.clamp and objective.clamp_before_step
+        self.low, self.high = bounds if bounds is not None else (0.0, 0.0)
+        self.value_and_grad = ops.value_and_grad(self._whole_loss, None, self.weights, has_aux=True)
+        self.chunk_value_and_grad = ops.value_and_grad(self._chunk_loss, None, self.weights,
+                                                       has_aux=True)
 
-    def _loss(self, images, texts, cached_image, cached_text, index: int):
-        size = images.shape[0]
-        image_features = l2_normalize(self.model.visual(images)).astype(ms.float32)
-        text_features = l2_normalize(self.model.text(texts)).astype(ms.float32)
-        all_image = _replace_chunk(cached_image, image_features, index, size, self.accumulate_steps)
-        all_text = _replace_chunk(cached_text, text_features, index, size, self.accumulate_steps)
-        loss = self.loss_fn(all_image, all_text, ops.exp(self.model.logit_scale))
-        return loss * self.loss_scale
+    def _whole_loss(self, *batch):
+        total, terms = self.objective(*batch)
+        return total * self.loss_scale, terms
 
-    def _cached_features(self, images, texts):
-        micro = images.shape[0] // self.accumulate_steps
-        image_parts, text_parts = [], []
-        for j in range(self.accumulate_steps):
-            image_parts.append(l2_normalize(self.model.visual(images[j * micro:(j + 1) * micro])))
-            text_parts.append(l2_normalize(self.model.text(texts[j * micro:(j + 1) * micro])))
-        cached_image = ops.stop_gradient(ops.concat(image_parts, axis=0).astype(ms.float32))
-        cached_text = ops.stop_gradient(ops.concat(text_parts, axis=0).astype(ms.float32))
-        return cached_image, cached_text
+    def _chunk_loss(self, batch, cache, index: int):
+        features = self.objective.features(*batch)
+        size = features[0].shape[0]
+        merged = tuple(_replace_chunk(c, f, index, size, self.accumulate_steps)
+                       for c, f in zip(cache, features))
+        total, terms = self.objective.loss(*merged)
+        return total * self.loss_scale, terms
 
-    def construct(self, images, texts):
-        micro = images.shape[0] // self.accumulate_steps
+    def _micro(self, batch, j: int):
+        micro = batch[0].shape[0] // self.accumulate_steps
+        return tuple(x[j * micro:(j + 1) * micro] for x in batch)
+
+    def _cached_features(self, batch):
+        parts = [self.objective.features(*self._micro(batch, j)) for j in range(self.accumulate_steps)]
+        return tuple(ops.stop_gradient(ops.concat([p[k] for p in parts], axis=0))
+                     for k in range(len(parts[0])))
+
+    def construct(self, *batch):
+        if self.clamp_before:
+            # Parameter writes and reads run in program order (auto-monad): the forward
+            # below sees the clamped value.
+            ops.assign(self.logit_scale, ops.clamp(self.logit_scale, self.low, self.high))
         if self.accumulate_steps == 1:
-            dummy = ops.zeros((1,), ms.float32)
-            loss, grads = self.value_and_grad(images, texts, dummy, dummy, 0)
+            (loss, terms), grads = self.value_and_grad(*batch)
         else:
-            cached_image, cached_text = self._cached_features(images, texts)
-            loss, grads = self.value_and_grad(images[:micro], texts[:micro],
-                                              cached_image, cached_text, 0)
+            cache = self._cached_features(batch)
+            (loss, terms), grads = self.chunk_value_and_grad(self._micro(batch, 0), cache, 0)
             for j in range(1, self.accumulate_steps):
-                _, chunk_grads = self.value_and_grad(images[j * micro:(j + 1) * micro],
-                                                     texts[j * micro:(j + 1) * micro],
-                                                     cached_image, cached_text, j)
+                _, chunk_grads = self.chunk_value_and_grad(self._micro(batch, j), cache, j)
                 grads = tuple(a + b for a, b in zip(grads, chunk_grads))
         if self.loss_scale != 1.0:
             grads = tuple(g / self.loss_scale for g in grads)
@@ -97,45 +108,11 @@ class TrainStep(nn.Cell):
             # clip_by_global_norm turns 0-d gradients (logit_scale) into shape (1,).
             grads = tuple(g.reshape(s) for g, s in zip(clipped, self.shapes))
         lr = self.optimizer.current_lr()
-        updated = ops.depend(self.model.logit_scale, self.optimizer(grads))
-        clamped = ops.clamp(updated, 0.0, MAX_LOGIT_SCALE)
-        done = ops.assign(self.model.logit_scale, clamped)
-        return ops.depend(loss, done), lr, ops.depend(clamped, done)
-
-
-def lock_image_tower(model: CLIPModel, unlocked_groups: int = 0) -> None:
-    """Freeze the image tower except its last ``unlocked_groups`` layer groups (LiT).
-
-    Groups (open_clip's): the stem/embeddings, each residual block (ViT) or stage (ResNet),
-    then the final norm + projection.
-    """
-    visual = model.visual
-    if hasattr(visual, "transformer"):
-        groups: List[list] = [[visual.conv1, visual.class_embedding, visual.positional_embedding,
-                               visual.ln_pre]]
-        groups += [[b] for b in visual.transformer.resblocks]
-        groups.append([visual.ln_post, visual.proj])
-    else:
-        groups = [[visual.conv1, visual.bn1, visual.conv2, visual.bn2, visual.conv3, visual.bn3],
-                  [visual.layer1], [visual.layer2], [visual.layer3], [visual.layer4],
-                  [visual.attnpool]]
-    _freeze(groups, unlocked_groups)
-
-
-def lock_text_tower(model: CLIPModel, unlocked_layers: int = 0) -> None:
-    """Freeze the text tower except its last ``unlocked_layers`` groups
-    (embeddings, each block, final norm + projection)."""
-    text = model.text
-    groups: List[list] = [[text.token_embedding, text.positional_embedding]]
-    groups += [[b] for b in text.transformer.resblocks]
-    groups.append([text.ln_final, text.text_projection])
-    _freeze(groups, unlocked_layers)
-
-
-def _freeze(groups: List[list], unlocked: int) -> None:
-    frozen = groups[:len(groups) - unlocked] if unlocked > 0 else groups
-    for group in frozen:
-        for item in group:
-            params = item.get_parameters() if isinstance(item, nn.Cell) else [item]
-            for p in params:
-                p.requires_grad = False
+        done = self.optimizer(grads)
+        if self.logit_scale is None:
+            return ops.depend(loss, done), terms, lr, ops.zeros((), ms.float32)
+        scale = ops.depend(self.logit_scale, done) * 1.0  # read after the update
+        if self.clamp:
+            scale = ops.clamp(scale, self.low, self.high)
+            done = ops.assign(self.logit_scale, scale)
+        return ops.depend(loss, done), terms, lr, ops.depend(scale, done)

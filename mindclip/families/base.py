@@ -1,0 +1,76 @@
+"""What a model family provides (DESIGN §1a), as one record the registry holds.
+
+Front doors, the runner, evaluation and conversion ask a family for these pieces instead of
+branching on its name; adding a family is a new module that registers one :class:`Family`
+(``register("family", name)(Family(...))``) plus architecture configs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Sequence, Tuple
+
+
+@dataclass(frozen=True)
+class Family:
+    """A model family.
+
+    Attributes:
+        name: registry name, recorded in converted files and training checkpoints.
+        config_class: architecture dataclass with ``from_dict``/``to_dict``.
+        model_class: ``nn.Cell`` built as ``model_class(config)``, with ``encode_image(images,
+            normalize=False)``, ``encode_text(*text_inputs, normalize=False)``, a
+            ``logit_scale`` Parameter (log space) and ``image_size``/``embed_dim``.
+        get_tokenizer: ``config -> text processor``; the processor maps a string or a list of
+            strings to what ``encode_text`` takes: one int32 array ``(B, L)`` or a dict of
+            such arrays, passed to ``encode_text`` in the dict's order.
+        build_objective: ``(model, run_cfg, rank, world) -> Objective`` (see
+            :class:`mindclip.losses.Objective`): the training loss returning the total and its
+            named terms; its non-trainable Parameters (e.g. a memory bank) are the family's
+            checkpoint state beyond the model's weights.
+        build_batch: ``(model, run_cfg) -> SampleBuilder`` (see
+            :class:`mindclip.data.batch.SampleBuilder`): the per-sample text columns the
+            training loader produces for this family's objective.
+        converters: objects that read PyTorch layouts of this family (``detect``/``convert``)
+            and rename checkpoints a model of this family loads directly (``adapt``).
+    """
+
+    name: str
+    config_class: type
+    model_class: type
+    get_tokenizer: Callable[[Any], Callable]
+    build_objective: Callable[..., Any]
+    build_batch: Callable[..., Any]
+    converters: Sequence[Any] = field(default_factory=tuple)
+
+    def config_from_dict(self, data: Dict[str, Any]) -> Any:
+        return data if isinstance(data, self.config_class) else self.config_class.from_dict(data)
+
+    def build_model(self, config: Any) -> Any:
+        model = self.model_class(self.config_from_dict(config))
+        # Several families may share a model class; the instance records which one it is.
+        model.family = self.name
+        return model
+
+
+def get_family(name: str) -> Family:
+    """The registered family ``name`` (an error lists the valid ones)."""
+    from ..registry import get
+
+    return get("family", name)
+
+
+def family_of(model: Any) -> Family:
+    """The family a model instance belongs to."""
+    name = getattr(model, "family", None)
+    if not name:
+        raise TypeError(f"{type(model).__name__} is not a mindclip model (no family)")
+    return get_family(name)
+
+
+def split_text_inputs(tokens: Any) -> Tuple[Any, ...]:
+    """A text processor's output as the positional inputs of ``encode_text``."""
+    if isinstance(tokens, dict):
+        return tuple(tokens.values())
+    if isinstance(tokens, (tuple, list)):
+        return tuple(tokens)
+    return (tokens,)
