@@ -4,7 +4,7 @@ from setuptools import find_packages, setup
 setup(
     name="mindclip",
     version="0.1.0",
-    description="MindSpore model zoo for contrastive image-text models (CLIP, OpenCLIP, DeCLIP)",
+    description="MindSpore model zoo for contrastive image-text models (CLIP, OpenCLIP, dual encoders)",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
@@ -26,6 +26,7 @@ setup(
         "tqdm",
         "matplotlib",     # training-curve and per-class plots
         "scikit-learn",   # the built-in digits demo data
+        "tokenizers",     # Hugging Face tokenizer folders (BERT/RoBERTa text towers)
     ],
     extras_require={
         "test": [

@@ -28,7 +28,8 @@ _DATASET = {
     "unique_per_class": False,  # digits_captions: one image per class
     "num_workers": 2,
     "shuffle": True,
-    "augment": {"scale": [0.9, 1.0], "color_jitter": 0.0, "grayscale": 0.0},
+    # random_crop false: shortest-side resize + center crop (run_clip.py's train transform)
+    "augment": {"scale": [0.9, 1.0], "color_jitter": 0.0, "grayscale": 0.0, "random_crop": True},
 }
 
 DEFAULTS: Dict[str, Any] = {

@@ -226,9 +226,10 @@ class ContrastiveObjective(Objective):
         super().__init__(model, (term_name,), logit_scale_bounds)
         self.loss_fn = loss_fn
 
-    def features(self, images, texts):
+    def features(self, images, *text):
+        # ``text``: the family's text columns (CLIP: token ids; BERT-style: ids + mask)
         image_features = l2_normalize(self.model.encode_image(images)).astype(ms.float32)
-        text_features = l2_normalize(self.model.encode_text(texts)).astype(ms.float32)
+        text_features = l2_normalize(self.model.encode_text(*text)).astype(ms.float32)
         return image_features, text_features
 
     def loss(self, image_features, text_features):

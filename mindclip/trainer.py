@@ -9,7 +9,7 @@ import numpy as np
 
 from .config import DEFAULTS, load_config
 from .families.base import family_of
-from .models.factory import architecture_metadata, create_model, load_pretrained
+from .models.factory import architecture_metadata, create_model, get_tokenizer, load_pretrained
 from .models.weights_io import atomic_write, write_weights
 
 TRAIN_TASKS = ("contrastive_language_image_pretrain",)
@@ -147,6 +147,9 @@ class Trainer:
         tensors = {k: p.asnumpy() for k, p in self.model.parameters_dict().items()}
         write_weights(path, tensors,
                       metadata=architecture_metadata(family_of(self.model), self.model.config))
+        processor = get_tokenizer(self.model)
+        if hasattr(processor, "save"):  # a tokenizer that is not bundled travels with the weights
+            processor.save(os.path.dirname(os.path.abspath(path)))
         return path
 
     def evaluate(self) -> Dict:

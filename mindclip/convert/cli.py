@@ -1,12 +1,16 @@
-"""Command line of ``tools/convert_weight.py``."""
+"""Command line of ``tools/convert_weight.py``: every registered family's converters, the
+source layout detected, the result verified against a model of the architecture."""
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import List, Optional
+from typing import Any, Iterator, List, Optional
 
-from .converter import SOURCES, convert_checkpoint, export_to_openclip, save_converted
+from ..families.base import get_family
+from ..registry import names
+from .converter import SOURCES, save_converted
 from .infer import matching_model_names
+from .sources import SourceCheckpoint, read_source
 
 
 def _bool(text: str) -> bool:
@@ -18,13 +22,29 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def converters() -> Iterator[Any]:
+    """Every registered family's converters, CLIP's first (the fallback that names what a
+    checkpoint lacks when no converter recognises it)."""
+    for name in sorted(names("family"), key=lambda n: n != "clip"):
+        yield from get_family(name).converters
+
+
+def find_converter(source: SourceCheckpoint, src: str = "auto") -> Any:
+    candidates = [c for c in converters() if src == "auto" or src in c.sources]
+    for conv in candidates:
+        if conv.detect(source):
+            return conv
+    return candidates[0]  # its convert() raises with the reason it cannot read the source
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        description="Convert CLIP checkpoints from PyTorch (OpenAI, open_clip, Hugging Face, "
-                    "MindFormers 1.x .ckpt) to MindSpore, or back with --reverse.")
-    p.add_argument("--torch_path", required=True,
+        description="Convert checkpoints from PyTorch (OpenAI, open_clip, Hugging Face CLIP and "
+                    "VisionTextDualEncoder folders, MindFormers 1.x .ckpt) to MindSpore, or back "
+                    "with --reverse; or assemble a new dual encoder (--vision_path/--text_path).")
+    p.add_argument("--torch_path", default=None,
                    help="PyTorch side: source file/folder, or the output with --reverse "
-                        "(.safetensors file, or a folder in open_clip's local-dir layout)")
+                        "(.safetensors file, or a folder)")
     p.add_argument("--mindspore_path", required=True,
                    help="MindSpore side: output .ckpt/.safetensors (or a folder), or the "
                         "input with --reverse")
@@ -36,28 +56,58 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow_torchscript", action="store_true",
                    help="allow opening TorchScript archives (they can execute code)")
     p.add_argument("--reverse", action="store_true",
-                   help="convert a mindclip checkpoint to an open_clip state dict")
+                   help="convert a mindclip checkpoint back: CLIP to an open_clip state dict, a "
+                        "dual encoder to a Hugging Face folder")
+    p.add_argument("--vision_path", default=None,
+                   help="with --text_path: a Hugging Face CLIP folder whose vision tower starts a "
+                        "new dual encoder (run_clip.py's from_vision_text_pretrained)")
+    p.add_argument("--text_path", default=None, help="a Hugging Face BERT/RoBERTa folder")
+    p.add_argument("--projection_dim", type=int, default=512,
+                   help="with --vision_path/--text_path: size of the new projections")
     return p
+
+
+def _run(args: argparse.Namespace) -> str:
+    if args.vision_path or args.text_path:
+        if not (args.vision_path and args.text_path):
+            raise ValueError("--vision_path and --text_path go together")
+        conv = next(c for c in converters() if hasattr(c, "assemble"))
+        tensors, config = conv.assemble(args.vision_path, args.text_path, args.projection_dim)
+        out = save_converted(tensors, config, args.mindspore_path, dtype=args.dtype,
+                             source="assembled", family=conv.family, assets=args.text_path)
+        return f"wrote {out}: a new dual encoder ({args.vision_path} vision tower, " \
+               f"{args.text_path} text model and tokenizer, new projections)"
+    if not args.torch_path:
+        raise ValueError("--torch_path is required")
+    if args.reverse:
+        from ..models.factory import read_checkpoint_config
+
+        arch = read_checkpoint_config(args.mindspore_path)
+        family = arch[0] if arch else get_family("clip")  # files without a record are CLIP's
+        reverse = next((c.reverse for c in family.converters if hasattr(c, "reverse")), None)
+        if reverse is None:
+            raise ValueError(f"the {family.name!r} family has no reverse conversion")
+        return f"wrote {reverse(args.mindspore_path, args.torch_path, model_name=args.model)}"
+    source = read_source(args.torch_path, allow_torchscript=args.allow_torchscript)
+    conv = find_converter(source, args.src)
+    tensors, config = conv.convert(source, src=args.src, model_name=args.model,
+                                   quick_gelu=args.quick_gelu)
+    assets = conv.assets(source) if hasattr(conv, "assets") else None
+    out = save_converted(tensors, config, args.mindspore_path, dtype=args.dtype,
+                         source=args.src, family=conv.family, assets=assets)
+    n_params = sum(int(v.size) for v in tensors.values())
+    arch = ", ".join(matching_model_names(config) or ["custom architecture"])
+    activation = f" (quick_gelu={config.quick_gelu})" if hasattr(config, "quick_gelu") else ""
+    return (f"wrote {out}: {conv.family} family, {len(tensors)} tensors, {n_params / 1e6:.1f}M "
+            f"values, {args.dtype}, architecture {arch}{activation}; verified against the model: "
+            "no missing, unexpected or mis-shaped weights")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.reverse:
-            out = export_to_openclip(args.mindspore_path, args.torch_path, args.model)
-            print(f"wrote open_clip state dict {out}")
-            return 0
-        tensors, config = convert_checkpoint(args.torch_path, src=args.src, model_name=args.model,
-                                             quick_gelu=args.quick_gelu,
-                                             allow_torchscript=args.allow_torchscript)
-        out = save_converted(tensors, config, args.mindspore_path, dtype=args.dtype,
-                             source=args.src)
+        print(_run(args))
     except (ValueError, FileNotFoundError, PermissionError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    names = matching_model_names(config) or ["custom architecture"]
-    n_params = sum(int(v.size) for v in tensors.values())
-    print(f"wrote {out}: {len(tensors)} tensors, {n_params / 1e6:.1f}M values, {args.dtype}, "
-          f"architecture {', '.join(names)} (quick_gelu={config.quick_gelu}); "
-          "verified against the model: no missing, unexpected or mis-shaped weights")
     return 0

@@ -105,15 +105,26 @@ def convert_source(source: SourceCheckpoint, src: str = "auto", model_name: Opti
 
 
 def save_converted(tensors: Dict[str, np.ndarray], config: Any, out_path: str,
-                   dtype: str = "fp32", source: str = "", family: str = "clip") -> str:
+                   dtype: str = "fp32", source: str = "", family: str = "clip",
+                   assets: Optional[str] = None) -> str:
     """Write a mindclip checkpoint recording its family and architecture; returns the file.
 
     ``out_path`` ending in ``.ckpt``/``.safetensors`` is a file; anything else is a folder
-    that receives ``mindclip_model.safetensors`` and ``config.json``.
+    that receives ``mindclip_model.safetensors``, ``config.json`` and, when ``assets`` names
+    a tokenizer folder, the tokenizer files (a model whose tokenizer is not bundled must be
+    written to a folder).
     """
     fam = get_family(family)
     metadata = {**architecture_metadata(fam, config), "source": source}
-    if not out_path.endswith((".ckpt", ".safetensors")):
+    is_file = out_path.endswith((".ckpt", ".safetensors"))
+    if assets and is_file:
+        raise ValueError(f"a {fam.name} model's tokenizer files travel with its weights: give a "
+                         f"folder, not {out_path}, as the output")
+    if assets:
+        from ..tokenizer.hf import HFTokenizer
+
+        HFTokenizer(assets).save(out_path)
+    if not is_file:
         os.makedirs(out_path, exist_ok=True)
         with open(os.path.join(out_path, "config.json"), "w", encoding="utf-8") as f:
             json.dump({"family": fam.name, **config.to_dict()}, f, indent=2)
@@ -161,6 +172,11 @@ def export_to_openclip(ms_path: str, out_path: str, model_name: Optional[str] = 
 
 class ClipConverter:
     """The CLIP family's converter, as the registry and ``tools/convert_weight.py`` use it."""
+
+    @staticmethod
+    def reverse(ms_path: str, out_path: str, model_name: Optional[str] = None) -> str:
+        """A mindclip CLIP checkpoint -> an open_clip state dict (file or local-dir folder)."""
+        return export_to_openclip(ms_path, out_path, model_name)
 
     family = "clip"
     sources = ("openai", "open_clip", "hf", "mindformers", "mindclip")

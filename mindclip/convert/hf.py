@@ -1,4 +1,5 @@
-"""Hugging Face ``CLIPModel`` folders: config.json -> CLIPConfig, weights -> open_clip names."""
+"""Hugging Face ``CLIPModel`` folders: config.json -> CLIPConfig, weights -> open_clip names
+(and the image tower back, for the dual encoder's reverse conversion)."""
 from __future__ import annotations
 
 import re
@@ -63,30 +64,84 @@ def hf_state_to_openclip(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
     return out
 
 
-def hf_config_to_clip(config: Dict[str, Any]) -> CLIPConfig:
-    """Map a HF ``CLIPConfig`` dict to ours; refuses settings our towers do not implement."""
-    text, vision = config.get("text_config") or {}, config.get("vision_config") or {}
-    acts = {text.get("hidden_act", "quick_gelu"), vision.get("hidden_act", "quick_gelu")}
+def _activation(*configs: Dict[str, Any]) -> bool:
+    """quick_gelu (True) or exact gelu (False), which every tower given must share."""
+    acts = {c.get("hidden_act", "quick_gelu") for c in configs}
     if len(acts) != 1 or acts - {"quick_gelu", "gelu"}:
         raise ValueError(f"unsupported activation(s) {sorted(acts)}: need one of quick_gelu/gelu "
                          "shared by both towers")
-    for tower, cfg in (("text_config", text), ("vision_config", vision)):
-        eps = cfg.get("layer_norm_eps", 1e-5)
-        if abs(eps - 1e-5) > 1e-12:
-            raise ValueError(f"{tower}.layer_norm_eps={eps}: mindclip's LayerNorm uses 1e-5")
-    t_width, v_width = text.get("hidden_size", 512), vision.get("hidden_size", 768)
-    v_heads = vision.get("num_attention_heads", 12)
+    return acts == {"quick_gelu"}
+
+
+def _check_eps(tower: str, cfg: Dict[str, Any]) -> None:
+    eps = cfg.get("layer_norm_eps", 1e-5)
+    if abs(eps - 1e-5) > 1e-12:
+        raise ValueError(f"{tower}.layer_norm_eps={eps}: mindclip's LayerNorm uses 1e-5")
+
+
+def hf_vision_cfg(vision: Dict[str, Any]) -> Dict[str, Any]:
+    """A HF ``CLIPVisionConfig`` dict -> our ``vision_cfg`` dict."""
+    _check_eps("vision_config", vision)
+    v_width, v_heads = vision.get("hidden_size", 768), vision.get("num_attention_heads", 12)
+    return {
+        "image_size": vision.get("image_size", 224),
+        "patch_size": vision.get("patch_size", 32),
+        "width": v_width,
+        "layers": vision.get("num_hidden_layers", 12),
+        "head_width": v_width // v_heads,
+        "mlp_ratio": vision.get("intermediate_size", 3072) / v_width,
+    }
+
+
+def hf_vision_config_dict(vision_cfg, quick_gelu: bool, projection_dim: int) -> Dict[str, Any]:
+    """Our ViT config -> a HF ``CLIPVisionConfig`` dict (the reverse of :func:`hf_vision_cfg`)."""
+    return {"model_type": "clip_vision_model", "hidden_size": vision_cfg.width,
+            "intermediate_size": int(round(vision_cfg.width * vision_cfg.mlp_ratio)),
+            "num_hidden_layers": vision_cfg.layers, "num_attention_heads": vision_cfg.heads,
+            "image_size": vision_cfg.image_size, "patch_size": vision_cfg.patch_size,
+            "hidden_act": "quick_gelu" if quick_gelu else "gelu", "layer_norm_eps": 1e-5,
+            "projection_dim": projection_dim, "num_channels": 3}
+
+
+def openclip_vision_to_hf(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """open_clip ViT weights (``visual.*``) -> HF ``vision_model.*`` + ``visual_projection``;
+    the inverse of :func:`hf_state_to_openclip` on the image tower."""
+    fixed = {v: k for k, v in _FIXED.items() if k.startswith("vision_model.")}
+    layer = {v: k for k, v in _LAYER.items()}
+    out: Dict[str, np.ndarray] = {}
+    for name, value in state.items():
+        if name in fixed:
+            out[fixed[name]] = value
+        elif name == "visual.proj":
+            out["visual_projection.weight"] = value.T.copy()
+        else:
+            m = re.match(r"^visual\.transformer\.resblocks\.(\d+)\.(.+)$", name)
+            if not m:
+                raise ValueError(f"not a ViT image-tower weight: {name}")
+            prefix = f"vision_model.encoder.layers.{m.group(1)}."
+            sub = m.group(2)
+            if sub.startswith("attn.in_proj_"):
+                kind = sub[len("attn.in_proj_"):]
+                for part, chunk in zip("qkv", np.split(value, 3, axis=0)):
+                    out[f"{prefix}self_attn.{part}_proj.{kind}"] = chunk.copy()
+            else:
+                module, kind = sub.rsplit(".", 1)
+                if module not in layer:
+                    raise ValueError(f"not a ViT image-tower weight: {name}")
+                out[f"{prefix}{layer[module]}.{kind}"] = value
+    return out
+
+
+def hf_config_to_clip(config: Dict[str, Any]) -> CLIPConfig:
+    """Map a HF ``CLIPConfig`` dict to ours; refuses settings our towers do not implement."""
+    text, vision = config.get("text_config") or {}, config.get("vision_config") or {}
+    quick_gelu = _activation(text, vision)
+    _check_eps("text_config", text)
+    t_width = text.get("hidden_size", 512)
     return CLIPConfig.from_dict({
         "embed_dim": config.get("projection_dim", 512),
-        "quick_gelu": acts == {"quick_gelu"},
-        "vision_cfg": {
-            "image_size": vision.get("image_size", 224),
-            "patch_size": vision.get("patch_size", 32),
-            "width": v_width,
-            "layers": vision.get("num_hidden_layers", 12),
-            "head_width": v_width // v_heads,
-            "mlp_ratio": vision.get("intermediate_size", 3072) / v_width,
-        },
+        "quick_gelu": quick_gelu,
+        "vision_cfg": hf_vision_cfg(vision),
         "text_cfg": {
             "context_length": text.get("max_position_embeddings", 77),
             "vocab_size": text.get("vocab_size", 49408),

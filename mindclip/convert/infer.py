@@ -6,11 +6,11 @@ must decide.
 """
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Any, Dict, List
 
 import numpy as np
 
-from ..models.config import CLIPConfig
+from ..models.config import CLIPConfig, config_differences
 from ..models.factory import get_model_config, list_models, model_family
 
 
@@ -53,15 +53,16 @@ def infer_config(state: Dict[str, np.ndarray], quick_gelu: bool, head_width: int
                                  "vision_cfg": vision_cfg, "text_cfg": text_cfg})
 
 
-def matching_model_names(config: CLIPConfig, ignore_activation: bool = False) -> List[str]:
-    """Built-in architecture names equal to ``config`` (optionally whatever the activation)."""
+def matching_model_names(config: Any, ignore_activation: bool = False) -> List[str]:
+    """Built-in architecture names equal to ``config`` (a CLIP one optionally whatever the
+    activation), among the architectures of the same config class."""
     out = []
     for name in list_models():
-        if model_family(name).config_class is not CLIPConfig:
+        if model_family(name).config_class is not type(config):
             continue
         cand = get_model_config(name)
         if ignore_activation:
             cand.quick_gelu = config.quick_gelu
-        if not cand.differences(config):
+        if not config_differences(cand.to_dict(), config.to_dict()):
             out.append(name)
     return out

@@ -250,7 +250,8 @@ class Loader:
 
     def __init__(self, samples, columns: Sequence[str], batch_size: int, drop_last: bool,
                  num_workers: int, image_size: int, train: bool, encoded: bool,
-                 skip_batches: int = 0, random_access: bool = True, recolor: bool = False):
+                 skip_batches: int = 0, random_access: bool = True, recolor: bool = False,
+                 random_crop: bool = True):
         import mindspore.dataset as ds
         from mindspore.dataset import vision
 
@@ -267,23 +268,21 @@ class Loader:
         if encoded:
             dataset = dataset.map([vision.Decode()], input_columns=["image"],
                                   num_parallel_workers=workers)
-        if train:
+        if train and random_crop:
             dataset = dataset.map(_crop_keep_draws, input_columns=["image", "crop"],
                                   output_columns=["image", "crop"], num_parallel_workers=1)
             dataset = dataset.map([vision.Resize((image_size, image_size), vision.Inter.PILCUBIC)],
                                   input_columns=["image"], num_parallel_workers=workers)
-            if recolor:
-                dataset = dataset.map(apply_color, input_columns=["image", "crop"],
-                                      output_columns=["image"], num_parallel_workers=1)
-            resize = []
         else:
             dataset = dataset.map([vision.Resize(image_size, vision.Inter.PILCUBIC)],
                                   input_columns=["image"], num_parallel_workers=workers)
             dataset = dataset.map(_CenterCrop(image_size), input_columns=["image"],
                                   num_parallel_workers=1)
-            resize = []
+        if train and recolor:
+            dataset = dataset.map(apply_color, input_columns=["image", "crop"],
+                                  output_columns=["image"], num_parallel_workers=1)
         dataset = dataset.project(["image"] + columns)
-        dataset = dataset.map(resize + _normalize_ops(), input_columns=["image"],
+        dataset = dataset.map(_normalize_ops(), input_columns=["image"],
                               num_parallel_workers=workers)
         dataset = dataset.batch(batch_size, drop_remainder=False)
         if skip_batches:
@@ -332,11 +331,13 @@ def train_loader(source: Union[ImageTextSource, StreamingImageTextSource],
     if isinstance(source, StreamingImageTextSource):
         samples = _StreamSamples(source, builder, augment, seed, epoch, rank, world)
         return Loader(samples, builder.columns, batch_size, True, num_workers, image_size, True,
-                      True, skip_batches, random_access=False, recolor=augment.recolors)
+                      True, skip_batches, random_access=False, recolor=augment.recolors,
+                      random_crop=augment.random_crop)
     order = epoch_order(len(source), seed, epoch, shuffle, rank, world, True)
     samples = _CaptionSamples(source, order, builder, augment, seed, epoch)
     return Loader(samples, builder.columns, batch_size, True, num_workers, image_size, True,
-                  _is_encoded(source), skip_batches, recolor=augment.recolors)
+                  _is_encoded(source), skip_batches, recolor=augment.recolors,
+                  random_crop=augment.random_crop)
 
 
 def eval_image_loader(source: Union[ImageTextSource, LabeledImageSource], image_size: int,

@@ -82,17 +82,19 @@ CROP_ATTEMPTS = 10
 class Augment:
     """Training augmentation: open_clip's RandomResizedCrop ``scale``, optional color jitter
     (brightness, contrast and saturation factors drawn from [1 - s, 1 + s]) and random
-    grayscale with probability ``grayscale``."""
+    grayscale with probability ``grayscale``. ``random_crop=False`` replaces the crop by the
+    deterministic shortest-side resize + center crop (run_clip.py trains that way)."""
 
     scale: Tuple[float, float] = (0.9, 1.0)
     color_jitter: float = 0.0
     grayscale: float = 0.0
+    random_crop: bool = True
 
     @classmethod
     def from_config(cls, cfg: Optional[dict]) -> "Augment":
         cfg = cfg or {}
         return cls(tuple(cfg.get("scale", (0.9, 1.0))), float(cfg.get("color_jitter") or 0.0),
-                   float(cfg.get("grayscale") or 0.0))
+                   float(cfg.get("grayscale") or 0.0), bool(cfg.get("random_crop", True)))
 
     @property
     def recolors(self) -> bool:

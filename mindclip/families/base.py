@@ -20,9 +20,11 @@ class Family:
         model_class: ``nn.Cell`` built as ``model_class(config)``, with ``encode_image(images,
             normalize=False)``, ``encode_text(*text_inputs, normalize=False)``, a
             ``logit_scale`` Parameter (log space) and ``image_size``/``embed_dim``.
-        get_tokenizer: ``config -> text processor``; the processor maps a string or a list of
-            strings to what ``encode_text`` takes: one int32 array ``(B, L)`` or a dict of
-            such arrays, passed to ``encode_text`` in the dict's order.
+        get_tokenizer: ``(config, folder) -> text processor``, ``folder`` being where the
+            model's weights were loaded from (tokenizer files saved with them) or None; the
+            processor maps a string or a list of strings to what ``encode_text`` takes: one
+            int32 array ``(B, L)`` or a dict of such arrays, passed to ``encode_text`` in the
+            dict's order. A processor with ``save(folder)`` is saved next to the weights.
         build_objective: ``(model, run_cfg, rank, world) -> Objective`` (see
             :class:`mindclip.losses.Objective`): the training loss returning the total and its
             named terms; its non-trainable Parameters (e.g. a memory bank) are the family's
@@ -37,7 +39,7 @@ class Family:
     name: str
     config_class: type
     model_class: type
-    get_tokenizer: Callable[[Any], Callable]
+    get_tokenizer: Callable[..., Callable]
     build_objective: Callable[..., Any]
     build_batch: Callable[..., Any]
     converters: Sequence[Any] = field(default_factory=tuple)

@@ -3,7 +3,7 @@ contrastive objective (CLIP or SigLIP loss, logit scale clamped to [0, ln 100]),
 caption batch and the converter of OpenAI, open_clip, Hugging Face and MindFormers layouts."""
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from ..convert.converter import ClipConverter
 from ..data.batch import SampleBuilder
@@ -15,7 +15,8 @@ from ..tokenizer import CLIPTokenizer
 from .base import Family
 
 
-def clip_tokenizer(config: CLIPConfig) -> CLIPTokenizer:
+def clip_tokenizer(config: CLIPConfig, folder: Optional[str] = None) -> CLIPTokenizer:
+    del folder  # OpenAI's vocabulary is bundled
     return CLIPTokenizer(context_length=config.text_cfg.context_length)
 
 

@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from ..families.base import Family, family_of, get_family
+from ..tokenizer.hf import HFTokenizer, is_tokenizer_folder
 from .weights_io import FAMILY_KEY, METADATA_KEY, TRAIN_STATE_KEY, read_weights
 
 DEFAULT_FAMILY = "clip"  # files written before families were recorded are CLIP checkpoints
@@ -173,6 +174,8 @@ def load_pretrained(model: Any, pretrained: str) -> Any:
     check_state_dict({k: p.shape for k, p in params.items()}, tensors, path)
     for name, param in params.items():
         param.set_data(ms.Tensor(tensors[name].astype(np.float32)).astype(param.dtype))
+    # Files saved with the weights (a tokenizer folder) are found through here.
+    model.source_dir = os.path.dirname(os.path.abspath(path))
     return model
 
 
@@ -210,17 +213,22 @@ def create_model(model_name: Optional[str] = None, pretrained: Optional[str] = N
 
 
 def get_tokenizer(model: Any = None) -> Any:
-    """The text processor of a model instance, an architecture name, or a converted
-    checkpoint (file or folder); CLIP's 77-token BPE when nothing is given."""
+    """The text processor of a model instance, an architecture name, a converted checkpoint
+    (file or folder; a tokenizer saved beside the weights is used), or a Hugging Face
+    tokenizer folder; CLIP's 77-token BPE when nothing is given."""
     if model is None:
         model = DEFAULT_TEXT_MODEL
-    if isinstance(model, str):
-        if os.path.exists(model):
-            arch = read_checkpoint_config(model)
-            if arch is None:
-                raise ValueError(f"{model} records no architecture, so its tokenizer is unknown")
-            fam, cfg = arch
-        else:
-            fam, cfg = model_family(model), get_model_config(model)
-        return fam.get_tokenizer(cfg)
-    return family_of(model).get_tokenizer(model.config)
+    if not isinstance(model, str):
+        return family_of(model).get_tokenizer(model.config, getattr(model, "source_dir", None))
+    if not os.path.exists(model):
+        return model_family(model).get_tokenizer(get_model_config(model), None)
+    try:
+        weight_file = find_weight_file(model)
+    except FileNotFoundError:
+        if is_tokenizer_folder(model):
+            return HFTokenizer(model)
+        raise
+    arch = read_architecture(read_weights(weight_file)[1])
+    if arch is None:
+        raise ValueError(f"{model} records no architecture, so its tokenizer is unknown")
+    return arch[0].get_tokenizer(arch[1], os.path.dirname(os.path.abspath(weight_file)))

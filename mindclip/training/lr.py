@@ -12,19 +12,33 @@ def _warmup(base_lr: float, warmup_steps: int, step: int) -> float:
     return base_lr * (step + 1) / warmup_steps
 
 
-@register("lr_schedule", "cosine")
-def cosine_schedule(base_lr: float, total_steps: int, warmup_steps: int = 0,
-                    min_lr: float = 0.0) -> np.ndarray:
-    """Linear warmup, then cosine decay from ``base_lr`` to ``min_lr`` at ``total_steps``."""
+def _warmup_then(base_lr: float, total_steps: int, warmup_steps: int, decay) -> np.ndarray:
+    """Linear warmup, then ``decay(progress)`` with progress going 0 -> 1 after warmup."""
     out = np.empty(total_steps, np.float32)
     decay_steps = max(total_steps - warmup_steps, 1)
     for step in range(total_steps):
         if step < warmup_steps:
             out[step] = _warmup(base_lr, warmup_steps, step)
         else:
-            progress = (step - warmup_steps) / decay_steps
-            out[step] = min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (base_lr - min_lr)
+            out[step] = decay((step - warmup_steps) / decay_steps)
     return out
+
+
+@register("lr_schedule", "cosine")
+def cosine_schedule(base_lr: float, total_steps: int, warmup_steps: int = 0,
+                    min_lr: float = 0.0) -> np.ndarray:
+    """Linear warmup, then cosine decay from ``base_lr`` to ``min_lr`` at ``total_steps``."""
+    return _warmup_then(base_lr, total_steps, warmup_steps, lambda progress: min_lr + 0.5 * (
+        1 + math.cos(math.pi * progress)) * (base_lr - min_lr))
+
+
+@register("lr_schedule", "linear")
+def linear_schedule(base_lr: float, total_steps: int, warmup_steps: int = 0,
+                    min_lr: float = 0.0) -> np.ndarray:
+    """Linear warmup, then linear decay to ``min_lr`` at ``total_steps`` (Hugging Face's
+    ``get_linear_schedule_with_warmup``, the Trainer's default)."""
+    return _warmup_then(base_lr, total_steps, warmup_steps,
+                        lambda progress: min_lr + (base_lr - min_lr) * (1.0 - progress))
 
 
 @register("lr_schedule", "constant")

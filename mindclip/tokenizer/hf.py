@@ -1,0 +1,110 @@
+"""Hugging Face tokenizer folders (BERT WordPiece, RoBERTa byte-level BPE, anything with a
+``tokenizer.json``) through the ``tokenizers`` library — the engine of HF's fast tokenizers —
+returning what run_clip.py feeds its model: ``input_ids`` and ``attention_mask`` padded to
+``max_length`` and truncated the same way (``padding="max_length", truncation=True``).
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Dict, List, Optional, Union
+
+import numpy as np
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "vocab.json", "merges.txt", "vocab.txt")
+
+
+def is_tokenizer_folder(path: str) -> bool:
+    """Whether ``path`` holds a tokenizer this module reads."""
+    has = lambda name: os.path.isfile(os.path.join(path, name))  # noqa: E731
+    return os.path.isdir(path) and (has("tokenizer.json") or has("vocab.txt")
+                                    or (has("vocab.json") and has("merges.txt")))
+
+
+def _token(value) -> Optional[str]:
+    return value.get("content") if isinstance(value, dict) else value
+
+
+class HFTokenizer:
+    """``tokenizer(texts) -> {"input_ids": int32 (B, max_length), "attention_mask": ...}``.
+
+    Args:
+        folder: a tokenizer folder (``tokenizer.json``; or ``vocab.json`` + ``merges.txt``,
+            RoBERTa-style; or ``vocab.txt``, BERT WordPiece, lower-cased unless
+            ``tokenizer_config.json`` says ``do_lower_case: false``).
+        max_length: pad/truncate length (run_clip.py's ``max_seq_length``, 128).
+    """
+
+    def __init__(self, folder: str, max_length: int = 128):
+        if not is_tokenizer_folder(folder):
+            raise FileNotFoundError(f"{folder} is not a tokenizer folder: it needs tokenizer.json, "
+                                    "vocab.json + merges.txt, or vocab.txt")
+        self.folder = folder
+        self.max_length = int(max_length)
+        settings = {}
+        for name in ("special_tokens_map.json", "tokenizer_config.json"):
+            path = os.path.join(folder, name)
+            if os.path.isfile(path):
+                with open(path, encoding="utf-8") as f:
+                    settings.update(json.load(f))
+        self.tokenizer = self._load(folder, settings)
+        pad = _token(settings.get("pad_token")) or next(
+            (t for t in ("<pad>", "[PAD]") if self.tokenizer.token_to_id(t) is not None), None)
+        if pad is None or self.tokenizer.token_to_id(pad) is None:
+            raise ValueError(f"{folder}: no padding token (pad_token in tokenizer_config.json)")
+        self.pad_token, self.pad_token_id = pad, self.tokenizer.token_to_id(pad)
+        self.tokenizer.enable_truncation(self.max_length)
+        self.tokenizer.enable_padding(length=self.max_length, pad_id=self.pad_token_id,
+                                      pad_token=pad)
+
+    @staticmethod
+    def _load(folder: str, settings: Dict):
+        from tokenizers import Tokenizer, processors
+        from tokenizers.implementations import BertWordPieceTokenizer, ByteLevelBPETokenizer
+
+        path = lambda name: os.path.join(folder, name)  # noqa: E731
+        if os.path.isfile(path("tokenizer.json")):
+            return Tokenizer.from_file(path("tokenizer.json"))
+        if os.path.isfile(path("vocab.json")):
+            # RobertaTokenizer's behaviour: byte-level BPE, <s> ... </s> around the text
+            bpe = ByteLevelBPETokenizer(path("vocab.json"), path("merges.txt"),
+                                        add_prefix_space=bool(settings.get("add_prefix_space", False)),
+                                        trim_offsets=True)
+            tok = bpe._tokenizer
+            cls, sep = _token(settings.get("cls_token")) or "<s>", _token(settings.get("sep_token")) or "</s>"
+            tok.add_special_tokens([t for t in (cls, sep, _token(settings.get("pad_token")) or "<pad>",
+                                                _token(settings.get("unk_token")) or "<unk>",
+                                                _token(settings.get("mask_token")) or "<mask>")
+                                    if tok.token_to_id(t) is not None])
+            tok.post_processor = processors.RobertaProcessing(
+                (sep, tok.token_to_id(sep)), (cls, tok.token_to_id(cls)), trim_offsets=True,
+                add_prefix_space=bool(settings.get("add_prefix_space", False)))
+            return tok
+        lower = bool(settings.get("do_lower_case", True))
+        return BertWordPieceTokenizer(path("vocab.txt"), lowercase=lower,
+                                      strip_accents=settings.get("strip_accents"))._tokenizer
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.get_vocab_size()
+
+    def __call__(self, texts: Union[str, List[str]], max_length: Optional[int] = None
+                 ) -> Dict[str, np.ndarray]:
+        if isinstance(texts, str):
+            texts = [texts]
+        if max_length is not None and max_length != self.max_length:
+            return HFTokenizer(self.folder, max_length)(texts)
+        encodings = self.tokenizer.encode_batch(list(texts))
+        return {"input_ids": np.array([e.ids for e in encodings], np.int32),
+                "attention_mask": np.array([e.attention_mask for e in encodings], np.int32)}
+
+    def save(self, folder: str) -> None:
+        """Copy the tokenizer files into ``folder`` (the layout HF's ``from_pretrained`` reads)."""
+        import shutil
+
+        os.makedirs(folder, exist_ok=True)
+        for name in TOKENIZER_FILES:
+            src = os.path.join(self.folder, name)
+            if os.path.isfile(src) and os.path.abspath(src) != os.path.abspath(os.path.join(folder, name)):
+                shutil.copyfile(src, os.path.join(folder, name))
