@@ -73,3 +73,38 @@ def test_train_transform_is_seeded_random_resized_crop():
     first = [a(img) for _ in range(3)]
     np.testing.assert_array_equal(np.stack(first), np.stack([b(img) for _ in range(3)]))
     assert not np.array_equal(first[0], first[1])  # crops differ from call to call
+
+
+@pytest.mark.parametrize("name", ["ViT-Tiny-8", "ViT-B-32"])
+def test_patch_embedding_matmul_equals_conv2d(name):
+    """The ViT patch embedding runs as reshape + matmul; it must equal the Conv2d whose
+    weights it uses (forward and gradients w.r.t. input and weight) within 1e-5."""
+    import mindspore as ms
+    from mindspore import ops
+
+    visual = mindclip.create_model(name).visual
+    rng = np.random.default_rng(0)
+    x = ms.Tensor(rng.standard_normal((2, 3, visual.image_size, visual.image_size)).astype(np.float32))
+
+    def via_conv(images, weight):
+        out = ops.conv2d(images, weight, stride=visual.patch_size)
+        return out.reshape(out.shape[0], out.shape[1], -1).transpose(0, 2, 1)
+
+    weight = visual.conv1.weight.value()
+    ref, ours = via_conv(x, weight).asnumpy(), visual.patch_embed(x).asnumpy()
+    assert ours.shape == ref.shape and np.abs(ours - ref).max() <= 1e-5
+    seed = ms.Tensor(rng.standard_normal(ref.shape).astype(np.float32))
+
+    def conv_loss(images, w):
+        return (via_conv(images, w) * seed).sum()
+
+    def matmul_loss(images):
+        return (visual.patch_embed(images) * seed).sum()
+
+    grad_ref = ms.grad(conv_loss, grad_position=(0, 1))(x, weight)
+    grad_ours = ms.grad(matmul_loss, grad_position=0, weights=[visual.conv1.weight])(x)
+    # Gradients are sums over the batch and the grid (98 terms of magnitude ~1 per weight at
+    # B/32): 1e-5 relative to the largest gradient, i.e. a few fp32 ulps of summation order.
+    for ours_g, ref_g in ((grad_ours[0], grad_ref[0]), (grad_ours[1][0], grad_ref[1])):
+        ref_g = ref_g.asnumpy()
+        assert np.abs(ours_g.asnumpy() - ref_g).max() <= 1e-5 * max(1.0, np.abs(ref_g).max())

@@ -1,10 +1,13 @@
-"""Throughput of mindclip next to open_clip (PyTorch CPU) in one run, and of the data pipelines
-next to a plain PIL + numpy loop.
+"""Throughput and peak memory of mindclip next to its PyTorch peer in one run (open_clip for
+CLIP architectures, transformers' VisionTextDualEncoderModel for dual encoders), and of the
+data pipelines next to a plain PIL + numpy loop.
 
-    python tools/benchmark.py --model ViT-B-32 --iters 3            # models
-    python tools/benchmark.py --section data --images /path/jpegs   # data (default: generated JPEGs)
+    python tools/benchmark.py --section models --model ViT-B-32      # CLIP vs open_clip
+    python tools/benchmark.py --section models --model clip-roberta  # dual encoder vs transformers
+    python tools/benchmark.py --section data --images /path/jpegs    # data (default: generated JPEGs)
 
-fp32 throughout. Numbers are items per second (higher is better), after one warm-up call.
+fp32 throughout. Numbers are items per second (higher is better) after one warm-up call, and
+the peak RSS of the process that ran the workload; ratio = mindclip / peer.
 """
 import argparse
 import json
@@ -27,36 +30,62 @@ def _timeit(fn, iters: int) -> float:
     return (time.perf_counter() - start) / iters
 
 
+def _peak_rss_gb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2  # KB on Linux
+
+
+def _clip_text(model, batch: int, rng):
+    return (rng.integers(1, 49000, (batch, model.context_length)).astype(np.int32),)
+
+
+def _bert_text(model, batch: int, rng):
+    """ids + attention mask, every other row half padding."""
+    length, text_cfg = model.context_length, model.config.text_cfg
+    ids = rng.integers(5, text_cfg.vocab_size, (batch, length)).astype(np.int32)
+    mask = np.ones((batch, length), np.int32)
+    mask[::2, length // 2:] = 0
+    ids[mask == 0] = text_cfg.pad_token_id
+    return ids, mask
+
+
+# Random text inputs shaped like each family's text processor output (no tokenizer files).
+FAKE_TEXT = {"clip": _clip_text, "dual_encoder": _bert_text}
+
+
 def _mindclip_workload(name: str, task: str, batch: int, iters: int, mode: int) -> float:
     import mindspore as ms
 
     from mindclip import create_model
-    from mindclip.losses import ClipLoss
+    from mindclip.config import load_config
+    from mindclip.families import family_of
     from mindclip.training import AdamW, TrainStep
 
     ms.set_context(mode=mode)
     model = create_model(name)
-    size, ctx = model.image_size, model.context_length
+    family = family_of(model)
     rng = np.random.default_rng(0)
+    size = model.image_size
     images = ms.Tensor(rng.standard_normal((batch, 3, size, size)).astype(np.float32))
-    texts = ms.Tensor(rng.integers(1, 49000, (batch, ctx)).astype(np.int32))
+    texts = tuple(ms.Tensor(x) for x in FAKE_TEXT[family.name](model, batch, rng))
     if task == "image_encode":
         return batch / _timeit(lambda: model.encode_image(images).asnumpy(), iters)
     if task == "text_encode":
-        return batch / _timeit(lambda: model.encode_text(texts).asnumpy(), iters)
+        return batch / _timeit(lambda: model.encode_text(*texts).asnumpy(), iters)
     model.set_train(True)
+    objective = family.build_objective(model, load_config(), 0, 1)
     opt = AdamW(model.trainable_params(), np.full(1000, 1e-5, np.float32))
-    step = TrainStep(model, ClipLoss(rank=0, world_size=1), opt)
-    return batch / _timeit(lambda: step(images, texts)[0].asnumpy(), iters)
+    step = TrainStep(objective, opt)
+    return batch / _timeit(lambda: step(images, *texts)[0].asnumpy(), iters)
 
 
-def _open_clip_workload(name: str, task: str, batch: int, iters: int, mode: int) -> float:
+def _open_clip_workload(name: str, task: str, batch: int, iters: int) -> float:
     import open_clip
     import torch
 
     from mindclip import get_model_config
 
-    del mode
     cfg = get_model_config(name).to_dict()
     model = open_clip.model.CLIP(embed_dim=cfg["embed_dim"], vision_cfg=cfg["vision_cfg"],
                                  text_cfg=cfg["text_cfg"], quick_gelu=cfg["quick_gelu"]).eval()
@@ -80,33 +109,80 @@ def _open_clip_workload(name: str, task: str, batch: int, iters: int, mode: int)
     return batch / _timeit(step, iters)
 
 
+def _transformers_dual_workload(name: str, task: str, batch: int, iters: int) -> float:
+    import torch
+    import transformers
+
+    from mindclip import create_model
+    from mindclip.convert.dual_encoder import config_to_hf
+
+    ours = create_model(name)
+    hf_cfg = config_to_hf(ours.config)
+    text = transformers.AutoConfig.for_model(**hf_cfg["text_config"])
+    vision = transformers.CLIPVisionConfig(**{k: v for k, v in hf_cfg["vision_config"].items()
+                                              if k != "model_type"})
+    model = transformers.VisionTextDualEncoderModel(
+        transformers.VisionTextDualEncoderConfig.from_vision_text_configs(
+            vision, text, projection_dim=hf_cfg["projection_dim"])).eval()
+    ids, mask = (torch.tensor(x).long() for x in _bert_text(ours, batch, np.random.default_rng(0)))
+    del ours
+    size = hf_cfg["vision_config"]["image_size"]
+    images = torch.randn(batch, 3, size, size)
+    with torch.no_grad():
+        if task == "image_encode":
+            return batch / _timeit(lambda: model.get_image_features(pixel_values=images), iters)
+        if task == "text_encode":
+            return batch / _timeit(lambda: model.get_text_features(input_ids=ids, attention_mask=mask),
+                                   iters)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+
+    def step():
+        opt.zero_grad()
+        model(input_ids=ids, attention_mask=mask, pixel_values=images, return_loss=True).loss.backward()
+        opt.step()
+
+    return batch / _timeit(step, iters)
+
+
+# The PyTorch peer of each model family: (label, workload).
+PEERS = {"clip": ("open_clip", _open_clip_workload),
+         "dual_encoder": ("transformers", _transformers_dual_workload)}
+
+
 def _run_isolated(who: str, name: str, task: str, batch: int, iters: int, mode: int):
-    """One workload in a fresh process: MindSpore's CPU graph mode keeps every intermediate
-    tensor of a graph alive, so workloads sharing a process would share (and exhaust) memory.
-    Returns (items/s or None, note)."""
+    """One workload in a fresh process, so that each has its own peak RSS and MindSpore's CPU
+    graphs (which keep their intermediates) do not share memory.
+    Returns (items/s or None, peak RSS in GB or None, note)."""
     cmd = [sys.executable, os.path.abspath(__file__), "--_one", who, name, task, str(batch),
            str(iters), str(mode)]
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if proc.returncode == 0:
-        return float(proc.stdout.strip().splitlines()[-1]), ""
+        rate, peak = proc.stdout.strip().splitlines()[-1].split()
+        return float(rate), float(peak), ""
     if proc.returncode in (-9, 137):
-        return None, "out of memory"
-    return None, (proc.stderr.strip().splitlines() or ["failed"])[-1][:80]
+        return None, None, "out of memory"
+    return None, None, (proc.stderr.strip().splitlines() or ["failed"])[-1][:80]
 
 
 def bench_models(name: str, iters: int, batches: dict, torch_available: bool) -> dict:
-    results = {}
+    from mindclip.models.factory import model_family
+
+    peer = PEERS[model_family(name).name][0]
+    results = {"peer": peer}
     for task, batch in batches.items():
-        ours, note = _run_isolated("mindclip", name, task, batch, iters, 0)
+        ours, our_rss, note = _run_isolated("mindclip", name, task, batch, iters, 0)
         mode = "GRAPH"
         if ours is None and note == "out of memory":
-            ours, note = _run_isolated("mindclip", name, task, batch, iters, 1)
+            ours, our_rss, note = _run_isolated("mindclip", name, task, batch, iters, 1)
             mode = "PyNative (GRAPH ran out of memory)"
-        theirs, their_note = (_run_isolated("open_clip", name, task, batch, iters, 0)
-                              if torch_available else (None, "torch not installed"))
+        theirs, their_rss, their_note = (_run_isolated("peer", name, task, batch, iters, 0)
+                                         if torch_available else (None, None, "torch not installed"))
         results[task] = {"batch": batch, "mindclip": ours, "mindclip_mode": mode,
-                         "mindclip_note": note, "open_clip": theirs, "open_clip_note": their_note}
-        print(f"  measured {task}: mindclip {ours} ({mode}), open_clip {theirs}", file=sys.stderr,
+                         "mindclip_note": note, "mindclip_peak_rss_gb": our_rss,
+                         peer: theirs, f"{peer}_note": their_note, f"{peer}_peak_rss_gb": their_rss,
+                         "ratio": ours / theirs if ours and theirs else None}
+        print(f"  measured {task}: mindclip {ours} ({mode}), {peer} {theirs}", file=sys.stderr,
               flush=True)
     return results
 
@@ -167,10 +243,15 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None, help="also write the numbers to this file")
     p.add_argument("--_one", nargs=6, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args._one:  # child process: one workload, prints items/s
+    if args._one:  # child process: one workload, prints "items/s peak_rss_gb"
         who, name, task, batch, iters, mode = args._one
-        fn = _mindclip_workload if who == "mindclip" else _open_clip_workload
-        print(fn(name, task, int(batch), int(iters), int(mode)))
+        if who == "mindclip":
+            rate = _mindclip_workload(name, task, int(batch), int(iters), int(mode))
+        else:
+            from mindclip.models.factory import model_family
+
+            rate = PEERS[model_family(name).name][1](name, task, int(batch), int(iters))
+        print(f"{rate} {_peak_rss_gb()}")
         return 0
     results = {"threads": os.cpu_count()}
     if args.section in ("models", "all"):
@@ -182,20 +263,24 @@ def main(argv=None) -> int:
         batches = {"image_encode": args.image_batch, "text_encode": args.text_batch,
                    "train_step": args.train_batch}
         res = bench_models(args.model, args.iters, batches, torch_threads is not None)
+        peer = res["peer"]
         print(f"\n{args.model}, fp32, CPU with {os.cpu_count()} cores (MindSpore default threads; "
               f"torch threads: {torch_threads}); each workload in its own process")
-        print(f"{'workload':36s} {'mindclip (MindSpore)':>22s} {'open_clip (PyTorch)':>22s}")
+        print(f"{'workload':38s} {'mindclip':>10s} {'peak GB':>8s} {peer:>13s} {'peak GB':>8s} "
+              f"{'ratio':>6s}")
         labels = {"image_encode": f"image encode, batch {args.image_batch} [img/s]",
-                  "text_encode": f"text encode, {args.text_batch}x77 [txt/s]",
+                  "text_encode": f"text encode, batch {args.text_batch} [txt/s]",
                   "train_step": f"train step, batch {args.train_batch} [samples/s]"}
+        fmt = lambda v, note="": f"{v:.2f}" if v else (note or "-")  # noqa: E731
         for key, label in labels.items():
             r = res[key]
-            ours = f"{r['mindclip']:.2f}" if r["mindclip"] else r["mindclip_note"]
+            ours = fmt(r["mindclip"], r["mindclip_note"])
             if r["mindclip"] and r["mindclip_mode"] != "GRAPH":
-                ours += " (PyNative*)"
-            theirs = f"{r['open_clip']:.2f}" if r["open_clip"] else r["open_clip_note"]
-            print(f"{label:36s} {ours:>22s} {theirs:>22s}")
-        if any(r["mindclip_mode"] != "GRAPH" for r in res.values()):
+                ours += "*"
+            print(f"{label:38s} {ours:>10s} {fmt(r['mindclip_peak_rss_gb']):>8s} "
+                  f"{fmt(r[peer], r[peer + '_note']):>13s} {fmt(r[peer + '_peak_rss_gb']):>8s} "
+                  f"{fmt(r['ratio']):>6s}")
+        if any(r["mindclip_mode"] != "GRAPH" for k, r in res.items() if k != "peer"):
             print("* GRAPH mode ran out of memory (MindSpore 2.10 keeps all intermediates of a "
                   "CPU graph); measured in PyNative mode instead")
         results["models"] = {"model": args.model, **res}
