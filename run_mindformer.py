@@ -31,6 +31,7 @@ def parse_args(argv=None):
     p.add_argument("--mode", type=int, default=None, choices=(0, 1), help="0 GRAPH, 1 PYNATIVE")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--resume", action="store_true", help="continue from <output_dir>/checkpoints/latest")
+    p.add_argument("--debug", action="store_true", help="show the traceback of a user error too")
     p.add_argument("--options", nargs="*", default=[], metavar="KEY=VALUE",
                    help="config overrides, e.g. optimizer.lr=1e-4 runner.epochs=2")
     args, rest = p.parse_known_args(argv)
@@ -68,13 +69,15 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args, overrides = parse_args(argv)
-    from mindclip.config import ConfigError, load_config
+    from mindclip.errors import run_cli
 
-    try:
-        cfg = load_config(os.path.abspath(args.config), overrides)
-    except (ConfigError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_cli(lambda: _run(args, overrides), debug=args.debug)
+
+
+def _run(args, overrides) -> int:
+    from mindclip.config import load_config
+
+    cfg = load_config(os.path.abspath(args.config), overrides)
     import mindspore as ms
 
     ctx = cfg["context"]
@@ -97,9 +100,12 @@ def main(argv=None) -> int:
             from mindclip.plots import plot_training_curves
 
             out = trainer.config["output_dir"]
-            png = plot_training_curves(os.path.join(out, "metrics.jsonl"),
-                                       os.path.join(out, "training_curves.png"))
-            print(f"wrote {os.path.join(out, 'eval_metrics.json')} and {png}")
+            written = [out + os.sep + " (model folder)"]
+            if trainer.config["eval_dataset"].get("type"):
+                written.append(os.path.join(out, "eval_metrics.json"))
+            written.append(plot_training_curves(os.path.join(out, "metrics.jsonl"),
+                                                os.path.join(out, "training_curves.png")))
+            print("wrote " + ", ".join(written))
     elif mode == "eval":
         metrics = trainer.evaluate()
         print(json.dumps(_headline(metrics), indent=2))

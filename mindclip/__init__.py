@@ -3,7 +3,9 @@ from typing import Any, Callable, Optional, Tuple
 
 from .models import (CLIPConfig, CLIPModel, create_model, get_model_config, get_tokenizer,
                      list_models, resolve_model_name)
+from .models.dual_encoder import DualEncoderConfig, DualEncoderModel
 from .tokenizer import CLIPTokenizer, tokenize
+from .tools.image_tools import load_image
 
 __version__ = "0.1.0"
 
@@ -34,6 +36,7 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'mindclip' has no attribute {name!r}")
 
 
-__all__ = ["Trainer", "pipeline", "CLIPConfig", "CLIPModel", "CLIPTokenizer", "create_model",
-           "create_model_and_transforms", "get_model_config", "get_tokenizer", "list_models",
-           "resolve_model_name", "tokenize", "__version__"]
+__all__ = ["Trainer", "pipeline", "CLIPConfig", "CLIPModel", "CLIPTokenizer", "DualEncoderConfig",
+           "DualEncoderModel", "create_model", "create_model_and_transforms", "get_model_config",
+           "get_tokenizer", "list_models", "load_image", "resolve_model_name", "tokenize",
+           "__version__"]

@@ -17,8 +17,8 @@ _DATASET = {
     "path": None,            # dataset root, annotation file or shard pattern
     "image_root": None,      # folder the annotation's image paths are relative to
     "split": "train",
-    "csv_img_key": "filepath",
-    "csv_caption_key": "title",
+    "csv_img_key": None,      # image / caption columns (csv: filepath / title; jsonl:
+    "csv_caption_key": None,  # image_path / caption, run_clip.py's) when null
     "csv_separator": "\t",
     "train_num_samples": None,
     "resampled": False,

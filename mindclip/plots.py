@@ -17,15 +17,19 @@ def _pyplot():
 
 
 def plot_training_curves(metrics_path: str, out_png: str) -> str:
-    """Loss (the total and each named term of a multi-term objective) and learning rate
-    against step, from a run's ``metrics.jsonl``."""
+    """Loss (the total and each named term of a multi-term objective), learning rate and,
+    when the run evaluated after epochs, zero-shot top-1 / retrieval mean recall against
+    step, from a run's ``metrics.jsonl``."""
     records = read_metrics(metrics_path, "train")
     if not records:
         raise ValueError(f"{metrics_path} holds no training records")
     by_step: Dict[int, Dict] = {r["step"]: r for r in records}  # a resumed run re-logs steps
     steps = sorted(by_step)
+    evals = [r for r in read_metrics(metrics_path, "eval") if "step" in r]
     plt = _pyplot()
-    fig, (ax_loss, ax_lr) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    rows = 3 if evals else 2
+    fig, axes = plt.subplots(rows, 1, figsize=(7, 3 * rows), sharex=True)
+    ax_loss, ax_lr = axes[0], axes[1]
     ax_loss.plot(steps, [by_step[s]["loss"] for s in steps], color="tab:blue", label="total")
     terms = sorted({k for r in records for k in r if k.startswith("loss_")})
     if len(terms) > 1:  # a single term is the total itself
@@ -37,14 +41,31 @@ def plot_training_curves(metrics_path: str, out_png: str) -> str:
     ax_loss.grid(alpha=0.3)
     ax_lr.plot(steps, [by_step[s]["lr"] for s in steps], color="tab:orange")
     ax_lr.set_ylabel("learning rate")
-    ax_lr.set_xlabel("step")
     ax_lr.grid(alpha=0.3)
+    if evals:  # per-epoch evaluation, as published fine-tuning reports show it
+        ax_eval = axes[2]
+        curves = (("top1", "zero-shot top-1"), ("mean_recall", "retrieval mean recall"))
+        for key, label in curves:
+            points = [(r["step"], _metric(r, key)) for r in evals if _metric(r, key) is not None]
+            if points:
+                ax_eval.plot(*zip(*points), marker="o", label=label)
+        ax_eval.set_ylabel("eval (%)")
+        ax_eval.legend(fontsize=8)
+        ax_eval.grid(alpha=0.3)
+    axes[-1].set_xlabel("step")
     fig.suptitle(os.path.basename(os.path.dirname(os.path.abspath(metrics_path))) or "training")
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(out_png)), exist_ok=True)
     fig.savefig(out_png, dpi=100)
     plt.close(fig)
     return out_png
+
+
+def _metric(record: Dict, key: str):
+    """A metric of an eval record, top level or inside its ``retrieval`` part."""
+    if key in record:
+        return record[key]
+    return (record.get("retrieval") or {}).get(key)
 
 
 def plot_per_class_accuracy(per_class: Dict[str, float], out_png: str, title: str = "") -> str:

@@ -9,8 +9,9 @@ import numpy as np
 
 from .config import DEFAULTS, load_config
 from .families.base import family_of
-from .models.factory import architecture_metadata, create_model, get_tokenizer, load_pretrained
-from .models.weights_io import atomic_write, write_weights
+from .models.factory import create_model, get_tokenizer, load_pretrained, write_pretrained
+from .models.store import WEIGHT_FILES
+from .models.weights_io import atomic_write
 
 TRAIN_TASKS = ("contrastive_language_image_pretrain",)
 EVAL_TASKS = ("zero_shot_image_classification", "image_text_retrieval")
@@ -35,6 +36,8 @@ def infer_dataset_type(path: str, for_training: bool) -> str:
         if "annotations" in entries:
             return "coco"
         return "imagefolder"
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"dataset not found: {path}")
     raise ValueError(f"cannot tell the dataset format of {path!r}; set train_dataset.type / "
                      "eval_dataset.type explicitly")
 
@@ -79,6 +82,9 @@ class Trainer:
         cfg["train_dataset"] = _dataset_cfg(train_dataset, cfg["train_dataset"], True)
         cfg["eval_dataset"] = _dataset_cfg(eval_dataset, cfg["eval_dataset"], False)
         train_ds, eval_ds = cfg["train_dataset"], cfg["eval_dataset"]
+        for section in (train_ds, eval_ds):  # --*_dataset_dir without a type: infer it
+            if section.get("path") and not section.get("type"):
+                section["type"] = infer_dataset_type(section["path"], section is train_ds)
         if eval_ds.get("type") and not eval_ds.get("path") and eval_ds["type"] == train_ds.get("type"):
             eval_ds["path"] = train_ds.get("path")  # e.g. Flickr8k: one root, two splits
         self.config = cfg
@@ -91,18 +97,46 @@ class Trainer:
     # -- model -------------------------------------------------------------------------
     @property
     def model(self) -> Any:
-        """The model of any family (built on first use from ``model.*`` of the config)."""
+        """The model of any family (built on first use from ``model.*`` of the config).
+        Training from a bare architecture name starts from random weights; evaluation,
+        prediction and fine-tuning from a name load the weights installed under it."""
+        return self._model_for(self.config["run_mode"] in ("eval", "predict", "finetune"))
+
+    def _model_for(self, need_weights: bool, checkpoint: Union[str, bool, None] = None) -> Any:
+        if checkpoint is True:
+            checkpoint = self._own_latest_checkpoint()
         if self._model is None:
-            self._model = self._build_model()
+            mcfg = self.config["model"]
+            given = mcfg.get("pretrained") or self.config.get("load_checkpoint") or checkpoint
+            self._model = self._build_model(use_store=need_weights and not given)
+        if checkpoint:
+            load_pretrained(self._model, checkpoint)
         return self._model
 
-    def _build_model(self) -> Any:
+    def _own_latest_checkpoint(self) -> str:
+        """MindFormers' ``eval_checkpoint=True`` / ``predict_checkpoint=True``: this run's
+        newest training checkpoint (or the model it saved)."""
+        from .training.checkpoint import latest_checkpoint
+
+        out = self.config["output_dir"]
+        path = latest_checkpoint(out)
+        if path is None and any(os.path.isfile(os.path.join(out, f)) for f in WEIGHT_FILES):
+            path = out
+        if path is None:
+            raise FileNotFoundError(f"checkpoint=True means this run's latest checkpoint, but "
+                                    f"{out} holds none: train first, or pass a checkpoint path")
+        return path
+
+    def _build_model(self, use_store: bool = False) -> Any:
         import mindspore as ms
 
         ms.set_seed(int(self.config["seed"]))  # identical initial weights on every rank
         mcfg = self.config["model"]
+        pretrained = mcfg.get("pretrained")
+        if use_store and mcfg.get("name") and mcfg.get("config") is None:
+            pretrained = True  # a name means its installed weights, never random ones
         # Without a name, the architecture is the one the pretrained checkpoint records.
-        model = create_model(mcfg.get("name"), pretrained=mcfg.get("pretrained"), config=mcfg.get("config"),
+        model = create_model(mcfg.get("name"), pretrained=pretrained, config=mcfg.get("config"),
                              family=mcfg.get("family"))
         if self.config.get("load_checkpoint"):
             load_pretrained(model, self.config["load_checkpoint"])
@@ -116,7 +150,6 @@ class Trainer:
     # -- runs --------------------------------------------------------------------------
     def train(self) -> Dict:
         """Contrastive training (from scratch, or from ``load_checkpoint``/``pretrained``)."""
-        from .evaluation.tasks import evaluate_any
         from .training.runner import TrainingRunner
 
         cfg = self.config
@@ -124,52 +157,58 @@ class Trainer:
         with open(os.path.join(cfg["output_dir"], "run_config.json"), "w", encoding="utf-8") as f:
             json.dump(cfg, f, indent=2)
         def evaluate_fn(model, epoch):
-            return evaluate_any(model, cfg["eval_dataset"], int(cfg["eval"]["batch_size"]),
-                                cfg["eval"]["top_k"], cache=False)
+            return self._metrics(model, cache=False)  # training changes the text classifier
 
         has_eval = bool(cfg["eval_dataset"].get("type"))
         runner = TrainingRunner(cfg, self.model, evaluate_fn if has_eval else None)
         summary = runner.train()
-        if runner.rank == 0:
-            self.save_model(os.path.join(cfg["output_dir"], "mindclip_model.safetensors"))
+        if runner.rank == 0:  # the output folder is a model folder every front door accepts
+            self.model.save_pretrained(cfg["output_dir"])
         return summary
 
     def finetune(self) -> Dict:
-        """Training that must start from weights (``model.pretrained`` or ``load_checkpoint``)."""
-        if not (self.config["model"].get("pretrained") or self.config.get("load_checkpoint")
-                or self._model is not None):
-            raise ValueError("finetune needs weights: set model.pretrained or --load_checkpoint")
+        """Training that starts from weights: ``model.pretrained``, ``load_checkpoint``, or
+        the weights installed under the model's name."""
+        self._model_for(need_weights=True)
         return self.train()
 
     def save_model(self, path: str) -> str:
         """Write the model's weights with its family and architecture, loadable by
-        ``create_model(pretrained=path)``."""
+        ``create_model(pretrained=path)``: a ``.ckpt``/``.safetensors`` file, or a folder
+        (``save_pretrained``: weights, config.json and tokenizer files)."""
         tensors = {k: p.asnumpy() for k, p in self.model.parameters_dict().items()}
-        write_weights(path, tensors,
-                      metadata=architecture_metadata(family_of(self.model), self.model.config))
-        processor = get_tokenizer(self.model)
-        if hasattr(processor, "save"):  # a tokenizer that is not bundled travels with the weights
-            processor.save(os.path.dirname(os.path.abspath(path)))
-        return path
+        return write_pretrained(path, tensors, family_of(self.model), self.model.config,
+                                tokenizer=get_tokenizer(self.model))
 
-    def evaluate(self) -> Dict:
+    def evaluate(self, eval_checkpoint: Union[str, bool, None] = None) -> Dict:
         """Run the task's evaluation on ``eval_dataset``; prints nothing, returns the metrics
-        and writes them to ``<output_dir>/eval_metrics.json`` (plus a per-class PNG)."""
+        and writes them to ``<output_dir>/eval_metrics.json`` (plus a per-class PNG).
+
+        ``eval_checkpoint``: weights to evaluate — a file/folder, or ``True`` for this run's
+        latest checkpoint (MindFormers' meaning); by default the configured weights, or
+        those installed under the model's name.
+        """
+        model = self._model_for(need_weights=True, checkpoint=eval_checkpoint)
+        if not self.config["eval_dataset"].get("type"):
+            raise ValueError("evaluate needs eval_dataset (a path, or a config section with a type)")
+        metrics = self._metrics(model, cache=True)
+        self._write_metrics(metrics)
+        return metrics
+
+    def _metrics(self, model: Any, cache: bool) -> Dict:
+        """The task's metrics on ``eval_dataset`` plus retrieval on ``eval.retrieval_dataset``."""
         from .evaluation.tasks import evaluate_any
         from .registry import get
 
         cfg = self.config
-        if not cfg["eval_dataset"].get("type"):
-            raise ValueError("evaluate needs eval_dataset (a path, or a config section with a type)")
         batch, top_k = int(cfg["eval"]["batch_size"]), cfg["eval"]["top_k"]
         if cfg["task"] in EVAL_TASKS:
-            metrics = get("task", cfg["task"])(self.model, cfg["eval_dataset"], batch, top_k)
+            metrics = get("task", cfg["task"])(model, cfg["eval_dataset"], batch, top_k, cache=cache)
         else:
-            metrics = evaluate_any(self.model, cfg["eval_dataset"], batch, top_k)
+            metrics = evaluate_any(model, cfg["eval_dataset"], batch, top_k, cache=cache)
         retrieval_cfg = cfg["eval"].get("retrieval_dataset") or {}
         if retrieval_cfg.get("type"):
-            metrics["retrieval"] = get("task", "image_text_retrieval")(self.model, retrieval_cfg, batch)
-        self._write_metrics(metrics)
+            metrics["retrieval"] = get("task", "image_text_retrieval")(model, retrieval_cfg, batch)
         return metrics
 
     def _write_metrics(self, metrics: Dict) -> None:
@@ -189,9 +228,11 @@ class Trainer:
                                     f"zero-shot top-1 per class ({metrics.get('dataset', '')})")
 
     def predict(self, input_data: Any = None, top_k: Optional[int] = None,
-                candidate_labels: Optional[List[str]] = None) -> List:
+                candidate_labels: Optional[List[str]] = None,
+                predict_checkpoint: Union[str, bool, None] = None) -> List:
         """Top-k labels per image for the configured class list (``eval_dataset.class_names``
-        or a preset) or ``candidate_labels``. ``input_data``: path, folder, PIL, array or list."""
+        or a preset) or ``candidate_labels``. ``input_data``: path, folder, PIL, array or list.
+        ``predict_checkpoint`` as ``evaluate``'s ``eval_checkpoint``."""
         from .data.classification import list_image_files
         from .data.loader import build_source
         from .evaluation.prompts import load_templates, preset_for
@@ -199,6 +240,7 @@ class Trainer:
         from .evaluation.zero_shot import build_classifier
         from .pipelines.base import ImagePipeline
 
+        self._model_for(need_weights=True, checkpoint=predict_checkpoint)
         cfg = self.config
         input_data = input_data if input_data is not None else cfg.get("predict_data")
         if input_data is None:

@@ -86,3 +86,17 @@ def assert_parity(ours, ref, atol=FEATURE_ATOL):
 @pytest.fixture(scope="session")
 def tiny_openclip():
     return build_openclip("ViT-Tiny-8")
+
+
+@pytest.fixture()
+def tiny_store(tmp_path, monkeypatch):
+    """A temporary weight store ($MINDCLIP_HOME) with random ViT-Tiny-8 (and -quickgelu)
+    weights installed under those names, for front doors that load a model by name."""
+    from mindclip import create_model
+    from mindclip.models.store import store_path
+
+    monkeypatch.setenv("MINDCLIP_HOME", str(tmp_path / "mindclip_home"))
+    ms.set_seed(11)
+    for name in ("ViT-Tiny-8", "ViT-Tiny-8-quickgelu"):
+        create_model(name).save_pretrained(store_path(name))
+    return str(tmp_path / "mindclip_home")

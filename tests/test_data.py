@@ -311,3 +311,20 @@ def test_color_augmentation_is_seeded_and_bounded(tmp_path):
     np.testing.assert_array_equal(first, run())
     plain = np.concatenate([b for b, _ in train_loader(src, CLIPTokenizer(), 32, 4, seed=2)])
     assert not np.array_equal(first, plain)
+
+
+def test_run_clip_jsonl_and_csv_columns(tmp_path):
+    """Hugging Face run_clip.py's own caption files: JSON lines or CSV with image_path/caption."""
+    rows = [{"image_path": f"img{i % 3}.jpg", "caption": f"caption {i}"} for i in range(6)]
+    (tmp_path / "train.json").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    src = build_source({"type": "jsonl", "path": str(tmp_path / "train.json")})
+    assert len(src) == 3 and src.captions[0] == ["caption 0", "caption 3"]
+    assert src.images[1] == str(tmp_path / "img1.jpg")
+    (tmp_path / "train.csv").write_text("image_path,caption\n" + "".join(
+        f"{r['image_path']},{r['caption']}\n" for r in rows))
+    csv_src = build_source({"type": "csv", "path": str(tmp_path / "train.csv"), "csv_separator": ",",
+                            "csv_img_key": "image_path", "csv_caption_key": "caption"})
+    assert csv_src.captions == src.captions and csv_src.images == src.images
+    (tmp_path / "bad.json").write_text('{"image": "x.jpg"}\n')
+    with pytest.raises(ValueError, match="bad.json:1: expected"):
+        build_source({"type": "jsonl", "path": str(tmp_path / "bad.json")})

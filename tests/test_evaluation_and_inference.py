@@ -83,7 +83,7 @@ def write_cifar100(root, n=40):
     return str(root)
 
 
-def test_cifar100_eval_config_end_to_end(tmp_path, capsys):
+def test_cifar100_eval_config_end_to_end(tiny_store, tmp_path, capsys):
     data = write_cifar100(tmp_path / "cifar-100-python")
     out = str(tmp_path / "out")
     config = os.path.join(ROOT, "configs", "clip", "run_clip_vit_b_32_zero_shot_image_classification_cifar100.yaml")
@@ -156,7 +156,7 @@ def test_feature_and_retrieval_pipelines(tiny_model, tmp_path):
     assert hits[0]["image"] == str(sorted(folder.glob("*.png"))[best])
 
 
-def test_trainer_evaluate_and_predict(tmp_path):
+def test_trainer_evaluate_and_predict(tiny_store, tmp_path):
     from mindclip import Trainer
 
     root = tmp_path / "classes"
@@ -174,7 +174,7 @@ def test_trainer_evaluate_and_predict(tmp_path):
     assert len(many) == 3 and all(len(p) == 2 for p in many)
 
 
-def test_predict_cli(tmp_path, capsys):
+def test_predict_cli(tiny_store, tmp_path, capsys):
     for i in range(2):
         Image.fromarray(_images(2)[i]).save(tmp_path / f"img{i}.png")
     config = os.path.join(ROOT, "configs", "demo", "run_clip_tiny_cifar100_zero_shot.yaml")

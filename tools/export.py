@@ -49,19 +49,28 @@ def export_encoders(model, output_dir: str, name: str = "clip"):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default=None, help="architecture name (default: from the checkpoint)")
-    p.add_argument("--pretrained", default=None, help="converted weights (.ckpt/.safetensors/folder)")
+    p.add_argument("--pretrained", default=None,
+                   help="converted weights (.ckpt/.safetensors/folder; default: those installed "
+                        "under --model)")
     p.add_argument("--output_dir", required=True)
+    p.add_argument("--debug", action="store_true", help="show the traceback of a user error too")
     args = p.parse_args(argv)
-    import mindspore as ms
+    from mindclip.errors import run_cli
 
-    ms.set_context(mode=ms.GRAPH_MODE)
-    from mindclip import create_model
+    def run() -> int:
+        import mindspore as ms
 
-    model = create_model(args.model, pretrained=args.pretrained)
-    name = (args.model or "clip").replace("/", "-")
-    for path in export_encoders(model, args.output_dir, name):
-        print(f"wrote {path}")
-    return 0
+        ms.set_context(mode=ms.GRAPH_MODE)
+        from mindclip import create_model
+
+        # a bare name means its installed weights (never a random model)
+        model = create_model(args.model, pretrained=args.pretrained or bool(args.model))
+        name = (args.model or "model").replace("/", "-")
+        for path in export_encoders(model, args.output_dir, name):
+            print(f"wrote {path}")
+        return 0
+
+    return run_cli(run, debug=args.debug)
 
 
 if __name__ == "__main__":

@@ -85,14 +85,15 @@ def main(argv=None) -> int:
     p.add_argument("--max_seq_length", type=int, default=16)
     p.add_argument("--projection_dim", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--debug", action="store_true", help="show the traceback of a user error too")
     args = p.parse_args(argv)
-    try:
-        out = build(args)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"wrote {out} (+ config.json and tokenizer files beside it)")
-    return 0
+    from mindclip.errors import run_cli
+
+    def run() -> int:
+        print(f"wrote {build(args)} (+ config.json and tokenizer files beside it)")
+        return 0
+
+    return run_cli(run, debug=args.debug)
 
 
 if __name__ == "__main__":

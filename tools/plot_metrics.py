@@ -22,4 +22,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from mindclip.errors import run_cli  # noqa: E402  (user errors: one line, exit 2)
+
+    sys.exit(run_cli(main))

@@ -3,9 +3,9 @@ source layout detected, the result verified against a model of the architecture.
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any, Iterator, List, Optional
 
+from ..errors import run_cli
 from ..families.base import get_family
 from ..registry import names
 from .converter import SOURCES, save_converted
@@ -45,9 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--torch_path", default=None,
                    help="PyTorch side: source file/folder, or the output with --reverse "
                         "(.safetensors file, or a folder)")
-    p.add_argument("--mindspore_path", required=True,
+    p.add_argument("--mindspore_path", default=None,
                    help="MindSpore side: output .ckpt/.safetensors (or a folder), or the "
                         "input with --reverse")
+    p.add_argument("--install", default=None, metavar="NAME",
+                   help="write into the local weight store ($MINDCLIP_HOME/NAME/) so that every "
+                        "front door loads the model by NAME (e.g. clip_vit_b_32)")
     p.add_argument("--model", default=None, help="architecture name (default: from the source)")
     p.add_argument("--src", default="auto", choices=SOURCES, help="source layout (default: detect)")
     p.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"))
@@ -62,12 +65,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --text_path: a Hugging Face CLIP folder whose vision tower starts a "
                         "new dual encoder (run_clip.py's from_vision_text_pretrained)")
     p.add_argument("--text_path", default=None, help="a Hugging Face BERT/RoBERTa folder")
+    p.add_argument("--debug", action="store_true", help="show the traceback of a user error too")
     p.add_argument("--projection_dim", type=int, default=512,
                    help="with --vision_path/--text_path: size of the new projections")
     return p
 
 
 def _run(args: argparse.Namespace) -> str:
+    if args.install:
+        from ..models.store import store_path
+
+        if args.reverse:
+            raise ValueError("--install writes converted weights; it does not go with --reverse")
+        if args.mindspore_path:
+            raise ValueError("give --install NAME or --mindspore_path, not both")
+        args.mindspore_path = store_path(args.install)
+    if not args.mindspore_path:
+        raise ValueError("--mindspore_path (or --install NAME) is required")
     if args.vision_path or args.text_path:
         if not (args.vision_path and args.text_path):
             raise ValueError("--vision_path and --text_path go together")
@@ -105,9 +119,9 @@ def _run(args: argparse.Namespace) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
+
+    def run() -> int:
         print(_run(args))
-    except (ValueError, FileNotFoundError, PermissionError, ImportError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        return 0
+
+    return run_cli(run, debug=args.debug)

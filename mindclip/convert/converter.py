@@ -10,9 +10,9 @@ import numpy as np
 
 from ..families.base import Family, get_family
 from ..models.config import CLIPConfig
-from ..models.factory import (architecture_metadata, check_state_dict, get_model_config,
-                              read_architecture)
-from ..models.weights_io import FAMILY_KEY, read_weights, write_safetensors, write_weights
+from ..models.factory import (check_state_dict, get_model_config, read_architecture,
+                              write_pretrained)
+from ..models.weights_io import FAMILY_KEY, read_weights, write_safetensors
 from .hf import hf_config_to_clip, hf_state_to_openclip
 from .infer import infer_config, matching_model_names
 from .naming import (detect_naming, mindclip_to_openclip, mindformers_to_mindclip,
@@ -111,26 +111,13 @@ def save_converted(tensors: Dict[str, np.ndarray], config: Any, out_path: str,
 
     ``out_path`` ending in ``.ckpt``/``.safetensors`` is a file; anything else is a folder
     that receives ``mindclip_model.safetensors``, ``config.json`` and, when ``assets`` names
-    a tokenizer folder, the tokenizer files (a model whose tokenizer is not bundled must be
-    written to a folder).
+    a tokenizer folder, the tokenizer files (such a model must be written to a folder).
     """
-    fam = get_family(family)
-    metadata = {**architecture_metadata(fam, config), "source": source}
-    is_file = out_path.endswith((".ckpt", ".safetensors"))
-    if assets and is_file:
-        raise ValueError(f"a {fam.name} model's tokenizer files travel with its weights: give a "
-                         f"folder, not {out_path}, as the output")
-    if assets:
-        from ..tokenizer.hf import HFTokenizer
+    from ..tokenizer.hf import HFTokenizer
 
-        HFTokenizer(assets).save(out_path)
-    if not is_file:
-        os.makedirs(out_path, exist_ok=True)
-        with open(os.path.join(out_path, "config.json"), "w", encoding="utf-8") as f:
-            json.dump({"family": fam.name, **config.to_dict()}, f, indent=2)
-        out_path = os.path.join(out_path, "mindclip_model.safetensors")
-    write_weights(out_path, tensors, dtype=dtype, metadata=metadata)
-    return out_path
+    return write_pretrained(out_path, tensors, get_family(family), config, dtype=dtype,
+                            metadata={"source": source},
+                            tokenizer=HFTokenizer(assets) if assets else None)
 
 
 def export_to_openclip(ms_path: str, out_path: str, model_name: Optional[str] = None) -> str:

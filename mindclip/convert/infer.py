@@ -10,7 +10,8 @@ from typing import Any, Dict, List
 
 import numpy as np
 
-from ..models.config import CLIPConfig, config_differences
+from ..models.config import CLIPConfig
+from ..models.diff import config_differences
 from ..models.factory import get_model_config, list_models, model_family
 
 

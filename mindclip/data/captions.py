@@ -105,6 +105,28 @@ def read_csv(path: str, csv_img_key: str = "filepath", csv_caption_key: str = "t
                    os.path.basename(path))
 
 
+@register("dataset", "jsonl")
+def read_jsonl_columns(path: str, csv_img_key: str = "image_path", csv_caption_key: str = "caption",
+                       image_root: Optional[str] = None, **_) -> ImageTextSource:
+    """JSON lines with an image column and a caption column: Hugging Face run_clip.py's
+    ``--train_file`` (columns ``image_path`` / ``caption``, its defaults; other names through
+    the same ``csv_img_key`` / ``csv_caption_key`` keys as CSV). Rows of one image are grouped."""
+    layout = f'{{"{csv_img_key}": "x.jpg", "{csv_caption_key}": "..."}} per line'
+    require_path(path, "JSON-lines caption file", layout)
+    pairs = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+                pairs.append((item[csv_img_key], item[csv_caption_key]))
+            except (ValueError, KeyError, TypeError):
+                raise ValueError(f"{path}:{n}: expected {layout}") from None
+    return _source(_group(pairs), image_root or os.path.dirname(os.path.abspath(path)),
+                   os.path.basename(path))
+
+
 @register("dataset", "coco")
 def read_coco(path: str, image_root: Optional[str] = None, split: str = "train", **_) -> ImageTextSource:
     """COCO captions: ``path`` is the annotation JSON, or the COCO root holding
@@ -129,17 +151,4 @@ def read_coco(path: str, image_root: Optional[str] = None, split: str = "train",
 @register("dataset", "yfcc")
 def read_json_lines(path: str, image_root: Optional[str] = None, **_) -> ImageTextSource:
     """YFCC15M-style JSON lines: one ``{"filename": ..., "caption": ...}`` per line (DeCLIP)."""
-    layout = '{"filename": "x.jpg", "caption": "..."} per line'
-    require_path(path, "JSON-lines caption file", layout)
-    pairs = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-                pairs.append((item["filename"], item["caption"]))
-            except (ValueError, KeyError, TypeError):
-                raise ValueError(f"{path}:{n}: expected {layout}") from None
-    return _source(_group(pairs), image_root or os.path.dirname(os.path.abspath(path)),
-                   os.path.basename(path))
+    return read_jsonl_columns(path, "filename", "caption", image_root)

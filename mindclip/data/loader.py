@@ -118,15 +118,26 @@ def epoch_order(n: int, seed: int, epoch: int, shuffle: bool, rank: int, world: 
 
 
 class _Counted:
-    """Counts rows handed to the pipeline (thread-safe)."""
+    """Counts rows handed to the pipeline and names those that are not readable images
+    (thread-safe)."""
 
     def __init__(self):
         self._lock = threading.Lock()
         self.fed = 0
+        self.unreadable: List[str] = []
 
     def count(self) -> None:
         with self._lock:
             self.fed += 1
+
+    def flag(self, name: str) -> None:
+        with self._lock:
+            self.unreadable.append(name)
+
+
+def _ref_name(ref, index: int) -> str:
+    """What a log line calls an image: its path, or its position in the dataset."""
+    return ref if isinstance(ref, str) else getattr(ref, "name", f"sample {index}")
 
 
 class _CaptionSamples(_Counted):
@@ -148,6 +159,8 @@ class _CaptionSamples(_Counted):
         captions = self.source.captions[index]
         caption = captions[int(rng.integers(len(captions)))]  # one random caption per epoch
         image, ok = _image_column(self.source.images[index])
+        if not ok:
+            self.flag(_ref_name(self.source.images[index], index))
         text = self.builder(caption, _rng(self.seed, self.epoch, index, 17))
         return (image, *text, augment_draws(rng, self.augment), ok)
 
@@ -167,6 +180,8 @@ class _EvalSamples(_Counted):
         self.count()
         index = int(self.order[i])
         image, ok = _image_column(self.source.images[index])
+        if not ok:
+            self.flag(_ref_name(self.source.images[index], index))
         second = self.labels[index] if self.labels is not None else index
         return image, np.array(second, np.int32), ok
 
@@ -204,6 +219,8 @@ class _StreamSamples(_Counted):
                 if data is None:
                     self.source.errors.append(key)
                 image, ok = _image_column(data) if data is not None else (_UNREADABLE, np.array(False))
+                if not ok:
+                    self.flag(str(key))
                 yield (image, *text, augment_draws(sample_rng, self.augment), ok)
                 produced += 1
                 if produced >= self.num_rows:
@@ -244,8 +261,10 @@ class Loader:
     """An epoch of numpy batches ``(images float32 NCHW, *columns)``: the family's text
     columns for training, labels or sample indices for evaluation.
 
-    ``skipped`` is the number of rows dropped as unreadable (exact once the epoch is read);
-    with ``drop_last`` the final partial batch is not yielded (``dropped`` counts its rows).
+    ``skipped`` is the number of rows dropped as unreadable and ``unreadable`` names those
+    the reader recognised as not being images; both are exact once the epoch is read to its
+    end (:meth:`drain` finishes an epoch whose last full batch was the run's last step).
+    With ``drop_last`` the final partial batch is not yielded (``dropped`` counts its rows).
     """
 
     def __init__(self, samples, columns: Sequence[str], batch_size: int, drop_last: bool,
@@ -292,18 +311,42 @@ class Loader:
         self.num_samples = len(samples) if hasattr(samples, "__len__") else samples.num_rows
         self.delivered = 0
         self.dropped = 0
+        self.finished = False
+        self._iterator = None
+
+    @property
+    def unreadable(self) -> List[str]:
+        return list(self.samples.unreadable)
 
     @property
     def skipped(self) -> int:
-        return max(self.samples.fed - self.delivered - self.dropped
-                   - self.skip_batches * self.batch_size, 0)
+        flagged = len(self.samples.unreadable)
+        if not self.finished:
+            # Rows fed but not yet delivered may be in flight: only the named ones are certain.
+            return flagged
+        # Rows that passed the structural check but failed to decode are dropped unnamed.
+        failed_decode = (self.samples.fed - flagged - self.delivered - self.dropped
+                         - self.skip_batches * self.batch_size)
+        return flagged + max(failed_decode, 0)
+
+    def drain(self) -> None:
+        """Read the rest of an epoch without using it (at most one partial batch after the
+        run's last step), so that its skipped count is exact."""
+        if self._iterator is not None:
+            for _ in self._iterator:
+                pass
 
     def __len__(self) -> int:
         n = self.num_samples
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator[Tuple[np.ndarray, ...]]:
+        self._iterator = self._rows()
+        return self._iterator
+
+    def _rows(self) -> Iterator[Tuple[np.ndarray, ...]]:
         self.delivered = self.dropped = 0
+        self.finished = False
         for row in self.dataset.create_tuple_iterator(output_numpy=True, num_epochs=1):
             n = len(row[0])
             if self.drop_last and n < self.batch_size:
@@ -311,6 +354,7 @@ class Loader:
                 continue
             self.delivered += n
             yield tuple(row)
+        self.finished = True
 
 
 def _is_encoded(source) -> bool:

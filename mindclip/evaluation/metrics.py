@@ -35,22 +35,26 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, class_names: 
 
 
 def retrieval_metrics(image_features: np.ndarray, text_features: np.ndarray,
-                      text_to_image: Sequence[int], ks: Sequence[int] = (1, 5, 10)) -> Dict[str, float]:
+                      text_to_image: Sequence, ks: Sequence[int] = (1, 5, 10)) -> Dict[str, float]:
     """Image->text and text->image recall@K (%), mean/median rank and mean recalls.
 
-    A text query's positive is its one image; an image query counts the best rank among
-    its captions.
+    ``text_to_image[j]`` is the image of text ``j``, or the list of images it describes (a
+    caption shared by several images, e.g. "a photo of the number seven." for every seven).
+    A query's rank is that of its best-scoring positive, ties counted against the model.
     """
-    text_to_image = np.asarray(text_to_image)
     sims = image_features @ text_features.T  # (images, texts)
-    t2i = ranks_of(sims.T, text_to_image)
-    i2t = np.empty(len(image_features), np.int64)
-    for i in range(len(image_features)):
-        captions = np.flatnonzero(text_to_image == i)
-        if len(captions) == 0:
-            raise ValueError(f"image {i} has no caption")
-        negatives = np.delete(sims[i], captions)
-        i2t[i] = 1 + int((negatives >= sims[i, captions].max()).sum())
+    positive = np.zeros(sims.shape, bool)
+    for j, owners in enumerate(text_to_image):
+        positive[np.atleast_1d(np.asarray(owners, np.int64)), j] = True
+    if not positive.any(axis=1).all():
+        raise ValueError(f"image {int(np.flatnonzero(~positive.any(axis=1))[0])} has no caption")
+
+    def best_positive_ranks(scores: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        best = np.where(pos, scores, -np.inf).max(axis=1, keepdims=True)
+        return 1 + ((scores >= best) & ~pos).sum(axis=1)
+
+    i2t = best_positive_ranks(sims, positive)
+    t2i = best_positive_ranks(sims.T, positive.T)
     out: Dict[str, float] = {}
     for name, ranks in (("image_to_text", i2t), ("text_to_image", t2i)):
         for k in ks:

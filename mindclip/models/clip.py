@@ -8,6 +8,7 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
 from .config import CLIPConfig
+from .pretrained import PretrainedModelMixin
 from .resnet import ModifiedResNet
 from .text import TextTransformer
 from .vision import VisionTransformer
@@ -22,7 +23,7 @@ def l2_normalize(x: Tensor) -> Tensor:
     return (x.astype(ms.float32) / ops.clamp(norm, min=1e-12)).astype(x.dtype)
 
 
-class CLIPModel(nn.Cell):
+class CLIPModel(PretrainedModelMixin, nn.Cell):
     """CLIP as a MindSpore Cell.
 
     ``construct(image, text)`` returns L2-normalised image and text features and

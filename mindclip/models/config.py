@@ -11,6 +11,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Tuple, Union
 
+from .diff import config_differences
+from .pretrained import PretrainedConfigMixin
+
 
 def _from_dict(cls, data: Dict[str, Any], where: str):
     valid = {f.name for f in dataclasses.fields(cls)}
@@ -77,7 +80,7 @@ class CLIPTextCfg:
 
 
 @dataclass
-class CLIPConfig:
+class CLIPConfig(PretrainedConfigMixin):
     """A whole CLIP model: shared embedding size, both towers and the activation."""
 
     embed_dim: int = 512
@@ -114,15 +117,3 @@ class CLIPConfig:
     def differences(self, other: "CLIPConfig") -> List[str]:
         """Human-readable list of fields where ``other`` differs from this config."""
         return config_differences(self.to_dict(), other.to_dict())
-
-
-def config_differences(a: Dict[str, Any], b: Dict[str, Any], prefix: str = "") -> List[str]:
-    """``"key: a vs b"`` for every (nested) field where two config dicts differ."""
-    out = []
-    for k in sorted(set(a) | set(b)):
-        va, vb = a.get(k), b.get(k)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            out += config_differences(va, vb, f"{prefix}{k}.")
-        elif va != vb:
-            out.append(f"{prefix}{k}: {va!r} vs {vb!r}")
-    return out

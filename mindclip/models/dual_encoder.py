@@ -19,11 +19,12 @@ from mindspore.common.initializer import Normal, initializer
 from .bert import BertConfig, BertModel
 from .clip import freeze_groups, l2_normalize
 from .config import CLIPVisionCfg
+from .pretrained import PretrainedConfigMixin, PretrainedModelMixin
 from .vision import VisionTransformer
 
 
 @dataclass
-class DualEncoderConfig:
+class DualEncoderConfig(PretrainedConfigMixin):
     """Both towers, the shared projection size and the temperature's initial value."""
 
     projection_dim: int = 512
@@ -58,7 +59,7 @@ class DualEncoderConfig:
         return dataclasses.asdict(self)
 
 
-class DualEncoderModel(nn.Cell):
+class DualEncoderModel(PretrainedModelMixin, nn.Cell):
     """``construct(images, input_ids, attention_mask)`` -> normalised image and text
     features and ``exp(logit_scale)``, as :class:`~mindclip.models.clip.CLIPModel`."""
 

@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from ..families.base import Family, family_of, get_family
+from .store import WEIGHT_FILES, require_installed
 from ..tokenizer.hf import HFTokenizer, is_tokenizer_folder
 from .weights_io import FAMILY_KEY, METADATA_KEY, TRAIN_STATE_KEY, read_weights
 
@@ -37,12 +38,11 @@ MODEL_ALIASES: Dict[str, str] = {
 
 DEFAULT_TEXT_MODEL = "ViT-B-32"
 
-# File names looked for when ``pretrained`` is a directory, most preferred first.
-WEIGHT_FILES = ("mindclip_model.safetensors", "mindclip_model.ckpt")
 CONVERT_HINT = ("mindclip never downloads weights. Convert a PyTorch checkpoint first, e.g.\n"
-                "  python tools/convert_weight.py --torch_path ViT-B-32.pt "
+                "  python tools/convert_weight.py --torch_path ViT-B-32.pt --allow_torchscript "
                 "--mindspore_path clip_vit_b_32.safetensors\n"
-                "and pass the written file (or its directory) as `pretrained`.")
+                "and pass the written file (or its directory) as `pretrained`, or install it "
+                "under a name with --install NAME.")
 
 
 def _config_files() -> Dict[str, str]:
@@ -146,7 +146,7 @@ def load_pretrained(model: Any, pretrained: str) -> Any:
     """
     import mindspore as ms
 
-    from .config import config_differences
+    from .diff import config_differences
 
     family = family_of(model)
     path = find_weight_file(pretrained)
@@ -179,26 +179,55 @@ def load_pretrained(model: Any, pretrained: str) -> Any:
     return model
 
 
-def create_model(model_name: Optional[str] = None, pretrained: Optional[str] = None,
+def _is_path(text: str) -> bool:
+    return os.path.exists(text) or os.sep in text or text.endswith((".ckpt", ".safetensors"))
+
+
+def resolve_pretrained(model_name: Optional[str], pretrained: Any) -> Optional[str]:
+    """``pretrained`` as a file or folder: a path stays a path; ``True`` means the weights
+    installed under ``model_name``; any other string is an installed name."""
+    if pretrained is None or pretrained is False:
+        return None
+    if pretrained is True:
+        if not model_name:
+            raise ValueError("pretrained=True needs a model name to look up in the weight store")
+        return require_installed(model_name, _canonical(model_name))
+    if _is_path(str(pretrained)):
+        return str(pretrained)
+    return require_installed(str(pretrained), _canonical(str(pretrained)))
+
+
+def _canonical(name: str) -> Optional[str]:
+    try:
+        return resolve_model_name(name)
+    except ValueError:
+        return None
+
+
+def create_model(model_name: Optional[str] = None, pretrained: Any = None,
                  config: Any = None, family: Optional[str] = None) -> Any:
     """Build a model of any family by architecture name, optionally loading converted weights.
 
     Args:
         model_name: a name from :func:`list_models` or an alias (``clip_vit_b_32``). May be
             omitted when ``pretrained`` records its architecture (every converted file does).
-        pretrained: a ``.ckpt``/``.safetensors`` file or a directory holding one.
+        pretrained: a ``.ckpt``/``.safetensors`` file or a directory holding one; ``True`` for
+            the weights installed under ``model_name`` in the weight store
+            (``$MINDCLIP_HOME``); or the name they are installed under. Without it the model
+            is randomly initialised (training from scratch).
         config: an explicit architecture (config object or dict) instead of a name.
         family: the family of ``config`` (default: the name's family, the checkpoint's, or CLIP).
 
     The model is returned in inference mode (``set_train(False)``).
     """
+    pretrained = resolve_pretrained(model_name, pretrained)
     if config is not None:
         fam = get_family(family or DEFAULT_FAMILY)
         cfg = fam.config_from_dict(config)
-    elif model_name is not None:
+    elif model_name is not None and (pretrained is None or _canonical(model_name) is not None):
         fam = get_family(family) if family else model_family(model_name)
         cfg = fam.config_from_dict(_read_architecture(model_name)[1])
-    elif pretrained is not None:
+    elif pretrained is not None:  # no name, or a name the weights are installed under
         arch = read_checkpoint_config(pretrained)
         if arch is None:
             raise ValueError(f"{pretrained} records no architecture; pass model_name")
@@ -232,3 +261,32 @@ def get_tokenizer(model: Any = None) -> Any:
     if arch is None:
         raise ValueError(f"{model} records no architecture, so its tokenizer is unknown")
     return arch[0].get_tokenizer(arch[1], os.path.dirname(os.path.abspath(weight_file)))
+
+
+def write_pretrained(path: str, tensors: Dict[str, np.ndarray], family: Family, config: Any,
+                     dtype: str = "fp32", metadata: Optional[Dict[str, str]] = None,
+                     tokenizer: Any = None) -> str:
+    """Write weights recording family + architecture; returns the weight file.
+
+    ``path`` ending in ``.ckpt``/``.safetensors`` is a file (written beside: nothing);
+    anything else is a model folder receiving ``mindclip_model.safetensors``,
+    ``config.json`` and the text processor's files when it has a ``save(folder)`` (a
+    tokenizer that is not bundled must travel with the weights, so it needs a folder).
+    """
+    from .weights_io import write_weights
+
+    meta = {**architecture_metadata(family, config), **(metadata or {})}
+    is_file = path.endswith((".ckpt", ".safetensors"))
+    saves = hasattr(tokenizer, "save")
+    if is_file and saves:
+        raise ValueError(f"a {family.name} model's tokenizer files travel with its weights: give "
+                         f"a folder, not {path}, as the output")
+    if not is_file:
+        os.makedirs(path, exist_ok=True)
+        with open(os.path.join(path, "config.json"), "w", encoding="utf-8") as f:
+            json.dump({"family": family.name, **config.to_dict()}, f, indent=2)
+        if saves:
+            tokenizer.save(path)
+        path = os.path.join(path, WEIGHT_FILES[0])
+    write_weights(path, tensors, dtype=dtype, metadata=meta)
+    return path

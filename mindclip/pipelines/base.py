@@ -8,7 +8,7 @@ import numpy as np
 
 from ..data.transforms import image_transform
 from ..evaluation.encode import encode_image_batch, encode_texts
-from ..models.factory import create_model, get_tokenizer, list_models, resolve_model_name
+from ..models.factory import create_model, get_tokenizer, list_models
 
 ImageInput = Union[str, "PIL.Image.Image", np.ndarray]  # noqa: F821  (PIL imported lazily)
 
@@ -25,7 +25,8 @@ def resolve_model(model: Any, pretrained: Optional[str] = None) -> Any:
         raise ValueError(f"a pipeline needs a model: a name from {list_models()}, a path, or a model")
     if os.path.exists(model):
         return create_model(pretrained=model)
-    return create_model(resolve_model_name(model), pretrained=pretrained)
+    # A name means the weights installed under it (an error says how to install them).
+    return create_model(model, pretrained=pretrained or True)
 
 
 class ImagePipeline:

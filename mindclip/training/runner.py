@@ -31,6 +31,9 @@ def cast_to_fp16(model: Any) -> None:
             cell.to_float(ms.float32)
 
 
+MAX_NAMES_LOGGED = 20  # per epoch in the log; metrics.jsonl lists them all
+
+
 class TrainingRunner:
     """Builds everything a training run needs from a run config and runs it.
 
@@ -173,19 +176,30 @@ class TrainingRunner:
                     break
             # An epoch ends when its loader is exhausted (skipped images can shorten it).
             epoch_done = not finished_early
-            skipped_total += loader.skipped
-            if loader.skipped:
-                logger.info(f"epoch {epoch}: skipped {loader.skipped} unreadable image(s)")
             if epoch_done:
-                logger.write({"type": "epoch", "epoch": epoch, "skipped_images": loader.skipped})
+                loader.drain()  # the rest is at most a partial batch: counts become exact
+            skipped, names = loader.skipped, loader.unreadable
+            skipped_total += skipped
+            if skipped:
+                unnamed = skipped - len(names)
+                logger.info(f"epoch {epoch}: skipped {skipped} unreadable image(s): "
+                            + ", ".join(names[:MAX_NAMES_LOGGED])
+                            + (f" (+{len(names) - MAX_NAMES_LOGGED} more in metrics.jsonl)"
+                               if len(names) > MAX_NAMES_LOGGED else "")
+                            + (f"; {unnamed} failed to decode" if unnamed > 0 else ""))
+            if epoch_done:
+                logger.write({"type": "epoch", "epoch": epoch, "skipped_images": skipped,
+                              "unreadable": names})
                 epoch, batch_in_epoch = epoch + 1, 0
                 interval = int(run["eval_interval"] or 0)
                 if main and self.evaluate_fn is not None and interval and epoch % interval == 0:
                     metrics = self.evaluate_fn(self.model, epoch)
                     self.model.set_train(True)
                     logger.write({"type": "eval", "epoch": epoch, "step": global_step, **metrics})
-                    logger.info(f"eval after epoch {epoch}: " + json.dumps(
-                        {k: v for k, v in metrics.items() if not isinstance(v, dict)}))
+                    headline = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
+                    if "retrieval" in metrics:
+                        headline["retrieval_mean_recall"] = metrics["retrieval"]["mean_recall"]
+                    logger.info(f"eval after epoch {epoch}: " + json.dumps(headline))
         self._save(epoch, batch_in_epoch, global_step)
         logger.close()
         self.model.set_train(False)

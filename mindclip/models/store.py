@@ -1,0 +1,65 @@
+"""The local weight store: converted weights installed under a name (``$MINDCLIP_HOME/<name>/``,
+default ``~/.cache/mindclip``), so that every front door taking a model name — MindFormers'
+``clip_vit_b_32``, an architecture name — loads real weights. Nothing is downloaded: a name
+without installed weights is an error that prints the conversion command that installs them.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+ENV_VAR = "MINDCLIP_HOME"
+WEIGHT_FILES = ("mindclip_model.safetensors", "mindclip_model.ckpt")
+
+# OpenAI's release file of each architecture that has one (what MindFormers converted).
+OPENAI_FILES = {"ViT-B-32-quickgelu": "ViT-B-32.pt", "ViT-B-16-quickgelu": "ViT-B-16.pt",
+                "ViT-L-14-quickgelu": "ViT-L-14.pt", "ViT-L-14-336-quickgelu": "ViT-L-14-336px.pt",
+                "RN50-quickgelu": "RN50.pt", "RN101-quickgelu": "RN101.pt",
+                "RN50x4-quickgelu": "RN50x4.pt"}
+
+
+class WeightsNotInstalled(FileNotFoundError):
+    """A model name whose converted weights are not in the store."""
+
+
+def store_root() -> str:
+    """``$MINDCLIP_HOME``, or ``~/.cache/mindclip``."""
+    return os.path.abspath(os.path.expanduser(os.environ.get(ENV_VAR) or "~/.cache/mindclip"))
+
+
+def store_path(name: str) -> str:
+    """The folder a name's weights are installed in (whether or not they are)."""
+    if not name or os.sep in name or name in (".", ".."):
+        raise ValueError(f"not a model name for the weight store: {name!r}")
+    return os.path.join(store_root(), name)
+
+
+def installed(name: str, canonical: Optional[str] = None) -> Optional[str]:
+    """The installed folder of ``name`` (or of its canonical architecture name), or None."""
+    for candidate in dict.fromkeys(n for n in (name, canonical) if n):
+        folder = store_path(candidate)
+        if any(os.path.isfile(os.path.join(folder, f)) for f in WEIGHT_FILES):
+            return folder
+    return None
+
+
+def install_command(name: str, canonical: Optional[str] = None) -> str:
+    """The command that converts a PyTorch checkpoint into the store under ``name``."""
+    openai_file = OPENAI_FILES.get(canonical or name)
+    if openai_file:
+        return (f"python tools/convert_weight.py --torch_path {openai_file} --allow_torchscript "
+                f"--install {name}")
+    model = f" --model {canonical}" if canonical else ""
+    return (f"python tools/convert_weight.py --torch_path <PyTorch checkpoint or Hugging Face "
+            f"folder>{model} --install {name}")
+
+
+def require_installed(name: str, canonical: Optional[str] = None) -> str:
+    """The installed folder of ``name``; otherwise an error with the install command."""
+    folder = installed(name, canonical)
+    if folder is None:
+        raise WeightsNotInstalled(
+            f"no weights installed for {name!r} in {store_root()} (${ENV_VAR}). mindclip never "
+            f"downloads weights and never runs a named model with random ones; convert a "
+            f"checkpoint into the store once:\n  {install_command(name, canonical)}")
+    return folder

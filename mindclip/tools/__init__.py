@@ -1,0 +1,1 @@
+"""Small helpers in MindFormers' places (``mindclip.tools.image_tools.load_image``)."""
