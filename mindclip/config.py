@@ -56,7 +56,10 @@ DEFAULTS: Dict[str, Any] = {
     "lr_schedule": {"type": "cosine", "warmup_steps": 0, "min_lr": 0.0},
     "runner": {
         "epochs": 1, "max_steps": None, "batch_size": 32, "accumulate_steps": 1,
-        "clip_grad_norm": None, "precision": "fp32", "loss_scale": 1024.0,
+        # precision: fp32 | fp16 | bf16, or by backend ({Ascend: bf16, CPU: fp32}).
+        # loss_scale (fp16): dynamic (init, x/÷ factor, grow after window clean steps) or a number
+        "clip_grad_norm": None, "precision": "fp32", "loss_scale": "dynamic",
+        "loss_scale_init": 65536.0, "loss_scale_factor": 2.0, "loss_scale_window": 2000,
         "lock_image": False, "lock_image_unlocked_groups": 0,
         "lock_text": False, "lock_text_unlocked_layers": 0,
         "log_interval": 10, "save_interval": 0, "keep_checkpoints": 3,
@@ -71,7 +74,7 @@ DEFAULTS: Dict[str, Any] = {
 }
 
 # Sections whose values are free-form (validated by their consumer).
-_FREE = {("model", "config"), ("loss", "weights")}
+_FREE = {("model", "config"), ("loss", "weights"), ("runner", "precision")}
 
 
 class ConfigError(ValueError):

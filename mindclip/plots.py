@@ -17,9 +17,10 @@ def _pyplot():
 
 
 def plot_training_curves(metrics_path: str, out_png: str) -> str:
-    """Loss (the total and each named term of a multi-term objective), learning rate and,
-    when the run evaluated after epochs, zero-shot top-1 / retrieval mean recall against
-    step, from a run's ``metrics.jsonl``."""
+    """Loss (the total and each named term of a multi-term objective), learning rate, the
+    loss scale of an fp16 run (skipped steps marked) and, when the run evaluated after
+    epochs, zero-shot top-1 / retrieval mean recall against step, from a run's
+    ``metrics.jsonl``."""
     records = read_metrics(metrics_path, "train")
     if not records:
         raise ValueError(f"{metrics_path} holds no training records")
@@ -27,7 +28,8 @@ def plot_training_curves(metrics_path: str, out_png: str) -> str:
     steps = sorted(by_step)
     evals = [r for r in read_metrics(metrics_path, "eval") if "step" in r]
     plt = _pyplot()
-    rows = 3 if evals else 2
+    scaled = any("amp_scale" in r for r in records)
+    rows = 2 + bool(evals) + scaled
     fig, axes = plt.subplots(rows, 1, figsize=(7, 3 * rows), sharex=True)
     ax_loss, ax_lr = axes[0], axes[1]
     ax_loss.plot(steps, [by_step[s]["loss"] for s in steps], color="tab:blue", label="total")
@@ -42,8 +44,21 @@ def plot_training_curves(metrics_path: str, out_png: str) -> str:
     ax_lr.plot(steps, [by_step[s]["lr"] for s in steps], color="tab:orange")
     ax_lr.set_ylabel("learning rate")
     ax_lr.grid(alpha=0.3)
+    if scaled:
+        ax_scale = axes[2]
+        scale_steps = [s for s in steps if "amp_scale" in by_step[s]]
+        ax_scale.plot(scale_steps, [by_step[s]["amp_scale"] for s in scale_steps], color="tab:green")
+        skipped = [s for prev, s in zip(scale_steps, scale_steps[1:])
+                   if by_step[s]["amp_skipped_steps"] > by_step[prev]["amp_skipped_steps"]]
+        if skipped:
+            ax_scale.plot(skipped, [by_step[s]["amp_scale"] for s in skipped], "x", color="tab:red",
+                          label="skipped step")
+            ax_scale.legend(fontsize=8)
+        ax_scale.set_yscale("log", base=2)
+        ax_scale.set_ylabel("loss scale")
+        ax_scale.grid(alpha=0.3)
     if evals:  # per-epoch evaluation, as published fine-tuning reports show it
-        ax_eval = axes[2]
+        ax_eval = axes[-1]
         curves = (("top1", "zero-shot top-1"), ("mean_recall", "retrieval mean recall"))
         for key, label in curves:
             points = [(r["step"], _metric(r, key)) for r in evals if _metric(r, key) is not None]

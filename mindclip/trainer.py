@@ -150,9 +150,11 @@ class Trainer:
     # -- runs --------------------------------------------------------------------------
     def train(self) -> Dict:
         """Contrastive training (from scratch, or from ``load_checkpoint``/``pretrained``)."""
+        from .training.precision import resolve_precision
         from .training.runner import TrainingRunner
 
         cfg = self.config
+        resolve_precision(cfg["runner"]["precision"])  # refuse before building anything
         os.makedirs(cfg["output_dir"], exist_ok=True)
         with open(os.path.join(cfg["output_dir"], "run_config.json"), "w", encoding="utf-8") as f:
             json.dump(cfg, f, indent=2)

@@ -209,9 +209,8 @@ def test_assembly_equals_from_vision_text_pretrained(tmp_path):
 def _vit_tokens(model, pixels):
     """The ViT's input sequence (patches + class token + positions), as its construct builds it."""
     visual = model.visual
-    x = visual.conv1(ms.Tensor(pixels))
+    x = visual.conv1(ms.Tensor(pixels))  # (B, patches, width)
     b = x.shape[0]
-    x = x.reshape(b, visual.width, -1).transpose(0, 2, 1)
     cls = ms.ops.broadcast_to(visual.class_embedding.reshape(1, 1, -1), (b, 1, visual.width))
     return ms.ops.concat((cls, x), axis=1) + visual.positional_embedding
 

@@ -91,7 +91,7 @@ def test_patch_embedding_matmul_equals_conv2d(name):
         return out.reshape(out.shape[0], out.shape[1], -1).transpose(0, 2, 1)
 
     weight = visual.conv1.weight.value()
-    ref, ours = via_conv(x, weight).asnumpy(), visual.patch_embed(x).asnumpy()
+    ref, ours = via_conv(x, weight).asnumpy(), visual.conv1(x).asnumpy()
     assert ours.shape == ref.shape and np.abs(ours - ref).max() <= 1e-5
     seed = ms.Tensor(rng.standard_normal(ref.shape).astype(np.float32))
 
@@ -99,7 +99,7 @@ def test_patch_embedding_matmul_equals_conv2d(name):
         return (via_conv(images, w) * seed).sum()
 
     def matmul_loss(images):
-        return (visual.patch_embed(images) * seed).sum()
+        return (visual.conv1(images) * seed).sum()
 
     grad_ref = ms.grad(conv_loss, grad_position=(0, 1))(x, weight)
     grad_ours = ms.grad(matmul_loss, grad_position=0, weights=[visual.conv1.weight])(x)

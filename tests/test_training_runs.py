@@ -49,14 +49,17 @@ RESUME_ARGS = ["--config", DEMO, "--train_dataset.num_samples", "320", "--runner
                "--eval.retrieval_dataset.type", "null"]
 
 
-def test_killed_run_resumes_exactly(tmp_path):
+def kill_and_resume(tmp_path, args):
+    """Run ``args`` (30 steps, a checkpoint every 4) to the end; run it again, kill -9 it after
+    its checkpoint at step 8 or later, resume it. Returns the uninterrupted run's training
+    records and the resumed run's records after the checkpoint it resumed from."""
     full, killed = str(tmp_path / "full"), str(tmp_path / "killed")
-    proc = _run_cli(RESUME_ARGS + ["--output_dir", full])
+    proc = _run_cli(args + ["--output_dir", full])
     assert proc.wait(timeout=600) == 0, proc.stdout.read().decode()[-3000:]
-    reference = {r["step"]: r["loss"] for r in read_metrics(os.path.join(full, "metrics.jsonl"), "train")}
-    assert len(reference) == 30
+    reference = read_metrics(os.path.join(full, "metrics.jsonl"), "train")
+    assert [r["step"] for r in reference] == list(range(1, 31))
 
-    proc = _run_cli(RESUME_ARGS + ["--output_dir", killed])
+    proc = _run_cli(args + ["--output_dir", killed])
     latest = os.path.join(killed, "checkpoints", "latest")
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None:
@@ -69,14 +72,20 @@ def test_killed_run_resumes_exactly(tmp_path):
         resumed_from = int(f.read().strip()[5:13])
     assert 8 <= resumed_from < 30, "the run finished before it could be killed"
 
-    proc = _run_cli(RESUME_ARGS + ["--output_dir", killed, "--resume"])
+    proc = _run_cli(args + ["--output_dir", killed, "--resume"])
     assert proc.wait(timeout=600) == 0, proc.stdout.read().decode()[-3000:]
     records = read_metrics(os.path.join(killed, "metrics.jsonl"), "train")
     after = [r for r in records[records.index(next(r for r in records if r["step"] == resumed_from)) + 1:]
              if r["step"] > resumed_from]
     assert [r["step"] for r in after] == list(range(resumed_from + 1, 31))
+    return reference, after
+
+
+def test_killed_run_resumes_exactly(tmp_path):
+    reference, after = kill_and_resume(tmp_path, RESUME_ARGS)
+    losses = {r["step"]: r["loss"] for r in reference}
     for r in after:
-        assert abs(r["loss"] - reference[r["step"]]) <= 1e-6, (r["step"], r["loss"], reference[r["step"]])
+        assert abs(r["loss"] - losses[r["step"]]) <= 1e-6, (r["step"], r["loss"], losses[r["step"]])
 
 
 def test_wrong_config_key_fails_with_valid_keys(tmp_path, capsys):

@@ -7,6 +7,28 @@ from .config import CLIPVisionCfg
 from .layers import LayerNorm, Transformer, normal_param
 
 
+class PatchEmbedding(nn.Conv2d):
+    """The ViT's ``conv1`` (kernel = stride = patch, no bias), computed as one matmul over
+    flattened patches: (B, 3, H, W) -> (B, grid*grid, width), row-major over the grid as the
+    convolution's output flattens. Same weight and name as the Conv2d (every checkpoint
+    loads), and still a Conv2d to mixed precision's cast; MindSpore 2.10's CPU Conv2d runs a
+    32x32/stride-32 kernel at ~1 GFLOP/s, a matmul at ~150."""
+
+    def __init__(self, width: int, patch_size: int):
+        super().__init__(3, width, kernel_size=patch_size, stride=patch_size, pad_mode="valid",
+                         has_bias=False)
+        self.width = width
+        self.patch_size = patch_size
+
+    def construct(self, x):
+        b, c, h, w = x.shape
+        p = self.patch_size
+        gh, gw = h // p, w // p
+        patches = x.reshape(b, c, gh, p, gw, p).transpose(0, 2, 4, 1, 3, 5).reshape(b, gh * gw, c * p * p)
+        weight = self.weight.reshape(self.width, c * p * p).astype(patches.dtype)
+        return ops.matmul(patches, weight.T)
+
+
 class VisionTransformer(nn.Cell):
     """Patchify, prepend a class token, transformer, LayerNorm, project the class token."""
 
@@ -18,8 +40,7 @@ class VisionTransformer(nn.Cell):
         self.grid = cfg.image_size // cfg.patch_size
         self.width = width
         scale = width ** -0.5
-        self.conv1 = nn.Conv2d(3, width, kernel_size=cfg.patch_size, stride=cfg.patch_size,
-                               pad_mode="valid", has_bias=False)
+        self.conv1 = PatchEmbedding(width, cfg.patch_size)
         self.class_embedding = normal_param((width,), scale, "class_embedding")
         self.positional_embedding = normal_param((self.grid * self.grid + 1, width), scale,
                                                  "positional_embedding")
@@ -28,19 +49,8 @@ class VisionTransformer(nn.Cell):
         self.ln_post = LayerNorm(width)
         self.proj = normal_param((width, embed_dim), scale, "proj")
 
-    def patch_embed(self, x):
-        """``conv1`` (kernel = stride = patch) as one matmul over flattened patches:
-        (B, 3, H, W) -> (B, grid*grid, width), row-major over the grid as the convolution's
-        output flattens. The same weights as the Conv2d it replaces; MindSpore 2.10's CPU
-        Conv2d runs a 32x32/stride-32 kernel at ~1 GFLOP/s, a matmul at ~150."""
-        b, c = x.shape[0], x.shape[1]
-        g, p = self.grid, self.patch_size
-        patches = x.reshape(b, c, g, p, g, p).transpose(0, 2, 4, 1, 3, 5).reshape(b, g * g, c * p * p)
-        weight = self.conv1.weight.reshape(self.width, c * p * p).astype(patches.dtype)
-        return ops.matmul(patches, weight.T)
-
     def construct(self, x):
-        x = self.patch_embed(x)  # (B, grid*grid, width)
+        x = self.conv1(x)  # (B, grid*grid, width)
         b = x.shape[0]
         cls = ops.broadcast_to(self.class_embedding.astype(x.dtype).reshape(1, 1, -1),
                                (b, 1, self.width))

@@ -47,8 +47,10 @@ class MetricsLogger:
             self.bar.refresh()
 
     def step(self, step: int, epoch: int, loss: float, lr: float, logit_scale: float,
-             samples: int, terms: Optional[Dict[str, float]] = None) -> None:
-        """Log one step; ``terms`` are the objective's named loss terms (``loss_<name>``)."""
+             samples: int, terms: Optional[Dict[str, float]] = None,
+             scaling: Optional[Dict[str, float]] = None) -> None:
+        """Log one step; ``terms`` are the objective's named loss terms (``loss_<name>``),
+        ``scaling`` the loss-scale state of an fp16 run (scale, skipped and clean steps)."""
         if not self.enabled:
             return
         terms = {f"loss_{k}": v for k, v in (terms or {}).items()}
@@ -57,7 +59,8 @@ class MetricsLogger:
         rate = samples / elapsed if elapsed > 0 else 0.0
         eta = elapsed / max(done, 1) * (self.total_steps - step)
         record = {"type": "train", "step": step, "epoch": epoch, "loss": loss, **terms, "lr": lr,
-                  "logit_scale": logit_scale, "samples_per_s": rate, "time": time.time()}
+                  "logit_scale": logit_scale, **(scaling or {}), "samples_per_s": rate,
+                  "time": time.time()}
         self.write(record)
         # A single-term objective's term is the loss itself: no need to show it twice.
         shown = terms if len(terms) > 1 else {}
@@ -67,6 +70,9 @@ class MetricsLogger:
                                  lr=f"{lr:.2e}")
         if step % self.log_interval == 0 or step == self.total_steps:
             parts = "".join(f" {k} {v:.4f}" for k, v in shown.items())
+            if scaling:
+                parts += (f" loss_scale {scaling['amp_scale']:g}"
+                          f" skipped {scaling['amp_skipped_steps']}")
             self.info(f"step {step}/{self.total_steps} epoch {epoch} loss {loss:.4f}{parts} "
                       f"lr {lr:.3e} logit_scale {logit_scale:.3f} samples/s {rate:.1f} "
                       f"eta {format_eta(eta)}")

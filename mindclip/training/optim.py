@@ -45,9 +45,14 @@ class AdamW(nn.Cell):
         index = ops.minimum(self.step, self.num_lr - 1)
         return self.learning_rate[index]
 
-    def construct(self, grads):
+    def construct(self, grads, apply=None):
+        """One step. ``apply`` (a bool tensor, or None for always): when False, nothing
+        changes (weights, moments, step counter), bit for bit: a skipped fp16 step."""
         lr = self.current_lr()
-        step = ops.assign_add(self.step, Tensor(1, ms.int32))
+        if apply is None:
+            step = ops.assign_add(self.step, Tensor(1, ms.int32))
+        else:
+            step = ops.assign_add(self.step, apply.astype(ms.int32))
         t = step.astype(ms.float32)
         bias1 = 1 - ops.pow(Tensor(self.beta1, ms.float32), t)
         bias2 = 1 - ops.pow(Tensor(self.beta2, ms.float32), t)
@@ -62,7 +67,11 @@ class AdamW(nn.Cell):
             update = step_size * new_m / (ops.sqrt(new_v) / bias2_sqrt + self.eps)
             # PyTorch decays first (p *= 1 - lr * wd), then subtracts the Adam update.
             decayed = param * (1 - lr * self.decay[i]) if self.decay[i] > 0 else param
+            new_p = decayed - update
+            if apply is not None:
+                new_m, new_v, new_p = (ops.select(apply, new_m, m), ops.select(apply, new_v, v),
+                                       ops.select(apply, new_p, param))
             success = ops.depend(success, ops.assign(m, new_m))
             success = ops.depend(success, ops.assign(v, new_v))
-            success = ops.depend(success, ops.assign(param, decayed - update))
+            success = ops.depend(success, ops.assign(param, new_p))
         return success

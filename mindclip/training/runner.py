@@ -16,19 +16,8 @@ from .checkpoint import latest_checkpoint, load_training_checkpoint, save_traini
 from .distributed import init_distributed
 from .logger import MetricsLogger
 from .optim import AdamW
+from .precision import build_loss_scale, cast_compute, resolve_precision
 from .train_step import TrainStep
-
-
-def cast_to_fp16(model: Any) -> None:
-    """Run Dense/Conv compute in fp16; parameters, norms, softmax and the loss stay fp32."""
-    import mindspore as ms
-    from mindspore import nn
-
-    for _, cell in model.cells_and_names():
-        if isinstance(cell, (nn.Dense, nn.Conv2d)):
-            cell.to_float(ms.float16)
-        elif isinstance(cell, nn.BatchNorm2d):
-            cell.to_float(ms.float32)
 
 
 MAX_NAMES_LOGGED = 20  # per epoch in the log; metrics.jsonl lists them all
@@ -74,10 +63,9 @@ class TrainingRunner:
                     raise ValueError(f"runner.{option}: the {self.family.name!r} family's model "
                                      f"has no {method}()")
                 getattr(model, method)(int(run[count]))
-        if run["precision"] == "fp16":
-            cast_to_fp16(model)
-        elif run["precision"] != "fp32":
-            raise ValueError(f"runner.precision must be fp32 or fp16, got {run['precision']!r}")
+        self.precision = resolve_precision(run["precision"])
+        cast_compute(model, self.precision)
+        self.loss_scale = build_loss_scale(run, self.precision)
         opt_cfg, lr_cfg = cfg["optimizer"], cfg["lr_schedule"]
         lrs = build("lr_schedule", lr_cfg["type"], base_lr=float(opt_cfg["lr"]),
                     total_steps=self.total_steps, warmup_steps=int(lr_cfg["warmup_steps"]),
@@ -96,14 +84,13 @@ class TrainingRunner:
             reducer = nn.DistributedGradReducer(self.optimizer.parameters, mean=True,
                                                 degree=self.world)
         self.step_cell = TrainStep(self.objective, self.optimizer, self.accum,
-                                   run["clip_grad_norm"],
-                                   float(run["loss_scale"]) if run["precision"] == "fp16" else 1.0,
-                                   reducer)
+                                   run["clip_grad_norm"], self.loss_scale, reducer)
 
     def state_parameters(self):
         seen, out = set(), []
+        scale = list(self.loss_scale.get_parameters()) if self.loss_scale is not None else []
         for p in list(self.model.get_parameters()) + list(self.optimizer.get_parameters()) \
-                + self.objective.extra_parameters():
+                + self.objective.extra_parameters() + scale:
             if p.name not in seen:
                 seen.add(p.name)
                 out.append(p)
@@ -130,6 +117,17 @@ class TrainingRunner:
                 raise ValueError(f"cannot resume {path}: it was written with {key}={state.get(key)}, "
                                  f"this run has {mine}; the data order would differ")
         return state["epoch"], state["batch_in_epoch"], state["global_step"]
+
+    def _check_finite(self, loss: float, step: int, scaling: Dict) -> None:
+        """A non-finite loss ends the run, except under a dynamic loss scale still above 1:
+        that step was skipped and the scale shrank (AMP's rule); only when it is down to 1
+        and steps still overflow is the run diverging."""
+        if math.isfinite(loss):
+            return
+        if scaling and self.loss_scale.dynamic and scaling["amp_scale"] > 1.0:
+            return
+        raise FloatingPointError(f"loss is {loss} at step {step}"
+                                 + (f" with loss scale {scaling['amp_scale']:g}" if scaling else ""))
 
     def train(self) -> Dict:
         """Run to ``total_steps``; returns a summary (final loss, steps, skipped images)."""
@@ -164,11 +162,11 @@ class TrainingRunner:
                 batch_in_epoch += 1
                 samples += len(batch[0]) * self.world
                 last_loss = float(loss.asnumpy())
-                if not math.isfinite(last_loss):
-                    raise FloatingPointError(f"loss is {last_loss} at step {global_step}")
+                scaling = self.loss_scale.state() if self.loss_scale is not None else {}
+                self._check_finite(last_loss, global_step, scaling)
                 named = {name: float(t.asnumpy()) for name, t in zip(self.objective.term_names, terms)}
                 logger.step(global_step, epoch, last_loss, float(lr.asnumpy()),
-                            float(scale.asnumpy()), samples, named)
+                            float(scale.asnumpy()), samples, named, scaling)
                 if save_interval and global_step % save_interval == 0:
                     self._save(epoch, batch_in_epoch, global_step)
                 if global_step >= self.total_steps:

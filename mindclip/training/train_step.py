@@ -1,5 +1,6 @@
 """One jitted training step for any model family: the family's objective, its gradients,
-accumulation, loss scaling, clipping, AdamW and the objective's logit-scale rule.
+accumulation, loss scaling (a non-finite step is skipped), clipping, AdamW and the
+objective's logit-scale rule.
 
 The step knows nothing about towers: it differentiates ``objective`` (see
 :class:`mindclip.losses.Objective`). Gradient accumulation follows open_clip: features of all
@@ -14,6 +15,8 @@ from typing import Optional
 
 import mindspore as ms
 from mindspore import Tensor, nn, ops
+
+from .precision import LossScale, all_finite
 
 
 def _replace_chunk(cache: Tensor, chunk: Tensor, index: int, size: int, count: int) -> Tensor:
@@ -36,12 +39,14 @@ class TrainStep(nn.Cell):
         optimizer: :class:`~mindclip.training.optim.AdamW` over the trainable params.
         accumulate_steps: micro-batches per step (the batch is split evenly).
         clip_grad_norm: global-norm clipping threshold, or None.
-        loss_scale: static loss scale for fp16 training (1.0 for fp32).
+        loss_scale: the :class:`~mindclip.training.precision.LossScale` of an fp16 run, or
+            None. With one, a step whose unscaled gradients are not all finite changes no
+            weight, optimizer moment, step counter or logit scale; the loss scale adapts.
         grad_reducer: averages gradients across data-parallel ranks, or None.
     """
 
     def __init__(self, objective: nn.Cell, optimizer: nn.Cell, accumulate_steps: int = 1,
-                 clip_grad_norm: Optional[float] = None, loss_scale: float = 1.0,
+                 clip_grad_norm: Optional[float] = None, loss_scale: Optional[LossScale] = None,
                  grad_reducer: Optional[nn.Cell] = None):
         super().__init__(auto_prefix=False)
         if accumulate_steps > 1 and not objective.supports_accumulation:
@@ -52,7 +57,7 @@ class TrainStep(nn.Cell):
         self.weights = optimizer.parameters
         self.accumulate_steps = accumulate_steps
         self.clip_grad_norm = clip_grad_norm
-        self.loss_scale = float(loss_scale)
+        self.loss_scale = loss_scale
         self.grad_reducer = grad_reducer
         self.shapes = tuple(tuple(p.shape) for p in self.weights)
         self.logit_scale = getattr(objective.model, "logit_scale", None)
@@ -64,17 +69,17 @@ class TrainStep(nn.Cell):
         self.chunk_value_and_grad = ops.value_and_grad(self._chunk_loss, None, self.weights,
                                                        has_aux=True)
 
-    def _whole_loss(self, *batch):
+    def _whole_loss(self, scale, *batch):
         total, terms = self.objective(*batch)
-        return total * self.loss_scale, terms
+        return total * scale, terms
 
-    def _chunk_loss(self, batch, cache, index: int):
+    def _chunk_loss(self, scale, batch, cache, index: int):
         features = self.objective.features(*batch)
         size = features[0].shape[0]
         merged = tuple(_replace_chunk(c, f, index, size, self.accumulate_steps)
                        for c, f in zip(cache, features))
         total, terms = self.objective.loss(*merged)
-        return total * self.loss_scale, terms
+        return total * scale, terms
 
     def _micro(self, batch, j: int):
         micro = batch[0].shape[0] // self.accumulate_steps
@@ -90,29 +95,36 @@ class TrainStep(nn.Cell):
             # Parameter writes and reads run in program order (auto-monad): the forward
             # below sees the clamped value.
             ops.assign(self.logit_scale, ops.clamp(self.logit_scale, self.low, self.high))
+        scaled = self.loss_scale is not None
+        factor = self.loss_scale.value * 1.0 if scaled else ops.ones((), ms.float32)
         if self.accumulate_steps == 1:
-            (loss, terms), grads = self.value_and_grad(*batch)
+            (loss, terms), grads = self.value_and_grad(factor, *batch)
         else:
             cache = self._cached_features(batch)
-            (loss, terms), grads = self.chunk_value_and_grad(self._micro(batch, 0), cache, 0)
+            (loss, terms), grads = self.chunk_value_and_grad(factor, self._micro(batch, 0), cache, 0)
             for j in range(1, self.accumulate_steps):
-                _, chunk_grads = self.chunk_value_and_grad(self._micro(batch, j), cache, j)
+                _, chunk_grads = self.chunk_value_and_grad(factor, self._micro(batch, j), cache, j)
                 grads = tuple(a + b for a, b in zip(grads, chunk_grads))
-        if self.loss_scale != 1.0:
-            grads = tuple(g / self.loss_scale for g in grads)
-            loss = loss / self.loss_scale
+        if scaled:
+            grads = tuple(g.astype(ms.float32) / factor for g in grads)
+            loss = loss / factor
         if self.grad_reducer is not None:
             grads = self.grad_reducer(grads)
+        # Every rank sees the same reduced gradients, so all of them skip the same steps.
+        finite = all_finite(grads) if scaled else None
         if self.clip_grad_norm is not None:
             clipped = ops.clip_by_global_norm(grads, self.clip_grad_norm)
             # clip_by_global_norm turns 0-d gradients (logit_scale) into shape (1,).
             grads = tuple(g.reshape(s) for g, s in zip(clipped, self.shapes))
         lr = self.optimizer.current_lr()
-        done = self.optimizer(grads)
+        done = self.optimizer(grads, finite)
+        if scaled:
+            done = ops.depend(done, self.loss_scale(finite))
         if self.logit_scale is None:
             return ops.depend(loss, done), terms, lr, ops.zeros((), ms.float32)
         scale = ops.depend(self.logit_scale, done) * 1.0  # read after the update
         if self.clamp:
+            # An in-range value is its own clamp: a skipped step leaves logit_scale as it was.
             scale = ops.clamp(scale, self.low, self.high)
             done = ops.assign(self.logit_scale, scale)
         return ops.depend(loss, done), terms, lr, ops.depend(scale, done)
