@@ -5,7 +5,6 @@ import json
 import os
 from typing import Any, Dict, List, Optional, Union
 
-import numpy as np
 
 from .config import DEFAULTS, load_config
 from .families.base import family_of

@@ -15,7 +15,6 @@ from conftest import ROOT
 from mindclip import get_tokenizer
 from mindclip.config import load_config
 from mindclip.trainer import Trainer
-from mindclip.training.logger import read_metrics
 from mindclip.training.precision import resolve_precision
 from mindclip.training.runner import TrainingRunner
 from test_training_runs import DEMO, RESUME_ARGS, kill_and_resume
