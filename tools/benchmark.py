@@ -5,9 +5,13 @@ data pipelines next to a plain PIL + numpy loop.
     python tools/benchmark.py --section models --model ViT-B-32      # CLIP vs open_clip
     python tools/benchmark.py --section models --model clip-roberta  # dual encoder vs transformers
     python tools/benchmark.py --section data --images /path/jpegs    # data (default: generated JPEGs)
+    python tools/benchmark.py --section zero_shot --model ViT-B-32   # end-to-end CIFAR-100 zero-shot
 
 fp32 throughout. Numbers are items per second (higher is better) after one warm-up call, and
-the peak RSS of the process that ran the workload; ratio = mindclip / peer.
+the peak RSS of the process that ran the workload; ratio = mindclip / peer. The zero-shot
+workload has no warm-up: it is what a user waits for, from a built model to the accuracy
+(classifier from 100 classes x 18 templates, then every image of a CIFAR-100-layout fixture
+through each side's own loader), compilation included.
 """
 import argparse
 import json
@@ -28,6 +32,19 @@ def _timeit(fn, iters: int) -> float:
     for _ in range(iters):
         fn()
     return (time.perf_counter() - start) / iters
+
+
+def _fmt(value, note: str = "") -> str:
+    return f"{value:.2f}" if value else (note or "-")
+
+
+def _torch_threads():
+    """torch's thread count, or None when torch (the peers' runtime) is not installed."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch.get_num_threads()
 
 
 def _peak_rss_gb() -> float:
@@ -145,17 +162,105 @@ def _transformers_dual_workload(name: str, task: str, batch: int, iters: int) ->
     return batch / _timeit(step, iters)
 
 
+def write_cifar100_fixture(root: str, count: int) -> str:
+    """A CIFAR-100 python-layout test split of ``count`` 32x32 crops of scikit-image's photos."""
+    import pickle
+
+    from skimage import data
+
+    from mindclip.evaluation.prompts import CIFAR100_CLASSNAMES
+
+    rng = np.random.default_rng(0)
+    photos = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket()]
+    images = np.empty((count, 32, 32, 3), np.uint8)
+    for i in range(count):
+        photo = photos[i % len(photos)]
+        y, x = rng.integers(0, photo.shape[0] - 64), rng.integers(0, photo.shape[1] - 64)
+        images[i] = photo[y:y + 64:2, x:x + 64:2, :3]
+    os.makedirs(root, exist_ok=True)
+    # written here, read by our restricted unpickler: plain pickle is safe for our own file
+    with open(os.path.join(root, "meta"), "wb") as f:
+        pickle.dump({b"fine_label_names": [c.replace(" ", "_").encode()
+                                           for c in CIFAR100_CLASSNAMES]}, f, protocol=2)
+    with open(os.path.join(root, "test"), "wb") as f:
+        pickle.dump({b"data": images.transpose(0, 3, 1, 2).reshape(count, -1),
+                     b"fine_labels": [int(i) for i in rng.integers(0, 100, count)]}, f, protocol=2)
+    return root
+
+
+def _mindclip_zero_shot(name: str, root: str, batch: int) -> float:
+    from mindclip import create_model
+    from mindclip.evaluation.tasks import evaluate_zero_shot
+
+    model = create_model(name)
+    start = time.perf_counter()
+    metrics = evaluate_zero_shot(model, {"type": "cifar100", "path": root, "split": "test",
+                                         "num_workers": 2}, batch_size=batch, cache=False)
+    return metrics["num_samples"] / (time.perf_counter() - start)
+
+
+def _open_clip_zero_shot(name: str, root: str, batch: int) -> float:
+    import open_clip
+    import torch
+
+    from mindclip import get_model_config
+    from mindclip.data.classification import read_cifar100
+    from mindclip.evaluation.prompts import CIFAR100_CLASSNAMES, CIFAR_TEMPLATES
+
+    cfg = get_model_config(name).to_dict()
+    model = open_clip.model.CLIP(embed_dim=cfg["embed_dim"], vision_cfg=cfg["vision_cfg"],
+                                 text_cfg=cfg["text_cfg"], quick_gelu=cfg["quick_gelu"]).eval()
+    preprocess = open_clip.image_transform(cfg["vision_cfg"]["image_size"], is_train=False)
+    source = read_cifar100(root, "test")
+
+    class Images(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(source.images)
+
+        def __getitem__(self, i):
+            from PIL import Image
+            return preprocess(Image.fromarray(source.images[i])), source.labels[i]
+
+    start = time.perf_counter()
+    with torch.no_grad():
+        classifier = open_clip.build_zero_shot_classifier(
+            model, open_clip.get_tokenizer("ViT-B-32", context_length=cfg["text_cfg"]["context_length"]), CIFAR100_CLASSNAMES,
+            [lambda c, t=t: t.format(c) for t in CIFAR_TEMPLATES], device="cpu")
+        correct = total = 0
+        for images, labels in torch.utils.data.DataLoader(Images(), batch_size=batch, num_workers=2):
+            features = torch.nn.functional.normalize(model.encode_image(images), dim=-1)
+            correct += int(((features @ classifier).argmax(-1) == labels).sum())
+            total += len(labels)
+    return total / (time.perf_counter() - start)
+
+
+def bench_zero_shot(name: str, count: int, batch: int, torch_available: bool) -> dict:
+    from mindclip.models.factory import model_family
+
+    if model_family(name).name != "clip":
+        raise SystemExit("error: the zero-shot workload compares CLIP architectures with open_clip")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = write_cifar100_fixture(os.path.join(tmp, "cifar-100-python"), count)
+        ours, our_rss, note = _run_isolated("mindclip", name, "zero_shot", batch, 0, 0, root)
+        theirs, their_rss, their_note = (_run_isolated("peer", name, "zero_shot", batch, 0, 0, root)
+                                         if torch_available else (None, None, "torch not installed"))
+    return {"images": count, "batch": batch, "mindclip": ours, "mindclip_note": note,
+            "mindclip_peak_rss_gb": our_rss, "open_clip": theirs, "open_clip_note": their_note,
+            "open_clip_peak_rss_gb": their_rss, "ratio": ours / theirs if ours and theirs else None}
+
+
 # The PyTorch peer of each model family: (label, workload).
 PEERS = {"clip": ("open_clip", _open_clip_workload),
          "dual_encoder": ("transformers", _transformers_dual_workload)}
 
 
-def _run_isolated(who: str, name: str, task: str, batch: int, iters: int, mode: int):
+def _run_isolated(who: str, name: str, task: str, batch: int, iters: int, mode: int,
+                  root: str = ""):
     """One workload in a fresh process, so that each has its own peak RSS and MindSpore's CPU
     graphs (which keep their intermediates) do not share memory.
     Returns (items/s or None, peak RSS in GB or None, note)."""
     cmd = [sys.executable, os.path.abspath(__file__), "--_one", who, name, task, str(batch),
-           str(iters), str(mode)]
+           str(iters), str(mode), root]
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if proc.returncode == 0:
         rate, peak = proc.stdout.strip().splitlines()[-1].split()
@@ -232,7 +337,7 @@ def bench_data(folder: str, batch: int, workers: int):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--section", choices=("models", "data", "all"), default="all")
+    p.add_argument("--section", choices=("models", "data", "zero_shot", "all"), default="all")
     p.add_argument("--model", default="ViT-B-32")
     p.add_argument("--iters", type=int, default=3)
     p.add_argument("--image_batch", type=int, default=32)
@@ -240,12 +345,18 @@ def main(argv=None) -> int:
     p.add_argument("--train_batch", type=int, default=32)
     p.add_argument("--images", default=None, help="folder of JPEGs (default: 1000 generated)")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--zs_images", type=int, default=2000,
+                   help="images in the zero-shot workload's CIFAR-100-layout fixture")
+    p.add_argument("--zs_batch", type=int, default=64)
     p.add_argument("--json", default=None, help="also write the numbers to this file")
-    p.add_argument("--_one", nargs=6, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--_one", nargs=7, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args._one:  # child process: one workload, prints "items/s peak_rss_gb"
-        who, name, task, batch, iters, mode = args._one
-        if who == "mindclip":
+        who, name, task, batch, iters, mode, root = args._one
+        if task == "zero_shot":
+            rate = (_mindclip_zero_shot if who == "mindclip" else _open_clip_zero_shot)(
+                name, root, int(batch))
+        elif who == "mindclip":
             rate = _mindclip_workload(name, task, int(batch), int(iters), int(mode))
         else:
             from mindclip.models.factory import model_family
@@ -255,11 +366,7 @@ def main(argv=None) -> int:
         return 0
     results = {"threads": os.cpu_count()}
     if args.section in ("models", "all"):
-        try:
-            import torch
-            torch_threads = torch.get_num_threads()
-        except ImportError:
-            torch_threads = None
+        torch_threads = _torch_threads()
         batches = {"image_encode": args.image_batch, "text_encode": args.text_batch,
                    "train_step": args.train_batch}
         res = bench_models(args.model, args.iters, batches, torch_threads is not None)
@@ -271,7 +378,7 @@ def main(argv=None) -> int:
         labels = {"image_encode": f"image encode, batch {args.image_batch} [img/s]",
                   "text_encode": f"text encode, batch {args.text_batch} [txt/s]",
                   "train_step": f"train step, batch {args.train_batch} [samples/s]"}
-        fmt = lambda v, note="": f"{v:.2f}" if v else (note or "-")  # noqa: E731
+        fmt = _fmt
         for key, label in labels.items():
             r = res[key]
             ours = fmt(r["mindclip"], r["mindclip_note"])
@@ -284,6 +391,16 @@ def main(argv=None) -> int:
             print("* GRAPH mode ran out of memory (MindSpore 2.10 keeps all intermediates of a "
                   "CPU graph); measured in PyNative mode instead")
         results["models"] = {"model": args.model, **res}
+    if args.section in ("zero_shot", "all"):
+        r = bench_zero_shot(args.model, args.zs_images, args.zs_batch, _torch_threads() is not None)
+        fmt = _fmt
+        print(f"\nzero-shot CIFAR-100 protocol end to end, {args.model}, {args.zs_images} images, "
+              f"batch {args.zs_batch} [img/s, compilation included]")
+        print(f"{'mindclip':>10s} {'peak GB':>8s} {'open_clip':>10s} {'peak GB':>8s} {'ratio':>6s}")
+        print(f"{fmt(r['mindclip'], r['mindclip_note']):>10s} {fmt(r['mindclip_peak_rss_gb']):>8s} "
+              f"{fmt(r['open_clip'], r['open_clip_note']):>10s} {fmt(r['open_clip_peak_rss_gb']):>8s} "
+              f"{fmt(r['ratio']):>6s}")
+        results["zero_shot"] = {"model": args.model, **r}
     if args.section in ("data", "all"):
         folder = args.images
         tmp = None
