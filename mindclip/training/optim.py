@@ -22,6 +22,27 @@ def no_weight_decay(name: str, ndim: int) -> bool:
             or "logit_scale" in name)
 
 
+_adamw_update = ops.MultitypeFuncGraph("adamw_update")
+
+
+@_adamw_update.register("Number", "Number", "Number", "Tensor", "Tensor", "Tensor", "Bool",
+                        "Tensor", "Number", "Tensor", "Tensor", "Tensor", "Tensor")
+def _update(beta1, beta2, eps, lr, step_size, bias2_sqrt, gated, apply, decay, param, m, v, grad):
+    """One parameter's AdamW update; when ``gated`` (a compile-time flag) it is written only
+    where ``apply`` holds (the selects cost three parameter-sized temporaries, so ungated
+    steps do without them)."""
+    grad = grad.astype(ms.float32)
+    new_m = beta1 * m + (1 - beta1) * grad
+    new_v = beta2 * v + (1 - beta2) * grad * grad
+    update = step_size * new_m / (ops.sqrt(new_v) / bias2_sqrt + eps)
+    # PyTorch decays first (p *= 1 - lr * wd), then subtracts the Adam update; decay 0 is x * 1.
+    new_p = param * (1 - lr * decay) - update
+    if gated:
+        new_m, new_v, new_p = (ops.select(apply, new_m, m), ops.select(apply, new_v, v),
+                               ops.select(apply, new_p, param))
+    return ops.assign(m, new_m), ops.assign(v, new_v), ops.assign(param, new_p)
+
+
 @register("optimizer", "adamw")
 class AdamW(nn.Cell):
     """``construct(grads)`` applies one step; the step counter and moments are Parameters,
@@ -40,6 +61,7 @@ class AdamW(nn.Cell):
         self.num_lr = int(len(learning_rate))
         self.step = Parameter(Tensor(0, ms.int32), name="global_step", requires_grad=False)
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
+        self.hyper_map = ops.HyperMap()
 
     def current_lr(self) -> Tensor:
         index = ops.minimum(self.step, self.num_lr - 1)
@@ -49,29 +71,18 @@ class AdamW(nn.Cell):
         """One step. ``apply`` (a bool tensor, or None for always): when False, nothing
         changes (weights, moments, step counter), bit for bit: a skipped fp16 step."""
         lr = self.current_lr()
-        if apply is None:
-            step = ops.assign_add(self.step, Tensor(1, ms.int32))
-        else:
-            step = ops.assign_add(self.step, apply.astype(ms.int32))
+        gated = apply is not None
+        if not gated:
+            apply = Tensor(True)
+        step = ops.assign_add(self.step, apply.astype(ms.int32))
         t = step.astype(ms.float32)
         bias1 = 1 - ops.pow(Tensor(self.beta1, ms.float32), t)
         bias2 = 1 - ops.pow(Tensor(self.beta2, ms.float32), t)
         step_size = lr / bias1
         bias2_sqrt = ops.sqrt(bias2)
-        success = True
-        for i in range(len(self.parameters)):
-            param, m, v = self.parameters[i], self.exp_avg[i], self.exp_avg_sq[i]
-            grad = grads[i].astype(ms.float32)
-            new_m = self.beta1 * m + (1 - self.beta1) * grad
-            new_v = self.beta2 * v + (1 - self.beta2) * grad * grad
-            update = step_size * new_m / (ops.sqrt(new_v) / bias2_sqrt + self.eps)
-            # PyTorch decays first (p *= 1 - lr * wd), then subtracts the Adam update.
-            decayed = param * (1 - lr * self.decay[i]) if self.decay[i] > 0 else param
-            new_p = decayed - update
-            if apply is not None:
-                new_m, new_v, new_p = (ops.select(apply, new_m, m), ops.select(apply, new_v, v),
-                                       ops.select(apply, new_p, param))
-            success = ops.depend(success, ops.assign(m, new_m))
-            success = ops.depend(success, ops.assign(v, new_v))
-            success = ops.depend(success, ops.assign(param, new_p))
-        return success
+        # HyperMap, not a Python loop: a loop compiles to one nested call per parameter, which
+        # exceeds MindSpore's call-depth limit for ~400 tensors (ViT-B/32 + BERT-base).
+        writes = self.hyper_map(ops.partial(_adamw_update, self.beta1, self.beta2, self.eps, lr,
+                                            step_size, bias2_sqrt, gated, apply),
+                                self.decay, self.parameters, self.exp_avg, self.exp_avg_sq, grads)
+        return ops.depend(step, writes)
