@@ -5,7 +5,6 @@ import json
 import os
 from typing import Any, Dict, List, Optional, Union
 
-
 from .config import DEFAULTS, load_config
 from .families.base import family_of
 from .models.factory import create_model, get_tokenizer, load_pretrained, write_pretrained

@@ -38,6 +38,13 @@ def _fmt(value, note: str = "") -> str:
     return f"{value:.2f}" if value else (note or "-")
 
 
+def _row(r: dict, peer: str, mark: str = "") -> str:
+    """The mindclip / peak / peer / peak / ratio columns of one result record."""
+    return (f"{_fmt(r['mindclip'], r['mindclip_note']) + mark:>10s} "
+            f"{_fmt(r['mindclip_peak_rss_gb']):>8s} {_fmt(r[peer], r[peer + '_note']):>13s} "
+            f"{_fmt(r[peer + '_peak_rss_gb']):>8s} {_fmt(r['ratio']):>6s}")
+
+
 def _torch_threads():
     """torch's thread count, or None when torch (the peers' runtime) is not installed."""
     try:
@@ -385,30 +392,22 @@ def main(argv=None) -> int:
         labels = {"image_encode": f"image encode, batch {args.image_batch} [img/s]",
                   "text_encode": f"text encode, batch {args.text_batch} [txt/s]",
                   "train_step": f"train step, batch {args.train_batch} [samples/s]"}
-        fmt = _fmt
         for key, label in labels.items():
             if key not in res:
                 continue
             r = res[key]
-            ours = fmt(r["mindclip"], r["mindclip_note"])
-            if r["mindclip"] and r["mindclip_mode"] != "GRAPH":
-                ours += "*"
-            print(f"{label:38s} {ours:>10s} {fmt(r['mindclip_peak_rss_gb']):>8s} "
-                  f"{fmt(r[peer], r[peer + '_note']):>13s} {fmt(r[peer + '_peak_rss_gb']):>8s} "
-                  f"{fmt(r['ratio']):>6s}")
+            mark = "*" if r["mindclip"] and r["mindclip_mode"] != "GRAPH" else ""
+            print(f"{label:38s} {_row(r, peer, mark)}")
         if any(r["mindclip_mode"] != "GRAPH" for k, r in res.items() if k != "peer"):
             print("* GRAPH mode ran out of memory (MindSpore 2.10 keeps all intermediates of a "
                   "CPU graph); measured in PyNative mode instead")
         results["models"] = {"model": args.model, **res}
     if args.section in ("zero_shot", "all"):
         r = bench_zero_shot(args.model, args.zs_images, args.zs_batch, _torch_threads() is not None)
-        fmt = _fmt
         print(f"\nzero-shot CIFAR-100 protocol end to end, {args.model}, {args.zs_images} images, "
               f"batch {args.zs_batch} [img/s, compilation included]")
-        print(f"{'mindclip':>10s} {'peak GB':>8s} {'open_clip':>10s} {'peak GB':>8s} {'ratio':>6s}")
-        print(f"{fmt(r['mindclip'], r['mindclip_note']):>10s} {fmt(r['mindclip_peak_rss_gb']):>8s} "
-              f"{fmt(r['open_clip'], r['open_clip_note']):>10s} {fmt(r['open_clip_peak_rss_gb']):>8s} "
-              f"{fmt(r['ratio']):>6s}")
+        print(f"{'mindclip':>10s} {'peak GB':>8s} {'open_clip':>13s} {'peak GB':>8s} {'ratio':>6s}")
+        print(_row(r, "open_clip"))
         results["zero_shot"] = {"model": args.model, **r}
     if args.section in ("data", "all"):
         folder = args.images
