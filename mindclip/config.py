@@ -29,7 +29,11 @@ _DATASET = {
     "num_workers": 2,
     "shuffle": True,
     # random_crop false: shortest-side resize + center crop (run_clip.py's train transform)
-    "augment": {"scale": [0.9, 1.0], "color_jitter": 0.0, "grayscale": 0.0, "random_crop": True},
+    "augment": {"scale": [0.9, 1.0], "color_jitter": 0.0, "grayscale": 0.0, "random_crop": True,
+                "hue": 0.0, "color_jitter_prob": 1.0, "blur_prob": 0.0, "blur_sigma": [0.1, 2.0],
+                "hflip": 0.0},
+    # DeCLIP's text view: eda (synonym replacement / swap / deletion) | swap_delete
+    "caption_augment": "eda",
 }
 
 DEFAULTS: Dict[str, Any] = {
@@ -49,8 +53,11 @@ DEFAULTS: Dict[str, Any] = {
     # type: the contrastive loss of the CLIP family (clip | siglip); weights: per-term
     # weights of a multi-term objective; clamp_logit_scale: null = the family's rule,
     # false = none, [low, high]
+    # DeCLIP: weights {clip, simsiam, mlm, nn} (default 0.4/0.2/0.2/0.2), the nearest-neighbour
+    # memory size, MLM masking probability and per-caption position budget (null: automatic)
     "loss": {"type": "clip", "local_loss": False, "gather_with_grad": True, "weights": {},
-             "clamp_logit_scale": None},
+             "clamp_logit_scale": None, "memory_size": 65536, "mlm_probability": 0.15,
+             "mlm_max_positions": None},
     "optimizer": {"type": "adamw", "lr": 5e-4, "weight_decay": 0.2, "beta1": 0.9,
                   "beta2": 0.98, "eps": 1e-6},
     "lr_schedule": {"type": "cosine", "warmup_steps": 0, "min_lr": 0.0},

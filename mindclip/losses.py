@@ -72,7 +72,7 @@ class GatherNoGrad(nn.Cell):
         return ops.concat((gathered[:self.rank * n], x, gathered[(self.rank + 1) * n:]), axis=0)
 
 
-def _make_gather(gather_with_grad: bool, rank: int, world_size: int):
+def make_gather(gather_with_grad: bool, rank: int, world_size: int):
     if world_size <= 1:
         return None
     return (GatherWithGrad if gather_with_grad else GatherNoGrad)(rank, world_size)
@@ -97,7 +97,7 @@ class ClipLoss(nn.Cell):
             rank, world_size = distributed_info()
         self.rank, self.world_size = rank, world_size
         self.local_loss = local_loss
-        self.gather = _make_gather(gather_with_grad, rank, world_size)
+        self.gather = make_gather(gather_with_grad, rank, world_size)
 
     def construct(self, image_features, text_features, logit_scale):
         image_features = image_features.astype(ms.float32)
@@ -139,7 +139,7 @@ class SigLipLoss(nn.Cell):
         if rank is None or world_size is None:
             rank, world_size = distributed_info()
         self.rank, self.world_size = rank, world_size
-        self.gather = _make_gather(gather_with_grad, rank, world_size)
+        self.gather = make_gather(gather_with_grad, rank, world_size)
         self.logit_bias = Parameter(Tensor(self.INIT_LOGIT_BIAS, ms.float32), name="logit_bias")
 
     def construct(self, image_features, text_features, logit_scale):
@@ -171,7 +171,8 @@ class Objective(nn.Cell):
         term_names: names of the terms, logged separately.
         logit_scale_bounds: ``(low, high)`` the model's ``logit_scale`` is clamped to after
             each optimizer step (CLIP: ``(0, ln 100)``), or None for no clamp.
-        clamp_before_step: also clamp before the forward pass (DeCLIP's rule).
+        clamp_before_step: also clamp after the gradients, before the optimizer step
+            (DeCLIP's rule: the forward sees the raw value).
     """
 
     supports_accumulation = True

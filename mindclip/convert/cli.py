@@ -6,7 +6,7 @@ import argparse
 from typing import Any, Iterator, List, Optional
 
 from ..errors import run_cli
-from ..families.base import get_family
+from ..families.base import family_for_config, get_family
 from ..registry import names
 from .converter import SOURCES, save_converted
 from .infer import matching_model_names
@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --text_path: a Hugging Face CLIP folder whose vision tower starts a "
                         "new dual encoder (run_clip.py's from_vision_text_pretrained)")
     p.add_argument("--text_path", default=None, help="a Hugging Face BERT/RoBERTa folder")
+    p.add_argument("--towers_only", action="store_true",
+                   help="DeCLIP: write a CLIP-family inference file (towers only, OpenAI token "
+                        "ids) instead of keeping the training heads")
     p.add_argument("--debug", action="store_true", help="show the traceback of a user error too")
     p.add_argument("--projection_dim", type=int, default=512,
                    help="with --vision_path/--text_path: size of the new projections")
@@ -104,15 +107,20 @@ def _run(args: argparse.Namespace) -> str:
         return f"wrote {reverse(args.mindspore_path, args.torch_path, model_name=args.model)}"
     source = read_source(args.torch_path, allow_torchscript=args.allow_torchscript)
     conv = find_converter(source, args.src)
+    options = {"towers_only": True} if args.towers_only else {}
+    if args.towers_only and "declip" not in conv.sources:
+        raise ValueError(f"--towers_only applies to DeCLIP checkpoints; {args.torch_path} is a "
+                         f"{conv.family} checkpoint")
     tensors, config = conv.convert(source, src=args.src, model_name=args.model,
-                                   quick_gelu=args.quick_gelu)
+                                   quick_gelu=args.quick_gelu, **options)
+    family = family_for_config(config)
     assets = conv.assets(source) if hasattr(conv, "assets") else None
     out = save_converted(tensors, config, args.mindspore_path, dtype=args.dtype,
-                         source=args.src, family=conv.family, assets=assets)
+                         source=args.src, family=family.name, assets=assets)
     n_params = sum(int(v.size) for v in tensors.values())
     arch = ", ".join(matching_model_names(config) or ["custom architecture"])
     activation = f" (quick_gelu={config.quick_gelu})" if hasattr(config, "quick_gelu") else ""
-    return (f"wrote {out}: {conv.family} family, {len(tensors)} tensors, {n_params / 1e6:.1f}M "
+    return (f"wrote {out}: {family.name} family, {len(tensors)} tensors, {n_params / 1e6:.1f}M "
             f"values, {args.dtype}, architecture {arch}{activation}; verified against the model: "
             "no missing, unexpected or mis-shaped weights")
 

@@ -20,7 +20,7 @@ from .naming import (detect_naming, mindclip_to_openclip, mindformers_to_mindcli
 from .sources import (OPENCLIP_DIR_CONFIG, SourceCheckpoint, openclip_model_cfg_to_clip,
                       read_source)
 
-SOURCES = ("auto", "openai", "open_clip", "hf", "mindformers", "mindclip")
+SOURCES = ("auto", "openai", "open_clip", "hf", "mindformers", "mindclip", "declip")
 
 
 def expected_shapes(family: Family, config: Any) -> Dict[str, tuple]:

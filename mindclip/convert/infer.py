@@ -22,7 +22,9 @@ def _count(state: Dict[str, np.ndarray], prefix: str) -> int:
 def infer_config(state: Dict[str, np.ndarray], quick_gelu: bool, head_width: int = 64) -> CLIPConfig:
     """Architecture of an open_clip/OpenAI state dict (see module doc for the assumptions)."""
     try:
-        embed_dim = state["text_projection"].shape[1]
+        proj_bias = "text_projection.bias" in state  # a Linear projection (open_clip, DeCLIP)
+        embed_dim = (state["text_projection.weight"].shape[0] if proj_bias
+                     else state["text_projection"].shape[1])
         t_width = state["ln_final.weight"].shape[0]
         text_cfg = {
             "context_length": state["positional_embedding"].shape[0],
@@ -31,6 +33,7 @@ def infer_config(state: Dict[str, np.ndarray], quick_gelu: bool, head_width: int
             "heads": max(t_width // head_width, 1),
             "layers": _count(state, "transformer.resblocks."),
             "mlp_ratio": state["transformer.resblocks.0.mlp.c_fc.weight"].shape[0] / t_width,
+            "proj_bias": proj_bias,
         }
         if "visual.proj" in state:
             width, _, patch, _ = state["visual.conv1.weight"].shape

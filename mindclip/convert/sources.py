@@ -75,6 +75,8 @@ def read_torch_file(path: str, allow_torchscript: bool = False) -> SourceCheckpo
                          f"(untrusted pickles are never fully unpickled): {exc}") from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]  # open_clip training checkpoint {"epoch", "state_dict", ...}
+    elif isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        obj = obj["model"]  # DeCLIP's {"model", "optimizer", "last_iter"}
     if not isinstance(obj, dict):
         raise ValueError(f"{path} holds a {type(obj).__name__}, not a state dict")
     return SourceCheckpoint(_torch_to_numpy(obj), "pickle")
@@ -84,7 +86,8 @@ def openclip_model_cfg_to_clip(model_cfg: Dict[str, Any]) -> CLIPConfig:
     """open_clip's ``model_cfg`` -> CLIPConfig; options we do not implement must be unset."""
     valid_top = {"embed_dim", "quick_gelu", "vision_cfg", "text_cfg"}
     valid_vision = {"layers", "width", "head_width", "mlp_ratio", "patch_size", "image_size"}
-    valid_text = {"context_length", "vocab_size", "width", "heads", "layers", "mlp_ratio"}
+    valid_text = {"context_length", "vocab_size", "width", "heads", "layers", "mlp_ratio",
+                  "proj_bias"}
     # open_clip defaults that describe exactly what our towers do.
     neutral = {None, False, 0, 0.0, "", "tok", "argmax", "linear", "learnable", "lower"}
     unsupported = []

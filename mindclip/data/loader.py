@@ -406,7 +406,8 @@ def build_source(dataset_cfg: dict) -> Source:
         raise ValueError(f"dataset config needs a 'type'; valid: {names('dataset')}")
     reader = get("dataset", kind)
     args = {k: v for k, v in dataset_cfg.items()
-            if k not in ("type", "num_workers", "shuffle", "augment", "num_samples", "templates")
+            if k not in ("type", "num_workers", "shuffle", "augment", "num_samples", "templates",
+                         "caption_augment")
             and v is not None}
     source = reader(**args)
     if dataset_cfg.get("num_samples") and hasattr(source, "subset"):

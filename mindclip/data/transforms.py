@@ -14,8 +14,7 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 import numpy as np
 from PIL import Image
 
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+from ..normalization import IMAGENET_MEAN, IMAGENET_STD, OPENAI_MEAN, OPENAI_STD  # noqa: F401
 
 
 def to_pil(image: Union[str, Image.Image, np.ndarray]) -> Image.Image:

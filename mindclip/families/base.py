@@ -61,6 +61,17 @@ def get_family(name: str) -> Family:
     return get("family", name)
 
 
+def family_for_config(config: Any) -> Family:
+    """The registered family whose config class is exactly ``type(config)``."""
+    from ..registry import names
+
+    for name in names("family"):
+        family = get_family(name)
+        if type(config) is family.config_class:
+            return family
+    raise TypeError(f"no registered family uses {type(config).__name__}")
+
+
 def family_of(model: Any) -> Family:
     """The family a model instance belongs to."""
     name = getattr(model, "family", None)

@@ -7,7 +7,9 @@ from typing import List, Tuple
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
+from ..normalization import OPENAI_MEAN, OPENAI_STD
 from .config import CLIPConfig
+from .layers import sync_phases
 from .pretrained import PretrainedModelMixin
 from .resnet import ModifiedResNet
 from .text import TextTransformer
@@ -31,6 +33,9 @@ class CLIPModel(PretrainedModelMixin, nn.Cell):
     """
 
     family = "clip"
+    # The statistics images are normalised with before they reach the image tower.
+    image_mean = OPENAI_MEAN
+    image_std = OPENAI_STD
 
     def __init__(self, config: CLIPConfig):
         super().__init__()
@@ -74,6 +79,7 @@ class CLIPModel(PretrainedModelMixin, nn.Cell):
         super().set_train(mode)
         if self._image_locked:
             self.visual.set_train(False)  # a locked tower keeps its BatchNorm statistics
+        sync_phases(self)
         return self
 
     def lock_image_tower(self, unlocked_groups: int = 0) -> None:

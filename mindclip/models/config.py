@@ -65,7 +65,8 @@ class CLIPVisionCfg:
 
 @dataclass
 class CLIPTextCfg:
-    """Causal text transformer pooled at the end-of-text token (the highest id)."""
+    """Causal text transformer pooled at the end-of-text token (the highest id).
+    ``proj_bias``: the projection is a Linear layer with bias (open_clip's option; DeCLIP)."""
 
     context_length: int = 77
     vocab_size: int = 49408
@@ -73,6 +74,7 @@ class CLIPTextCfg:
     heads: int = 8
     layers: int = 12
     mlp_ratio: float = 4.0
+    proj_bias: bool = False
 
     def __post_init__(self):
         if self.width % self.heads:

@@ -16,9 +16,11 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import Normal, initializer
 
+from ..normalization import OPENAI_MEAN, OPENAI_STD
 from .bert import BertConfig, BertModel
 from .clip import freeze_groups, l2_normalize
 from .config import CLIPVisionCfg
+from .layers import sync_phases
 from .pretrained import PretrainedConfigMixin, PretrainedModelMixin
 from .vision import VisionTransformer
 
@@ -64,6 +66,8 @@ class DualEncoderModel(PretrainedModelMixin, nn.Cell):
     features and ``exp(logit_scale)``, as :class:`~mindclip.models.clip.CLIPModel`."""
 
     family = "dual_encoder"
+    image_mean = OPENAI_MEAN  # run_clip.py's CLIP image processor
+    image_std = OPENAI_STD
 
     def __init__(self, config: DualEncoderConfig):
         super().__init__()
@@ -109,6 +113,7 @@ class DualEncoderModel(PretrainedModelMixin, nn.Cell):
         super().set_train(mode)
         if self._image_locked:
             self.visual.set_train(False)
+        sync_phases(self)
         return self
 
     def lock_image_tower(self, unlocked_groups: int = 0) -> None:

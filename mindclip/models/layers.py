@@ -38,6 +38,16 @@ def make_activation(quick_gelu: bool) -> nn.Cell:
     return QuickGELU() if quick_gelu else nn.GELU(approximate=False)
 
 
+def sync_phases(cell: nn.Cell) -> None:
+    """Give every sub-cell the compile phase of its training flag. ``Cell.set_train`` sets
+    the flag recursively but the phase only on the cell it is called on, and GRAPH mode
+    caches a sub-cell's compiled graph by phase: calling ``model.visual`` (or a SimSiam
+    head) in eval mode after a train-mode call would rerun the train graph (BatchNorm on
+    batch statistics)."""
+    for _, sub in cell.cells_and_names():
+        sub.phase = "train" if sub.training else "predict"
+
+
 def dense(in_dim: int, out_dim: int, std: float, has_bias: bool = True) -> nn.Dense:
     return nn.Dense(in_dim, out_dim, weight_init=Normal(std), bias_init="zeros", has_bias=has_bias)
 

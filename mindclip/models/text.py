@@ -6,7 +6,7 @@ from mindspore import nn, ops
 from mindspore.common.initializer import Normal
 
 from .config import CLIPTextCfg
-from .layers import LayerNorm, Transformer, causal_mask, normal_param
+from .layers import LayerNorm, Transformer, causal_mask, dense, normal_param
 
 
 class TextTransformer(nn.Cell):
@@ -23,18 +23,32 @@ class TextTransformer(nn.Cell):
                                                  "positional_embedding")
         self.transformer = Transformer(cfg.width, cfg.layers, cfg.heads, cfg.mlp_ratio, quick_gelu)
         self.ln_final = LayerNorm(cfg.width)
-        self.text_projection = normal_param((cfg.width, embed_dim), cfg.width ** -0.5,
-                                            "text_projection")
+        self.proj_bias = cfg.proj_bias
+        if cfg.proj_bias:  # open_clip's Linear projection: weight (embed_dim, width) + bias
+            self.text_projection = dense(cfg.width, embed_dim, cfg.width ** -0.5)
+        else:
+            self.text_projection = normal_param((cfg.width, embed_dim), cfg.width ** -0.5,
+                                                "text_projection")
         self.attn_mask = causal_mask(cfg.context_length)
 
-    def construct(self, text):
-        b, n = text.shape
+    def token_features(self, text):
+        """Per-token outputs of the final LayerNorm, ``(B, L, width)``."""
+        n = text.shape[1]
         x = self.token_embedding(text)
         x = x + self.positional_embedding[:n].astype(x.dtype)
         x = self.transformer(x, self.attn_mask[:n, :n])
-        x = self.ln_final(x)
+        return self.ln_final(x)
+
+    def pool(self, x, text):
+        """The projected feature at each row's end-of-text token, ``(B, embed_dim)``."""
+        b = text.shape[0]
         # ids < 2**24, so the float cast is exact and argmax finds the end-of-text token.
         eot = text.astype(ms.float32).argmax(axis=-1).astype(ms.int32)
         index = ops.broadcast_to(eot.reshape(b, 1, 1), (b, 1, self.width))
         pooled = ops.gather_elements(x, 1, index).reshape(b, self.width)
+        if self.proj_bias:
+            return self.text_projection(pooled)
         return ops.matmul(pooled, self.text_projection.astype(pooled.dtype))
+
+    def construct(self, text):
+        return self.pool(self.token_features(text), text)

@@ -60,7 +60,7 @@ class CLIPTokenizer:
 
     def __init__(self, bpe_path: Optional[str] = None,
                  context_length: int = DEFAULT_CONTEXT_LENGTH,
-                 additional_special_tokens: Sequence[str] = ()):
+                 additional_special_tokens: Sequence[str] = (), mask_token: Optional[str] = None):
         path = bpe_path or default_bpe_path()
         with gzip.open(path) as f:
             lines = f.read().decode("utf-8").split("\n")
@@ -70,7 +70,9 @@ class CLIPTokenizer:
         symbols = list(self.byte_encoder.values())
         vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges]
         self.special_tokens = [SOT, EOT] + list(additional_special_tokens)
-        vocab += self.special_tokens
+        # DeCLIP's vocabulary puts its mask token before start/end-of-text (ids 49406-49408);
+        # text never tokenises to it (it is not in the pattern), only MLM masking inserts it.
+        vocab += ([mask_token] if mask_token else []) + self.special_tokens
         self.encoder: Dict[str, int] = {tok: i for i, tok in enumerate(vocab)}
         self.decoder: Dict[int, str] = {i: tok for tok, i in self.encoder.items()}
         self.bpe_ranks: Dict[Tuple[str, str], int] = {m: i for i, m in enumerate(merges)}
@@ -83,6 +85,7 @@ class CLIPTokenizer:
         self.sot_token_id = self.encoder[SOT]
         self.eot_token_id = self.encoder[EOT]
         self.vocab_size = len(self.encoder)
+        self.mask_token_id = self.encoder[mask_token] if mask_token else None
 
     def _bpe(self, token: str) -> Tuple[str, ...]:
         cached = self._cache.get(token)
@@ -122,8 +125,10 @@ class CLIPTokenizer:
         ids = [int(i) for i in ids]
         if self.eot_token_id in ids:  # what follows the last end-of-text is padding
             ids = ids[:len(ids) - ids[::-1].index(self.eot_token_id)]
+        specials = self.special_tokens + ([self.decoder[self.mask_token_id]]
+                                          if self.mask_token_id is not None else [])
         pieces = [self.decoder[i] for i in ids
-                  if not (skip_special_tokens and self.decoder[i] in self.special_tokens)]
+                  if not (skip_special_tokens and self.decoder[i] in specials)]
         text = "".join(pieces)
         if skip_special_tokens or not any(t in text for t in self.special_tokens):
             raw = bytearray(self.byte_decoder[c] for c in text)

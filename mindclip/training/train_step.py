@@ -91,10 +91,6 @@ class TrainStep(nn.Cell):
                      for k in range(len(parts[0])))
 
     def construct(self, *batch):
-        if self.clamp_before:
-            # Parameter writes and reads run in program order (auto-monad): the forward
-            # below sees the clamped value.
-            ops.assign(self.logit_scale, ops.clamp(self.logit_scale, self.low, self.high))
         scaled = self.loss_scale is not None
         factor = self.loss_scale.value * 1.0 if scaled else ops.ones((), ms.float32)
         if self.accumulate_steps == 1:
@@ -117,6 +113,12 @@ class TrainStep(nn.Cell):
             # clip_by_global_norm turns 0-d gradients (logit_scale) into shape (1,).
             grads = tuple(g.reshape(s) for g, s in zip(clipped, self.shapes))
         lr = self.optimizer.current_lr()
+        if self.clamp_before:
+            # DeCLIP's rule: the forward used the raw value (unclamped on a fresh model's first
+            # step); the update applies to the clamped one. Parameter writes and reads run in
+            # program order (auto-monad), so the optimizer sees the clamped value.
+            grads = ops.depend(grads, ops.assign(self.logit_scale,
+                                                 ops.clamp(self.logit_scale, self.low, self.high)))
         done = self.optimizer(grads, finite)
         if scaled:
             done = ops.depend(done, self.loss_scale(finite))
