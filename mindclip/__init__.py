@@ -20,7 +20,9 @@ def create_model_and_transforms(model_name: Optional[str] = None, pretrained: Op
     from .data.transforms import image_transform, train_transform
 
     model = create_model(model_name, pretrained=pretrained, **kwargs)
-    return model, train_transform(model.image_size), image_transform(model.image_size)
+    mean, std = model.image_mean, model.image_std
+    return (model, train_transform(model.image_size, mean=mean, std=std),
+            image_transform(model.image_size, mean, std))
 
 
 def __getattr__(name: str):

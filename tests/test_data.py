@@ -14,7 +14,7 @@ from PIL import Image
 from mindclip.data import build_source, eval_image_loader, train_loader
 from mindclip.data.classification import read_cifar100, read_image_folder
 from mindclip.data.loader import epoch_order
-from mindclip.data.transforms import Augment, apply_color, apply_crop, augment_draws
+from mindclip.data.transforms import CROP_ATTEMPTS, Augment, apply_color, apply_crop, augment_draws
 from mindclip.data.webdataset import expand_pattern
 from mindclip.tokenizer import CLIPTokenizer
 
@@ -294,7 +294,8 @@ def test_color_augmentation_is_seeded_and_bounded(tmp_path):
     rng = np.random.default_rng(0)
     img = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
     draws = augment_draws(np.random.default_rng(1), Augment(color_jitter=0.4, grayscale=1.0))
-    assert np.all(np.abs(draws[-1, :3] - 1) <= 0.4) and draws[-1, 3] == 1.0
+    color = draws[CROP_ATTEMPTS]
+    assert np.all(np.abs(color[:3] - 1) <= 0.4) and color[3] == 1.0
     out = apply_color(img, draws)
     assert out.dtype == np.uint8 and np.array_equal(out[..., 0], out[..., 1])  # grayscale
     identity = augment_draws(np.random.default_rng(1), Augment())

@@ -14,7 +14,10 @@ import numpy as np
 
 class SampleBuilder:
     """Tokenized caption columns: a processor returning one id array gives one column, one
-    returning a dict (``input_ids``, ``attention_mask``) gives one column per key."""
+    returning a dict (``input_ids``, ``attention_mask``) gives one column per key.
+    ``views``: augmented views of each image the loader produces before the text columns."""
+
+    views = 1
 
     def __init__(self, processor: Callable, columns: Sequence[str] = ("tokens",)):
         self.processor = processor

@@ -162,7 +162,7 @@ class _CaptionSamples(_Counted):
         if not ok:
             self.flag(_ref_name(self.source.images[index], index))
         text = self.builder(caption, _rng(self.seed, self.epoch, index, 17))
-        return (image, *text, augment_draws(rng, self.augment), ok)
+        return (image, *text, *view_draws(rng, self.augment, self.builder), ok)
 
 
 class _EvalSamples(_Counted):
@@ -221,7 +221,7 @@ class _StreamSamples(_Counted):
                 image, ok = _image_column(data) if data is not None else (_UNREADABLE, np.array(False))
                 if not ok:
                     self.flag(str(key))
-                yield (image, *text, augment_draws(sample_rng, self.augment), ok)
+                yield (image, *text, *view_draws(sample_rng, self.augment, self.builder), ok)
                 produced += 1
                 if produced >= self.num_rows:
                     return
@@ -229,11 +229,19 @@ class _StreamSamples(_Counted):
                 raise ValueError(f"WebDataset shards {chosen[:3]} hold no samples")
 
 
-def _normalize_ops():
+def view_draws(rng: np.random.Generator, augment: Augment, builder: SampleBuilder) -> List[np.ndarray]:
+    """One set of augmentation numbers per image view the family's batch asks for."""
+    return [augment_draws(rng, augment) for _ in range(getattr(builder, "views", 1))]
+
+
+def _normalize_ops(mean: Sequence[float], std: Sequence[float]):
     from mindspore.dataset import vision
 
-    return [vision.Normalize([m * 255 for m in OPENAI_MEAN], [s * 255 for s in OPENAI_STD]),
-            vision.HWC2CHW()]
+    return [vision.Normalize([m * 255 for m in mean], [s * 255 for s in std]), vision.HWC2CHW()]
+
+
+def _two_views(image: np.ndarray):
+    return image, image.copy()
 
 
 class _CenterCrop:
@@ -270,7 +278,8 @@ class Loader:
     def __init__(self, samples, columns: Sequence[str], batch_size: int, drop_last: bool,
                  num_workers: int, image_size: int, train: bool, encoded: bool,
                  skip_batches: int = 0, random_access: bool = True, recolor: bool = False,
-                 random_crop: bool = True):
+                 random_crop: bool = True, views: int = 1,
+                 mean: Sequence[float] = OPENAI_MEAN, std: Sequence[float] = OPENAI_STD):
         import mindspore.dataset as ds
         from mindspore.dataset import vision
 
@@ -278,7 +287,11 @@ class Loader:
         ds.config.set_error_samples_mode(ds.config.ErrorSamplesMode.SKIP)
         workers = max(1, num_workers)
         columns = list(columns)
-        all_columns = ["image"] + columns + (["crop"] if train else []) + ["ok"]
+        # Training rows carry one set of augmentation draws per view; a second view is the
+        # decoded image copied, then cropped and recoloured with its own draws.
+        images = ["image", "image2"][:views]
+        draws = ["crop", "crop2"][:views] if train else []
+        all_columns = ["image"] + columns + draws + ["ok"]
         # Reading bytes is cheap: one Python worker; the decode/resize workers are C++ threads.
         kwargs = {"num_parallel_workers": 1, "python_multiprocessing": False} \
             if random_access else {}
@@ -287,22 +300,27 @@ class Loader:
         if encoded:
             dataset = dataset.map([vision.Decode()], input_columns=["image"],
                                   num_parallel_workers=workers)
-        if train and random_crop:
-            dataset = dataset.map(_crop_keep_draws, input_columns=["image", "crop"],
-                                  output_columns=["image", "crop"], num_parallel_workers=1)
-            dataset = dataset.map([vision.Resize((image_size, image_size), vision.Inter.PILCUBIC)],
-                                  input_columns=["image"], num_parallel_workers=workers)
-        else:
-            dataset = dataset.map([vision.Resize(image_size, vision.Inter.PILCUBIC)],
-                                  input_columns=["image"], num_parallel_workers=workers)
-            dataset = dataset.map(_CenterCrop(image_size), input_columns=["image"],
-                                  num_parallel_workers=1)
-        if train and recolor:
-            dataset = dataset.map(apply_color, input_columns=["image", "crop"],
-                                  output_columns=["image"], num_parallel_workers=1)
-        dataset = dataset.project(["image"] + columns)
-        dataset = dataset.map(_normalize_ops(), input_columns=["image"],
-                              num_parallel_workers=workers)
+        if views == 2:
+            dataset = dataset.map(_two_views, input_columns=["image"],
+                                  output_columns=["image", "image2"], num_parallel_workers=1)
+        for image, crop in zip(images, draws or [None] * views):
+            if train and random_crop:
+                dataset = dataset.map(_crop_keep_draws, input_columns=[image, crop],
+                                      output_columns=[image, crop], num_parallel_workers=1)
+                dataset = dataset.map([vision.Resize((image_size, image_size), vision.Inter.PILCUBIC)],
+                                      input_columns=[image], num_parallel_workers=workers)
+            else:
+                dataset = dataset.map([vision.Resize(image_size, vision.Inter.PILCUBIC)],
+                                      input_columns=[image], num_parallel_workers=workers)
+                dataset = dataset.map(_CenterCrop(image_size), input_columns=[image],
+                                      num_parallel_workers=1)
+            if train and recolor:
+                dataset = dataset.map(apply_color, input_columns=[image, crop],
+                                      output_columns=[image], num_parallel_workers=1)
+        dataset = dataset.project(images + columns)
+        for image in images:
+            dataset = dataset.map(_normalize_ops(mean, std), input_columns=[image],
+                                  num_parallel_workers=workers)
         dataset = dataset.batch(batch_size, drop_remainder=False)
         if skip_batches:
             dataset = dataset.skip(skip_batches)
@@ -365,27 +383,32 @@ def train_loader(source: Union[ImageTextSource, StreamingImageTextSource],
                  builder: Union[SampleBuilder, Callable], image_size: int, batch_size: int,
                  epoch: int = 0, seed: int = 0, rank: int = 0, world: int = 1,
                  augment: Optional[Augment] = None, shuffle: bool = True, num_workers: int = 2,
-                 skip_batches: int = 0) -> Loader:
+                 skip_batches: int = 0, mean: Sequence[float] = OPENAI_MEAN,
+                 std: Sequence[float] = OPENAI_STD) -> Loader:
     """Training batches of one epoch: one random caption per image, RandomResizedCrop (and
     the optional color augmentation of ``augment``), and the text columns of ``builder``
-    (a family's :class:`SampleBuilder`; a plain tokenizer gives one ``tokens`` column)."""
+    (a family's :class:`SampleBuilder`; a plain tokenizer gives one ``tokens`` column).
+    A builder with ``views = 2`` gets two independently augmented views of each image
+    (batches ``(view1, view2, *columns)``); ``mean``/``std`` are the model's."""
     augment = augment or Augment()
     if not isinstance(builder, SampleBuilder):
         builder = SampleBuilder(builder)
+    views = getattr(builder, "views", 1)
     if isinstance(source, StreamingImageTextSource):
         samples = _StreamSamples(source, builder, augment, seed, epoch, rank, world)
         return Loader(samples, builder.columns, batch_size, True, num_workers, image_size, True,
                       True, skip_batches, random_access=False, recolor=augment.recolors,
-                      random_crop=augment.random_crop)
+                      random_crop=augment.random_crop, views=views, mean=mean, std=std)
     order = epoch_order(len(source), seed, epoch, shuffle, rank, world, True)
     samples = _CaptionSamples(source, order, builder, augment, seed, epoch)
     return Loader(samples, builder.columns, batch_size, True, num_workers, image_size, True,
                   _is_encoded(source), skip_batches, recolor=augment.recolors,
-                  random_crop=augment.random_crop)
+                  random_crop=augment.random_crop, views=views, mean=mean, std=std)
 
 
 def eval_image_loader(source: Union[ImageTextSource, LabeledImageSource], image_size: int,
-                      batch_size: int, num_workers: int = 2, rank: int = 0, world: int = 1) -> Loader:
+                      batch_size: int, num_workers: int = 2, rank: int = 0, world: int = 1,
+                      mean: Sequence[float] = OPENAI_MEAN, std: Sequence[float] = OPENAI_STD) -> Loader:
     """Evaluation batches in dataset order with the reference (deterministic) transform.
 
     Labelled sources give ``(images, labels)``; caption sources ``(images, sample indices)``
@@ -394,7 +417,7 @@ def eval_image_loader(source: Union[ImageTextSource, LabeledImageSource], image_
     order = epoch_order(len(source), 0, 0, False, rank, world, False)
     second = "label" if isinstance(source, LabeledImageSource) else "index"
     return Loader(_EvalSamples(source, order), (second,), batch_size, False, num_workers, image_size,
-                  False, _is_encoded(source))
+                  False, _is_encoded(source), mean=mean, std=std)
 
 
 def build_source(dataset_cfg: dict) -> Source:

@@ -79,56 +79,106 @@ CROP_ATTEMPTS = 10
 
 @dataclass
 class Augment:
-    """Training augmentation: open_clip's RandomResizedCrop ``scale``, optional color jitter
-    (brightness, contrast and saturation factors drawn from [1 - s, 1 + s]) and random
-    grayscale with probability ``grayscale``. ``random_crop=False`` replaces the crop by the
-    deterministic shortest-side resize + center crop (run_clip.py trains that way)."""
+    """Training augmentation, applied in this order (MoCo v2 / DeCLIP's order):
+
+    - RandomResizedCrop with area ``scale`` (open_clip: 0.9-1; DeCLIP: 0.2-1), or the
+      deterministic shortest-side resize + center crop when ``random_crop`` is False
+      (run_clip.py trains that way);
+    - with probability ``color_jitter_prob``, torchvision's ColorJitter: brightness,
+      contrast and saturation factors from [1 - s, 1 + s] (``color_jitter``) and a hue shift
+      from [-hue, hue], applied in a random order;
+    - grayscale with probability ``grayscale``;
+    - PIL Gaussian blur with a radius from ``blur_sigma`` with probability ``blur_prob``;
+    - horizontal flip with probability ``hflip``.
+    """
 
     scale: Tuple[float, float] = (0.9, 1.0)
     color_jitter: float = 0.0
     grayscale: float = 0.0
     random_crop: bool = True
+    hue: float = 0.0
+    color_jitter_prob: float = 1.0
+    blur_prob: float = 0.0
+    blur_sigma: Tuple[float, float] = (0.1, 2.0)
+    hflip: float = 0.0
 
     @classmethod
     def from_config(cls, cfg: Optional[dict]) -> "Augment":
-        cfg = cfg or {}
-        return cls(tuple(cfg.get("scale", (0.9, 1.0))), float(cfg.get("color_jitter") or 0.0),
-                   float(cfg.get("grayscale") or 0.0), bool(cfg.get("random_crop", True)))
+        cfg = {k: v for k, v in (cfg or {}).items() if v is not None}
+        return cls(tuple(cfg.get("scale", (0.9, 1.0))), float(cfg.get("color_jitter", 0.0)),
+                   float(cfg.get("grayscale", 0.0)), bool(cfg.get("random_crop", True)),
+                   float(cfg.get("hue", 0.0)), float(cfg.get("color_jitter_prob", 1.0)),
+                   float(cfg.get("blur_prob", 0.0)), tuple(cfg.get("blur_sigma", (0.1, 2.0))),
+                   float(cfg.get("hflip", 0.0)))
 
     @property
     def recolors(self) -> bool:
-        return self.color_jitter > 0 or self.grayscale > 0
+        return (self.color_jitter > 0 or self.hue > 0 or self.grayscale > 0
+                or self.blur_prob > 0 or self.hflip > 0)
 
 
 def augment_draws(rng: np.random.Generator, aug: Augment) -> np.ndarray:
     """Random numbers for one sample, drawn before the image size is known:
     ``CROP_ATTEMPTS`` rows of (area fraction, log aspect ratio, x, y in [0, 1]) for the crop,
-    then one row of (brightness, contrast, saturation factors, grayscale flag)."""
-    draws = np.empty((CROP_ATTEMPTS + 1, 4), np.float32)
-    draws[:-1, 0] = rng.uniform(aug.scale[0], aug.scale[1], CROP_ATTEMPTS)
-    draws[:-1, 1] = rng.uniform(math.log(3 / 4), math.log(4 / 3), CROP_ATTEMPTS)
-    draws[:-1, 2:] = rng.uniform(0, 1, (CROP_ATTEMPTS, 2))
+    then (brightness, contrast, saturation factors, grayscale flag), then (hue shift,
+    jitter flag, blur radius or 0, flip flag), then the jitter order. Draws are appended in
+    that order, so a config without the later options sees the same earlier numbers."""
+    draws = np.empty((CROP_ATTEMPTS + 3, 4), np.float32)
+    draws[:CROP_ATTEMPTS, 0] = rng.uniform(aug.scale[0], aug.scale[1], CROP_ATTEMPTS)
+    draws[:CROP_ATTEMPTS, 1] = rng.uniform(math.log(3 / 4), math.log(4 / 3), CROP_ATTEMPTS)
+    draws[:CROP_ATTEMPTS, 2:] = rng.uniform(0, 1, (CROP_ATTEMPTS, 2))
     s = aug.color_jitter
-    draws[-1, :3] = rng.uniform(1 - s, 1 + s, 3)
-    draws[-1, 3] = float(rng.uniform() < aug.grayscale)
+    color = CROP_ATTEMPTS
+    draws[color, :3] = rng.uniform(max(0.0, 1 - s), 1 + s, 3)
+    draws[color, 3] = float(rng.uniform() < aug.grayscale)
+    hue = rng.uniform(-aug.hue, aug.hue) if aug.hue > 0 else 0.0
+    jitter = float(rng.uniform() < aug.color_jitter_prob)
+    blur = rng.uniform(*aug.blur_sigma) if rng.uniform() < aug.blur_prob else 0.0
+    flip = float(rng.uniform() < aug.hflip)
+    draws[color + 1] = (hue, jitter, blur, flip)
+    draws[color + 2] = rng.permutation(4)
     return draws
 
 
 _GRAY = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601 luma, as PIL's "L"
 
 
+def _adjust_hue(img: np.ndarray, shift: float) -> np.ndarray:
+    """torchvision's PIL hue adjustment: rotate the HSV hue channel by ``shift`` turns."""
+    hsv = np.array(Image.fromarray(np.round(img).astype(np.uint8)).convert("HSV"))
+    hsv[..., 0] = (hsv[..., 0].astype(np.int16) + int(np.uint8(np.int8(round(shift * 255))))) % 256
+    return np.asarray(Image.fromarray(hsv, "HSV").convert("RGB"), np.float32)
+
+
 def apply_color(image: np.ndarray, draws: np.ndarray) -> np.ndarray:
-    """Brightness, contrast, saturation (torchvision's blend definitions), then grayscale."""
-    brightness, contrast, saturation, gray = (float(v) for v in draws[-1])
-    img = image.astype(np.float32) * brightness
-    img = np.clip(img, 0, 255)
-    mean = float((img @ _GRAY).mean())
-    img = np.clip(img * contrast + mean * (1 - contrast), 0, 255)
-    luma = (img @ _GRAY)[:, :, None]
-    img = np.clip(img * saturation + luma * (1 - saturation), 0, 255)
+    """Color jitter (torchvision's blend definitions, in the drawn order), grayscale, blur
+    and flip of a uint8 HWC image with the numbers of :func:`augment_draws`."""
+    color = CROP_ATTEMPTS
+    brightness, contrast, saturation, gray = (float(v) for v in draws[color])
+    hue, jitter, blur, flip = (float(v) for v in draws[color + 1])
+    img = image.astype(np.float32)
+    if jitter:
+        for op in draws[color + 2].astype(int):
+            if op == 0 and brightness != 1:
+                img = np.clip(img * brightness, 0, 255)
+            elif op == 1 and contrast != 1:
+                mean = float((img @ _GRAY).mean())
+                img = np.clip(img * contrast + mean * (1 - contrast), 0, 255)
+            elif op == 2 and saturation != 1:
+                luma = (img @ _GRAY)[:, :, None]
+                img = np.clip(img * saturation + luma * (1 - saturation), 0, 255)
+            elif op == 3 and hue:
+                img = _adjust_hue(img, hue)
     if gray:
         img = np.repeat((img @ _GRAY)[:, :, None], 3, axis=2)
-    return np.round(img).astype(np.uint8)
+    out = np.round(img).astype(np.uint8)
+    if blur:
+        from PIL import ImageFilter
+
+        out = np.asarray(Image.fromarray(out).filter(ImageFilter.GaussianBlur(radius=blur)))
+    if flip:
+        out = out[:, ::-1]
+    return np.ascontiguousarray(out)
 
 
 def apply_crop(image: np.ndarray, draws: np.ndarray) -> np.ndarray:

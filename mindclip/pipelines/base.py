@@ -36,7 +36,8 @@ class ImagePipeline:
     def __init__(self, model: Any, pretrained: Optional[str] = None, batch_size: int = 8):
         self.model = resolve_model(model, pretrained)
         self.tokenizer = get_tokenizer(self.model)
-        self.transform = image_transform(self.model.image_size)
+        self.transform = image_transform(self.model.image_size, self.model.image_mean,
+                                         self.model.image_std)
         self.batch_size = int(batch_size)
 
     @staticmethod
