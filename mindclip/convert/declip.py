@@ -46,8 +46,10 @@ def declip_to_openclip(tensors: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
             continue
         if name.startswith(TEXT_PREFIX):
             name = name[len(TEXT_PREFIX):]
+        if np.issubdtype(value.dtype, np.floating):
+            value = value.astype(np.float32)  # DeCLIP-88M trains (and saves) in fp16
         if name == "logit_scale":
-            value = np.asarray(value, np.float32).reshape(())  # [1] in DeCLIP, a scalar here
+            value = value.reshape(())  # [1] in DeCLIP, a scalar here
         out[name] = value
     return out
 

@@ -140,42 +140,39 @@ def augment_draws(rng: np.random.Generator, aug: Augment) -> np.ndarray:
     return draws
 
 
-_GRAY = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601 luma, as PIL's "L"
-
-
-def _adjust_hue(img: np.ndarray, shift: float) -> np.ndarray:
+def _adjust_hue(img: Image.Image, shift: float) -> Image.Image:
     """torchvision's PIL hue adjustment: rotate the HSV hue channel by ``shift`` turns."""
-    hsv = np.array(Image.fromarray(np.round(img).astype(np.uint8)).convert("HSV"))
-    hsv[..., 0] = (hsv[..., 0].astype(np.int16) + int(np.uint8(np.int8(round(shift * 255))))) % 256
-    return np.asarray(Image.fromarray(hsv, "HSV").convert("RGB"), np.float32)
+    h, s, v = img.convert("HSV").split()
+    # shift * 255 truncated toward zero, added modulo 256 (torchvision's uint8 overflow)
+    h = Image.fromarray(((np.asarray(h, np.int32) + int(shift * 255)) % 256).astype(np.uint8), "L")
+    return Image.merge("HSV", (h, s, v)).convert("RGB")
 
 
 def apply_color(image: np.ndarray, draws: np.ndarray) -> np.ndarray:
-    """Color jitter (torchvision's blend definitions, in the drawn order), grayscale, blur
-    and flip of a uint8 HWC image with the numbers of :func:`augment_draws`."""
+    """Color jitter in the drawn order, grayscale, blur and flip of a uint8 HWC image with the
+    numbers of :func:`augment_draws`, through the PIL operations torchvision applies to PIL
+    images (so the result is torchvision's for the same numbers)."""
+    from PIL import ImageEnhance, ImageFilter
+
     color = CROP_ATTEMPTS
     brightness, contrast, saturation, gray = (float(v) for v in draws[color])
     hue, jitter, blur, flip = (float(v) for v in draws[color + 1])
-    img = image.astype(np.float32)
+    img = Image.fromarray(image)
     if jitter:
+        enhancers = {0: (ImageEnhance.Brightness, brightness), 1: (ImageEnhance.Contrast, contrast),
+                     2: (ImageEnhance.Color, saturation)}
         for op in draws[color + 2].astype(int):
-            if op == 0 and brightness != 1:
-                img = np.clip(img * brightness, 0, 255)
-            elif op == 1 and contrast != 1:
-                mean = float((img @ _GRAY).mean())
-                img = np.clip(img * contrast + mean * (1 - contrast), 0, 255)
-            elif op == 2 and saturation != 1:
-                luma = (img @ _GRAY)[:, :, None]
-                img = np.clip(img * saturation + luma * (1 - saturation), 0, 255)
-            elif op == 3 and hue:
+            if op in enhancers:
+                enhancer, factor = enhancers[op]
+                if factor != 1:
+                    img = enhancer(img).enhance(factor)
+            elif hue:
                 img = _adjust_hue(img, hue)
     if gray:
-        img = np.repeat((img @ _GRAY)[:, :, None], 3, axis=2)
-    out = np.round(img).astype(np.uint8)
+        img = img.convert("L").convert("RGB")
     if blur:
-        from PIL import ImageFilter
-
-        out = np.asarray(Image.fromarray(out).filter(ImageFilter.GaussianBlur(radius=blur)))
+        img = img.filter(ImageFilter.GaussianBlur(radius=blur))
+    out = np.asarray(img)
     if flip:
         out = out[:, ::-1]
     return np.ascontiguousarray(out)

@@ -77,6 +77,7 @@ class NNMemory(nn.Cell):
     def enqueue(self, x: Tensor) -> Tensor:
         """Write ``x`` at the pointer; returns the new pointer (for ordering)."""
         b = x.shape[0]
+        x = x.astype(ms.float32)
         slots = self.ptr + ops.arange(b, dtype=ms.int32)
         rows = slots % self.size
         # Rows past the end keep their value (rewritten with what they hold), so the
