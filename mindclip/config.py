@@ -28,6 +28,9 @@ _DATASET = {
     "unique_per_class": False,  # digits_captions: one image per class
     "num_workers": 2,
     "shuffle": True,
+    # evaluation: resize the shortest side to this, then center-crop the model's size
+    # (DeCLIP's ImageNet protocol: 256 then 224); null = the model's size (open_clip's)
+    "resize_size": None,
     # random_crop false: shortest-side resize + center crop (run_clip.py's train transform)
     "augment": {"scale": [0.9, 1.0], "color_jitter": 0.0, "grayscale": 0.0, "random_crop": True,
                 "hue": 0.0, "color_jitter_prob": 1.0, "blur_prob": 0.0, "blur_sigma": [0.1, 2.0],
@@ -60,7 +63,8 @@ DEFAULTS: Dict[str, Any] = {
              "mlm_max_positions": None},
     "optimizer": {"type": "adamw", "lr": 5e-4, "weight_decay": 0.2, "beta1": 0.9,
                   "beta2": 0.98, "eps": 1e-6},
-    "lr_schedule": {"type": "cosine", "warmup_steps": 0, "min_lr": 0.0},
+    # warmup goes linearly from warmup_start_lr to optimizer.lr
+    "lr_schedule": {"type": "cosine", "warmup_steps": 0, "min_lr": 0.0, "warmup_start_lr": 0.0},
     "runner": {
         "epochs": 1, "max_steps": None, "batch_size": 32, "accumulate_steps": 1,
         # precision: fp32 | fp16 | bf16, or by backend ({Ascend: bf16, CPU: fp32}).

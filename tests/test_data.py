@@ -101,7 +101,7 @@ def test_json_csv_coco_yfcc_readers(tmp_path):
     (tmp_path / "yfcc.jsonl").write_text("\n".join(
         json.dumps({"filename": f"img{i}.png", "caption": f"y{i}"}) for i in range(3)))
     src = build_source({"type": "yfcc", "path": str(tmp_path / "yfcc.jsonl")})
-    assert src.captions == [["y0"], ["y1"], ["y2"]]
+    assert list(src.captions) == [["y0"], ["y1"], ["y2"]]
 
 
 def write_shards(tmp_path, n_shards=3, per_shard=4):
@@ -329,3 +329,73 @@ def test_run_clip_jsonl_and_csv_columns(tmp_path):
     (tmp_path / "bad.json").write_text('{"image": "x.jpg"}\n')
     with pytest.raises(ValueError, match="bad.json:1: expected"):
         build_source({"type": "jsonl", "path": str(tmp_path / "bad.json")})
+
+
+def test_yfcc_meta_file_is_indexed_once_read_by_seeking_and_skips_empty_captions(tmp_path, monkeypatch):
+    from mindclip.data import indexed
+
+    rows = [{"filename": f"/img{i}.png", "caption": c} for i, c in
+            enumerate(["a red one", ["first", "second"], "", "a blue one", "  ", "last"])]
+    lines = [json.dumps(r) for r in rows]
+    lines.insert(3, "")  # a blank line is not a sample
+    meta = tmp_path / "yfcc.json"
+    meta.write_text("\n".join(lines) + "\n")
+    for i in range(len(rows)):
+        make_image(tmp_path / f"img{i}.png", i)
+    src = build_source({"type": "yfcc", "path": str(meta)})
+    assert len(src) == 6 and src.images[3] == str(tmp_path / "img3.png")
+    assert src.captions[1] == ["first", "second"] and src.captions[2] == [] == src.captions[4]
+    assert os.path.isfile(str(meta) + ".index.npz")
+    # the cached index is used while the file is unchanged, rebuilt when it changes
+    monkeypatch.setattr(indexed, "_scan_offsets", lambda path: pytest.fail("re-scanned"))
+    assert len(build_source({"type": "yfcc", "path": str(meta)})) == 6
+    monkeypatch.undo()
+    with open(meta, "a") as f:
+        f.write(json.dumps({"filename": "img0.png", "caption": "appended"}) + "\n")
+    os.utime(meta, ns=(1, 1))
+    again = build_source({"type": "yfcc", "path": str(meta)})
+    assert len(again) == 7 and again.captions[6] == ["appended"]
+    loader = train_loader(src, CLIPTokenizer(), 32, 2, seed=1)
+    delivered = sum(len(b[0]) for b in loader)
+    loader.drain()
+    assert delivered == 4 and loader.skipped == 2
+    assert sorted(loader.unreadable) == [str(tmp_path / "img2.png") + " (empty caption)",
+                                         str(tmp_path / "img4.png") + " (empty caption)"]
+
+
+def test_imagenet_meta_reader_and_resize_then_crop(tmp_path):
+    from mindclip.data.transforms import _normalizer, center_crop, resize_shortest
+    from mindclip.normalization import IMAGENET_MEAN, IMAGENET_STD
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "val").mkdir()
+    lines = []
+    for i in range(4):
+        name = f"ILSVRC2012_val_{i:08d}.JPEG"
+        Image.fromarray(rng.integers(0, 255, (50 + 7 * i, 61, 3), dtype=np.uint8)).save(
+            tmp_path / "val" / name, format="PNG")
+        lines.append(json.dumps({"filename": name, "label": i % 2, "label_name": ["tench", "goldfish"][i % 2]}))
+    (tmp_path / "val_official.json").write_text("\n".join(lines) + "\n")
+    src = build_source({"type": "imagenet_meta", "path": str(tmp_path / "val_official.json"),
+                        "image_root": str(tmp_path / "val")})
+    assert src.class_names == ["tench", "goldfish"] and src.labels == [0, 1, 0, 1]
+    batches = list(eval_image_loader(src, 32, 4, resize_size=40, mean=IMAGENET_MEAN, std=IMAGENET_STD))
+    normalize = _normalizer(IMAGENET_MEAN, IMAGENET_STD)
+    ref = np.stack([normalize(np.asarray(center_crop(resize_shortest(Image.open(p).convert("RGB"), 40), 32)))
+                    for p in src.images])
+    assert np.abs(batches[0][0] - ref).max() <= 1e-5
+
+
+def test_line_index_is_exact_across_read_chunks(tmp_path, monkeypatch):
+    from mindclip.data import indexed
+
+    text = "".join(json.dumps({"filename": "x" * (i % 5), "caption": "é" * i}) + ("\n" * (1 + i % 3))
+                   for i in range(40))
+    path = tmp_path / "m.json"
+    path.write_bytes(text.encode("utf-8"))
+    data = text.encode("utf-8")
+    expected = [i for i in range(len(data)) if (i == 0 or data[i - 1:i] == b"\n") and data[i:i + 1] != b"\n"]
+    for chunk in (3, 7, 64, 1 << 20):
+        monkeypatch.setattr(indexed, "_CHUNK", chunk)
+        offsets = indexed._non_blank(str(path), indexed._scan_offsets(str(path)))
+        assert offsets.tolist() == expected, chunk

@@ -10,6 +10,7 @@ from typing import Dict, List, Optional
 
 from ..registry import register
 from .base import ImageTextSource, require_path
+from .indexed import IndexedImageTextSource, JsonLines
 
 FLICKR8K_LAYOUT = ("ROOT/Flickr8k_Dataset/**/*.jpg (or ROOT/Flicker8k_Dataset), "
                    "ROOT/Flickr8k_text/Flickr8k.token.txt ('name.jpg#k<TAB>caption'), "
@@ -150,5 +151,17 @@ def read_coco(path: str, image_root: Optional[str] = None, split: str = "train",
 
 @register("dataset", "yfcc")
 def read_json_lines(path: str, image_root: Optional[str] = None, **_) -> ImageTextSource:
-    """YFCC15M-style JSON lines: one ``{"filename": ..., "caption": ...}`` per line (DeCLIP)."""
-    return read_jsonl_columns(path, "filename", "caption", image_root)
+    """DeCLIP's YFCC15M meta files: one ``{"filename": ..., "caption": str or list}`` per line,
+    ``filename`` relative to ``image_root`` (default: the file's folder). Lines are indexed
+    once and read on demand (see :mod:`mindclip.data.indexed`); a sample with an empty
+    caption is skipped and counted."""
+    layout = '{"filename": "path/to/image.jpg", "caption": "..."} per line'
+    require_path(path, "YFCC15M JSON-lines meta file", layout)
+    rows = JsonLines(path)
+    if len(rows):
+        first = rows[0]
+        if not isinstance(first, dict) or "filename" not in first:
+            raise ValueError(f"{path}:1: expected {layout}")
+    return IndexedImageTextSource(rows, "filename", "caption",
+                                  image_root or os.path.dirname(os.path.abspath(path)),
+                                  os.path.basename(path))

@@ -1,9 +1,10 @@
 """Labelled image datasets for zero-shot classification: CIFAR-100/10 (python pickles,
-read through a restricted unpickler, and the binary version), ImageFolder trees and
-scikit-learn's handwritten digits (the built-in demo data)."""
+read through a restricted unpickler, and the binary version), ImageFolder trees, DeCLIP's
+ImageNet meta files and scikit-learn's handwritten digits (the built-in demo data)."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
 from typing import Any, List, Optional
@@ -111,6 +112,43 @@ def read_image_folder(path: str, class_names: Optional[List[str]] = None, **_) -
                 images.append(os.path.join(path, folder, fname))
                 labels.append(label)
     return LabeledImageSource(images, labels, names, os.path.basename(os.path.normpath(path)))
+
+
+@register("dataset", "imagenet_meta")
+def read_imagenet_meta(path: str, image_root: Optional[str] = None,
+                       class_names: Optional[List[str]] = None, **_) -> LabeledImageSource:
+    """DeCLIP's ImageNet evaluation set: JSON lines ``{"filename", "label", "label_name"}``
+    (``val_official.json``) over a flat image folder (``image_root``, default the file's
+    folder). The class names are the meta file's ``label_name`` per label, as DeCLIP's
+    evaluation uses them, unless ``class_names`` is given."""
+    layout = '{"filename": "ILSVRC2012_val_00000001.JPEG", "label": 65, "label_name": "sea snake"} per line'
+    require_path(path, "ImageNet meta file", layout)
+    root = image_root or os.path.dirname(os.path.abspath(path))
+    images, labels, names = [], [], {}
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+                label = int(item["label"])
+                images.append(os.path.join(root, item["filename"].lstrip("/")))
+            except (ValueError, KeyError, TypeError):
+                raise ValueError(f"{path}:{n}: expected {layout}") from None
+            labels.append(label)
+            if "label_name" in item:
+                names.setdefault(label, str(item["label_name"]))
+    count = max(labels) + 1 if labels else 0
+    if class_names is None:
+        missing = [i for i in range(count) if i not in names]
+        if missing:
+            raise ValueError(f"{path}: no label_name for label(s) {missing[:10]}; give "
+                             "class_names (e.g. imagenet1k)")
+    # Named class lists (a preset, a file) are resolved by the evaluation task, which checks
+    # their length against the labels; the meta file's names stand in until then.
+    own = [names.get(i, str(i)) for i in range(count)]
+    chosen = list(class_names) if isinstance(class_names, (list, tuple)) else own
+    return LabeledImageSource(images, labels, chosen, os.path.basename(path))
 
 
 def list_image_files(folder: str) -> List[str]:

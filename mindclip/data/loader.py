@@ -157,6 +157,10 @@ class _CaptionSamples(_Counted):
         index = int(self.order[i])
         rng = _rng(self.seed, self.epoch, index, 7)
         captions = self.source.captions[index]
+        if not captions:  # an empty caption (YFCC15M has some): skipped and counted
+            self.flag(f"{_ref_name(self.source.images[index], index)} (empty caption)")
+            return (_UNREADABLE, *self.builder("", rng), *view_draws(rng, self.augment, self.builder),
+                    np.array(False))
         caption = captions[int(rng.integers(len(captions)))]  # one random caption per epoch
         image, ok = _image_column(self.source.images[index])
         if not ok:
@@ -279,7 +283,8 @@ class Loader:
                  num_workers: int, image_size: int, train: bool, encoded: bool,
                  skip_batches: int = 0, random_access: bool = True, recolor: bool = False,
                  random_crop: bool = True, views: int = 1,
-                 mean: Sequence[float] = OPENAI_MEAN, std: Sequence[float] = OPENAI_STD):
+                 mean: Sequence[float] = OPENAI_MEAN, std: Sequence[float] = OPENAI_STD,
+                 resize_size: Optional[int] = None):
         import mindspore.dataset as ds
         from mindspore.dataset import vision
 
@@ -310,7 +315,7 @@ class Loader:
                 dataset = dataset.map([vision.Resize((image_size, image_size), vision.Inter.PILCUBIC)],
                                       input_columns=[image], num_parallel_workers=workers)
             else:
-                dataset = dataset.map([vision.Resize(image_size, vision.Inter.PILCUBIC)],
+                dataset = dataset.map([vision.Resize(resize_size or image_size, vision.Inter.PILCUBIC)],
                                       input_columns=[image], num_parallel_workers=workers)
                 dataset = dataset.map(_CenterCrop(image_size), input_columns=[image],
                                       num_parallel_workers=1)
@@ -408,16 +413,18 @@ def train_loader(source: Union[ImageTextSource, StreamingImageTextSource],
 
 def eval_image_loader(source: Union[ImageTextSource, LabeledImageSource], image_size: int,
                       batch_size: int, num_workers: int = 2, rank: int = 0, world: int = 1,
-                      mean: Sequence[float] = OPENAI_MEAN, std: Sequence[float] = OPENAI_STD) -> Loader:
+                      mean: Sequence[float] = OPENAI_MEAN, std: Sequence[float] = OPENAI_STD,
+                      resize_size: Optional[int] = None) -> Loader:
     """Evaluation batches in dataset order with the reference (deterministic) transform.
 
     Labelled sources give ``(images, labels)``; caption sources ``(images, sample indices)``
     so that retrieval can leave out the captions of an image that could not be read.
+    ``resize_size``: shortest side before the center crop (default ``image_size``).
     """
     order = epoch_order(len(source), 0, 0, False, rank, world, False)
     second = "label" if isinstance(source, LabeledImageSource) else "index"
     return Loader(_EvalSamples(source, order), (second,), batch_size, False, num_workers, image_size,
-                  False, _is_encoded(source), mean=mean, std=std)
+                  False, _is_encoded(source), mean=mean, std=std, resize_size=resize_size)
 
 
 def build_source(dataset_cfg: dict) -> Source:
@@ -430,7 +437,7 @@ def build_source(dataset_cfg: dict) -> Source:
     reader = get("dataset", kind)
     args = {k: v for k, v in dataset_cfg.items()
             if k not in ("type", "num_workers", "shuffle", "augment", "num_samples", "templates",
-                         "caption_augment")
+                         "caption_augment", "resize_size")
             and v is not None}
     source = reader(**args)
     if dataset_cfg.get("num_samples") and hasattr(source, "subset"):

@@ -69,7 +69,8 @@ class TrainingRunner:
         opt_cfg, lr_cfg = cfg["optimizer"], cfg["lr_schedule"]
         lrs = build("lr_schedule", lr_cfg["type"], base_lr=float(opt_cfg["lr"]),
                     total_steps=self.total_steps, warmup_steps=int(lr_cfg["warmup_steps"]),
-                    min_lr=float(lr_cfg["min_lr"]))
+                    min_lr=float(lr_cfg["min_lr"]),
+                    warmup_start_lr=float(lr_cfg["warmup_start_lr"]))
         if opt_cfg["type"] != "adamw":
             build("optimizer", opt_cfg["type"])  # raises with the valid names
         params = model.trainable_params() + [p for p in self.objective.extra_parameters()
