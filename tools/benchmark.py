@@ -6,6 +6,7 @@ data pipelines next to a plain PIL + numpy loop.
     python tools/benchmark.py --section models --model clip-roberta  # dual encoder vs transformers
     python tools/benchmark.py --section data --images /path/jpegs    # data (default: generated JPEGs)
     python tools/benchmark.py --section zero_shot --model ViT-B-32   # end-to-end CIFAR-100 zero-shot
+    python tools/benchmark.py --section declip                       # DeCLIP step vs CLIP step
 
 fp32 throughout. Numbers are items per second (higher is better) after one warm-up call, and
 the peak RSS of the process that ran the workload; ratio = mindclip / peer. The zero-shot
@@ -74,8 +75,37 @@ def _bert_text(model, batch: int, rng):
     return ids, mask
 
 
+def _declip_batch(model, batch: int, rng):
+    """DeCLIP's training columns after the first view: second view, masked ids, MLM
+    positions/targets (15 % of each caption, as the loader draws them), EDA ids."""
+    from mindclip.data.text_augment import default_max_positions, mlm_mask
+
+    size, ctx = model.image_size, model.context_length
+    view2 = rng.standard_normal((batch, 3, size, size)).astype(np.float32)
+    rows = []
+    for _ in range(2):
+        ids = np.zeros((batch, ctx), np.int32)
+        for row in ids:
+            n = int(rng.integers(8, ctx - 1))
+            row[0], row[1:n], row[n] = 49407, rng.integers(1, 49406, n - 1), 49408
+        rows.append(ids)
+    masked = [mlm_mask(r, rng, 49406, 49409, (49407, 49408, 49406), 0.15, default_max_positions(ctx))
+              for r in rows[0]]
+    tokens, positions, targets = (np.stack([m[k] for m in masked]).astype(np.int32) for k in range(3))
+    return view2, tokens, positions, targets, rows[1]
+
+
+def _towers_as_clip(name: str):
+    """The CLIP model with exactly the image and text towers of architecture ``name``."""
+    from mindclip import create_model, get_model_config
+
+    cfg = get_model_config(name).to_dict()
+    towers = {k: cfg[k] for k in ("embed_dim", "vision_cfg", "text_cfg", "quick_gelu")}
+    return create_model(config=towers, family="clip")
+
+
 # Random text inputs shaped like each family's text processor output (no tokenizer files).
-FAKE_TEXT = {"clip": _clip_text, "dual_encoder": _bert_text}
+FAKE_TEXT = {"clip": _clip_text, "dual_encoder": _bert_text, "declip": _declip_batch}
 
 
 def _mindclip_workload(name: str, task: str, batch: int, iters: int, mode: int) -> float:
@@ -87,7 +117,7 @@ def _mindclip_workload(name: str, task: str, batch: int, iters: int, mode: int) 
     from mindclip.training import AdamW, TrainStep
 
     ms.set_context(mode=mode)
-    model = create_model(name)
+    model = _towers_as_clip(name) if task == "clip_step_same_towers" else create_model(name)
     family = family_of(model)
     rng = np.random.default_rng(0)
     size = model.image_size
@@ -299,6 +329,25 @@ def bench_models(name: str, iters: int, batches: dict, torch_available: bool) ->
     return results
 
 
+def bench_declip(name: str, batch: int, iters: int, torch_available: bool) -> dict:
+    """DeCLIP's train step next to the CLIP step of the same towers (ours and open_clip's)."""
+    rows = {}
+    for label, who, task in (("DeCLIP step (mindclip)", "mindclip", "train_step"),
+                             ("CLIP step, same towers (mindclip)", "mindclip", "clip_step_same_towers"),
+                             ("CLIP step, same towers (open_clip)", "peer", "clip_step_same_towers")):
+        if who == "peer" and not torch_available:
+            rows[label] = {"rate": None, "peak": None, "note": "torch not installed", "mode": ""}
+            continue
+        rate, peak, note = _run_isolated(who, name, task, batch, iters, 0)
+        mode = "GRAPH" if who == "mindclip" else "eager"
+        if rate is None and note == "out of memory" and who == "mindclip":
+            rate, peak, note = _run_isolated(who, name, task, batch, iters, 1)
+            mode = "PyNative (GRAPH ran out of memory)"
+        rows[label] = {"rate": rate, "peak": peak, "note": note, "mode": mode}
+        print(f"  measured {label}: {rate} ({mode})", file=sys.stderr, flush=True)
+    return rows
+
+
 def _sample_jpegs(directory: str, count: int):
     from PIL import Image
     from skimage import data
@@ -344,7 +393,9 @@ def bench_data(folder: str, batch: int, workers: int):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--section", choices=("models", "data", "zero_shot", "all"), default="all")
+    p.add_argument("--section", choices=("models", "data", "zero_shot", "declip", "all"),
+                   default="all")
+    p.add_argument("--declip_model", default="DeCLIP-ViT-B-32")
     p.add_argument("--model", default="ViT-B-32")
     p.add_argument("--iters", type=int, default=3)
     p.add_argument("--image_batch", type=int, default=32)
@@ -367,6 +418,8 @@ def main(argv=None) -> int:
                 name, root, int(batch))
         elif who == "mindclip":
             rate = _mindclip_workload(name, task, int(batch), int(iters), int(mode))
+        elif task == "clip_step_same_towers":
+            rate = _open_clip_workload(name, task, int(batch), int(iters))
         else:
             from mindclip.models.factory import model_family
 
@@ -409,6 +462,19 @@ def main(argv=None) -> int:
         print(f"{'mindclip':>10s} {'peak GB':>8s} {'open_clip':>13s} {'peak GB':>8s} {'ratio':>6s}")
         print(_row(r, "open_clip"))
         results["zero_shot"] = {"model": args.model, **r}
+    if args.section in ("declip", "all"):
+        rows = bench_declip(args.declip_model, args.train_batch, args.iters,
+                            _torch_threads() is not None)
+        print(f"\n{args.declip_model}, train step, batch {args.train_batch}, fp32 [samples/s]")
+        print(f"{'workload':38s} {'samples/s':>10s} {'peak GB':>8s}  mode")
+        for label, r in rows.items():
+            print(f"{label:38s} {_fmt(r['rate'], r['note']):>10s} {_fmt(r['peak']):>8s}  {r['mode']}")
+        ours = rows["DeCLIP step (mindclip)"]["rate"]
+        clip = rows["CLIP step, same towers (mindclip)"]["rate"]
+        if ours and clip:
+            print(f"DeCLIP / CLIP step time (mindclip): {clip / ours:.2f} "
+                  "(two views and two captions: ~2 expected)")
+        results["declip"] = {"model": args.declip_model, "batch": args.train_batch, **rows}
     if args.section in ("data", "all"):
         folder = args.images
         tmp = None
