@@ -13,7 +13,7 @@ import torch
 import mindspore as ms
 from conftest import FEATURE_ATOL, ROOT
 from test_declip import REF_DIR, reference_state
-from test_training_runs import kill_and_resume
+from test_training_runs import kill_and_resume, msrun_two_ranks
 
 import mindclip
 from mindclip import create_model
@@ -233,17 +233,7 @@ def test_msrun_two_ranks_gathered_terms_equal_single_process(tmp_path):
     worker = os.path.join(ROOT, "tests", "declip_dp_worker.py")
     subprocess.run([sys.executable, worker, str(tmp_path)], check=True, cwd=ROOT,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    msrun = os.path.join(os.path.dirname(sys.executable), "msrun")
-    port = 21000 + os.getpid() % 10000
-    proc = subprocess.run([msrun, "--worker_num", "2", "--local_worker_num", "2", "--master_addr",
-                           "127.0.0.1", "--master_port", str(port), "--log_dir", str(tmp_path / "logs"),
-                           "--join", "True", worker, str(tmp_path)], cwd=ROOT, timeout=600,
-                          env=dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep
-                                   + os.environ.get("PATH", "")),
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    logs = "".join(open(os.path.join(tmp_path / "logs", f)).read()[-2000:]
-                   for f in sorted(os.listdir(tmp_path / "logs")))
-    assert proc.returncode == 0, logs
+    msrun_two_ranks(tmp_path / "logs", worker, str(tmp_path))
     single = np.load(tmp_path / "terms_rank0_of1.npz")
     ranks = [np.load(tmp_path / f"terms_rank{r}_of2.npz") for r in (0, 1)]
     for term in ("clip", "nn"):

@@ -99,6 +99,21 @@ def test_wrong_config_key_fails_with_valid_keys(tmp_path, capsys):
         capsys.readouterr().err
 
 
+def msrun_two_ranks(log_dir, worker: str, *args: str) -> None:
+    """Run ``worker args`` as 2 ranks under msrun; a failure shows the ranks' log tails."""
+    msrun = os.path.join(os.path.dirname(sys.executable), "msrun")
+    port = 20000 + (os.getpid() * 7 + len(str(log_dir))) % 10000
+    proc = subprocess.run([msrun, "--worker_num", "2", "--local_worker_num", "2", "--master_addr",
+                           "127.0.0.1", "--master_port", str(port), "--log_dir", str(log_dir),
+                           "--join", "True", worker, *args], cwd=ROOT, timeout=600,
+                          # msrun starts workers with the `python` found on PATH
+                          env=dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep
+                                   + os.environ.get("PATH", "")),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    logs = "".join(open(os.path.join(log_dir, f)).read()[-2000:] for f in sorted(os.listdir(log_dir)))
+    assert proc.returncode == 0, logs
+
+
 def test_data_parallel_msrun_equals_single_process(tmp_path):
     worker = os.path.join(ROOT, "tests", "dp_worker.py")
     single = tmp_path / "single"
@@ -107,18 +122,7 @@ def test_data_parallel_msrun_equals_single_process(tmp_path):
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     dp = tmp_path / "dp"
     dp.mkdir()
-    msrun = os.path.join(os.path.dirname(sys.executable), "msrun")
-    port = 20000 + os.getpid() % 10000
-    proc = subprocess.run([msrun, "--worker_num", "2", "--local_worker_num", "2", "--master_addr",
-                           "127.0.0.1", "--master_port", str(port), "--log_dir", str(tmp_path / "logs"),
-                           "--join", "True", worker, str(dp), "8"], cwd=ROOT, timeout=600,
-                          # msrun starts workers with the `python` found on PATH
-                          env=dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep
-                                   + os.environ.get("PATH", "")),
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    logs = "".join(open(os.path.join(tmp_path / "logs", f)).read()[-2000:]
-                   for f in sorted(os.listdir(tmp_path / "logs")))
-    assert proc.returncode == 0, logs
+    msrun_two_ranks(tmp_path / "logs", worker, str(dp), "8")
     ref = np.load(single / "params_rank0_of1.npz")
     ranks = [np.load(dp / f"params_rank{r}_of2.npz") for r in (0, 1)]
     for k in ref.files:

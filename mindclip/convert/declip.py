@@ -42,7 +42,7 @@ def declip_to_openclip(tensors: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         if name.startswith("visual.fc."):
             # RN50's fc is used only for inputs other than 224 px (a 7x7 last map), never
             # by the released models; the attention pool is the image head.
-            log.info("dropped %s: DeCLIP's RN50 uses it only when the input is not 224 px", name)
+            log.warning("dropped %s: DeCLIP's RN50 uses it only when the input is not 224 px", name)
             continue
         if name.startswith(TEXT_PREFIX):
             name = name[len(TEXT_PREFIX):]

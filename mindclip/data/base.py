@@ -1,9 +1,10 @@
 """What every dataset reader returns: image references with captions or labels."""
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -22,6 +23,22 @@ def require_path(path: str, what: str, layout: str) -> str:
     if not path or not os.path.exists(path):
         raise FileNotFoundError(f"{what} not found: {path!r}. Expected layout: {layout}")
     return path
+
+
+def json_lines(path: str, layout: str, parse: Callable[[dict], Any]) -> List[Any]:
+    """``parse(record)`` of every non-blank line of a JSON-lines file; a line that is not
+    JSON or that ``parse`` cannot read (missing key, wrong type) is an error naming
+    ``file:line`` and the expected ``layout``."""
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                out.append(parse(json.loads(line)))
+            except (ValueError, KeyError, TypeError, AttributeError):
+                raise ValueError(f"{path}:{n}: expected {layout}") from None
+    return out
 
 
 @dataclass

@@ -9,7 +9,7 @@ from collections import OrderedDict
 from typing import Dict, List, Optional
 
 from ..registry import register
-from .base import ImageTextSource, require_path
+from .base import ImageTextSource, json_lines, require_path
 from .indexed import IndexedImageTextSource, JsonLines
 
 FLICKR8K_LAYOUT = ("ROOT/Flickr8k_Dataset/**/*.jpg (or ROOT/Flicker8k_Dataset), "
@@ -114,16 +114,7 @@ def read_jsonl_columns(path: str, csv_img_key: str = "image_path", csv_caption_k
     the same ``csv_img_key`` / ``csv_caption_key`` keys as CSV). Rows of one image are grouped."""
     layout = f'{{"{csv_img_key}": "x.jpg", "{csv_caption_key}": "..."}} per line'
     require_path(path, "JSON-lines caption file", layout)
-    pairs = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-                pairs.append((item[csv_img_key], item[csv_caption_key]))
-            except (ValueError, KeyError, TypeError):
-                raise ValueError(f"{path}:{n}: expected {layout}") from None
+    pairs = json_lines(path, layout, lambda item: (item[csv_img_key], item[csv_caption_key]))
     return _source(_group(pairs), image_root or os.path.dirname(os.path.abspath(path)),
                    os.path.basename(path))
 

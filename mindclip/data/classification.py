@@ -4,7 +4,6 @@ ImageNet meta files and scikit-learn's handwritten digits (the built-in demo dat
 from __future__ import annotations
 
 import io
-import json
 import os
 import pickle
 from typing import Any, List, Optional
@@ -12,7 +11,7 @@ from typing import Any, List, Optional
 import numpy as np
 
 from ..registry import register
-from .base import ImageTextSource, LabeledImageSource, require_path
+from .base import ImageTextSource, LabeledImageSource, json_lines, require_path
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 CIFAR100_LAYOUT = "ROOT/{meta,train,test} (cifar-100-python) or ROOT/{train.bin,test.bin,fine_label_names.txt}"
@@ -124,20 +123,13 @@ def read_imagenet_meta(path: str, image_root: Optional[str] = None,
     layout = '{"filename": "ILSVRC2012_val_00000001.JPEG", "label": 65, "label_name": "sea snake"} per line'
     require_path(path, "ImageNet meta file", layout)
     root = image_root or os.path.dirname(os.path.abspath(path))
-    images, labels, names = [], [], {}
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-                label = int(item["label"])
-                images.append(os.path.join(root, item["filename"].lstrip("/")))
-            except (ValueError, KeyError, TypeError):
-                raise ValueError(f"{path}:{n}: expected {layout}") from None
-            labels.append(label)
-            if "label_name" in item:
-                names.setdefault(label, str(item["label_name"]))
+    rows = json_lines(path, layout, lambda item: (
+        os.path.join(root, item["filename"].lstrip("/")), int(item["label"]), item.get("label_name")))
+    images, labels = [r[0] for r in rows], [r[1] for r in rows]
+    names = {}
+    for _, label, name in rows:
+        if name is not None:
+            names.setdefault(label, str(name))
     count = max(labels) + 1 if labels else 0
     if class_names is None:
         missing = [i for i in range(count) if i not in names]

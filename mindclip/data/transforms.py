@@ -14,7 +14,7 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 import numpy as np
 from PIL import Image
 
-from ..normalization import IMAGENET_MEAN, IMAGENET_STD, OPENAI_MEAN, OPENAI_STD  # noqa: F401
+from ..normalization import OPENAI_MEAN, OPENAI_STD
 
 
 def to_pil(image: Union[str, Image.Image, np.ndarray]) -> Image.Image:
