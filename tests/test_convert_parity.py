@@ -240,3 +240,29 @@ def test_half_precision_outputs(tmp_path, tiny_openclip, dtype, st_dtype, atol):
         model = create_model(pretrained=path)
         ours = mindclip_outputs(model, images, tokens)
         assert_parity(ours[:2], ref[:2], atol=atol)
+
+
+def test_text_projection_with_bias_from_an_open_clip_folder(tmp_path):
+    """open_clip's ``text_cfg.proj_bias`` (a Linear text projection, as DeCLIP's): the
+    folder's own config is read and the features match."""
+    import open_clip
+    from open_clip.push_to_hf_hub import save_config_for_hf
+
+    cfg = get_model_config("ViT-Tiny-8-quickgelu").to_dict()
+    cfg["text_cfg"]["proj_bias"] = True
+    torch.manual_seed(4)
+    ref = open_clip.model.CLIP(embed_dim=cfg["embed_dim"], vision_cfg=cfg["vision_cfg"],
+                               text_cfg=cfg["text_cfg"], quick_gelu=True).eval()
+    with torch.no_grad():
+        ref.text_projection.bias.normal_(0, 0.5)
+    ref.visual.image_mean, ref.visual.image_std = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
+    folder = tmp_path / "local_dir"
+    folder.mkdir()
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()},
+              str(folder / "open_clip_model.safetensors"))
+    save_config_for_hf(ref, folder / "open_clip_config.json", model_config=cfg)
+    out = convert(str(folder), str(tmp_path / "bias.safetensors"))
+    model = create_model(pretrained=out)
+    assert model.config.text_cfg.proj_bias
+    images, tokens = reference_inputs(32)
+    assert_parity(mindclip_outputs(model, images, tokens), reference_outputs(ref, images, tokens))

@@ -123,3 +123,13 @@ def test_adamw_equals_torch_on_identical_gradients():
         t_opt.step()
     for p, t in zip(params, t_params):
         np.testing.assert_allclose(p.asnumpy(), t.detach().numpy(), atol=1e-6, rtol=0)
+
+
+def test_warmup_from_a_start_lr_then_cosine():
+    """DeCLIP's schedule: linear from warmup_start_lr up to the peak, then cosine to min_lr."""
+    from mindclip.training.lr import cosine_schedule
+
+    lrs = cosine_schedule(1e-3, total_steps=10, warmup_steps=4, min_lr=0.0, warmup_start_lr=1e-4)
+    expected = [1e-4 + 9e-4 * (s + 1) / 4 for s in range(4)]
+    expected += [0.5 * (1 + np.cos(np.pi * (s - 4) / 6)) * 1e-3 for s in range(4, 10)]
+    np.testing.assert_allclose(lrs, expected, rtol=1e-6)
