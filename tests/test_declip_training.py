@@ -218,7 +218,7 @@ def test_towers_only_export_is_a_clip_model_with_openai_ids(tmp_path):
 
 
 def test_killed_declip_run_resumes_exactly_with_its_memory(tmp_path):
-    args = ["--config", DEMO, "--train_dataset.num_samples", "320", "--runner.batch_size", "32",
+    args = ["--config", DEMO, "--train_dataset.num_samples", "160", "--runner.batch_size", "16",
             "--runner.epochs", "3", "--runner.save_interval", "4", "--runner.log_interval", "1",
             "--runner.progress_bar", "false", "--eval_dataset.type", "null",
             "--eval.retrieval_dataset.type", "null", "--loss.memory_size", "96"]
