@@ -9,7 +9,7 @@ from mindspore import Parameter, Tensor, nn, ops
 
 from ..normalization import OPENAI_MEAN, OPENAI_STD
 from .config import CLIPConfig
-from .layers import sync_phases
+from .layers import TrainModeMixin
 from .pretrained import PretrainedModelMixin
 from .resnet import ModifiedResNet
 from .text import TextTransformer
@@ -25,7 +25,7 @@ def l2_normalize(x: Tensor) -> Tensor:
     return (x.astype(ms.float32) / ops.clamp(norm, min=1e-12)).astype(x.dtype)
 
 
-class CLIPModel(PretrainedModelMixin, nn.Cell):
+class CLIPModel(PretrainedModelMixin, TrainModeMixin, nn.Cell):
     """CLIP as a MindSpore Cell.
 
     ``construct(image, text)`` returns L2-normalised image and text features and
@@ -40,7 +40,6 @@ class CLIPModel(PretrainedModelMixin, nn.Cell):
     def __init__(self, config: CLIPConfig):
         super().__init__()
         self.config = config
-        self._image_locked = False
         if config.vision_cfg.is_resnet:
             self.visual = ModifiedResNet(config.vision_cfg, config.embed_dim)
         else:
@@ -74,13 +73,6 @@ class CLIPModel(PretrainedModelMixin, nn.Cell):
         image_features = l2_normalize(self.visual(image))
         text_features = l2_normalize(self.text(text))
         return image_features, text_features, ops.exp(self.logit_scale)
-
-    def set_train(self, mode: bool = True):
-        super().set_train(mode)
-        if self._image_locked:
-            self.visual.set_train(False)  # a locked tower keeps its BatchNorm statistics
-        sync_phases(self)
-        return self
 
     def lock_image_tower(self, unlocked_groups: int = 0) -> None:
         """Freeze the image tower except its last ``unlocked_groups`` layer groups (LiT).

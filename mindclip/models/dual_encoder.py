@@ -20,7 +20,7 @@ from ..normalization import OPENAI_MEAN, OPENAI_STD
 from .bert import BertConfig, BertModel
 from .clip import freeze_groups, l2_normalize
 from .config import CLIPVisionCfg
-from .layers import sync_phases
+from .layers import TrainModeMixin
 from .pretrained import PretrainedConfigMixin, PretrainedModelMixin
 from .vision import VisionTransformer
 
@@ -61,7 +61,7 @@ class DualEncoderConfig(PretrainedConfigMixin):
         return dataclasses.asdict(self)
 
 
-class DualEncoderModel(PretrainedModelMixin, nn.Cell):
+class DualEncoderModel(PretrainedModelMixin, TrainModeMixin, nn.Cell):
     """``construct(images, input_ids, attention_mask)`` -> normalised image and text
     features and ``exp(logit_scale)``, as :class:`~mindclip.models.clip.CLIPModel`."""
 
@@ -72,7 +72,6 @@ class DualEncoderModel(PretrainedModelMixin, nn.Cell):
     def __init__(self, config: DualEncoderConfig):
         super().__init__()
         self.config = config
-        self._image_locked = False
         self.visual = VisionTransformer(config.vision_cfg, config.projection_dim,
                                         config.vision_quick_gelu)
         self.text = BertModel(config.text_cfg)
@@ -108,13 +107,6 @@ class DualEncoderModel(PretrainedModelMixin, nn.Cell):
     def construct(self, images, input_ids, attention_mask):
         return (l2_normalize(self.encode_image(images)),
                 l2_normalize(self.encode_text(input_ids, attention_mask)), ops.exp(self.logit_scale))
-
-    def set_train(self, mode: bool = True):
-        super().set_train(mode)
-        if self._image_locked:
-            self.visual.set_train(False)
-        sync_phases(self)
-        return self
 
     def lock_image_tower(self, unlocked_groups: int = 0) -> None:
         """run_clip.py's ``freeze_vision_model``: every vision-model parameter is frozen

@@ -48,6 +48,21 @@ def sync_phases(cell: nn.Cell) -> None:
         sub.phase = "train" if sub.training else "predict"
 
 
+class TrainModeMixin:
+    """``set_train`` of the model classes: a locked image tower (``_image_locked``, set by
+    ``lock_image_tower``) stays in eval mode, keeping its BatchNorm statistics, and every
+    sub-cell gets the phase of its flag (:func:`sync_phases`)."""
+
+    _image_locked = False
+
+    def set_train(self, mode: bool = True):
+        super().set_train(mode)
+        if self._image_locked:
+            self.visual.set_train(False)
+        sync_phases(self)
+        return self
+
+
 def dense(in_dim: int, out_dim: int, std: float, has_bias: bool = True) -> nn.Dense:
     return nn.Dense(in_dim, out_dim, weight_init=Normal(std), bias_init="zeros", has_bias=has_bias)
 
