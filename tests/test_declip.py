@@ -242,3 +242,24 @@ def test_each_term_equals_a_numpy_formulation(model, ref):
         assert float(ours.asnumpy()) == pytest.approx(theirs, rel=LOSS_RTOL)
     assert float(total.asnumpy()) == pytest.approx(
         0.4 * clip + 0.2 * simsiam + 0.2 * mlm + 0.2 * nn_loss, rel=LOSS_RTOL)
+
+
+def test_logit_scale_clamped_after_the_gradients_before_the_update(model, ref, terms):
+    """DeCLIP's rule in the train step: the forward sees the raw value (the reference total
+    at ln(1/0.07)), the optimizer updates the clamped one, and the result is clamped again.
+    Bounds [1, 2.5] around the raw 2.659 tell the orders apart: the gradient is positive, so
+    Adam's first step subtracts lr: 2.5 - lr here, clamp(2.659 - lr) = 2.5 had the clamp come
+    only after the step."""
+    from mindclip.training import AdamW, TrainStep
+
+    model.set_train(True)
+    objective = DeCLIPObjective(model, {"clip": 0.4, "simsiam": 0.2, "mlm": 0.2, "nn": 0.2},
+                                memory_size=16, logit_scale_bounds=(1.0, 2.5))
+    objective.memory.bank.set_data(ms.Tensor(ref["nn_bank"]))
+    lr = 0.01
+    step = TrainStep(objective, AdamW(model.trainable_params(), np.full(4, lr, np.float32)))
+    loss, _, _, scale = step(*_batch(ref))
+    assert float(loss.asnumpy()) == pytest.approx(terms["total"], rel=LOSS_RTOL)
+    assert terms["grad_logit_scale"] > 0
+    assert float(scale.asnumpy()) == pytest.approx(2.5 - lr, abs=1e-5)
+    assert float(model.logit_scale.asnumpy()) == pytest.approx(2.5 - lr, abs=1e-5)

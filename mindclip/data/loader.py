@@ -235,7 +235,7 @@ class _StreamSamples(_Counted):
 
 def view_draws(rng: np.random.Generator, augment: Augment, builder: SampleBuilder) -> List[np.ndarray]:
     """One set of augmentation numbers per image view the family's batch asks for."""
-    return [augment_draws(rng, augment) for _ in range(getattr(builder, "views", 1))]
+    return [augment_draws(rng, augment) for _ in range(builder.views)]
 
 
 def _normalize_ops(mean: Sequence[float], std: Sequence[float]):
@@ -398,7 +398,7 @@ def train_loader(source: Union[ImageTextSource, StreamingImageTextSource],
     augment = augment or Augment()
     if not isinstance(builder, SampleBuilder):
         builder = SampleBuilder(builder)
-    views = getattr(builder, "views", 1)
+    views = builder.views
     if isinstance(source, StreamingImageTextSource):
         samples = _StreamSamples(source, builder, augment, seed, epoch, rank, world)
         return Loader(samples, builder.columns, batch_size, True, num_workers, image_size, True,

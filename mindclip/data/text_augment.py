@@ -123,8 +123,8 @@ def mlm_mask(ids: np.ndarray, rng: np.random.Generator, mask_id: int, vocab_size
     positions padded with 0 and their original ids padded with -100, both of length
     ``max_positions`` (the row's length when None). A row selects at most
     ``max_positions`` (further selections are left unmasked), which bounds the MLM head's
-    work; at 15% the cap of :func:`default_max_positions` is reached with probability
-    below 1e-4 even for a full 77-token caption.
+    work; at 15% a full 77-token caption exceeds :func:`default_max_positions` (27) with
+    probability ~2e-6.
     """
     ids = np.asarray(ids)
     length = ids.shape[0] if max_positions is None else int(max_positions)
@@ -144,8 +144,9 @@ def mlm_mask(ids: np.ndarray, rng: np.random.Generator, mask_id: int, vocab_size
 
 
 def default_max_positions(context_length: int, probability: float = 0.15) -> int:
-    """Twice the expected count for a full row, plus a margin: a per-row MLM budget that a
-    Binomial(context_length - 2, probability) draw exceeds with probability < 1e-4."""
+    """A per-row MLM budget: the mean of Binomial(context_length - 2, probability) plus 4.5
+    standard deviations plus one, which a full row's draw exceeds with probability < 1e-5
+    (27 positions for 77 tokens at 15 %)."""
     n = context_length - 2
     mean = n * probability
     return int(min(n, np.ceil(mean + 4.5 * np.sqrt(mean * (1 - probability)) + 1)))

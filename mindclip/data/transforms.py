@@ -7,6 +7,7 @@ preprocessing exactly.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, Tuple, Union
@@ -104,12 +105,9 @@ class Augment:
 
     @classmethod
     def from_config(cls, cfg: Optional[dict]) -> "Augment":
-        cfg = {k: v for k, v in (cfg or {}).items() if v is not None}
-        return cls(tuple(cfg.get("scale", (0.9, 1.0))), float(cfg.get("color_jitter", 0.0)),
-                   float(cfg.get("grayscale", 0.0)), bool(cfg.get("random_crop", True)),
-                   float(cfg.get("hue", 0.0)), float(cfg.get("color_jitter_prob", 1.0)),
-                   float(cfg.get("blur_prob", 0.0)), tuple(cfg.get("blur_sigma", (0.1, 2.0))),
-                   float(cfg.get("hflip", 0.0)))
+        """From a run config's ``train_dataset.augment``; null values keep the defaults."""
+        kinds = {f.name: type(f.default) for f in dataclasses.fields(cls)}
+        return cls(**{k: kinds[k](v) for k, v in (cfg or {}).items() if v is not None})
 
     @property
     def recolors(self) -> bool:
