@@ -310,7 +310,11 @@ def _run_isolated(who: str, name: str, task: str, batch: int, iters: int, mode: 
 def bench_models(name: str, iters: int, batches: dict, torch_available: bool) -> dict:
     from mindclip.models.factory import model_family
 
-    peer = PEERS[model_family(name).name][0]
+    family = model_family(name).name
+    if family not in PEERS:
+        raise SystemExit(f"error: {name} is a {family} model, which has no PyTorch peer to run "
+                         "here; --section declip compares its train step with CLIP's")
+    peer = PEERS[family][0]
     results = {"peer": peer}
     for task, batch in batches.items():
         ours, our_rss, note = _run_isolated("mindclip", name, task, batch, iters, 0)
