@@ -108,3 +108,39 @@ def test_patch_embedding_matmul_equals_conv2d(name):
     for ours_g, ref_g in ((grad_ours[0], grad_ref[0]), (grad_ours[1][0], grad_ref[1])):
         ref_g = ref_g.asnumpy()
         assert np.abs(ours_g.asnumpy() - ref_g).max() <= 1e-5 * max(1.0, np.abs(ref_g).max())
+
+
+@pytest.mark.parametrize("per_head", [True, False])
+@pytest.mark.parametrize("mask_rank", [0, 2, 3])
+def test_attention_layouts_equal_numpy(per_head, mask_rank):
+    """Both attention layouts (per head on CPU, batched on Ascend/GPU) equal a numpy float64
+    multi-head attention within 1e-5, with no mask, an (L, L) mask or a (B, L, L) mask."""
+    import mindspore as ms
+
+    from mindclip.models.layers import MultiheadSelfAttention, causal_mask
+
+    rng = np.random.default_rng(0)
+    b, n, width, heads = 3, 7, 16, 4
+    attn = MultiheadSelfAttention(width, heads, 0.3, 0.3)
+    attn.per_head = per_head
+    x = rng.standard_normal((b, n, width)).astype(np.float32)
+    mask = None
+    if mask_rank:
+        mask = causal_mask(n).asnumpy()
+        if mask_rank == 3:
+            mask = np.broadcast_to(mask, (b, n, n)).copy()
+            mask[1, :, 0] = np.finfo(np.float32).min  # rows differ: key 0 hidden in sample 1
+            mask[1, 0, 0] = 0.0
+    out = attn(ms.Tensor(x), None if mask is None else ms.Tensor(mask)).asnumpy()
+
+    w_in, b_in = attn.in_proj.weight.asnumpy().astype(np.float64), attn.in_proj.bias.asnumpy()
+    w_out, b_out = attn.out_proj.weight.asnumpy().astype(np.float64), attn.out_proj.bias.asnumpy()
+    q, k, v = np.split(x @ w_in.T + b_in, 3, axis=-1)
+    split = lambda t: t.reshape(b, n, heads, width // heads).transpose(0, 2, 1, 3)  # noqa: E731
+    scores = split(q) @ split(k).transpose(0, 1, 3, 2) / np.sqrt(width // heads)
+    if mask is not None:
+        scores = scores + (mask if mask.ndim == 2 else mask[:, None])
+    probs = np.exp(scores - scores.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    ref = (probs @ split(v)).transpose(0, 2, 1, 3).reshape(b, n, width) @ w_out.T + b_out
+    assert np.abs(out - ref).max() <= 1e-5
