@@ -18,7 +18,7 @@ import mindspore as ms
 from mindspore import nn, ops
 from mindspore.common.initializer import Normal
 
-from .layers import LayerNorm
+from .layers import GELU, LayerNorm
 
 # Hugging Face model types whose position ids follow RoBERTa's rule.
 ROBERTA_TYPES = ("roberta", "xlm-roberta", "camembert")
@@ -83,7 +83,7 @@ def _dense(cfg: BertConfig, n_in: int, n_out: int) -> nn.Dense:
 
 def _activation(name: str) -> nn.Cell:
     if name == "gelu":
-        return nn.GELU(approximate=False)  # nn.GELU() defaults to the tanh approximation
+        return GELU()
     if name == "gelu_new":
         return nn.GELU(approximate=True)
     return nn.ReLU()

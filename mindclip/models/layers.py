@@ -26,16 +26,45 @@ class LayerNorm(nn.LayerNorm):
         return y.astype(orig)
 
 
+_SQRT_HALF = 0.7071067811865476
+_INV_SQRT_2PI = 0.3989422804014327
+
+# Both activations carry their derivative as a ``bprop``, so training keeps only their input:
+# MindSpore's automatic differentiation of the same expressions keeps each intermediate alive
+# in its CPU graphs, twice the memory of the widest activation in every block.
+
+
 class QuickGELU(nn.Cell):
     """``x * sigmoid(1.702 x)``, the activation OpenAI's weights were trained with."""
 
     def construct(self, x):
         return x * ops.sigmoid(1.702 * x)
 
+    def bprop(self, x, out, dout):
+        s = ops.sigmoid(1.702 * x)
+        return (dout * (s + 1.702 * x * s * (1.0 - s)),)
+
+
+class GELU(nn.Cell):
+    """Exact GELU, ``x/2 * (1 + erf(x/sqrt(2)))`` (PyTorch's ``nn.GELU()``).
+
+    Written out rather than ``nn.GELU(approximate=False)``: that op is expanded in
+    MindSpore's CPU graphs into kernels whose outputs are never freed, four activations'
+    worth per call that stay resident for as long as the compiled graph lives (10 GB for
+    40 calls on a 64 MB tensor, against 0.2 GB for this form, which is as fast and within
+    3e-7 of it). ``nn.GELU()`` would also default to the tanh approximation.
+    """
+
+    def construct(self, x):
+        return 0.5 * x * (1.0 + ops.erf(x * _SQRT_HALF))
+
+    def bprop(self, x, out, dout):
+        cdf = 0.5 * (1.0 + ops.erf(x * _SQRT_HALF))
+        return (dout * (cdf + x * ops.exp(-0.5 * x * x) * _INV_SQRT_2PI),)
+
 
 def make_activation(quick_gelu: bool) -> nn.Cell:
-    # nn.GELU defaults to the tanh approximation; PyTorch's nn.GELU is exact.
-    return QuickGELU() if quick_gelu else nn.GELU(approximate=False)
+    return QuickGELU() if quick_gelu else GELU()
 
 
 def sync_phases(cell: nn.Cell) -> None:

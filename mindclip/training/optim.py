@@ -23,23 +23,33 @@ def no_weight_decay(name: str, ndim: int) -> bool:
 
 
 _adamw_update = ops.MultitypeFuncGraph("adamw_update")
+_fused_adamw = ops.AdamWeightDecay()
 
 
-@_adamw_update.register("Number", "Number", "Number", "Tensor", "Tensor", "Tensor", "Bool",
-                        "Tensor", "Number", "Tensor", "Tensor", "Tensor", "Tensor")
-def _update(beta1, beta2, eps, lr, step_size, bias2_sqrt, gated, apply, decay, param, m, v, grad):
-    """One parameter's AdamW update; when ``gated`` (a compile-time flag) it is written only
-    where ``apply`` holds (the selects cost three parameter-sized temporaries, so ungated
-    steps do without them)."""
+@_adamw_update.register("Number", "Number", "Number", "Tensor", "Tensor", "Tensor", "Tensor",
+                        "Bool", "Tensor", "Number", "Tensor", "Tensor", "Tensor", "Tensor")
+def _update(beta1, beta2, eps, lr, step_size, bias2_sqrt, decay_scale, gated, apply, decay,
+            param, m, v, grad):
+    """One parameter's AdamW update.
+
+    Ungated, it is MindSpore's fused in-place kernel with the bias correction folded into its
+    scalars: ``lr' = lr * sqrt(b2) / b1``, ``eps' = eps * sqrt(b2)``, ``decay' = decay * b1 /
+    sqrt(b2)`` give ``p (1 - lr decay) - lr / b1 * m / (sqrt(v) / sqrt(b2) + eps)``, PyTorch's
+    step. Written out element-wise, the step kept every temporary of every parameter alive in
+    MindSpore's CPU graphs: 16 model-sized buffers, 9.6 GB for ViT-B/32 against 1 GB fused.
+    When ``gated`` (a compile-time flag, fp16 loss scaling) the step is written element-wise
+    only where ``apply`` holds, which the fused kernel cannot do."""
     grad = grad.astype(ms.float32)
+    if not gated:
+        return _fused_adamw(param, m, v, step_size * bias2_sqrt, beta1, beta2, eps * bias2_sqrt,
+                            decay * decay_scale, grad)
     new_m = beta1 * m + (1 - beta1) * grad
     new_v = beta2 * v + (1 - beta2) * grad * grad
     update = step_size * new_m / (ops.sqrt(new_v) / bias2_sqrt + eps)
     # PyTorch decays first (p *= 1 - lr * wd), then subtracts the Adam update; decay 0 is x * 1.
     new_p = param * (1 - lr * decay) - update
-    if gated:
-        new_m, new_v, new_p = (ops.select(apply, new_m, m), ops.select(apply, new_v, v),
-                               ops.select(apply, new_p, param))
+    new_m, new_v, new_p = (ops.select(apply, new_m, m), ops.select(apply, new_v, v),
+                           ops.select(apply, new_p, param))
     return ops.assign(m, new_m), ops.assign(v, new_v), ops.assign(param, new_p)
 
 
@@ -83,6 +93,6 @@ class AdamW(nn.Cell):
         # HyperMap, not a Python loop: a loop compiles to one nested call per parameter, which
         # exceeds MindSpore's call-depth limit for ~400 tensors (ViT-B/32 + BERT-base).
         writes = self.hyper_map(ops.partial(_adamw_update, self.beta1, self.beta2, self.eps, lr,
-                                            step_size, bias2_sqrt, gated, apply),
+                                            step_size, bias2_sqrt, bias1 / bias2_sqrt, gated, apply),
                                 self.decay, self.parameters, self.exp_avg, self.exp_avg_sq, grads)
         return ops.depend(step, writes)
