@@ -7,9 +7,10 @@ data pipelines next to a plain PIL + numpy loop.
     python tools/benchmark.py --section data --images /path/jpegs    # data (default: generated JPEGs)
     python tools/benchmark.py --section zero_shot --model ViT-B-32   # end-to-end CIFAR-100 zero-shot
     python tools/benchmark.py --section declip                       # DeCLIP step vs CLIP step
+    python tools/benchmark.py --section ops                          # one ViT block, op by op
 
-fp32 throughout. Numbers are items per second (higher is better) after one warm-up call, and
-the peak RSS of the process that ran the workload; ratio = mindclip / peer. The zero-shot
+fp32 throughout. Numbers are items per second (higher is better) from the median call after
+one warm-up call, and the peak RSS of the process that ran the workload; ratio = mindclip / peer. The zero-shot
 workload has no warm-up: it is what a user waits for, from a built model to the accuracy
 (classifier from 100 classes x 18 templates, then every image of a CIFAR-100-layout fixture
 through each side's own loader), compilation included.
@@ -28,11 +29,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _timeit(fn, iters: int) -> float:
-    fn()  # warm-up (graph compilation)
-    start = time.perf_counter()
+    """Median seconds per call over ``iters`` calls after a warm-up (graph compilation): on a
+    shared machine one slow call (another tenant's burst) would move a mean, not a median."""
+    fn()
+    times = []
     for _ in range(iters):
+        start = time.perf_counter()
         fn()
-    return (time.perf_counter() - start) / iters
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
 
 
 def _fmt(value, note: str = "") -> str:
@@ -294,7 +299,8 @@ PEERS = {"clip": ("open_clip", _open_clip_workload),
 def _run_isolated(who: str, name: str, task: str, batch: int, iters: int, mode: int,
                   root: str = ""):
     """One workload in a fresh process, so that each has its own peak RSS and MindSpore's CPU
-    graphs (which keep their intermediates) do not share memory.
+    graphs (each compiled graph keeps its buffers for the life of the process) do not share
+    memory.
     Returns (items/s or None, peak RSS in GB or None, note)."""
     cmd = [sys.executable, os.path.abspath(__file__), "--_one", who, name, task, str(batch),
            str(iters), str(mode), root]
@@ -395,9 +401,54 @@ def bench_data(folder: str, batch: int, workers: int):
     return rates
 
 
+def bench_ops(batch: int, iters: int) -> dict:
+    """Milliseconds per call of each op of one ViT-B/32 image block (50 tokens, width 768,
+    12 heads, GRAPH mode, each op its own graph) next to torch's: where a block's time goes."""
+    import mindspore as ms
+    import torch
+    from mindspore import nn
+
+    from mindclip.models.layers import GELU, LayerNorm, PerHeadAttention
+
+    ms.set_context(mode=ms.GRAPH_MODE)
+    n, width, heads = 50, 768, 12
+    rng = np.random.default_rng(0)
+    x, hidden = (rng.standard_normal((batch, n, w)).astype(np.float32) for w in (width, 4 * width))
+
+    class Core(nn.Cell):  # q, k, v = three slices of one (B, L, 3D) projection, as in the block
+        def __init__(self):
+            super().__init__()
+            self.core, self.split = PerHeadAttention(heads, width // heads), ms.ops.Split(-1, 3)
+
+        def construct(self, qkv):
+            q, k, v = self.split(qkv)
+            return self.core(q, k, v, ms.Tensor(0.0, ms.float32))
+
+    def torch_core(qkv):
+        q, k, v = (t.reshape(batch, n, heads, -1).transpose(1, 2) for t in qkv.chunk(3, -1))
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        return out.transpose(1, 2).reshape(batch, n, width)
+
+    qkv = rng.standard_normal((batch, n, 3 * width)).astype(np.float32)
+    cases = [("LayerNorm", LayerNorm(width), torch.nn.LayerNorm(width), x),
+             ("Dense 768->2304 (q, k, v)", nn.Dense(width, 3 * width), torch.nn.Linear(width, 3 * width), x),
+             ("attention, 12 heads", Core(), torch_core, qkv),
+             ("Dense 768->768 (out)", nn.Dense(width, width), torch.nn.Linear(width, width), x),
+             ("Dense 768->3072 (MLP in)", nn.Dense(width, 4 * width), torch.nn.Linear(width, 4 * width), x),
+             ("exact GELU on 3072", GELU(), torch.nn.functional.gelu, hidden),
+             ("Dense 3072->768 (MLP out)", nn.Dense(4 * width, width), torch.nn.Linear(4 * width, width), hidden)]
+    rows = {}
+    with torch.no_grad():
+        for label, cell, peer, arg in cases:
+            ours_in, theirs_in = ms.Tensor(arg), torch.tensor(arg)
+            rows[label] = {"mindclip_ms": 1000 * _timeit(lambda: cell(ours_in).asnumpy(), iters),
+                           "torch_ms": 1000 * _timeit(lambda: peer(theirs_in).numpy(), iters)}
+    return rows
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--section", choices=("models", "data", "zero_shot", "declip", "all"),
+    p.add_argument("--section", choices=("models", "data", "zero_shot", "declip", "ops", "all"),
                    default="all")
     p.add_argument("--declip_model", default="DeCLIP-ViT-B-32")
     p.add_argument("--model", default="ViT-B-32")
@@ -456,8 +507,7 @@ def main(argv=None) -> int:
             mark = "*" if r["mindclip"] and r["mindclip_mode"] != "GRAPH" else ""
             print(f"{label:38s} {_row(r, peer, mark)}")
         if any(r["mindclip_mode"] != "GRAPH" for k, r in res.items() if k != "peer"):
-            print("* GRAPH mode ran out of memory (MindSpore 2.10 keeps all intermediates of a "
-                  "CPU graph); measured in PyNative mode instead")
+            print("* GRAPH mode ran out of memory; measured in PyNative mode instead")
         results["models"] = {"model": args.model, **res}
     if args.section in ("zero_shot", "all"):
         r = bench_zero_shot(args.model, args.zs_images, args.zs_batch, _torch_threads() is not None)
@@ -479,6 +529,15 @@ def main(argv=None) -> int:
             print(f"DeCLIP / CLIP step time (mindclip): {clip / ours:.2f} "
                   "(two views and two captions: ~2 expected)")
         results["declip"] = {"model": args.declip_model, "batch": args.train_batch, **rows}
+    if args.section in ("ops", "all"):
+        rows = bench_ops(args.image_batch, max(args.iters, 5))
+        print(f"\nops of one ViT-B/32 image block, batch {args.image_batch} [ms per call]")
+        print(f"{'op':34s} {'mindclip':>10s} {'torch':>8s}")
+        for label, r in rows.items():
+            print(f"{label:34s} {r['mindclip_ms']:10.2f} {r['torch_ms']:8.2f}")
+        print(f"{'sum':34s} {sum(r['mindclip_ms'] for r in rows.values()):10.2f} "
+              f"{sum(r['torch_ms'] for r in rows.values()):8.2f}")
+        results["ops"] = {"batch": args.image_batch, **rows}
     if args.section in ("data", "all"):
         folder = args.images
         tmp = None

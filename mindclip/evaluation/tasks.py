@@ -36,8 +36,8 @@ def evaluate_zero_shot(model: Any, dataset_cfg: Dict, batch_size: int = 64,
         raise ValueError(f"{len(names)} class names for a dataset with {len(source.class_names)} classes")
     model.set_train(False)
     tokenizer = get_tokenizer(model)
-    # Text batches follow eval.batch_size: on CPU a graph keeps all its intermediates, and a
-    # 256x77 batch of the ViT-B/32 text tower alone needs ~17 GB.
+    # Text batches follow eval.batch_size: one compiled graph per batch shape, each holding
+    # its own buffers on CPU, so the classifier reuses the image batch's.
     classifier = build_classifier(model, tokenizer, names, templates, batch_size, cache=cache)
     loader = eval_image_loader(source, model.image_size, batch_size,
                                num_workers=int(dataset_cfg.get("num_workers") or 2),

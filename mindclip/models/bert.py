@@ -18,7 +18,7 @@ import mindspore as ms
 from mindspore import nn, ops
 from mindspore.common.initializer import Normal
 
-from .layers import GELU, LayerNorm
+from .layers import GELU, LayerNorm, PerHeadAttention
 
 # Hugging Face model types whose position ids follow RoBERTa's rule.
 ROBERTA_TYPES = ("roberta", "xlm-roberta", "camembert")
@@ -116,6 +116,9 @@ class BertEmbeddings(nn.Cell):
 
 
 class BertSelfAttention(nn.Cell):
+    """Hugging Face's separate query/key/value projections; on CPU the heads run one by one
+    (:class:`~mindclip.models.layers.PerHeadAttention`, for its memory), elsewhere batched."""
+
     def __init__(self, cfg: BertConfig):
         super().__init__()
         self.heads = cfg.num_attention_heads
@@ -124,12 +127,16 @@ class BertSelfAttention(nn.Cell):
         self.query = _dense(cfg, cfg.hidden_size, cfg.hidden_size)
         self.key = _dense(cfg, cfg.hidden_size, cfg.hidden_size)
         self.value = _dense(cfg, cfg.hidden_size, cfg.hidden_size)
+        self.per_head = ms.get_context("device_target") == "CPU"
+        self.core = PerHeadAttention(self.heads, self.head_dim)
 
     def _split(self, x, b, n):
         return x.reshape(b, n, self.heads, self.head_dim).transpose(0, 2, 1, 3)
 
     def construct(self, x, additive_mask):
         b, n, d = x.shape
+        if self.per_head:  # the (B, 1, 1, L) mask broadcasts against one head's (B, L, L)
+            return self.core(self.query(x), self.key(x), self.value(x), additive_mask.reshape(b, 1, n))
         q, k, v = self._split(self.query(x), b, n), self._split(self.key(x), b, n), self._split(self.value(x), b, n)
         scores = ops.matmul(q, k.transpose(0, 1, 3, 2)).astype(ms.float32) * self.scale + additive_mask
         probs = ops.softmax(scores, axis=-1).astype(v.dtype)

@@ -108,7 +108,75 @@ def causal_mask(length: int) -> Tensor:
     return Tensor(mask)
 
 
+_bmm = ops.BatchMatMul()
 _bmm_nt = ops.BatchMatMul(transpose_b=True)
+_bmm_tn = ops.BatchMatMul(transpose_a=True)
+
+
+class PerHeadAttention(nn.Cell):
+    """``softmax(q k^T / sqrt(d) + mask) v`` head by head on ``(B, L, D)`` queries, keys and
+    values, heads concatenated back to ``(B, L, D)``; ``mask`` is additive and broadcasts
+    against one head's ``(B, L, L)`` scores (a 0-d zero for none).
+
+    The attention of the CLIP and BERT towers on CPU. Column slices of a projection are the
+    heads' ``(B, L, head_dim)`` matrices already, so no transposes are needed: MindSpore
+    2.10's CPU graphs neither free nor reuse the outputs of the 4-D/5-D transposes of the
+    batched layout, and run them slowly. The backward pass is written by hand and recomputes
+    each head's probabilities from q and k (as flash attention does): automatic
+    differentiation of the forward keeps every slice, score, probability and per-head output
+    alive, ~25 activations' worth per block against the 3 this keeps (q, k, v).
+    Primitives rather than ``ops`` functions: GRAPH mode cannot compile a function graph
+    that both ``construct`` and ``bprop`` call.
+    """
+
+    def __init__(self, heads: int, head_dim: int):
+        super().__init__()
+        self.heads = heads
+        self.head_dim = head_dim
+        self.scale = head_dim ** -0.5
+        self.split_heads = ops.Split(axis=-1, output_num=heads)
+        self.concat = ops.Concat(axis=-1)
+        self.softmax = ops.Softmax(axis=-1)
+        self.cast = ops.Cast()
+        self.row_sum = ops.ReduceSum(keep_dims=True)
+
+    # Every op below runs once per head, so each one saved is 12 kernel launches per block
+    # (ViT-B): q is scaled before the split, and the casts and the mask add are compiled in
+    # only when there is something to cast or mask (dtypes and ranks are static in a graph).
+
+    def _to(self, x, dtype):
+        return x if x.dtype == dtype else self.cast(x, dtype)
+
+    def probs(self, q, k, mask):
+        """fp32 softmax of the scores of (pre-scaled) ``q`` and ``k``, so that fp16
+        activations keep PyTorch's accuracy."""
+        scores = self._to(_bmm_nt(q, k), ms.float32)
+        if mask.ndim != 0:
+            scores = scores + mask
+        return self.softmax(scores)
+
+    def construct(self, q, k, v, mask):
+        qs, ks, vs = self.split_heads(q * self.scale), self.split_heads(k), self.split_heads(v)
+        outs = []
+        for i in range(self.heads):
+            outs.append(_bmm(self._to(self.probs(qs[i], ks[i], mask), v.dtype), vs[i]))
+        return self.concat(outs)
+
+    def bprop(self, q, k, v, mask, out, dout):
+        f32 = ms.float32
+        qs = self.split_heads(self._to(q, f32) * self.scale)
+        ks, vs = self.split_heads(self._to(k, f32)), self.split_heads(self._to(v, f32))
+        douts = self.split_heads(self._to(dout, f32))
+        grads_q, grads_k, grads_v = [], [], []
+        for i in range(self.heads):
+            p = self.probs(qs[i], ks[i], mask)
+            grads_v.append(_bmm_tn(p, douts[i]))
+            dp = _bmm_nt(douts[i], vs[i])
+            dz = p * (dp - self.row_sum(dp * p, -1))
+            grads_q.append(_bmm(dz, ks[i]) * self.scale)
+            grads_k.append(_bmm_tn(dz, qs[i]))
+        return (self._to(self.concat(grads_q), q.dtype), self._to(self.concat(grads_k), k.dtype),
+                self._to(self.concat(grads_v), v.dtype), mask * 0.0)
 
 
 class MultiheadSelfAttention(nn.Cell):
@@ -117,43 +185,33 @@ class MultiheadSelfAttention(nn.Cell):
     Softmax runs in fp32 so that fp16 activations keep PyTorch's accuracy. ``attn_mask`` is
     additive, ``(L, L)`` or ``(B, L, L)``.
 
-    On CPU the heads run one by one on slices of the projection (``per_head``): MindSpore
-    2.10's CPU graphs neither free nor reuse the outputs of the 4-D/5-D transposes the
-    batched layout needs, and run those transposes slowly. Per head, the ViT-B/32 text tower
-    encodes 1.6x faster in half the memory, with the same results to float rounding.
-    Ascend and GPU keep the batched layout their fused kernels expect.
+    On CPU the heads run one by one on slices of the projection (``per_head``,
+    :class:`PerHeadAttention`, which says why); Ascend and GPU keep the batched layout their
+    fused kernels expect. Both give the same results to float rounding.
     """
 
     def __init__(self, width: int, heads: int, attn_std: float, proj_std: float):
         super().__init__()
         self.heads = heads
         self.head_dim = width // heads
-        self.scale = self.head_dim ** -0.5
         self.in_proj = dense(width, 3 * width, attn_std)
         self.out_proj = dense(width, width, proj_std)
         self.per_head = ms.get_context("device_target") == "CPU"
-
-    def _scores(self, q, k, attn_mask):
-        attn = _bmm_nt(q * self.scale, k).astype(ms.float32)
-        if attn_mask is not None:
-            attn = attn + attn_mask
-        return ops.softmax(attn, axis=-1)
+        self.core = PerHeadAttention(heads, self.head_dim)
+        self.split_qkv = ops.Split(axis=-1, output_num=3)
+        self.no_mask = Tensor(0.0, ms.float32)
 
     def construct(self, x, attn_mask: Optional[Tensor] = None):
         b, n, d = x.shape
+        mask = self.no_mask if attn_mask is None else attn_mask
         if self.per_head:
-            # Column slices of the packed projection are (B, L, head_dim) matrices already.
-            parts = ops.split(self.in_proj(x), self.head_dim, axis=-1)
-            outs = []
-            for h in range(self.heads):
-                q, k, v = parts[h], parts[self.heads + h], parts[2 * self.heads + h]
-                outs.append(ops.bmm(self._scores(q, k, attn_mask).astype(v.dtype), v))
-            return self.out_proj(ops.concat(outs, axis=-1))
+            q, k, v = self.split_qkv(self.in_proj(x))
+            return self.out_proj(self.core(q, k, v, mask))
         qkv = self.in_proj(x).reshape(b, n, 3, self.heads, self.head_dim)
         qkv = qkv.transpose(2, 0, 3, 1, 4)
-        if attn_mask is not None and attn_mask.ndim == 3:
-            attn_mask = attn_mask.reshape(b, 1, n, n)
-        attn = self._scores(qkv[0], qkv[1], attn_mask).astype(qkv.dtype)
+        if mask.ndim == 3:
+            mask = mask.reshape(b, 1, n, n)
+        attn = self.core.probs(qkv[0] * self.core.scale, qkv[1], mask).astype(qkv.dtype)
         out = ops.matmul(attn, qkv[2]).transpose(0, 2, 1, 3).reshape(b, n, d)
         return self.out_proj(out)
 
