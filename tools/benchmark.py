@@ -66,17 +66,59 @@ def _peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2  # KB on Linux
 
 
+# MindSpore is imported only by the processes that run mindclip: imported into the parent it
+# halved the speed of the open_clip child it launched (its runtime threads compete for the 2
+# cores), and into a peer's process it cost torch ~12%. What a peer or the parent needs from
+# mindclip (the architecture, the zero-shot prompts) comes from one `--_describe` child.
+DESCRIBE_ENV = "MINDCLIP_BENCH_DESCRIBE"
+
+
+def _describe(name: str) -> dict:
+    """Everything the parent and the peers need from mindclip, as JSON-able data."""
+    from mindclip import get_model_config
+    from mindclip.evaluation.prompts import CIFAR100_CLASSNAMES, CIFAR_TEMPLATES
+    from mindclip.models.factory import model_family
+
+    config = get_model_config(name)
+    out = {"family": model_family(name).name, "config": config.to_dict(),
+           "classnames": list(CIFAR100_CLASSNAMES), "templates": list(CIFAR_TEMPLATES)}
+    if out["family"] == "dual_encoder":
+        from mindclip.convert.dual_encoder import config_to_hf
+
+        out["hf"] = config_to_hf(config)
+        out["text_inputs"] = [config.max_seq_length, config.text_cfg.vocab_size,
+                              config.text_cfg.pad_token_id]
+    return out
+
+
+def _described(name: str) -> dict:
+    """:func:`_describe` of ``name``, run in a child process (or read from the environment
+    inside a workload process)."""
+    if os.environ.get(DESCRIBE_ENV):
+        return json.loads(os.environ[DESCRIBE_ENV])
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--_describe", name],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
+        raise SystemExit("error: " + (proc.stderr.strip().splitlines() or ["describe failed"])[-1])
+    os.environ[DESCRIBE_ENV] = proc.stdout.strip().splitlines()[-1]
+    return json.loads(os.environ[DESCRIBE_ENV])
+
+
 def _clip_text(model, batch: int, rng):
     return (rng.integers(1, 49000, (batch, model.context_length)).astype(np.int32),)
 
 
 def _bert_text(model, batch: int, rng):
     """ids + attention mask, every other row half padding."""
-    length, text_cfg = model.context_length, model.config.text_cfg
-    ids = rng.integers(5, text_cfg.vocab_size, (batch, length)).astype(np.int32)
+    text_cfg = model.config.text_cfg
+    return _bert_ids(model.context_length, text_cfg.vocab_size, text_cfg.pad_token_id, batch, rng)
+
+
+def _bert_ids(length: int, vocab_size: int, pad_id: int, batch: int, rng):
+    ids = rng.integers(5, vocab_size, (batch, length)).astype(np.int32)
     mask = np.ones((batch, length), np.int32)
     mask[::2, length // 2:] = 0
-    ids[mask == 0] = text_cfg.pad_token_id
+    ids[mask == 0] = pad_id
     return ids, mask
 
 
@@ -143,9 +185,7 @@ def _open_clip_workload(name: str, task: str, batch: int, iters: int) -> float:
     import open_clip
     import torch
 
-    from mindclip import get_model_config
-
-    cfg = get_model_config(name).to_dict()
+    cfg = _described(name)["config"]
     model = open_clip.model.CLIP(embed_dim=cfg["embed_dim"], vision_cfg=cfg["vision_cfg"],
                                  text_cfg=cfg["text_cfg"], quick_gelu=cfg["quick_gelu"]).eval()
     size, ctx = cfg["vision_cfg"]["image_size"], cfg["text_cfg"]["context_length"]
@@ -172,19 +212,16 @@ def _transformers_dual_workload(name: str, task: str, batch: int, iters: int) ->
     import torch
     import transformers
 
-    from mindclip import create_model
-    from mindclip.convert.dual_encoder import config_to_hf
-
-    ours = create_model(name)
-    hf_cfg = config_to_hf(ours.config)
+    described = _described(name)
+    hf_cfg = described["hf"]
     text = transformers.AutoConfig.for_model(**hf_cfg["text_config"])
     vision = transformers.CLIPVisionConfig(**{k: v for k, v in hf_cfg["vision_config"].items()
                                               if k != "model_type"})
     model = transformers.VisionTextDualEncoderModel(
         transformers.VisionTextDualEncoderConfig.from_vision_text_configs(
             vision, text, projection_dim=hf_cfg["projection_dim"])).eval()
-    ids, mask = (torch.tensor(x).long() for x in _bert_text(ours, batch, np.random.default_rng(0)))
-    del ours
+    ids, mask = (torch.tensor(x).long()
+                 for x in _bert_ids(*described["text_inputs"], batch, np.random.default_rng(0)))
     size = hf_cfg["vision_config"]["image_size"]
     images = torch.randn(batch, 3, size, size)
     with torch.no_grad():
@@ -204,13 +241,12 @@ def _transformers_dual_workload(name: str, task: str, batch: int, iters: int) ->
     return batch / _timeit(step, iters)
 
 
-def write_cifar100_fixture(root: str, count: int) -> str:
-    """A CIFAR-100 python-layout test split of ``count`` 32x32 crops of scikit-image's photos."""
+def write_cifar100_fixture(root: str, count: int, classnames: list) -> str:
+    """A CIFAR-100 python-layout test split of ``count`` 32x32 crops of scikit-image's photos
+    (read by our loader), and the same pixels and labels as ``arrays.npz`` (for the peer)."""
     import pickle
 
     from skimage import data
-
-    from mindclip.evaluation.prompts import CIFAR100_CLASSNAMES
 
     rng = np.random.default_rng(0)
     photos = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket()]
@@ -223,10 +259,12 @@ def write_cifar100_fixture(root: str, count: int) -> str:
     # written here, read by our restricted unpickler: plain pickle is safe for our own file
     with open(os.path.join(root, "meta"), "wb") as f:
         pickle.dump({b"fine_label_names": [c.replace(" ", "_").encode()
-                                           for c in CIFAR100_CLASSNAMES]}, f, protocol=2)
+                                           for c in classnames]}, f, protocol=2)
+    labels = rng.integers(0, 100, count)
     with open(os.path.join(root, "test"), "wb") as f:
         pickle.dump({b"data": images.transpose(0, 3, 1, 2).reshape(count, -1),
-                     b"fine_labels": [int(i) for i in rng.integers(0, 100, count)]}, f, protocol=2)
+                     b"fine_labels": [int(i) for i in labels]}, f, protocol=2)
+    np.savez(os.path.join(root, "arrays.npz"), images=images, labels=labels)
     return root
 
 
@@ -245,29 +283,27 @@ def _open_clip_zero_shot(name: str, root: str, batch: int) -> float:
     import open_clip
     import torch
 
-    from mindclip import get_model_config
-    from mindclip.data.classification import read_cifar100
-    from mindclip.evaluation.prompts import CIFAR100_CLASSNAMES, CIFAR_TEMPLATES
-
-    cfg = get_model_config(name).to_dict()
+    described = _described(name)
+    cfg = described["config"]
     model = open_clip.model.CLIP(embed_dim=cfg["embed_dim"], vision_cfg=cfg["vision_cfg"],
                                  text_cfg=cfg["text_cfg"], quick_gelu=cfg["quick_gelu"]).eval()
     preprocess = open_clip.image_transform(cfg["vision_cfg"]["image_size"], is_train=False)
-    source = read_cifar100(root, "test")
+    with np.load(os.path.join(root, "arrays.npz"), allow_pickle=False) as arrays:
+        pixels, targets = arrays["images"], arrays["labels"]
 
     class Images(torch.utils.data.Dataset):
         def __len__(self):
-            return len(source.images)
+            return len(pixels)
 
         def __getitem__(self, i):
             from PIL import Image
-            return preprocess(Image.fromarray(source.images[i])), source.labels[i]
+            return preprocess(Image.fromarray(pixels[i])), int(targets[i])
 
     start = time.perf_counter()
     with torch.no_grad():
         classifier = open_clip.build_zero_shot_classifier(
-            model, open_clip.get_tokenizer("ViT-B-32", context_length=cfg["text_cfg"]["context_length"]), CIFAR100_CLASSNAMES,
-            [lambda c, t=t: t.format(c) for t in CIFAR_TEMPLATES], device="cpu")
+            model, open_clip.get_tokenizer("ViT-B-32", context_length=cfg["text_cfg"]["context_length"]), described["classnames"],
+            [lambda c, t=t: t.format(c) for t in described["templates"]], device="cpu")
         correct = total = 0
         for images, labels in torch.utils.data.DataLoader(Images(), batch_size=batch, num_workers=2):
             features = torch.nn.functional.normalize(model.encode_image(images), dim=-1)
@@ -277,12 +313,12 @@ def _open_clip_zero_shot(name: str, root: str, batch: int) -> float:
 
 
 def bench_zero_shot(name: str, count: int, batch: int, torch_available: bool) -> dict:
-    from mindclip.models.factory import model_family
-
-    if model_family(name).name != "clip":
+    described = _described(name)
+    if described["family"] != "clip":
         raise SystemExit("error: the zero-shot workload compares CLIP architectures with open_clip")
     with tempfile.TemporaryDirectory() as tmp:
-        root = write_cifar100_fixture(os.path.join(tmp, "cifar-100-python"), count)
+        root = write_cifar100_fixture(os.path.join(tmp, "cifar-100-python"), count,
+                                      described["classnames"])
         ours, our_rss, note = _run_isolated("mindclip", name, "zero_shot", batch, 0, 0, root)
         theirs, their_rss, their_note = (_run_isolated("peer", name, "zero_shot", batch, 0, 0, root)
                                          if torch_available else (None, None, "torch not installed"))
@@ -314,9 +350,7 @@ def _run_isolated(who: str, name: str, task: str, batch: int, iters: int, mode: 
 
 
 def bench_models(name: str, iters: int, batches: dict, torch_available: bool) -> dict:
-    from mindclip.models.factory import model_family
-
-    family = model_family(name).name
+    family = _described(name)["family"]
     if family not in PEERS:
         raise SystemExit(f"error: {name} is a {family} model, which has no PyTorch peer to run "
                          "here; --section declip compares its train step with CLIP's")
@@ -401,19 +435,13 @@ def bench_data(folder: str, batch: int, workers: int):
     return rates
 
 
-def bench_ops(batch: int, iters: int) -> dict:
-    """Milliseconds per call of each op of one ViT-B/32 image block (50 tokens, width 768,
-    12 heads, GRAPH mode, each op its own graph) next to torch's: where a block's time goes."""
+def _ops_mindclip(batch: int, iters: int, n: int, width: int, heads: int, inputs: dict) -> dict:
     import mindspore as ms
-    import torch
     from mindspore import nn
 
     from mindclip.models.layers import GELU, LayerNorm, PerHeadAttention
 
     ms.set_context(mode=ms.GRAPH_MODE)
-    n, width, heads = 50, 768, 12
-    rng = np.random.default_rng(0)
-    x, hidden = (rng.standard_normal((batch, n, w)).astype(np.float32) for w in (width, 4 * width))
 
     class Core(nn.Cell):  # q, k, v = three slices of one (B, L, 3D) projection, as in the block
         def __init__(self):
@@ -424,26 +452,57 @@ def bench_ops(batch: int, iters: int) -> dict:
             q, k, v = self.split(qkv)
             return self.core(q, k, v, ms.Tensor(0.0, ms.float32))
 
-    def torch_core(qkv):
+    cells = [LayerNorm(width), nn.Dense(width, 3 * width), Core(), nn.Dense(width, width),
+             nn.Dense(width, 4 * width), GELU(), nn.Dense(4 * width, width)]
+    out = {}
+    for (label, key), cell in zip(OPS, cells):
+        arg = ms.Tensor(inputs[key])
+        out[label] = 1000 * _timeit(lambda: cell(arg).asnumpy(), iters)
+    return out
+
+
+def _ops_torch(batch: int, iters: int, n: int, width: int, heads: int, inputs: dict) -> dict:
+    import torch
+
+    def core(qkv):
         q, k, v = (t.reshape(batch, n, heads, -1).transpose(1, 2) for t in qkv.chunk(3, -1))
         out = torch.nn.functional.scaled_dot_product_attention(q, k, v)
         return out.transpose(1, 2).reshape(batch, n, width)
 
-    qkv = rng.standard_normal((batch, n, 3 * width)).astype(np.float32)
-    cases = [("LayerNorm", LayerNorm(width), torch.nn.LayerNorm(width), x),
-             ("Dense 768->2304 (q, k, v)", nn.Dense(width, 3 * width), torch.nn.Linear(width, 3 * width), x),
-             ("attention, 12 heads", Core(), torch_core, qkv),
-             ("Dense 768->768 (out)", nn.Dense(width, width), torch.nn.Linear(width, width), x),
-             ("Dense 768->3072 (MLP in)", nn.Dense(width, 4 * width), torch.nn.Linear(width, 4 * width), x),
-             ("exact GELU on 3072", GELU(), torch.nn.functional.gelu, hidden),
-             ("Dense 3072->768 (MLP out)", nn.Dense(4 * width, width), torch.nn.Linear(4 * width, width), hidden)]
-    rows = {}
+    fns = [torch.nn.LayerNorm(width), torch.nn.Linear(width, 3 * width), core,
+           torch.nn.Linear(width, width), torch.nn.Linear(width, 4 * width),
+           torch.nn.functional.gelu, torch.nn.Linear(4 * width, width)]
+    out = {}
     with torch.no_grad():
-        for label, cell, peer, arg in cases:
-            ours_in, theirs_in = ms.Tensor(arg), torch.tensor(arg)
-            rows[label] = {"mindclip_ms": 1000 * _timeit(lambda: cell(ours_in).asnumpy(), iters),
-                           "torch_ms": 1000 * _timeit(lambda: peer(theirs_in).numpy(), iters)}
-    return rows
+        for (label, key), fn in zip(OPS, fns):
+            arg = torch.tensor(inputs[key])
+            out[label] = 1000 * _timeit(lambda: fn(arg).numpy(), iters)
+    return out
+
+
+# One ViT-B/32 image block, op by op: (label, input).
+OPS = [("LayerNorm", "x"), ("Dense 768->2304 (q, k, v)", "x"), ("attention, 12 heads", "qkv"),
+       ("Dense 768->768 (out)", "x"), ("Dense 768->3072 (MLP in)", "x"),
+       ("exact GELU on 3072", "hidden"), ("Dense 3072->768 (MLP out)", "hidden")]
+
+
+def bench_ops(side: str, batch: int, iters: int) -> dict:
+    """Milliseconds per call of each op of one ViT-B/32 image block (50 tokens, width 768,
+    12 heads; ours in GRAPH mode, each op its own graph), for ``side`` mindclip or torch."""
+    n, width, heads = 50, 768, 12
+    rng = np.random.default_rng(0)
+    inputs = {key: rng.standard_normal((batch, n, w)).astype(np.float32)
+              for key, w in (("x", width), ("qkv", 3 * width), ("hidden", 4 * width))}
+    fn = _ops_mindclip if side == "mindclip" else _ops_torch
+    return fn(batch, iters, n, width, heads, inputs)
+
+
+def _ops_isolated(side: str, batch: int, iters: int) -> dict:
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--_ops", side, str(batch),
+                           str(iters)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
+        raise SystemExit("error: " + (proc.stderr.strip().splitlines() or ["ops failed"])[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main(argv=None) -> int:
@@ -465,7 +524,16 @@ def main(argv=None) -> int:
     p.add_argument("--zs_batch", type=int, default=64)
     p.add_argument("--json", default=None, help="also write the numbers to this file")
     p.add_argument("--_one", nargs=7, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--_describe", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--_ops", nargs=3, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args._describe:  # child process: what the parent and the peers need from mindclip
+        print(json.dumps(_describe(args._describe)))
+        return 0
+    if args._ops:  # child process: one side's op timings
+        side, batch, iters = args._ops
+        print(json.dumps(bench_ops(side, int(batch), int(iters))))
+        return 0
     if args._one:  # child process: one workload, prints "items/s peak_rss_gb"
         who, name, task, batch, iters, mode, root = args._one
         if task == "zero_shot":
@@ -476,9 +544,7 @@ def main(argv=None) -> int:
         elif task == "clip_step_same_towers":
             rate = _open_clip_workload(name, task, int(batch), int(iters))
         else:
-            from mindclip.models.factory import model_family
-
-            rate = PEERS[model_family(name).name][1](name, task, int(batch), int(iters))
+            rate = PEERS[_described(name)["family"]][1](name, task, int(batch), int(iters))
         print(f"{rate} {_peak_rss_gb()}")
         return 0
     results = {"threads": os.cpu_count()}
@@ -530,13 +596,15 @@ def main(argv=None) -> int:
                   "(two views and two captions: ~2 expected)")
         results["declip"] = {"model": args.declip_model, "batch": args.train_batch, **rows}
     if args.section in ("ops", "all"):
-        rows = bench_ops(args.image_batch, max(args.iters, 5))
-        print(f"\nops of one ViT-B/32 image block, batch {args.image_batch} [ms per call]")
+        iters = max(args.iters, 5)
+        ours = _ops_isolated("mindclip", args.image_batch, iters)
+        theirs = _ops_isolated("torch", args.image_batch, iters)
+        rows = {label: {"mindclip_ms": ours[label], "torch_ms": theirs[label]} for label, _ in OPS}
+        print(f"\nops of one ViT-B/32 image block, batch {args.image_batch} [ms per call, median]")
         print(f"{'op':34s} {'mindclip':>10s} {'torch':>8s}")
         for label, r in rows.items():
             print(f"{label:34s} {r['mindclip_ms']:10.2f} {r['torch_ms']:8.2f}")
-        print(f"{'sum':34s} {sum(r['mindclip_ms'] for r in rows.values()):10.2f} "
-              f"{sum(r['torch_ms'] for r in rows.values()):8.2f}")
+        print(f"{'sum':34s} {sum(ours.values()):10.2f} {sum(theirs.values()):8.2f}")
         results["ops"] = {"batch": args.image_batch, **rows}
     if args.section in ("data", "all"):
         folder = args.images
