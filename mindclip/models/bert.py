@@ -18,7 +18,7 @@ import mindspore as ms
 from mindspore import nn, ops
 from mindspore.common.initializer import Normal
 
-from .layers import GELU, LayerNorm, PerHeadAttention
+from .layers import GELU, LayerNorm, PerHeadAttention, attention_per_head
 
 # Hugging Face model types whose position ids follow RoBERTa's rule.
 ROBERTA_TYPES = ("roberta", "xlm-roberta", "camembert")
@@ -127,7 +127,7 @@ class BertSelfAttention(nn.Cell):
         self.query = _dense(cfg, cfg.hidden_size, cfg.hidden_size)
         self.key = _dense(cfg, cfg.hidden_size, cfg.hidden_size)
         self.value = _dense(cfg, cfg.hidden_size, cfg.hidden_size)
-        self.per_head = ms.get_context("device_target") == "CPU"
+        self.per_head = attention_per_head()
         self.core = PerHeadAttention(self.heads, self.head_dim)
 
     def _split(self, x, b, n):
@@ -135,8 +135,8 @@ class BertSelfAttention(nn.Cell):
 
     def construct(self, x, additive_mask):
         b, n, d = x.shape
-        if self.per_head:  # the (B, 1, 1, L) mask broadcasts against one head's (B, L, L)
-            return self.core(self.query(x), self.key(x), self.value(x), additive_mask.reshape(b, 1, n))
+        if self.per_head:  # the mask is (B, L, L) here, see BertModel
+            return self.core(self.query(x), self.key(x), self.value(x), additive_mask)
         q, k, v = self._split(self.query(x), b, n), self._split(self.key(x), b, n), self._split(self.value(x), b, n)
         scores = ops.matmul(q, k.transpose(0, 1, 3, 2)).astype(ms.float32) * self.scale + additive_mask
         probs = ops.softmax(scores, axis=-1).astype(v.dtype)
@@ -218,10 +218,16 @@ class BertModel(nn.Cell):
         self.encoder = BertEncoder(cfg)
         self.pooler = BertPooler(cfg)
         self.mask_value = float(np.finfo(np.float32).min)
+        self.per_head = attention_per_head()
 
     def construct(self, input_ids, attention_mask):
         b, n = input_ids.shape
-        keep = attention_mask.astype(ms.float32).reshape(b, 1, 1, n)
-        additive = (1.0 - keep) * self.mask_value
+        additive = (1.0 - attention_mask.astype(ms.float32)) * self.mask_value
+        if self.per_head:
+            # One (B, L, L) broadcast for all heads and layers: broadcasting (B, 1, L) inside
+            # every head's add keeps a (B, L, L) copy per head alive in CPU graphs.
+            additive = ops.broadcast_to(additive.reshape(b, 1, n), (b, n, n))
+        else:
+            additive = additive.reshape(b, 1, 1, n)
         x = self.embeddings(input_ids)
         return self.pooler(self.encoder(x, additive))

@@ -108,6 +108,11 @@ def causal_mask(length: int) -> Tensor:
     return Tensor(mask)
 
 
+def attention_per_head() -> bool:
+    """Whether attention runs head by head (:class:`PerHeadAttention`): on CPU."""
+    return ms.get_context("device_target") == "CPU"
+
+
 _bmm = ops.BatchMatMul()
 _bmm_nt = ops.BatchMatMul(transpose_b=True)
 _bmm_tn = ops.BatchMatMul(transpose_a=True)
@@ -196,7 +201,7 @@ class MultiheadSelfAttention(nn.Cell):
         self.head_dim = width // heads
         self.in_proj = dense(width, 3 * width, attn_std)
         self.out_proj = dense(width, width, proj_std)
-        self.per_head = ms.get_context("device_target") == "CPU"
+        self.per_head = attention_per_head()
         self.core = PerHeadAttention(heads, self.head_dim)
         self.split_qkv = ops.Split(axis=-1, output_num=3)
         self.no_mask = Tensor(0.0, ms.float32)
