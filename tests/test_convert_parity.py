@@ -9,6 +9,7 @@ import struct
 from pathlib import Path
 
 import numpy as np
+import open_clip
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -18,7 +19,8 @@ from conftest import (assert_parity, build_openclip, mindclip_outputs, reference
                       reference_outputs)
 from mindclip import create_model, get_model_config
 from mindclip.convert.cli import main as convert_cli
-from mindclip.models.factory import load_pretrained
+from mindclip.evaluation.encode import encode_image_batch, encode_texts
+from mindclip.models.factory import get_tokenizer, load_pretrained
 from mindclip.models.weights_io import read_safetensors
 
 
@@ -127,6 +129,14 @@ def test_tiny_pynative_and_unnormalised_features(tmp_path, tiny_openclip):
         assert np.abs(txt - ref_txt).max() <= 1e-4
         unit = model.encode_text(ms.Tensor(tokens.numpy().astype(np.int32)), normalize=True)
         np.testing.assert_allclose(np.linalg.norm(unit.asnumpy(), axis=-1), 1.0, atol=1e-6)
+        # The evaluation encoders compile the towers even in PyNative mode (a padded last batch).
+        unit_ref = ref_img / np.linalg.norm(ref_img, axis=-1, keepdims=True)
+        assert np.abs(encode_image_batch(model, images.numpy(), 2) - unit_ref).max() <= 1e-4
+        captions = ["a photo of a cat", "a dog", "two birds"]
+        with torch.no_grad():
+            ref_cap = tiny_openclip.encode_text(open_clip.get_tokenizer("ViT-B-32")(captions)).numpy()
+        ref_cap /= np.linalg.norm(ref_cap, axis=-1, keepdims=True)
+        assert np.abs(encode_texts(model, get_tokenizer(model), captions, 2) - ref_cap).max() <= 1e-4
     finally:
         ms.set_context(mode=ms.GRAPH_MODE)
 

