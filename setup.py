@@ -13,6 +13,7 @@ setup(
     package_data={
         "mindclip.tokenizer": ["bpe_simple_vocab_16e6.txt.gz", "NOTICE"],
         "mindclip.models": ["model_configs/*.json"],
+        "mindclip.models.cpu_kernels": ["*.cc"],  # compiled on first use (see its __init__)
     },
     install_requires=[
         "mindspore==2.10.0",

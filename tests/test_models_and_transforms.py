@@ -148,21 +148,27 @@ def test_attention_layouts_equal_numpy(per_head, mask_rank):
 
 @pytest.mark.parametrize("mode", [0, 1])
 @pytest.mark.parametrize("quick", [False, True])
-def test_activations_and_their_bprop_equal_torch(quick, mode):
+@pytest.mark.parametrize("fused", [True, False])
+def test_activations_and_their_bprop_equal_torch(quick, mode, fused, monkeypatch):
     """GELU and QuickGELU carry a hand-written derivative (less memory in MindSpore's CPU
-    graphs): value and gradient equal torch's autograd of the same function within 1e-6,
-    in GRAPH (0) and PyNative (1) mode, over the range activations take (tails included)."""
+    graphs): value and gradient equal torch's float64 autograd of the same function within
+    1e-6 (relative to the input's and the seed gradient's scale), in GRAPH (0) and PyNative
+    (1) mode, over the range activations take (tails included), through the fused CPU kernels
+    and through MindSpore's ops (MINDCLIP_CPU_KERNELS=0)."""
     import mindspore as ms
     import torch
 
     from mindclip.models.layers import GELU, QuickGELU
 
+    monkeypatch.setenv("MINDCLIP_CPU_KERNELS", "1" if fused else "0")
     ms.set_context(mode=mode)
     try:
-        x = np.concatenate([np.linspace(-12, 12, 2001), np.random.default_rng(0).standard_normal(999)])
-        x = x.astype(np.float32).reshape(30, 100)
+        x = np.concatenate([np.linspace(-12, 12, 40001),
+                            np.random.default_rng(0).standard_normal(9999)])
+        x = x.astype(np.float32).reshape(500, 100)  # above the kernels' threading threshold
         seed = np.random.default_rng(1).standard_normal(x.shape).astype(np.float32)
         cell = QuickGELU() if quick else GELU()
+        assert cell.fused == fused
         out = cell(ms.Tensor(x)).asnumpy()
         weights = ms.Tensor(seed)
 
@@ -177,6 +183,52 @@ def test_activations_and_their_bprop_equal_torch(quick, mode):
         (ty * torch.tensor(seed, dtype=torch.float64)).sum().backward()
         assert np.abs(out - ty.detach().numpy()).max() <= 1e-6 * max(1.0, np.abs(x).max())
         assert np.abs(grad - tx.grad.numpy()).max() <= 1e-6 * max(1.0, np.abs(seed).max())
+    finally:
+        ms.set_context(mode=0)
+
+
+@pytest.mark.parametrize("mode", [0, 1])
+@pytest.mark.parametrize("fused", [True, False])
+def test_layer_norm_and_its_gradients_equal_torch(mode, fused, monkeypatch):
+    """LayerNorm (fused CPU kernel with a backward that recomputes the row statistics, or
+    MindSpore's own): output and gradients w.r.t. input, gamma and beta equal torch's float64
+    LayerNorm within 1e-5 (gamma/beta gradients, float32 sums over 3,000 rows: relative 1e-5), in
+    GRAPH and PyNative mode, on rows with a large common offset (variance computed stably)."""
+    import mindspore as ms
+    import torch
+
+    from mindclip.models.layers import LayerNorm
+
+    monkeypatch.setenv("MINDCLIP_CPU_KERNELS", "1" if fused else "0")
+    ms.set_context(mode=mode)
+    try:
+        rng = np.random.default_rng(4)
+        x = (rng.standard_normal((30, 100, 96)) * 2 + rng.standard_normal((30, 100, 1)) * 50)
+        x = x.astype(np.float32)
+        seed = rng.standard_normal(x.shape).astype(np.float32)
+        gamma = (1 + 0.3 * rng.standard_normal(96)).astype(np.float32)
+        beta = (0.2 * rng.standard_normal(96)).astype(np.float32)
+        cell = LayerNorm(96, eps=1e-6)
+        assert cell.fused == fused
+        cell.gamma.set_data(ms.Tensor(gamma))
+        cell.beta.set_data(ms.Tensor(beta))
+        weights = ms.Tensor(seed)
+        out = cell(ms.Tensor(x)).asnumpy()
+
+        def loss(t):
+            return (cell(t) * weights).sum()
+
+        grad_fn = ms.value_and_grad(loss, grad_position=0, weights=cell.trainable_params())
+        _, (dx, (dgamma, dbeta)) = (ms.jit(grad_fn) if mode == 0 else grad_fn)(ms.Tensor(x))
+
+        tx, tg, tb = (torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, gamma, beta))
+        ty = torch.nn.functional.layer_norm(tx, (96,), tg, tb, eps=1e-6)
+        (ty * torch.tensor(seed, dtype=torch.float64)).sum().backward()
+        assert np.abs(out - ty.detach().numpy()).max() <= 1e-5
+        assert np.abs(dx.asnumpy() - tx.grad.numpy()).max() <= 1e-5
+        for ours, theirs in ((dgamma, tg.grad), (dbeta, tb.grad)):
+            theirs = theirs.numpy()
+            assert np.abs(ours.asnumpy() - theirs).max() <= 1e-5 * np.abs(theirs).max()
     finally:
         ms.set_context(mode=0)
 

@@ -20,6 +20,7 @@ def export_encoders(model, output_dir: str, name: str = "clip"):
 
     from mindclip import get_tokenizer
     from mindclip.families import split_text_inputs
+    from mindclip.models.cpu_kernels import portable
 
     class ImageEncoder(nn.Cell):
         def __init__(self, inner):
@@ -41,8 +42,9 @@ def export_encoders(model, output_dir: str, name: str = "clip"):
     text_specs = [ms.Tensor(shape=[None, *x.shape[1:]], dtype=ms.int32) for x in example]
     image_path = os.path.join(output_dir, f"{name}_image_encoder")
     text_path = os.path.join(output_dir, f"{name}_text_encoder")
-    ms.export(ImageEncoder(model), image_spec, file_name=image_path, file_format="MINDIR")
-    ms.export(TextEncoder(model), *text_specs, file_name=text_path, file_format="MINDIR")
+    with portable(model):  # the machine-built CPU kernels do not travel with a MindIR
+        ms.export(ImageEncoder(model), image_spec, file_name=image_path, file_format="MINDIR")
+        ms.export(TextEncoder(model), *text_specs, file_name=text_path, file_format="MINDIR")
     return image_path + ".mindir", text_path + ".mindir"
 
 

@@ -13,54 +13,103 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import Normal, initializer
 
+from . import cpu_kernels
+
 
 class LayerNorm(nn.LayerNorm):
-    """LayerNorm computed in fp32 (eps 1e-5, PyTorch's default) whatever the input dtype."""
+    """LayerNorm computed in fp32 (eps 1e-5, PyTorch's default) whatever the input dtype;
+    on CPU through one fused kernel each way (:mod:`mindclip.models.cpu_kernels`)."""
 
     def __init__(self, width: int, eps: float = 1e-5):
         super().__init__((width,), begin_norm_axis=-1, begin_params_axis=-1, epsilon=eps)
+        self.kernel = _FusedLayerNorm(eps)
+        self.fused = self.kernel.available
 
     def construct(self, x):
         orig = x.dtype
-        y = super().construct(x.astype(ms.float32))
+        x = x.astype(ms.float32)
+        y = self.kernel(x, self.gamma, self.beta) if self.fused else super().construct(x)
         return y.astype(orig)
+
+
+class _FusedLayerNorm(nn.Cell):
+    # Its backward recomputes the row statistics from x instead of keeping them.
+
+    def __init__(self, eps: float):
+        super().__init__()
+        self.forward = cpu_kernels.custom_op("LayerNormForward")
+        self.backward = cpu_kernels.custom_op("LayerNormBackward", like=(0, 1, 1))
+        self.available = self.forward is not None
+        self.eps = Tensor([eps], ms.float32)
+
+    def construct(self, x, gamma, beta):
+        return self.forward(x, gamma, beta, self.eps)
+
+    def bprop(self, x, gamma, beta, out, dout):
+        return self.backward(x, gamma, dout, self.eps)
 
 
 _SQRT_HALF = 0.7071067811865476
 _INV_SQRT_2PI = 0.3989422804014327
 
-# Both activations carry their derivative as a ``bprop``, so training keeps only their input:
-# MindSpore's automatic differentiation of the same expressions keeps each intermediate alive
-# in its CPU graphs, twice the memory of the widest activation in every block.
 
-
-class QuickGELU(nn.Cell):
-    """``x * sigmoid(1.702 x)``, the activation OpenAI's weights were trained with."""
-
-    def construct(self, x):
-        return x * ops.sigmoid(1.702 * x)
-
-    def bprop(self, x, out, dout):
-        s = ops.sigmoid(1.702 * x)
-        return (dout * (s + 1.702 * x * s * (1.0 - s)),)
-
-
-class GELU(nn.Cell):
-    """Exact GELU, ``x/2 * (1 + erf(x/sqrt(2)))`` (PyTorch's ``nn.GELU()``).
-
-    Written out rather than ``nn.GELU(approximate=False)``: that op is expanded in
-    MindSpore's CPU graphs into kernels whose outputs are never freed, four activations'
-    worth per call that stay resident for as long as the compiled graph lives (10 GB for
-    40 calls on a 64 MB tensor, against 0.2 GB for this form, which is as fast and within
-    3e-7 of it). ``nn.GELU()`` would also default to the tanh approximation.
+class _Activation(nn.Cell):
+    """An element-wise activation that carries its derivative as a ``bprop``, so training
+    keeps only its input: MindSpore's automatic differentiation of the same expressions keeps
+    each intermediate alive in its CPU graphs, twice the memory of the widest activation in
+    every block. On CPU, float32 runs through one fused kernel each way
+    (:mod:`mindclip.models.cpu_kernels`); elsewhere, or without a compiler, through ``ops``.
     """
 
+    _kernel = ""  # name stem in cpu_kernels/activations.cc
+
+    def __init__(self):
+        super().__init__()
+        self.fused_forward = cpu_kernels.custom_op(self._kernel + "Forward")
+        self.fused_backward = cpu_kernels.custom_op(self._kernel + "Backward")
+        self.fused = self.fused_forward is not None
+
     def construct(self, x):
-        return 0.5 * x * (1.0 + ops.erf(x * _SQRT_HALF))
+        if self.fused and x.dtype == ms.float32:
+            return self.fused_forward(x)
+        return self.formula(x)
 
     def bprop(self, x, out, dout):
+        if self.fused and x.dtype == ms.float32:
+            return (self.fused_backward(x, dout),)
+        return (dout * self.derivative(x),)
+
+
+class QuickGELU(_Activation):
+    """``x * sigmoid(1.702 x)``, the activation OpenAI's weights were trained with."""
+
+    _kernel = "QuickGelu"
+
+    def formula(self, x):
+        return x * ops.sigmoid(1.702 * x)
+
+    def derivative(self, x):
+        s = ops.sigmoid(1.702 * x)
+        return s + 1.702 * x * s * (1.0 - s)
+
+
+class GELU(_Activation):
+    """Exact GELU, ``x/2 * (1 + erf(x/sqrt(2)))`` (PyTorch's ``nn.GELU()``).
+
+    Not ``nn.GELU(approximate=False)``: that op is expanded in MindSpore's CPU graphs into
+    kernels whose outputs are never freed, four activations' worth per call that stay
+    resident for as long as the compiled graph lives (10 GB for 40 calls on a 64 MB tensor,
+    against 0.2 GB for this form). ``nn.GELU()`` would also default to the tanh approximation.
+    """
+
+    _kernel = "Gelu"
+
+    def formula(self, x):
+        return 0.5 * x * (1.0 + ops.erf(x * _SQRT_HALF))
+
+    def derivative(self, x):
         cdf = 0.5 * (1.0 + ops.erf(x * _SQRT_HALF))
-        return (dout * (cdf + x * ops.exp(-0.5 * x * x) * _INV_SQRT_2PI),)
+        return cdf + x * ops.exp(-0.5 * x * x) * _INV_SQRT_2PI
 
 
 def make_activation(quick_gelu: bool) -> nn.Cell:

@@ -1,0 +1,125 @@
+"""Fused CPU kernels, built once per machine with the system's C++ compiler and run as
+MindSpore ``Custom`` "aot" ops.
+
+MindSpore 2.10's CPU backend has no fused GELU: exact GELU runs as Erf/Mul/Add kernels, and
+its Erf kernel alone is ~7x torch's whole GELU; its LayerNorm takes ~4x torch's. ``kernels.cc``
+holds GELU, QuickGELU and LayerNorm, forward and backward, each one vectorised pass over the
+data split over the cores.
+
+The library is compiled on first use into ``$MINDCLIP_HOME/kernels/`` (the weight store's
+root, default ``~/.cache/mindclip``), keyed by the source, the flags and the CPU's feature flags
+(it is built with ``-march=native``), and written atomically. Without a compiler, off Linux, or
+with ``MINDCLIP_CPU_KERNELS=0``, callers get ``None`` and keep MindSpore's own ops, which
+compute the same functions more slowly; the reason is logged once.
+
+Cells that use a kernel carry ``fused = True``; :func:`portable` turns it off while a model is
+traced for export (a MindIR runs on other machines and backends, without this library).
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterator, Optional, Tuple
+
+import mindspore as ms
+from mindspore import nn, ops
+
+from ..store import store_root
+
+logger = logging.getLogger(__name__)
+
+_SOURCE = Path(__file__).with_name("kernels.cc")
+_FLAGS = ["-O3", "-march=native", "-fPIC", "-shared", "-fopenmp", "-fno-math-errno",
+          "-fno-trapping-math"]
+ENV_SWITCH = "MINDCLIP_CPU_KERNELS"
+
+
+def enabled() -> bool:
+    """Whether the fused kernels apply: on the CPU backend, unless ``MINDCLIP_CPU_KERNELS=0``."""
+    return (os.environ.get(ENV_SWITCH, "1") != "0"
+            and ms.get_context("device_target") == "CPU")
+
+
+def _cpu_flags() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return next((line for line in f if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        return ""
+
+
+@functools.lru_cache(maxsize=None)
+def library_path() -> Optional[str]:
+    """Path of the compiled kernel library, building it if needed; None if it cannot be built."""
+    if not sys.platform.startswith("linux"):
+        return _unavailable("MindSpore runs CPU aot kernels on Linux only")
+    compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+    if compiler is None:
+        return _unavailable("no C++ compiler (g++) on PATH")
+    source = _SOURCE.read_bytes()
+    key = hashlib.sha256(b"\0".join([source, " ".join(_FLAGS).encode(), compiler.encode(),
+                                      _cpu_flags().encode()])).hexdigest()[:16]
+    target = Path(store_root()) / "kernels" / f"kernels-{key}.so"
+    if target.is_file():
+        return str(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+        os.close(fd)
+        try:
+            subprocess.run([compiler, *_FLAGS, str(_SOURCE), "-o", tmp], check=True,
+                           capture_output=True, text=True, timeout=300)
+            os.chmod(tmp, 0o755)
+            os.replace(tmp, target)  # concurrent builders each replace with a whole file
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    except (OSError, subprocess.SubprocessError) as err:
+        detail = getattr(err, "stderr", "") or str(err)
+        return _unavailable(f"building {_SOURCE.name} failed: {detail.strip()[:500]}")
+    return str(target)
+
+
+def _unavailable(reason: str) -> None:
+    logger.warning("mindclip: fused CPU kernels unavailable (%s); GELU and LayerNorm run "
+                   "through MindSpore's own, slower ops", reason)
+    return None
+
+
+def custom_op(name: str, like: Tuple[int, ...] = (0,)) -> Optional[Callable]:
+    """The library's function ``name`` as a MindSpore op, or None where the kernels do not
+    apply. Output ``i`` has the shape and dtype (float32) of input ``like[i]``."""
+    return _op(name, like) if enabled() else None
+
+
+@functools.lru_cache(maxsize=None)
+def _op(name: str, like: Tuple[int, ...]) -> Optional[Callable]:
+    path = library_path()
+    if path is None:
+        return None
+
+    def infer(*inputs):
+        return inputs[like[0]] if len(like) == 1 else tuple(inputs[i] for i in like)
+
+    return ops.Custom(f"{path}:{name}", out_shape=infer, out_dtype=infer, func_type="aot")
+
+
+@contextlib.contextmanager
+def portable(model: nn.Cell) -> Iterator[nn.Cell]:
+    """Within the block, ``model`` runs MindSpore's own ops instead of the fused kernels."""
+    cells = [cell for _, cell in model.cells_and_names() if getattr(cell, "fused", False)]
+    for cell in cells:
+        cell.fused = False
+    try:
+        yield model
+    finally:
+        for cell in cells:
+            cell.fused = True

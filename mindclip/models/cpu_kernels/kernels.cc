@@ -1,0 +1,213 @@
+// Fused GELU, QuickGELU and LayerNorm, forward and backward, for MindSpore's CPU backend
+// (Custom "aot" ops).
+//
+// MindSpore 2.10 runs exact GELU on CPU as separate Erf/Mul/Add kernels, Erf alone on one core
+// at ~16 ns an element (57 ms on a ViT-B/32 block's 32x50x3072 activation, torch: 8.5 ms), and
+// its LayerNorm at ~4x torch's time. One pass over the data, vectorised and split over the
+// cores, takes ~3 ms for that GELU.
+//
+// Every function has MindSpore's aot signature; params holds the inputs, then the outputs, all
+// float32. Built by mindclip/models/cpu_kernels/__init__.py.
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+constexpr int64_t kParallelFrom = 1 << 15;  // below this, threads cost more than they save
+
+int64_t Numel(int ndim, const int64_t *shape) {
+  int64_t n = 1;
+  for (int i = 0; i < ndim; ++i) n *= shape[i];
+  return n;
+}
+
+// erf for float32: the rational approximation XLA and Eigen use (a few ulp), written with
+// comparisons and arithmetic only so that the loops vectorise; NaN stays NaN.
+inline float Erf(float x) {
+  x = x < -4.f ? -4.f : x;
+  x = x > 4.f ? 4.f : x;
+  const float x2 = x * x;
+  float p = -2.72614225801306e-10f;
+  p = p * x2 + 2.77068142495902e-08f;
+  p = p * x2 + -2.10102402082508e-06f;
+  p = p * x2 + -5.69250639462346e-05f;
+  p = p * x2 + -7.34990630326855e-04f;
+  p = p * x2 + -2.95459980854025e-03f;
+  p = p * x2 + -1.60960333262415e-02f;
+  float q = -1.45660718464996e-05f;
+  q = q * x2 + -2.13374055278905e-04f;
+  q = q * x2 + -1.68282697438203e-03f;
+  q = q * x2 + -7.37332916720468e-03f;
+  q = q * x2 + -1.42647390514189e-02f;
+  return x * p / q;
+}
+
+// exp for float32 (Cephes' expf: 2^n * P(r), ~1 ulp), vectorisable for the same reason.
+inline float Exp(float x) {
+  x = x < -87.3f ? -87.3f : x;
+  x = x > 88.7f ? 88.7f : x;
+  // Round x/ln2 to the nearest integer by adding and removing 1.5 * 2^23.
+  const float n = (x * 1.44269504088896341f + 12582912.f) - 12582912.f;
+  const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+
+// Mean and 1/sqrt(biased variance + eps) of one row: two passes, summed in double (rows with
+// a large common offset lose digits in float sums).
+inline void RowMoments(const float *x, int64_t width, float eps, float *mean, float *rstd) {
+  double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < width; ++i) sum += x[i];
+  const double m = sum / width;
+  double sq = 0.0;
+#pragma omp simd reduction(+ : sq)
+  for (int64_t i = 0; i < width; ++i) sq += (x[i] - m) * (x[i] - m);
+  *mean = static_cast<float>(m);
+  *rstd = static_cast<float>(1.0 / std::sqrt(sq / width + eps));
+}
+
+constexpr float kSqrtHalf = 0.70710678118654752f;
+constexpr float kInvSqrt2Pi = 0.39894228040143268f;
+constexpr float kQuick = 1.702f;
+
+// y[i] = f(x[i]); params: x, y.
+template <typename F>
+int Map(void **params, int *ndims, int64_t **shapes, F f) {
+  const float *x = static_cast<const float *>(params[0]);
+  float *y = static_cast<float *>(params[1]);
+  const int64_t n = Numel(ndims[0], shapes[0]);
+#pragma omp parallel for simd schedule(static) if (n >= kParallelFrom)
+  for (int64_t i = 0; i < n; ++i) y[i] = f(x[i]);
+  return 0;
+}
+
+// dx[i] = dy[i] * f'(x[i]); params: x, dy, dx.
+template <typename F>
+int MapGrad(void **params, int *ndims, int64_t **shapes, F derivative) {
+  const float *x = static_cast<const float *>(params[0]);
+  const float *dy = static_cast<const float *>(params[1]);
+  float *dx = static_cast<float *>(params[2]);
+  const int64_t n = Numel(ndims[0], shapes[0]);
+#pragma omp parallel for simd schedule(static) if (n >= kParallelFrom)
+  for (int64_t i = 0; i < n; ++i) dx[i] = dy[i] * derivative(x[i]);
+  return 0;
+}
+
+}  // namespace
+
+#define MINDCLIP_AOT(name) \
+  extern "C" int name(int nparam, void **params, int *ndims, int64_t **shapes, \
+                      const char **dtypes, void *stream, void *extra)
+
+// y = x/2 * (1 + erf(x/sqrt(2)))
+MINDCLIP_AOT(GeluForward) {
+  return Map(params, ndims, shapes, [](float v) { return 0.5f * v * (1.f + Erf(v * kSqrtHalf)); });
+}
+
+// y' = Phi(x) + x * phi(x)
+MINDCLIP_AOT(GeluBackward) {
+  return MapGrad(params, ndims, shapes, [](float v) {
+    return 0.5f * (1.f + Erf(v * kSqrtHalf)) + v * kInvSqrt2Pi * Exp(-0.5f * v * v);
+  });
+}
+
+// y = x * sigmoid(1.702 x)
+MINDCLIP_AOT(QuickGeluForward) {
+  return Map(params, ndims, shapes, [](float v) { return v / (1.f + Exp(-kQuick * v)); });
+}
+
+// y' = s + 1.702 x s (1 - s), s = sigmoid(1.702 x)
+MINDCLIP_AOT(QuickGeluBackward) {
+  return MapGrad(params, ndims, shapes, [](float v) {
+    const float s = 1.f / (1.f + Exp(-kQuick * v));
+    return s + kQuick * v * s * (1.f - s);
+  });
+}
+
+// LayerNorm over the last axis: y = (x - mean) / sqrt(var + eps) * gamma + beta, with the
+// biased variance (PyTorch's). Inputs x (rows x width), gamma, beta, eps (one element).
+MINDCLIP_AOT(LayerNormForward) {
+  const float *x = static_cast<const float *>(params[0]);
+  const float *gamma = static_cast<const float *>(params[1]);
+  const float *beta = static_cast<const float *>(params[2]);
+  const float eps = *static_cast<const float *>(params[3]);
+  float *y = static_cast<float *>(params[4]);
+  const int64_t width = shapes[0][ndims[0] - 1];
+  const int64_t rows = Numel(ndims[0], shapes[0]) / width;
+#pragma omp parallel for schedule(static) if (rows * width >= kParallelFrom)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float *xr = x + r * width;
+    float *yr = y + r * width;
+    float mean, rstd;
+    RowMoments(xr, width, eps, &mean, &rstd);
+#pragma omp simd
+    for (int64_t i = 0; i < width; ++i) yr[i] = (xr[i] - mean) * rstd * gamma[i] + beta[i];
+  }
+  return 0;
+}
+
+// Inputs x, gamma, dy, eps; outputs dx, dgamma, dbeta. The row statistics are recomputed
+// rather than kept from the forward pass.
+MINDCLIP_AOT(LayerNormBackward) {
+  const float *x = static_cast<const float *>(params[0]);
+  const float *gamma = static_cast<const float *>(params[1]);
+  const float *dy = static_cast<const float *>(params[2]);
+  const float eps = *static_cast<const float *>(params[3]);
+  float *dx = static_cast<float *>(params[4]);
+  float *dgamma = static_cast<float *>(params[5]);
+  float *dbeta = static_cast<float *>(params[6]);
+  const int64_t width = shapes[0][ndims[0] - 1];
+  const int64_t rows = Numel(ndims[0], shapes[0]) / width;
+  std::vector<double> total_g(width, 0.0), total_b(width, 0.0);
+#pragma omp parallel if (rows * width >= kParallelFrom)
+  {
+    // Per-thread partial sums of dgamma/dbeta in double: summed over up to ~10^5 rows.
+    std::vector<double> part_g(width, 0.0), part_b(width, 0.0);
+    std::vector<float> xhat(width);
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const float *xr = x + r * width;
+      const float *dyr = dy + r * width;
+      float *dxr = dx + r * width;
+      float mean, rstd;
+      RowMoments(xr, width, eps, &mean, &rstd);
+      float sum_g = 0.f, sum_gx = 0.f;
+#pragma omp simd reduction(+ : sum_g, sum_gx)
+      for (int64_t i = 0; i < width; ++i) {
+        xhat[i] = (xr[i] - mean) * rstd;
+        const float g = dyr[i] * gamma[i];
+        sum_g += g;
+        sum_gx += g * xhat[i];
+      }
+      const float mean_g = sum_g / width, mean_gx = sum_gx / width;
+#pragma omp simd
+      for (int64_t i = 0; i < width; ++i) {
+        dxr[i] = rstd * (dyr[i] * gamma[i] - mean_g - xhat[i] * mean_gx);
+        part_g[i] += static_cast<double>(dyr[i]) * xhat[i];
+        part_b[i] += dyr[i];
+      }
+    }
+#pragma omp critical
+    for (int64_t i = 0; i < width; ++i) {
+      total_g[i] += part_g[i];
+      total_b[i] += part_b[i];
+    }
+  }
+  for (int64_t i = 0; i < width; ++i) {
+    dgamma[i] = static_cast<float>(total_g[i]);
+    dbeta[i] = static_cast<float>(total_b[i]);
+  }
+  return 0;
+}
