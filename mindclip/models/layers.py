@@ -61,7 +61,7 @@ class _Activation(nn.Cell):
     (:mod:`mindclip.models.cpu_kernels`); elsewhere, or without a compiler, through ``ops``.
     """
 
-    _kernel = ""  # name stem in cpu_kernels/activations.cc
+    _kernel = ""  # name stem of its functions in cpu_kernels/kernels.cc
 
     def __init__(self):
         super().__init__()
