@@ -222,9 +222,9 @@ def test_killed_declip_run_resumes_exactly_with_its_memory(tmp_path):
             "--runner.epochs", "3", "--runner.save_interval", "4", "--runner.log_interval", "1",
             "--runner.progress_bar", "false", "--eval_dataset.type", "null",
             "--eval.retrieval_dataset.type", "null", "--loss.memory_size", "96"]
-    reference, after = kill_and_resume(tmp_path, args)
+    reference, records = kill_and_resume(tmp_path, args)
     by_step = {r["step"]: r for r in reference}
-    for r in after:
+    for r in records:
         for key in ("loss", "loss_clip", "loss_simsiam", "loss_mlm", "loss_nn"):
             assert abs(r[key] - by_step[r["step"]][key]) <= 1e-6, (r["step"], key)
 

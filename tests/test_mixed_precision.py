@@ -113,11 +113,11 @@ def test_fp16_dynamic_scale_killed_run_resumes_exactly(tmp_path):
     """From a scale of 1e9 the first steps overflow and are skipped (the run keeps going),
     then the scale grows every 4 clean steps; a killed and resumed run reproduces the loss,
     the scale and the skip count of the uninterrupted one at every step."""
-    reference, after = kill_and_resume(tmp_path, RESUME_ARGS + FP16_ARGS)
+    reference, records = kill_and_resume(tmp_path, RESUME_ARGS + FP16_ARGS)
     ref = {r["step"]: r for r in reference}
     assert ref[30]["amp_skipped_steps"] >= 3  # 1e9 / 2**3 is still far above fp16's range
     assert max(r["amp_scale"] for r in reference) > min(r["amp_scale"] for r in reference[5:])
-    for r in after:
+    for r in records:
         for key in ("loss", "amp_scale", "amp_skipped_steps", "amp_clean_steps", "logit_scale"):
             assert r[key] == ref[r["step"]][key] or (np.isnan(r[key]) and np.isnan(ref[r["step"]][key])), \
                 (r["step"], key, r[key], ref[r["step"]][key])

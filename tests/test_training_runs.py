@@ -52,7 +52,8 @@ RESUME_ARGS = ["--config", DEMO, "--train_dataset.num_samples", "320", "--runner
 def kill_and_resume(tmp_path, args):
     """Run ``args`` (30 steps, a checkpoint every 4) to the end; run it again, kill -9 it after
     its checkpoint at step 8 or later, resume it. Returns the uninterrupted run's training
-    records and the resumed run's records after the checkpoint it resumed from."""
+    records and the resumed run's whole log, which must hold each of steps 1..30 exactly once
+    wherever the kill landed (records the killed run wrote past its checkpoint are dropped)."""
     full, killed = str(tmp_path / "full"), str(tmp_path / "killed")
     proc = _run_cli(args + ["--output_dir", full])
     assert proc.wait(timeout=600) == 0, proc.stdout.read().decode()[-3000:]
@@ -73,18 +74,18 @@ def kill_and_resume(tmp_path, args):
     assert 8 <= resumed_from < 30, "the run finished before it could be killed"
 
     proc = _run_cli(args + ["--output_dir", killed, "--resume"])
-    assert proc.wait(timeout=600) == 0, proc.stdout.read().decode()[-3000:]
+    output = proc.communicate(timeout=600)[0].decode()
+    assert proc.returncode == 0, output[-3000:]
+    assert f"resumed from step {resumed_from}" in output
     records = read_metrics(os.path.join(killed, "metrics.jsonl"), "train")
-    after = [r for r in records[records.index(next(r for r in records if r["step"] == resumed_from)) + 1:]
-             if r["step"] > resumed_from]
-    assert [r["step"] for r in after] == list(range(resumed_from + 1, 31))
-    return reference, after
+    assert [r["step"] for r in records] == list(range(1, 31))
+    return reference, records
 
 
 def test_killed_run_resumes_exactly(tmp_path):
-    reference, after = kill_and_resume(tmp_path, RESUME_ARGS)
+    reference, records = kill_and_resume(tmp_path, RESUME_ARGS)
     losses = {r["step"]: r["loss"] for r in reference}
-    for r in after:
+    for r in records:
         assert abs(r["loss"] - losses[r["step"]]) <= 1e-6, (r["step"], r["loss"], losses[r["step"]])
 
 
@@ -165,3 +166,23 @@ def test_fp16_training_runs_close_to_fp32(tmp_path):
         summary = trainer.train()
         losses[precision] = summary["final_loss"]
     assert np.isfinite(losses["fp16"]) and abs(losses["fp16"] - losses["fp32"]) < 0.05
+
+
+def test_resume_purges_the_records_past_its_checkpoint(tmp_path):
+    """A run killed after logging step 11 (checkpoint at step 8, mid-epoch 1 of 5-step
+    epochs) and after epoch 1's evaluation: resuming at step 8 keeps steps 1..8, epoch 0's
+    record and the evaluation after epoch 1, and nothing the resumed run writes again."""
+    from mindclip.training.logger import MetricsLogger
+
+    log = MetricsLogger(str(tmp_path), progress_bar=False)
+    for step in range(1, 12):
+        log.write({"type": "train", "step": step, "epoch": (step - 1) // 5, "loss": float(step)})
+        if step % 5 == 0:
+            log.write({"type": "epoch", "epoch": step // 5 - 1, "skipped_images": 0})
+            log.write({"type": "eval", "epoch": step // 5, "step": step, "top1": 1.0})
+    assert log.purge_after(8, 1) == 3 + 1 + 1
+    records = read_metrics(log.path)
+    assert [r["step"] for r in records if r["type"] == "train"] == list(range(1, 9))
+    assert [r["epoch"] for r in records if r["type"] == "epoch"] == [0]
+    assert [r["epoch"] for r in records if r["type"] == "eval"] == [1]
+    assert log.purge_after(8, 1) == 0

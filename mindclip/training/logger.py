@@ -7,6 +7,8 @@ import sys
 import time
 from typing import Dict, Optional
 
+from ..models.weights_io import atomic_write
+
 
 def format_eta(seconds: float) -> str:
     seconds = max(int(seconds), 0)
@@ -38,6 +40,24 @@ class MetricsLogger:
             return
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
+
+    def purge_after(self, step: int, epoch: int) -> int:
+        """Drop the records a resumed run is about to write again: training steps after
+        ``step``, epoch records from ``epoch`` on and evaluations after ``epoch`` completed
+        epochs (TensorBoard's ``purge_step``). The file is rewritten atomically, so the log
+        holds each step once whenever the earlier run was killed. Returns how many went."""
+        if not self.enabled or not os.path.isfile(self.path):
+            return 0
+        with open(self.path, encoding="utf-8") as f:
+            lines = [line for line in f if line.strip()]
+        kept = [line for line in lines if not _redone(json.loads(line), step, epoch)]
+        if len(kept) != len(lines):
+            def write(tmp):
+                with open(tmp, "w", encoding="utf-8") as f:
+                    f.writelines(kept)
+
+            atomic_write(self.path, write)
+        return len(lines) - len(kept)
 
     def start_at(self, step: int) -> None:
         self.first_step = step
@@ -89,6 +109,18 @@ class MetricsLogger:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def _redone(record: Dict, step: int, epoch: int) -> bool:
+    """Whether a run resuming at ``step`` (``epoch`` epochs complete) writes ``record`` again."""
+    kind = record.get("type")
+    if kind == "train":
+        return record["step"] > step
+    if kind == "epoch":
+        return record["epoch"] >= epoch
+    if kind == "eval":  # an evaluation's ``epoch`` counts the epochs completed before it
+        return record["epoch"] > epoch
+    return False
 
 
 def read_metrics(path: str, kind: Optional[str] = None):

@@ -141,8 +141,10 @@ class TrainingRunner:
         logger = MetricsLogger(self.output_dir, enabled=main, total_steps=self.total_steps,
                                progress_bar=bool(run["progress_bar"]),
                                log_interval=int(run["log_interval"]))
-        if global_step:
-            logger.info(f"resumed from step {global_step} (epoch {epoch}, batch {batch_in_epoch})")
+        purged = logger.purge_after(global_step, epoch) if self.cfg.get("resume") else 0
+        if global_step or purged:
+            logger.info(f"resumed from step {global_step} (epoch {epoch}, batch {batch_in_epoch})"
+                        + (f"; {purged} record(s) past it dropped from metrics.jsonl" if purged else ""))
         logger.start_at(global_step)
         self.model.set_train(True)
         augment = Augment.from_config(self.cfg["train_dataset"]["augment"])
