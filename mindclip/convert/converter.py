@@ -10,13 +10,14 @@ import numpy as np
 
 from ..families.base import Family, get_family
 from ..models.config import CLIPConfig
-from ..models.factory import (check_state_dict, get_model_config, read_architecture,
-                              write_pretrained)
+from ..models.factory import (PREPROCESS_KEY, check_state_dict, get_model_config,
+                              read_architecture, write_pretrained)
 from ..models.weights_io import FAMILY_KEY, read_weights, write_safetensors
 from .hf import hf_config_to_clip, hf_state_to_openclip
 from .infer import infer_config, matching_model_names
-from .naming import (detect_naming, mindclip_to_openclip, mindformers_to_mindclip,
-                     openclip_to_mindclip, strip_prefix)
+from .naming import (detect_naming, flat_text_layout, is_custom_text_layout,
+                     mindclip_to_openclip, mindformers_to_mindclip, openclip_to_mindclip,
+                     strip_prefix)
 from .sources import (OPENCLIP_DIR_CONFIG, SourceCheckpoint, openclip_model_cfg_to_clip,
                       read_source)
 
@@ -79,6 +80,8 @@ def convert_source(source: SourceCheckpoint, src: str = "auto", model_name: Opti
     if expected_naming and naming != expected_naming:
         raise ValueError(f"--src {src} but {path} uses {naming} parameter names")
     state = _to_openclip_names(tensors, naming)
+    custom_text = is_custom_text_layout(state)
+    state = flat_text_layout(state)
 
     if model_name is not None:
         config = get_model_config(model_name)
@@ -96,6 +99,7 @@ def convert_source(source: SourceCheckpoint, src: str = "auto", model_name: Opti
                 + (f" (shape-compatible: {', '.join(names)})" if names else "")
                 + " or --quick_gelu true|false.")
         config = infer_config(state, quick_gelu=gelu)
+        config.custom_text = custom_text
     if quick_gelu is not None and quick_gelu != config.quick_gelu:
         raise ValueError(f"quick_gelu={quick_gelu} contradicts the architecture "
                          f"(quick_gelu={config.quick_gelu})")
@@ -106,7 +110,8 @@ def convert_source(source: SourceCheckpoint, src: str = "auto", model_name: Opti
 
 def save_converted(tensors: Dict[str, np.ndarray], config: Any, out_path: str,
                    dtype: str = "fp32", source: str = "", family: str = "clip",
-                   assets: Optional[str] = None) -> str:
+                   assets: Optional[str] = None,
+                   preprocess: Optional[Dict[str, Any]] = None) -> str:
     """Write a mindclip checkpoint recording its family and architecture; returns the file.
 
     ``out_path`` ending in ``.ckpt``/``.safetensors`` is a file; anything else is a folder
@@ -115,8 +120,11 @@ def save_converted(tensors: Dict[str, np.ndarray], config: Any, out_path: str,
     """
     from ..tokenizer.hf import HFTokenizer
 
+    metadata = {"source": source}
+    if preprocess:  # mean, std, interpolation, resize_mode (a pretrained tag's)
+        metadata[PREPROCESS_KEY] = json.dumps(preprocess, sort_keys=True)
     return write_pretrained(out_path, tensors, get_family(family), config, dtype=dtype,
-                            metadata={"source": source},
+                            metadata=metadata,
                             tokenizer=HFTokenizer(assets) if assets else None)
 
 
@@ -144,7 +152,7 @@ def export_to_openclip(ms_path: str, out_path: str, model_name: Optional[str] = 
         raise ValueError(f"{ms_path} is not a MindSpore CLIP checkpoint ({naming} names)")
     check_state_dict(expected_shapes(get_family("clip"), config), tensors, ms_path)
     state = {k: v.astype(np.float32) if np.issubdtype(v.dtype, np.floating) else v
-             for k, v in mindclip_to_openclip(tensors).items()}
+             for k, v in mindclip_to_openclip(tensors, config.custom_text).items()}
     if out_path.endswith(".safetensors"):
         write_safetensors(out_path, state)
         return out_path

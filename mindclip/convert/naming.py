@@ -13,10 +13,10 @@ import numpy as np
 
 # Keys that OpenAI/open_clip files carry but that are not weights.
 IGNORED_KEYS = {"attn_mask", "input_resolution", "context_length", "vocab_size"}
-TEXT_ROOTS = ("token_embedding.", "positional_embedding", "transformer.", "ln_final.",
+TEXT_ROOTS = ("token_embedding.", "positional_embedding", "transformer.", "ln_final.", "cls_emb",
               "text_projection")
 
-_LN = r"(ln_pre|ln_post|ln_1|ln_2|ln_final)"
+_LN = r"(ln_pre|ln_post|ln_1|ln_2|ln_final|ln_q|ln_k)"
 _BN = r"(bn\d|downsample\.1)"
 # (module pattern, PyTorch suffix, MindSpore suffix) for norm parameters.
 _NORM_SUFFIXES = [(_LN, "weight", "gamma"), (_LN, "bias", "beta"), (_BN, "weight", "gamma"),
@@ -24,6 +24,9 @@ _NORM_SUFFIXES = [(_LN, "weight", "gamma"), (_LN, "bias", "beta"), (_BN, "weight
                   (_BN, "running_var", "moving_variance")]
 # (PyTorch name ending, MindSpore name ending) for everything else that differs.
 _RENAMES = [("attn.in_proj_weight", "attn.in_proj.weight"), ("attn.in_proj_bias", "attn.in_proj.bias"),
+            # nn.MultiheadAttention with keys narrower or wider than its queries (CoCa's pooler)
+            ("attn.q_proj_weight", "attn.q_proj.weight"), ("attn.k_proj_weight", "attn.k_proj.weight"),
+            ("attn.v_proj_weight", "attn.v_proj.weight"),
             ("token_embedding.weight", "token_embedding.embedding_table")]
 _RULES: List[Tuple[str, str]] = (
     [(rf"{m}\.{t}$", rf"\1.{ms}") for m, t, ms in _NORM_SUFFIXES]
@@ -49,9 +52,9 @@ def strip_prefix(state: Dict[str, np.ndarray], prefix: str = "module.") -> Dict[
 
 
 def openclip_to_mindclip(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-    """open_clip/OpenAI state dict -> mindclip parameter names."""
+    """open_clip/OpenAI state dict (either text layout) -> mindclip parameter names."""
     out = {}
-    for name, value in state.items():
+    for name, value in flat_text_layout(state).items():
         if name in IGNORED_KEYS or name.endswith("num_batches_tracked"):
             continue
         new = _apply(name, _RULES)
@@ -61,17 +64,31 @@ def openclip_to_mindclip(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
     return out
 
 
+def flat_text_layout(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """open_clip's ``custom_text`` layout (the text tower under ``text.``) -> the flat one
+    OpenAI's CLIP uses (its parts at the top level); other state dicts are returned as is."""
+    if "text.token_embedding.weight" not in state:
+        return state
+    return {(k[len("text."):] if k.startswith("text.") else k): v for k, v in state.items()}
+
+
+def is_custom_text_layout(keys) -> bool:
+    return "text.token_embedding.weight" in set(keys)
+
+
 def mindformers_to_mindclip(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
     """MindFormers 1.x CLIP checkpoint -> mindclip names (only the text tower is re-rooted)."""
     return {("text." + k if k.startswith(TEXT_ROOTS) else k): v for k, v in state.items()}
 
 
-def mindclip_to_openclip(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-    """mindclip names -> an open_clip ``CLIP`` state dict (BN step counters added at 0)."""
+def mindclip_to_openclip(state: Dict[str, np.ndarray],
+                         custom_text: bool = False) -> Dict[str, np.ndarray]:
+    """mindclip names -> an open_clip ``CLIP`` state dict (BN step counters added at 0); the
+    text tower under ``text.`` for a ``custom_text`` architecture, else at the top level."""
     out = {}
     for name, value in state.items():
         new = _apply(name, _REVERSE)
-        if new.startswith("text."):
+        if new.startswith("text.") and not custom_text:
             new = new[len("text."):]
         out[new] = value
         if new.endswith("running_var"):
@@ -88,7 +105,7 @@ def detect_naming(keys) -> str:
         return "mindformers"
     if any(k.startswith(("text_model.", "vision_model.")) for k in keys):
         return "hf"
-    if "token_embedding.weight" in keys:
+    if "token_embedding.weight" in keys or is_custom_text_layout(keys):
         return "open_clip"
     sample = ", ".join(sorted(keys)[:8])
     raise ValueError(f"not a CLIP checkpoint: no token embedding among its keys ({sample}, ...)")

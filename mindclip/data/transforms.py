@@ -31,14 +31,29 @@ def to_pil(image: Union[str, Image.Image, np.ndarray]) -> Image.Image:
         return img
 
 
-def resize_shortest(img: Image.Image, size: int) -> Image.Image:
+INTERPOLATIONS = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}
+
+
+def resize_shortest(img: Image.Image, size: int, interpolation: str = "bicubic") -> Image.Image:
     w, h = img.size
     short, long = (w, h) if w <= h else (h, w)
     if short == size:
         return img
     new_short, new_long = size, int(size * long / short)
     new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
-    return img.resize((new_w, new_h), Image.BICUBIC)
+    return img.resize((new_w, new_h), INTERPOLATIONS[interpolation])
+
+
+def resize_longest_and_pad(img: Image.Image, size: int, interpolation: str = "bicubic") -> Image.Image:
+    """open_clip's ``resize_mode: longest``: the longest side to ``size`` (rounded as its
+    ``ResizeKeepRatio``), then zero padding to a centred square."""
+    w, h = img.size
+    scale = size / max(w, h)
+    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    img = img.resize((new_w, new_h), INTERPOLATIONS[interpolation])
+    canvas = Image.new(img.mode, (size, size))
+    canvas.paste(img, ((size - new_w) // 2, (size - new_h) // 2))
+    return canvas
 
 
 def center_crop(img: Image.Image, size: int) -> Image.Image:
@@ -63,14 +78,37 @@ def _normalizer(mean: Sequence[float], std: Sequence[float]) -> Callable[[np.nda
     return normalize
 
 
+RESIZE_MODES = ("shortest", "squash", "longest")
+
+
+def resize_options(model) -> dict:
+    """The ``interpolation``/``resize_mode`` a model's weights were trained with (a pretrained
+    tag's ``preprocess_cfg``; open_clip's defaults otherwise), for :func:`image_transform`."""
+    pp = getattr(model, "preprocess_cfg", None) or {}
+    return {"interpolation": pp.get("interpolation", "bicubic"),
+            "resize_mode": pp.get("resize_mode", "shortest")}
+
+
 def image_transform(image_size: int, mean: Sequence[float] = OPENAI_MEAN,
-                    std: Sequence[float] = OPENAI_STD) -> Callable[..., np.ndarray]:
-    """Eval transform: image (path, PIL or uint8 array) -> float32 CHW array."""
+                    std: Sequence[float] = OPENAI_STD, interpolation: str = "bicubic",
+                    resize_mode: str = "shortest") -> Callable[..., np.ndarray]:
+    """Eval transform: image (path, PIL or uint8 array) -> float32 CHW array, with open_clip's
+    ``resize_mode`` (``shortest`` side + center crop, ``squash`` to a square, ``longest``
+    side + padding) and ``interpolation`` (``bicubic``, ``bilinear``, ``nearest``)."""
+    if resize_mode not in RESIZE_MODES or interpolation not in INTERPOLATIONS:
+        raise ValueError(f"resize_mode {resize_mode!r} / interpolation {interpolation!r}: valid "
+                         f"are {RESIZE_MODES} / {tuple(INTERPOLATIONS)}")
     normalize = _normalizer(mean, std)
 
+    def resize(img: Image.Image) -> Image.Image:
+        if resize_mode == "squash":
+            return img.resize((image_size, image_size), INTERPOLATIONS[interpolation])
+        if resize_mode == "longest":
+            return resize_longest_and_pad(img, image_size, interpolation)
+        return center_crop(resize_shortest(img, image_size, interpolation), image_size)
+
     def transform(image) -> np.ndarray:
-        img = center_crop(resize_shortest(to_pil(image), image_size), image_size).convert("RGB")
-        return normalize(np.asarray(img))
+        return normalize(np.asarray(resize(to_pil(image)).convert("RGB")))
 
     return transform
 

@@ -11,13 +11,27 @@ from ..losses import ContrastiveObjective, logit_scale_bounds
 from ..models.clip import CLIPModel
 from ..models.config import CLIPConfig
 from ..registry import build, register
-from ..tokenizer import CLIPTokenizer
+from ..models.store import fetch_tokenizer
+from ..tokenizer import CLIPTokenizer, is_tokenizer_folder
+from ..tokenizer.openclip_hf import OpenCLIPHFTokenizer, tokenizer_options
 from .base import Family
 
 
-def clip_tokenizer(config: CLIPConfig, folder: Optional[str] = None) -> CLIPTokenizer:
-    del folder  # OpenAI's vocabulary is bundled
-    return CLIPTokenizer(context_length=config.text_cfg.context_length)
+def clip_tokenizer(config: CLIPConfig, folder: Optional[str] = None) -> Any:
+    """CLIP's BPE (OpenAI's vocabulary, bundled), or, for a text config naming a Hugging
+    Face tokenizer (``hf_tokenizer_name``), open_clip's HF tokenizer on its files: those
+    saved beside the weights, else the Hugging Face cache (fetched where online)."""
+    text = config.text_cfg
+    if not text.hf_tokenizer_name:
+        return CLIPTokenizer(context_length=text.context_length)
+    files = folder if folder and is_tokenizer_folder(folder) else fetch_tokenizer(text.hf_tokenizer_name)
+    if files is None:
+        raise FileNotFoundError(
+            f"this model's tokenizer is Hugging Face's {text.hf_tokenizer_name!r}: its files "
+            "(tokenizer.json, or vocab.txt / vocab.json + merges.txt) are neither beside the "
+            "weights nor in the Hugging Face cache (HF_HOME); load the model from its pretrained "
+            "name or folder, or put the tokenizer in the cache")
+    return OpenCLIPHFTokenizer(files, context_length=text.context_length, **tokenizer_options(text))
 
 
 def contrastive_objective(model: CLIPModel, run_cfg: Dict[str, Any], rank: int = 0,

@@ -11,8 +11,7 @@ from ..normalization import OPENAI_MEAN, OPENAI_STD
 from .config import CLIPConfig
 from .layers import TrainModeMixin
 from .pretrained import PretrainedModelMixin
-from .resnet import ModifiedResNet
-from .text import TextTransformer
+from .towers import build_text_tower, build_vision_tower
 from .vision import VisionTransformer
 
 # CLIP clamps the learned temperature so that logits are scaled by at most 100.
@@ -40,12 +39,11 @@ class CLIPModel(PretrainedModelMixin, TrainModeMixin, nn.Cell):
     def __init__(self, config: CLIPConfig):
         super().__init__()
         self.config = config
-        if config.vision_cfg.is_resnet:
-            self.visual = ModifiedResNet(config.vision_cfg, config.embed_dim)
-        else:
-            self.visual = VisionTransformer(config.vision_cfg, config.embed_dim, config.quick_gelu)
-        self.text = TextTransformer(config.text_cfg, config.embed_dim, config.quick_gelu)
+        self.visual = build_vision_tower(config.vision_cfg, config.embed_dim, config.quick_gelu)
+        self.text = build_text_tower(config.text_cfg, config.embed_dim, config.quick_gelu)
         self.logit_scale = Parameter(Tensor(math.log(1 / 0.07), ms.float32), name="logit_scale")
+        if config.init_logit_bias is not None:  # SigLIP's learnable bias, loaded with the weights
+            self.logit_bias = Parameter(Tensor(config.init_logit_bias, ms.float32), name="logit_bias")
 
     @property
     def image_size(self) -> int:
@@ -85,7 +83,8 @@ class CLIPModel(PretrainedModelMixin, TrainModeMixin, nn.Cell):
             groups: List[list] = [[visual.conv1, visual.class_embedding,
                                    visual.positional_embedding, visual.ln_pre]]
             groups += [[b] for b in visual.transformer.resblocks]
-            groups.append([visual.ln_post, visual.proj])
+            groups.append([visual.ln_post, visual.proj]
+                          + ([visual.attn_pool] if visual.attn_pool is not None else []))
         else:
             groups = [[visual.conv1, visual.bn1, visual.conv2, visual.bn2, visual.conv3, visual.bn3],
                       [visual.layer1], [visual.layer2], [visual.layer3], [visual.layer4],
@@ -97,9 +96,11 @@ class CLIPModel(PretrainedModelMixin, TrainModeMixin, nn.Cell):
         """Freeze the text tower except its last ``unlocked_layers`` groups
         (embeddings, each block, final norm + projection)."""
         text = self.text
-        groups: List[list] = [[text.token_embedding, text.positional_embedding]]
+        groups: List[list] = [[text.token_embedding, text.positional_embedding]
+                              + ([text.cls_emb] if text.embed_cls else [])]
         groups += [[b] for b in text.transformer.resblocks]
-        groups.append([text.ln_final, text.text_projection])
+        groups.append([text.ln_final] + ([text.text_projection]
+                                         if text.text_projection is not None else []))
         freeze_groups(groups, unlocked_layers)
 
 

@@ -12,21 +12,92 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from .diff import config_differences
+from .layers import BlockCfg
 from .pretrained import PretrainedConfigMixin
+
+
+# Keys of open_clip configs for towers mindclip does not build yet: a config that sets one is
+# refused with the name of the missing tower instead of "unknown key".
+MISSING_TOWERS = {
+    "timm_": "a timm image tower (SigLIP, EVA, ConvNeXt, ViTamin, MobileCLIP, PE: "
+             "open_clip's timm_model_name)",
+    "hf_model": "a Hugging Face text tower (open_clip's hf_model_name)",
+    "hf_proj": "a Hugging Face text tower (open_clip's hf_model_name)",
+    "hf_pooler": "a Hugging Face text tower (open_clip's hf_model_name)",
+    "multimodal_cfg": "CoCa's multimodal text decoder (open_clip's multimodal_cfg)",
+}
+
+
+class MissingTowerError(ValueError):
+    """An open_clip architecture whose tower mindclip does not build yet."""
 
 
 def _from_dict(cls, data: Dict[str, Any], where: str):
     valid = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - valid)
+    towers = sorted({tower for key in unknown for stem, tower in MISSING_TOWERS.items()
+                     if key.startswith(stem)})
+    if towers:
+        raise MissingTowerError(f"{where} needs {' and '.join(towers)}, which mindclip does "
+                                  f"not implement yet (keys {unknown})")
     if unknown:
         raise ValueError(
             f"unknown key(s) {unknown} in {where}; valid keys are: {sorted(valid)}")
     return cls(**data)
 
 
+def _check_choice(where: str, value: Any, valid) -> None:
+    if value not in valid:
+        raise ValueError(f"{where} {value!r} is not one of {list(valid)}")
+
+
 @dataclass
-class CLIPVisionCfg:
-    """Image tower: a ViT when ``layers`` is an int, a ModifiedResNet when it is a 4-tuple."""
+class _BlockOptions:
+    """Options of a tower's transformer blocks, with open_clip's names: LayerScale's initial
+    value, the activation's keyword arguments (``{"approximate": "tanh"}``) and the norm's
+    (``{"eps": 1e-6}``)."""
+
+    ls_init_value: Optional[float] = None
+    act_kwargs: Optional[Dict[str, Any]] = None
+    norm_kwargs: Optional[Dict[str, Any]] = None
+
+    def _check_block_options(self, where: str) -> None:
+        act = dict(self.act_kwargs or {})
+        _check_choice(f"{where}.act_kwargs approximate", act.pop("approximate", "none"),
+                      ("none", "tanh"))
+        norm = dict(self.norm_kwargs or {})
+        norm.pop("eps", None)
+        for name, rest in (("act_kwargs", act), ("norm_kwargs", norm)):
+            if rest:
+                raise ValueError(f"{where}.{name}: unsupported key(s) {sorted(rest)}")
+
+    def block(self, quick_gelu: bool) -> BlockCfg:
+        """The blocks' :class:`BlockCfg` under the model's activation choice."""
+        approximate = (self.act_kwargs or {}).get("approximate", "none")
+        if quick_gelu and approximate != "none":
+            raise ValueError("quick_gelu and act_kwargs.approximate cannot both be set")
+        act = "quick_gelu" if quick_gelu else ("gelu_tanh" if approximate == "tanh" else "gelu")
+        return BlockCfg(act=act, norm_eps=float((self.norm_kwargs or {}).get("eps", 1e-5)),
+                        ls_init_value=self.ls_init_value)
+
+    @property
+    def norm_eps(self) -> float:
+        return float((self.norm_kwargs or {}).get("eps", 1e-5))
+
+
+@dataclass
+class CLIPVisionCfg(_BlockOptions):
+    """Image tower: a ViT when ``layers`` is an int, a ModifiedResNet when it is a 4-tuple.
+
+    The ViT's options are open_clip's (``CLIPVisionCfg``), with its defaults:
+    ``patch_dropout`` (FLIP: the fraction of patch tokens dropped in training),
+    ``attentional_pool`` (an attentional pooler of ``attn_pooler_queries`` queries and
+    ``attn_pooler_heads`` heads before ``ln_post``), ``pool_type`` (``tok``: the class token,
+    ``avg``: the mean of the patch tokens, ``none``: every token), ``final_ln_after_pool``
+    (``ln_post`` on the pooled feature instead of on every token), ``no_ln_pre``,
+    ``pos_embed_type`` (``learnable`` or a fixed ``sin_cos_2d``), ``output_tokens`` (the
+    tower also returns its tokens, for CoCa).
+    """
 
     layers: Union[Tuple[int, int, int, int], List[int], int] = 12
     width: int = 768
@@ -34,6 +105,15 @@ class CLIPVisionCfg:
     mlp_ratio: float = 4.0
     patch_size: Optional[int] = 16
     image_size: int = 224
+    patch_dropout: float = 0.0
+    attentional_pool: bool = False
+    attn_pooler_queries: int = 256
+    attn_pooler_heads: int = 8
+    no_ln_pre: bool = False
+    pos_embed_type: str = "learnable"
+    final_ln_after_pool: bool = False
+    pool_type: str = "tok"
+    output_tokens: bool = False
 
     @property
     def is_resnet(self) -> bool:
@@ -61,34 +141,86 @@ class CLIPVisionCfg:
         if pooled_width % self.head_width:
             raise ValueError(f"attention width {pooled_width} is not a multiple of "
                              f"head_width {self.head_width}")
+        _check_choice("vision_cfg.pool_type", self.pool_type, ("tok", "avg", "none"))
+        _check_choice("vision_cfg.pos_embed_type", self.pos_embed_type, ("learnable", "sin_cos_2d"))
+        if not isinstance(self.attentional_pool, bool):
+            # open_clip's 'parallel'/'cascade' poolers are marked untested WIP there
+            raise ValueError(f"vision_cfg.attentional_pool {self.attentional_pool!r}: only "
+                             "true/false (open_clip's CoCa pooler) is implemented")
+        if not 0.0 <= self.patch_dropout < 1.0:
+            raise ValueError(f"vision_cfg.patch_dropout {self.patch_dropout} is not in [0, 1)")
+        self._check_block_options("vision_cfg")
+        if self.is_resnet:
+            defaults = CLIPVisionCfg(patch_size=16)
+            vit_only = [f.name for f in dataclasses.fields(self)
+                        if f.name not in ("layers", "width", "head_width", "mlp_ratio",
+                                          "patch_size", "image_size")
+                        and getattr(self, f.name) != getattr(defaults, f.name)]
+            if vit_only:
+                raise ValueError(f"vision_cfg {vit_only} are ViT options; a ModifiedResNet "
+                                 "(layers given per stage) has none of them")
 
 
 @dataclass
-class CLIPTextCfg:
-    """Causal text transformer pooled at the end-of-text token (the highest id).
-    ``proj_bias``: the projection is a Linear layer with bias (open_clip's option; DeCLIP)."""
+class CLIPTextCfg(_BlockOptions):
+    """Text transformer, with open_clip's options (``CLIPTextCfg``) and defaults.
+
+    ``pool_type`` picks the pooled token: ``argmax`` (the highest id: OpenAI's end of text),
+    ``eos`` (the first ``eos_id``), ``first``, ``last`` or ``none`` (every token);
+    ``no_causal_mask`` makes attention bidirectional; ``embed_cls`` appends a learned class
+    token that is pooled instead, with padding (``pad_id``) masked (CoCa); ``proj_type``
+    ``linear`` or ``none``, ``proj_bias`` a Linear projection with bias (open_clip; DeCLIP).
+    ``hf_tokenizer_name`` / ``tokenizer_kwargs`` / ``tokenizer_mode`` choose the tokenizer
+    (``get_tokenizer``), not the tower.
+    """
 
     context_length: int = 77
     vocab_size: int = 49408
+    hf_tokenizer_name: Optional[str] = None
+    tokenizer_mode: Optional[str] = None
+    tokenizer_kwargs: Optional[Dict[str, Any]] = None
     width: int = 512
     heads: int = 8
     layers: int = 12
     mlp_ratio: float = 4.0
+    embed_cls: bool = False
+    pad_id: int = 0
+    eos_id: int = 2
+    no_causal_mask: bool = False
+    final_ln_after_pool: bool = False
+    pool_type: str = "argmax"
     proj_bias: bool = False
+    proj_type: str = "linear"
+    output_tokens: bool = False
 
     def __post_init__(self):
         if self.width % self.heads:
             raise ValueError(f"text width {self.width} is not a multiple of heads {self.heads}")
+        _check_choice("text_cfg.pool_type", self.pool_type, ("argmax", "eos", "first", "last", "none"))
+        # open_clip's native text tower builds a Linear projection for anything but 'none'
+        # ('mlp' is a Hugging Face tower option): refused rather than read two ways.
+        _check_choice("text_cfg.proj_type", self.proj_type, ("linear", "none"))
+        if self.final_ln_after_pool:
+            raise ValueError("text_cfg.final_ln_after_pool: open_clip's text tower accepts but "
+                             "ignores it; mindclip refuses it rather than ignore it too")
+        self._check_block_options("text_cfg")
 
 
 @dataclass
 class CLIPConfig(PretrainedConfigMixin):
-    """A whole CLIP model: shared embedding size, both towers and the activation."""
+    """A whole CLIP model: shared embedding size, both towers and the activation.
+
+    ``init_logit_bias`` adds a learnable ``logit_bias`` (SigLIP's) with that initial value;
+    ``custom_text`` only says how open_clip lays out the text tower's weights (under
+    ``text.``), which the converters follow.
+    """
 
     embed_dim: int = 512
     vision_cfg: CLIPVisionCfg = field(default_factory=CLIPVisionCfg)
     text_cfg: CLIPTextCfg = field(default_factory=CLIPTextCfg)
     quick_gelu: bool = False
+    custom_text: bool = False
+    init_logit_bias: Optional[float] = None
 
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> "CLIPConfig":

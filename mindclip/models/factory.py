@@ -7,18 +7,22 @@ family by name.
 """
 from __future__ import annotations
 
+import functools
 import glob
 import json
 import os
+import re
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from ..families.base import Family, family_of, get_family
-from .store import WEIGHT_FILES, require_installed
+from .config import MissingTowerError
+from .store import WEIGHT_FILES, fetch, installed, require_installed
 from ..tokenizer.hf import HFTokenizer, is_tokenizer_folder
 from .weights_io import FAMILY_KEY, METADATA_KEY, TRAIN_STATE_KEY, read_weights
 
+PREPROCESS_KEY = "preprocess_cfg"
 DEFAULT_FAMILY = "clip"  # files written before families were recorded are CLIP checkpoints
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "model_configs")
@@ -45,14 +49,30 @@ CONVERT_HINT = ("mindclip never downloads weights. Convert a PyTorch checkpoint 
                 "under a name with --install NAME.")
 
 
+@functools.lru_cache(maxsize=None)
 def _config_files() -> Dict[str, str]:
+    # open_clip's own JSON files, unchanged, plus ours; those of towers we do not build yet
+    # stay, so their names say what is missing instead of "unknown model"
     return {os.path.splitext(os.path.basename(p))[0]: p
             for p in glob.glob(os.path.join(CONFIG_DIR, "*.json"))}
 
 
+@functools.lru_cache(maxsize=None)
+def _buildable() -> Tuple[str, ...]:
+    names = []
+    for name in sorted(_config_files()):
+        try:
+            get_model_config(name)
+        except MissingTowerError:
+            continue
+        names.append(name)
+    return tuple(names)
+
+
 def list_models(include_aliases: bool = False) -> List[str]:
-    """Names of the built-in architectures (``ViT-B-32``, ``RN50-quickgelu``, ...)."""
-    names = sorted(_config_files())
+    """Names of the built-in architectures (``ViT-B-32``, ``ViT-H-14-CLIPA``, ...): open_clip's
+    model configs whose towers mindclip builds, and mindclip's own."""
+    names = list(_buildable())
     return names + sorted(MODEL_ALIASES) if include_aliases else names
 
 
@@ -78,7 +98,10 @@ def model_family(name: str) -> Family:
 def get_model_config(name: str) -> Any:
     """The architecture config (the family's config class) of a built-in name or alias."""
     family_name, data = _read_architecture(name)
-    return get_family(family_name).config_from_dict(data)
+    try:
+        return get_family(family_name).config_from_dict(data)
+    except MissingTowerError as exc:
+        raise MissingTowerError(f"{name}: {exc}") from None
 
 
 def find_weight_file(pretrained: str) -> str:
@@ -176,25 +199,42 @@ def load_pretrained(model: Any, pretrained: str) -> Any:
         param.set_data(ms.Tensor(tensors[name].astype(np.float32)).astype(param.dtype))
     # Files saved with the weights (a tokenizer folder) are found through here.
     model.source_dir = os.path.dirname(os.path.abspath(path))
+    if PREPROCESS_KEY in metadata:  # the preprocessing the weights were trained with (a tag's)
+        model.preprocess_cfg = json.loads(metadata[PREPROCESS_KEY])
+        model.image_mean = tuple(model.preprocess_cfg.get("mean", model.image_mean))
+        model.image_std = tuple(model.preprocess_cfg.get("std", model.image_std))
     return model
 
 
+def _has_scheme(text: str) -> bool:
+    """``hf-hub:org/repo``, ``local-dir:/path``: a name whose scheme says where weights are."""
+    return re.match(r"^[a-z][a-z0-9-]+:", text) is not None and not os.path.exists(text)
+
+
 def _is_path(text: str) -> bool:
+    if _has_scheme(text):
+        return False
     return os.path.exists(text) or os.sep in text or text.endswith((".ckpt", ".safetensors"))
 
 
 def resolve_pretrained(model_name: Optional[str], pretrained: Any) -> Optional[str]:
     """``pretrained`` as a file or folder: a path stays a path; ``True`` means the weights
-    installed under ``model_name``; any other string is an installed name."""
+    of ``model_name`` (installed, or fetched by a registered source: MindFormers' names); any
+    other string is a name installed in the store or a tag a source fetches (open_clip's
+    ``laion2b_s34b_b79k``). Never None for a name: an error says how to get the weights."""
     if pretrained is None or pretrained is False:
         return None
     if pretrained is True:
         if not model_name:
             raise ValueError("pretrained=True needs a model name to look up in the weight store")
-        return require_installed(model_name, _canonical(model_name))
+        canonical = _canonical(model_name)
+        return (installed(model_name, canonical) or fetch(model_name, True)
+                or require_installed(model_name, canonical))
     if _is_path(str(pretrained)):
         return str(pretrained)
-    return require_installed(str(pretrained), _canonical(str(pretrained)))
+    name = str(pretrained)
+    return (installed(name, _canonical(name)) or fetch(model_name, name)
+            or require_installed(name, _canonical(name)))
 
 
 def _canonical(name: str) -> Optional[str]:
@@ -220,6 +260,11 @@ def create_model(model_name: Optional[str] = None, pretrained: Any = None,
 
     The model is returned in inference mode (``set_train(False)``).
     """
+    if model_name is not None and _has_scheme(model_name) and pretrained in (None, True):
+        # a name that is itself a source of weights (hf-hub:org/repo, local-dir:/path)
+        folder = fetch(model_name, True)
+        if folder is not None:
+            model_name, pretrained = None, folder
     pretrained = resolve_pretrained(model_name, pretrained)
     if config is not None:
         fam = get_family(family or DEFAULT_FAMILY)

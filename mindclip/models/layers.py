@@ -6,6 +6,7 @@ MindFormers 1.x CLIP checkpoints use, so those load without renaming.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -50,6 +51,7 @@ class _FusedLayerNorm(nn.Cell):
 
 
 _SQRT_HALF = 0.7071067811865476
+_SQRT_2_OVER_PI = 0.7978845608028654
 _INV_SQRT_2PI = 0.3989422804014327
 
 
@@ -65,9 +67,9 @@ class _Activation(nn.Cell):
 
     def __init__(self):
         super().__init__()
-        self.fused_forward = cpu_kernels.custom_op(self._kernel + "Forward")
-        self.fused_backward = cpu_kernels.custom_op(self._kernel + "Backward")
-        self.fused = self.fused_forward is not None
+        self.fused_forward = self._kernel and cpu_kernels.custom_op(self._kernel + "Forward")
+        self.fused_backward = self._kernel and cpu_kernels.custom_op(self._kernel + "Backward")
+        self.fused = bool(self.fused_forward)
 
     def construct(self, x):
         if self.fused and x.dtype == ms.float32:
@@ -112,8 +114,39 @@ class GELU(_Activation):
         return cdf + x * ops.exp(-0.5 * x * x) * _INV_SQRT_2PI
 
 
-def make_activation(quick_gelu: bool) -> nn.Cell:
-    return QuickGELU() if quick_gelu else GELU()
+class GELUTanh(_Activation):
+    """GELU's tanh approximation (PyTorch's ``nn.GELU(approximate="tanh")``, open_clip's
+    ``act_kwargs: {"approximate": "tanh"}``); MindSpore's ops on every device."""
+
+    _kernel = None
+
+    def formula(self, x):
+        inner = _SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)
+        return 0.5 * x * (1.0 + ops.tanh(inner))
+
+    def derivative(self, x):
+        t = ops.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x * x * x))
+        return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * _SQRT_2_OVER_PI * (1.0 + 0.134145 * x * x)
+
+
+ACTIVATIONS = {"gelu": GELU, "quick_gelu": QuickGELU, "gelu_tanh": GELUTanh}
+
+
+def make_activation(name: str) -> nn.Cell:
+    """The activation Cell named ``gelu`` (exact), ``quick_gelu`` or ``gelu_tanh``."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; valid: {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
+
+
+@dataclass(frozen=True)
+class BlockCfg:
+    """What a transformer block is made of beyond its sizes: the activation's name, the
+    LayerNorm epsilon and LayerScale's initial value (None: no LayerScale)."""
+
+    act: str = "gelu"
+    norm_eps: float = 1e-5
+    ls_init_value: Optional[float] = None
 
 
 def sync_phases(cell: nn.Cell) -> None:
@@ -271,42 +304,59 @@ class MultiheadSelfAttention(nn.Cell):
 
 
 class MLP(nn.Cell):
-    def __init__(self, width: int, hidden: int, quick_gelu: bool, fc_std: float, proj_std: float):
+    def __init__(self, width: int, hidden: int, act: str, fc_std: float, proj_std: float):
         super().__init__()
         self.c_fc = dense(width, hidden, fc_std)
-        self.gelu = make_activation(quick_gelu)
+        self.gelu = make_activation(act)
         self.c_proj = dense(hidden, width, proj_std)
 
     def construct(self, x):
         return self.c_proj(self.gelu(self.c_fc(x)))
 
 
-class ResidualAttentionBlock(nn.Cell):
-    """Pre-norm transformer block: ``x + attn(ln_1(x))`` then ``x + mlp(ln_2(x))``."""
+class LayerScale(nn.Cell):
+    """``x * gamma``, a learned per-channel scale of a residual branch (CaiT; open_clip's
+    ``ls_init_value``)."""
 
-    def __init__(self, width: int, heads: int, mlp_ratio: float, quick_gelu: bool, layers: int):
+    def __init__(self, width: int, init_value: float):
+        super().__init__()
+        self.gamma = Parameter(Tensor(np.full((width,), init_value, np.float32)), name="gamma")
+
+    def construct(self, x):
+        return x * self.gamma.astype(x.dtype)
+
+
+class ResidualAttentionBlock(nn.Cell):
+    """Pre-norm transformer block: ``x + ls_1(attn(ln_1(x)))`` then ``x + ls_2(mlp(ln_2(x)))``
+    (``ls_*`` are identities without LayerScale, as in open_clip)."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float, block: BlockCfg, layers: int):
         super().__init__()
         # open_clip's initialisation, so that training from scratch starts where it does.
         attn_std = width ** -0.5
         proj_std = attn_std * (2 * layers) ** -0.5
         fc_std = (2 * width) ** -0.5
-        self.ln_1 = LayerNorm(width)
+        self.ln_1 = LayerNorm(width, block.norm_eps)
         self.attn = MultiheadSelfAttention(width, heads, attn_std, proj_std)
-        self.ln_2 = LayerNorm(width)
-        self.mlp = MLP(width, int(width * mlp_ratio), quick_gelu, fc_std, proj_std)
+        self.ln_2 = LayerNorm(width, block.norm_eps)
+        self.mlp = MLP(width, int(width * mlp_ratio), block.act, fc_std, proj_std)
+        scaled = block.ls_init_value is not None
+        self.ls_1 = LayerScale(width, block.ls_init_value) if scaled else nn.Identity()
+        self.ls_2 = LayerScale(width, block.ls_init_value) if scaled else nn.Identity()
 
     def construct(self, x, attn_mask: Optional[Tensor] = None):
-        x = x + self.attn(self.ln_1(x), attn_mask)
-        return x + self.mlp(self.ln_2(x))
+        x = x + self.ls_1(self.attn(self.ln_1(x), attn_mask))
+        return x + self.ls_2(self.mlp(self.ln_2(x)))
 
 
 class Transformer(nn.Cell):
-    def __init__(self, width: int, layers: int, heads: int, mlp_ratio: float, quick_gelu: bool):
+    def __init__(self, width: int, layers: int, heads: int, mlp_ratio: float,
+                 block: BlockCfg = BlockCfg()):
         super().__init__()
         self.width = width
         self.layers = layers
         self.resblocks = nn.CellList([
-            ResidualAttentionBlock(width, heads, mlp_ratio, quick_gelu, layers)
+            ResidualAttentionBlock(width, heads, mlp_ratio, block, layers)
             for _ in range(layers)])
 
     def construct(self, x, attn_mask: Optional[Tensor] = None):
@@ -317,4 +367,3 @@ class Transformer(nn.Cell):
         for block in self.resblocks:
             x = block(x, attn_mask)
         return x
-

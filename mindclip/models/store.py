@@ -6,7 +6,7 @@ without installed weights is an error that prints the conversion command that in
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Any, Callable, List, Optional
 
 ENV_VAR = "MINDCLIP_HOME"
 WEIGHT_FILES = ("mindclip_model.safetensors", "mindclip_model.ckpt")
@@ -16,6 +16,45 @@ OPENAI_FILES = {"ViT-B-32-quickgelu": "ViT-B-32.pt", "ViT-B-16-quickgelu": "ViT-
                 "ViT-L-14-quickgelu": "ViT-L-14.pt", "ViT-L-14-336-quickgelu": "ViT-L-14-336px.pt",
                 "RN50-quickgelu": "RN50.pt", "RN101-quickgelu": "RN101.pt",
                 "RN50x4-quickgelu": "RN50x4.pt"}
+
+
+# Where names the store does not hold may be fetched from: callables
+# ``(model_name, pretrained) -> store folder | None`` (None: not a name they serve), registered
+# by the front-door floor (mindclip.hub), which the model layer must not import.
+_SOURCES: List[Callable[[Optional[str], Any], Optional[str]]] = []
+
+
+def register_source(source: Callable[[Optional[str], Any], Optional[str]]) -> None:
+    if source not in _SOURCES:
+        _SOURCES.append(source)
+
+
+def fetch(model_name: Optional[str], pretrained: Any) -> Optional[str]:
+    """The store folder a registered source installs for ``(model_name, pretrained)``, or
+    None when no source serves that name."""
+    for source in _SOURCES:
+        folder = source(model_name, pretrained)
+        if folder:
+            return folder
+    return None
+
+
+_TOKENIZER_SOURCES: List[Callable[[str], Optional[str]]] = []
+
+
+def register_tokenizer_source(source: Callable[[str], Optional[str]]) -> None:
+    if source not in _TOKENIZER_SOURCES:
+        _TOKENIZER_SOURCES.append(source)
+
+
+def fetch_tokenizer(name: str) -> Optional[str]:
+    """A folder with the files of the Hugging Face tokenizer ``name`` (``bert-base-uncased``)
+    from a registered source (the Hugging Face cache or Hub), or None."""
+    for source in _TOKENIZER_SOURCES:
+        folder = source(name)
+        if folder:
+            return folder
+    return None
 
 
 class WeightsNotInstalled(FileNotFoundError):

@@ -1,10 +1,13 @@
 """Vision Transformer image tower (CLIP's ViT-B/32, B/16, L/14, ...)."""
 from __future__ import annotations
 
-from mindspore import nn, ops
+import numpy as np
+import mindspore as ms
+from mindspore import Parameter, Tensor, nn, ops
 
 from .config import CLIPVisionCfg
 from .layers import LayerNorm, Transformer, normal_param
+from .pooling import AttentionalPooler, VisionPool
 
 _matmul_nt = ops.MatMul(transpose_b=True)
 
@@ -33,8 +36,56 @@ class PatchEmbedding(nn.Conv2d):
         return _matmul_nt(patches, weight).reshape(b, gh * gw, self.width)
 
 
+def sincos_2d_position_embedding(width: int, grid: int) -> np.ndarray:
+    """The fixed 2-D sine-cosine position table of MAE (open_clip's ``sin_cos_2d``):
+    ``(grid*grid + 1, width)``, a zero row for the class token first; half the channels
+    encode the row, half the column, each as sines then cosines of geometric frequencies."""
+    if width % 4:
+        raise ValueError(f"sin_cos_2d position embedding needs a width divisible by 4, got {width}")
+    omega = 1.0 / 10000 ** (np.arange(width // 4, dtype=np.float64) / (width / 4))
+    rows, cols = np.meshgrid(np.arange(grid, dtype=np.float64), np.arange(grid, dtype=np.float64),
+                             indexing="ij")
+
+    def encode(pos):
+        angles = np.outer(pos.reshape(-1), omega)
+        return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
+
+    # MAE's meshgrid puts the column index first: its "h" half encodes columns
+    table = np.concatenate([encode(cols), encode(rows)], axis=1)
+    return np.concatenate([np.zeros((1, width)), table], axis=0).astype(np.float32)
+
+
+class PatchDropout(nn.Cell):
+    """FLIP's patch dropout (open_clip's ``PatchDropout``): in training, each image keeps a
+    random ``max(1, int(n * (1 - prob)))`` of its ``n`` patch tokens (those with the largest
+    of ``n`` standard normal draws, in that order) after the class token; inference keeps all.
+    ``prob`` may be changed before a run compiles (``runner.force_patch_dropout``)."""
+
+    def __init__(self, prob: float):
+        super().__init__()
+        self.prob = float(prob)
+
+    def construct(self, x):
+        if not self.training or self.prob == 0.0:
+            return x
+        return self.keep(x, ops.standard_normal((x.shape[0], x.shape[1] - 1)))
+
+    def keep(self, x, noise):
+        """The class token and the patch tokens with the largest ``noise`` ``(B, n)``."""
+        b, n, d = x.shape
+        count = max(1, int((n - 1) * (1 - self.prob)))
+        index = ops.topk(noise, count)[1].astype(ms.int32)
+        patches = ops.gather_elements(x[:, 1:], 1, ops.broadcast_to(index.reshape(b, count, 1),
+                                                                     (b, count, d)))
+        return ops.concat((x[:, :1], patches), axis=1)
+
+
 class VisionTransformer(nn.Cell):
-    """Patchify, prepend a class token, transformer, LayerNorm, project the class token."""
+    """open_clip's ViT: patchify, prepend a class token, add positions, (patch dropout),
+    ``ln_pre``, transformer, pool, project. Switched-off parts (``no_ln_pre``, LayerScale)
+    are identities under open_clip's names, so the weight layouts stay one-to-one.
+    ``construct`` returns the projected pooled feature; :meth:`forward_with_tokens` also the
+    token features (CoCa's ``output_tokens``)."""
 
     def __init__(self, cfg: CLIPVisionCfg, embed_dim: int, quick_gelu: bool):
         super().__init__()
@@ -44,24 +95,51 @@ class VisionTransformer(nn.Cell):
         self.grid = cfg.image_size // cfg.patch_size
         self.width = width
         scale = width ** -0.5
+        eps = cfg.norm_eps
         self.conv1 = PatchEmbedding(width, cfg.patch_size)
         self.class_embedding = normal_param((width,), scale, "class_embedding")
-        self.positional_embedding = normal_param((self.grid * self.grid + 1, width), scale,
-                                                 "positional_embedding")
-        self.ln_pre = LayerNorm(width)
-        self.transformer = Transformer(width, cfg.layers, cfg.heads, cfg.mlp_ratio, quick_gelu)
-        self.ln_post = LayerNorm(width)
-        self.proj = normal_param((width, embed_dim), scale, "proj")
+        if cfg.pos_embed_type == "sin_cos_2d":
+            self.positional_embedding = Parameter(
+                Tensor(sincos_2d_position_embedding(width, self.grid)), name="positional_embedding",
+                requires_grad=False)
+        else:
+            self.positional_embedding = normal_param((self.grid * self.grid + 1, width), scale,
+                                                     "positional_embedding")
+        self.patch_dropout = PatchDropout(cfg.patch_dropout)
+        self.ln_pre = nn.Identity() if cfg.no_ln_pre else LayerNorm(width, eps)
+        self.transformer = Transformer(width, cfg.layers, cfg.heads, cfg.mlp_ratio,
+                                       cfg.block(quick_gelu))
+        self.attn_pool = None
+        pool_dim = width
+        if cfg.attentional_pool:
+            self.attn_pool = AttentionalPooler(embed_dim, width, cfg.attn_pooler_heads,
+                                               cfg.attn_pooler_queries, eps)
+            pool_dim = embed_dim
+        self.final_ln_after_pool = cfg.final_ln_after_pool and not cfg.attentional_pool
+        self.global_pool = VisionPool(cfg.pool_type)
+        self.ln_post = LayerNorm(pool_dim, eps)
+        self.proj = normal_param((pool_dim, embed_dim), scale, "proj")
 
-    def construct(self, x):
+    def forward_with_tokens(self, x):
+        """``(pooled features (B, embed_dim), token features)``."""
         x = self.conv1(x)  # (B, grid*grid, width)
         b = x.shape[0]
         cls = ops.broadcast_to(self.class_embedding.astype(x.dtype).reshape(1, 1, -1),
                                (b, 1, self.width))
         x = ops.concat((cls, x), axis=1)
         x = x + self.positional_embedding.astype(x.dtype)
-        x = self.ln_pre(x)
+        x = self.ln_pre(self.patch_dropout(x))
         x = self.transformer(x)
-        pooled = self.ln_post(x[:, 0, :])
-        return ops.matmul(pooled, self.proj.astype(pooled.dtype))
+        # open_clip's _pool: the norm goes after the attentional pooler, or after the global
+        # pool (final_ln_after_pool), or on every token before it
+        if self.attn_pool is not None:
+            pooled, tokens = self.global_pool(self.ln_post(self.attn_pool(x)))
+        elif self.final_ln_after_pool:
+            pooled, tokens = self.global_pool(x)
+            pooled = self.ln_post(pooled)
+        else:
+            pooled, tokens = self.global_pool(self.ln_post(x))
+        return ops.matmul(pooled, self.proj.astype(pooled.dtype)), tokens
 
+    def construct(self, x):
+        return self.forward_with_tokens(x)[0]

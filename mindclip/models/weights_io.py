@@ -73,6 +73,10 @@ def read_safetensors(path: str) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
         data = f.read()
     metadata = header.pop("__metadata__", None) or {}
     tensors = {}
+    end_of_data = max((info["data_offsets"][1] for info in header.values()), default=0)
+    if len(data) < end_of_data:
+        raise ValueError(f"{path} is truncated: its header describes {end_of_data} bytes of "
+                         f"tensors, the file holds {len(data)} (an interrupted download or copy?)")
     for name, info in header.items():
         start, end = info["data_offsets"]
         buf = data[start:end]

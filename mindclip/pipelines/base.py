@@ -6,7 +6,7 @@ from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ..data.transforms import image_transform
+from ..data.transforms import image_transform, resize_options
 from ..evaluation.encode import encode_image_batch, encode_texts
 from ..models.factory import create_model, get_tokenizer, list_models
 
@@ -37,7 +37,7 @@ class ImagePipeline:
         self.model = resolve_model(model, pretrained)
         self.tokenizer = get_tokenizer(self.model)
         self.transform = image_transform(self.model.image_size, self.model.image_mean,
-                                         self.model.image_std)
+                                         self.model.image_std, **resize_options(self.model))
         self.batch_size = int(batch_size)
 
     @staticmethod

@@ -45,10 +45,17 @@ def bytes_to_unicode() -> Dict[int, str]:
     return mapping
 
 
+def basic_clean(text: str) -> str:
+    """open_clip's: fix mojibake, unescape HTML twice, strip."""
+    return html.unescape(html.unescape(ftfy.fix_text(text))).strip()
+
+
+def whitespace_clean(text: str) -> str:
+    return " ".join(text.split())
+
+
 def clean_text(text: str) -> str:
-    text = ftfy.fix_text(text)
-    text = html.unescape(html.unescape(text)).strip()
-    return " ".join(text.split()).lower()
+    return whitespace_clean(basic_clean(text)).lower()
 
 
 class CLIPTokenizer:

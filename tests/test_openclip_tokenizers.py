@@ -1,0 +1,82 @@
+"""Tokenizers by config, as open_clip's ``get_tokenizer``: the configs that name a Hugging
+Face tokenizer (CLIPA's BERT with its separator stripped, MetaCLIP 2's Unigram models with
+their cleaning) give open_clip's ids on the same tokenizer files. The files are trained here
+with ``tokenizers`` (WordPiece, Unigram); open_clip reads them through transformers."""
+import json
+import os
+
+import numpy as np
+import pytest
+from open_clip.tokenizer import HFTokenizer as OpenClipHFTokenizer
+
+import mindclip
+from mindclip.tokenizer.openclip_hf import OpenCLIPHFTokenizer
+from test_hub import offline_hub, put_in_hf_cache  # noqa: F401  (fixture)
+
+CORPUS = ["a photo of a cat", "A diagram of a neural_network.", "two dogs playing in the snow",
+          "une photo d'un chat", "ein Foto einer Katze!", "the quick brown fox jumps over the lazy dog",
+          "red, green & blue cars", "<b>bold</b> claims about CLIP's zero-shot accuracy"] * 20
+TEXTS = ["A photo of a CAT!", "  two\tdogs\n playing ", "neural_network diagram, (v2)",
+         "une photo d'un chat", "&amp; html &lt;escaped&gt;", "x " * 80, ""]
+
+
+def wordpiece_folder(path):
+    """A lower-casing BERT WordPiece tokenizer (bert-base-uncased's kind)."""
+    from tokenizers import BertWordPieceTokenizer
+
+    tok = BertWordPieceTokenizer(lowercase=True)
+    tok.train_from_iterator(CORPUS, vocab_size=300,
+                            special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+    os.makedirs(path)
+    tok.save(os.path.join(path, "tokenizer.json"))
+    with open(os.path.join(path, "tokenizer_config.json"), "w") as f:
+        json.dump({"tokenizer_class": "PreTrainedTokenizerFast", "pad_token": "[PAD]",
+                   "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]",
+                   "mask_token": "[MASK]", "model_max_length": 512}, f)
+    return str(path)
+
+
+def unigram_folder(path):
+    """A SentencePiece Unigram tokenizer ending each text with </s> (mT5's / XLM-V's kind)."""
+    from tokenizers import SentencePieceUnigramTokenizer, processors
+
+    tok = SentencePieceUnigramTokenizer()
+    tok.train_from_iterator(CORPUS, vocab_size=200, special_tokens=["<pad>", "</s>", "<unk>"],
+                            unk_token="<unk>")
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    os.makedirs(path)
+    tok.save(os.path.join(path, "tokenizer.json"))
+    with open(os.path.join(path, "tokenizer_config.json"), "w") as f:
+        json.dump({"tokenizer_class": "PreTrainedTokenizerFast", "pad_token": "<pad>",
+                   "eos_token": "</s>", "unk_token": "<unk>", "model_max_length": 512}, f)
+    return str(path)
+
+
+@pytest.mark.parametrize("kind,kwargs,context", [
+    ("wordpiece", {"strip_sep_token": True}, 32),          # CLIPA
+    ("unigram", {"clean": "canonicalize"}, 77),            # MetaCLIP 2 with mT5
+    ("unigram", {}, 77),                                   # MetaCLIP 2 with XLM-V
+    ("wordpiece", {"clean": "lower"}, 16),
+])
+def test_ids_equal_open_clips_hf_tokenizer(tmp_path, kind, kwargs, context):
+    folder = (wordpiece_folder if kind == "wordpiece" else unigram_folder)(tmp_path / kind)
+    expected = OpenClipHFTokenizer(folder, context_length=context, **kwargs)(TEXTS).numpy()
+    ours = OpenCLIPHFTokenizer(folder, context_length=context, **kwargs)(TEXTS)
+    assert ours.dtype == np.int32 and ours.shape == (len(TEXTS), context)
+    np.testing.assert_array_equal(ours, expected)
+
+
+def test_config_finds_its_tokenizer_in_the_hf_cache(offline_hub, tmp_path):  # noqa: F811
+    folder = wordpiece_folder(tmp_path / "bert")
+    put_in_hf_cache(offline_hub, "bert-base-uncased",
+                    {f: open(os.path.join(folder, f), "rb").read() for f in os.listdir(folder)})
+    tokenizer = mindclip.get_tokenizer("ViT-L-14-CLIPA")  # the config names bert-base-uncased
+    expected = OpenClipHFTokenizer(folder, context_length=32, strip_sep_token=True)(TEXTS).numpy()
+    np.testing.assert_array_equal(tokenizer(TEXTS), expected)
+
+
+def test_missing_tokenizer_files_are_an_error_naming_them(offline_hub):  # noqa: F811
+    with pytest.raises(FileNotFoundError, match="'bert-base-uncased'"):
+        mindclip.get_tokenizer("ViT-L-14-CLIPA")
+    with pytest.raises(ValueError, match="unsupported tokenizer_kwargs"):
+        OpenCLIPHFTokenizer(".", language="fr")

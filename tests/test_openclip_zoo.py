@@ -1,0 +1,273 @@
+"""open_clip's zoo: every combination of native tower options that open_clip's own model
+configs use, converted from an open_clip Hub folder and back, against open_clip itself.
+
+The groups are derived from the configs installed with open_clip, so a new open_clip config
+with a new combination of options fails here until mindclip handles it. Models are shrunk
+(depth 2, two heads of the config's head width, a small image and vocabulary): the options,
+head widths and ratios stay the config's.
+"""
+import copy
+import glob
+import json
+import os
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+from open_clip.push_to_hf_hub import save_config_for_hf
+from safetensors.torch import save_file
+
+import mindspore as ms
+from conftest import FEATURE_ATOL
+from mindclip import create_model, get_model_config, list_models
+from mindclip.convert.cli import main as convert_cli
+from mindclip.models.config import MissingTowerError
+
+OPENCLIP_CONFIGS = os.path.join(os.path.dirname(open_clip.__file__), "model_configs")
+SIZES = {"embed_dim", "layers", "width", "heads", "patch_size", "image_size", "context_length",
+         "vocab_size", "head_width", "mlp_ratio"}
+# what chooses a tokenizer, not a tower (tested with the tokenizers)
+TOKENIZER_KEYS = {"hf_tokenizer_name", "tokenizer_kwargs", "tokenizer_mode"}
+NUMERIC_OPTIONS = {"ls_init_value", "eos_id", "pad_id", "init_logit_bias", "patch_dropout"}
+
+
+def _openclip_configs():
+    for path in sorted(glob.glob(os.path.join(OPENCLIP_CONFIGS, "*.json"))):
+        with open(path) as f:
+            yield os.path.basename(path)[:-5], json.load(f)
+
+
+def _missing_tower(cfg):
+    if "multimodal_cfg" in cfg:
+        return "CoCa's multimodal text decoder"
+    if "timm_model_name" in cfg["vision_cfg"]:
+        return "a timm image tower"
+    if "hf_model_name" in cfg["text_cfg"]:
+        return "a Hugging Face text tower"
+    return None
+
+
+def _signature(cfg):
+    """The tower options a config sets (sizes and tokenizer choice left out)."""
+    sig = ["vision=" + ("resnet" if isinstance(cfg["vision_cfg"].get("layers"), list) else "vit")]
+    for section, options in (("", cfg), ("vision_cfg.", cfg["vision_cfg"]), ("text_cfg.", cfg["text_cfg"])):
+        for key, value in sorted(options.items()):
+            if isinstance(value, dict) and key.endswith("_cfg") or key in SIZES | TOKENIZER_KEYS:
+                continue
+            sig.append(f"{section}{key}" + ("" if key in NUMERIC_OPTIONS else f"={value}"))
+    return tuple(sig)
+
+
+def native_groups():
+    groups = defaultdict(list)
+    for name, cfg in _openclip_configs():
+        if _missing_tower(cfg) is None:
+            groups[_signature(cfg)].append(name)
+    return dict(groups)
+
+
+GROUPS = native_groups()
+
+
+def test_every_open_clip_config_is_built_or_names_its_missing_tower():
+    ours = set(list_models())
+    for name, cfg in _openclip_configs():
+        missing = _missing_tower(cfg)
+        if missing is None:
+            assert name in ours, name
+            assert get_model_config(name).to_dict()["vision_cfg"]["image_size"] == cfg["vision_cfg"]["image_size"]
+        else:
+            assert name not in ours, name
+            with pytest.raises(MissingTowerError, match=missing):
+                create_model(name)
+    assert len(GROUPS) >= 8  # open_clip 3.3: 8 combinations of native tower options
+
+
+def shrink(cfg, vocab=1000):
+    """Depth 2, two heads of the config's head width, 3x3 patches, a small vocabulary."""
+    cfg = copy.deepcopy(cfg)
+    cfg["embed_dim"] = 32
+    v, t = cfg["vision_cfg"], cfg["text_cfg"]
+    if isinstance(v["layers"], list):
+        v.update(layers=[1, 1, 1, 1], width=8, image_size=64)
+    else:
+        v.update(layers=2, width=2 * v.get("head_width", 64), image_size=3 * v["patch_size"])
+    head = t["width"] // t["heads"]
+    t.update(layers=2, width=2 * head, heads=2, vocab_size=min(t.get("vocab_size", 49408), vocab))
+    return cfg
+
+
+def build_reference(cfg, name, seed=0):
+    """open_clip's own model for ``cfg`` through ``open_clip.create_model``, every parameter
+    (norms, LayerScale, logit bias included) moved off its initial value."""
+    open_clip.factory._MODEL_CONFIGS[name] = cfg
+    torch.manual_seed(seed)
+    model = open_clip.create_model(name)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+def hub_folder(model, cfg, path):
+    os.makedirs(path)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+              os.path.join(path, "open_clip_model.safetensors"))
+    save_config_for_hf(model, Path(path) / "open_clip_config.json", model_config=cfg)
+    return str(path)
+
+
+def random_tokens(cfg, batch=3, seed=0):
+    """Rows of random ids ending at an end token, zero padded: the end token is ``eos_id``
+    for ``eos`` pooling, else the largest id (what ``argmax`` pooling finds)."""
+    t = cfg["text_cfg"]
+    vocab, length = t["vocab_size"], t.get("context_length", 77)
+    eos = t.get("eos_id", 2) if t.get("pool_type") == "eos" else vocab - 1
+    rng = np.random.default_rng(seed)
+    tokens = np.zeros((batch, length), np.int64)
+    for i, n in enumerate((3, length // 2, length - 1)[:batch]):
+        tokens[i, :n] = rng.integers(3, vocab - 1, n)
+        tokens[i, n] = eos
+    return tokens
+
+
+def reference_features(model, images, tokens):
+    with torch.no_grad():
+        return (model.encode_image(torch.from_numpy(images)).numpy(),
+                model.encode_text(torch.from_numpy(tokens)).numpy())
+
+
+def our_features(model, images, tokens):
+    return (model.encode_image(ms.Tensor(images)).asnumpy(),
+            model.encode_text(ms.Tensor(tokens.astype(np.int32))).asnumpy())
+
+
+def check_round_trip(cfg, name, tmp_path, mode=ms.PYNATIVE_MODE):
+    """open_clip Hub folder -> tools/convert_weight.py -> mindclip equals open_clip; and
+    --reverse -> open_clip's local-dir loader gives open_clip's outputs exactly."""
+    reference = build_reference(cfg, name)
+    folder = hub_folder(reference, cfg, tmp_path / "hub")
+    assert convert_cli(["--torch_path", folder, "--mindspore_path", str(tmp_path / "ms")]) == 0
+    image_size = cfg["vision_cfg"]["image_size"]
+    images = np.random.default_rng(1).standard_normal((3, 3, image_size, image_size)).astype(np.float32)
+    tokens = random_tokens(cfg)
+    expected = reference_features(reference, images, tokens)
+    previous = ms.get_context("mode")
+    ms.set_context(mode=mode)
+    try:
+        model = create_model(pretrained=str(tmp_path / "ms"))
+        got = our_features(model, images, tokens)
+    finally:
+        ms.set_context(mode=previous)
+    for what, a, b in zip(("image", "text"), got, expected):
+        assert a.shape == b.shape, (what, a.shape, b.shape)
+        assert np.abs(a - b).max() <= FEATURE_ATOL, (what, float(np.abs(a - b).max()))
+    if cfg.get("init_logit_bias") is not None:
+        assert abs(float(model.logit_bias.asnumpy()) - float(reference.logit_bias.detach())) < 1e-6
+
+    back = tmp_path / "back"
+    assert convert_cli(["--reverse", "--mindspore_path", str(tmp_path / "ms"), "--torch_path", str(back)]) == 0
+    again = open_clip.create_model(f"local-dir:{back}").eval()
+    for a, b in zip(reference_features(again, images, tokens), expected):
+        np.testing.assert_array_equal(a, b)
+    return model
+
+
+@pytest.mark.parametrize("signature", sorted(GROUPS), ids=lambda s: GROUPS[s][0])
+def test_tower_option_group_converts_both_ways_with_open_clips_features(signature, tmp_path):
+    name = GROUPS[signature][0]
+    with open(os.path.join(OPENCLIP_CONFIGS, name + ".json")) as f:
+        cfg = shrink(json.load(f))
+    check_round_trip(cfg, "shrunk-" + name, tmp_path)
+
+
+# Options open_clip implements that no native CLIP config of it sets (CoCa and SigLIP build on
+# them): together in one custom-text model, compiled in GRAPH mode.
+EXTRA_OPTIONS = {
+    "embed_dim": 32, "custom_text": True, "init_logit_bias": -10.0,
+    "vision_cfg": {"layers": 2, "width": 64, "head_width": 32, "patch_size": 8, "image_size": 32,
+                   "attentional_pool": True, "attn_pooler_queries": 4, "attn_pooler_heads": 2,
+                   "pos_embed_type": "sin_cos_2d", "ls_init_value": 0.1,
+                   "act_kwargs": {"approximate": "tanh"}, "norm_kwargs": {"eps": 1e-6}},
+    "text_cfg": {"context_length": 16, "vocab_size": 500, "width": 64, "heads": 2, "layers": 2,
+                 "embed_cls": True, "pad_id": 0, "proj_bias": True, "ls_init_value": 0.1,
+                 "mlp_ratio": 2.0, "act_kwargs": {"approximate": "tanh"},
+                 "norm_kwargs": {"eps": 1e-6}},
+}
+
+
+def test_options_no_clip_config_sets_equal_open_clip_in_graph_mode(tmp_path):
+    check_round_trip(EXTRA_OPTIONS, "extra-options", tmp_path, mode=ms.GRAPH_MODE)
+
+
+@pytest.mark.parametrize("options", [
+    {"vision_cfg": {"pool_type": "none"}, "text_cfg": {"pool_type": "first", "proj_type": "none",
+                                                        "no_causal_mask": True}},
+    {"vision_cfg": {"final_ln_after_pool": True, "pool_type": "avg", "no_ln_pre": True},
+     "text_cfg": {"pool_type": "last"}, "quick_gelu": True},
+], ids=["pool-none-first-no-proj", "avg-last-quickgelu"])
+def test_pooling_and_projection_variants(options, tmp_path):
+    cfg = copy.deepcopy(EXTRA_OPTIONS)
+    cfg["vision_cfg"] = {k: v for k, v in cfg["vision_cfg"].items()
+                         if k in SIZES} | options["vision_cfg"]
+    cfg["text_cfg"] = {k: v for k, v in cfg["text_cfg"].items() if k in SIZES} | options["text_cfg"]
+    cfg.pop("init_logit_bias")
+    cfg["quick_gelu"] = options.get("quick_gelu", False)
+    if cfg["text_cfg"].get("proj_type") == "none":
+        cfg["embed_dim"] = cfg["text_cfg"]["width"]
+    check_round_trip(cfg, "variant", tmp_path)
+
+
+def test_patch_dropout_keeps_the_patches_open_clip_keeps(monkeypatch):
+    from open_clip.transformer import PatchDropout as TorchPatchDropout
+
+    from mindclip.models.vision import PatchDropout
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 1 + 16, 8)).astype(np.float32)
+    noise = rng.standard_normal((3, 16)).astype(np.float32)
+    monkeypatch.setattr(torch, "randn", lambda *shape, **kw: torch.from_numpy(noise))
+    reference = TorchPatchDropout(0.6).train()(torch.from_numpy(x)).numpy()
+    ours = PatchDropout(0.6)
+    kept = ours.keep(ms.Tensor(x), ms.Tensor(noise)).asnumpy()
+    assert kept.shape == (3, 1 + 6, 8)
+    np.testing.assert_array_equal(kept, reference)
+    ours.set_train(False)
+    np.testing.assert_array_equal(ours(ms.Tensor(x)).asnumpy(), x)  # inference keeps all
+    ours.set_train(True)
+    assert ours(ms.Tensor(x)).shape == (3, 7, 8)
+
+
+def test_fixed_sin_cos_position_table_is_maes():
+    from open_clip.pos_embed import get_2d_sincos_pos_embed
+
+    from mindclip.models.vision import sincos_2d_position_embedding
+
+    np.testing.assert_allclose(sincos_2d_position_embedding(64, 5),
+                               get_2d_sincos_pos_embed(64, 5, cls_token=True), atol=1e-6)
+    model = create_model(config=EXTRA_OPTIONS)
+    table = model.visual.positional_embedding
+    assert not table.requires_grad
+    np.testing.assert_allclose(table.asnumpy(), get_2d_sincos_pos_embed(64, 4, cls_token=True), atol=1e-6)
+
+
+def test_unimplemented_and_invalid_options_are_refused_by_name():
+    from mindclip.models.config import CLIPConfig
+
+    with pytest.raises(ValueError, match="unknown key.*'qk_norm'"):
+        CLIPConfig.from_dict({"vision_cfg": {"qk_norm": True}})
+    with pytest.raises(ValueError, match="pool_type 'max'"):
+        CLIPConfig.from_dict({"text_cfg": {"pool_type": "max"}})
+    with pytest.raises(ValueError, match="ignores it"):
+        CLIPConfig.from_dict({"text_cfg": {"final_ln_after_pool": True}})
+    with pytest.raises(ValueError, match="ViT options"):
+        CLIPConfig.from_dict({"vision_cfg": {"layers": [1, 1, 1, 1], "no_ln_pre": True}})
+    with pytest.raises(ValueError, match="unsupported key"):
+        CLIPConfig.from_dict({"vision_cfg": {"norm_kwargs": {"elementwise_affine": False}}})
