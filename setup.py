@@ -13,7 +13,7 @@ setup(
     package_data={
         "mindclip": ["pretrained_tags.json"],  # open_clip's tags -> Hub files (tools/make_pretrained_table.py)
         "mindclip.tokenizer": ["bpe_simple_vocab_16e6.txt.gz", "NOTICE"],
-        "mindclip.models": ["model_configs/*.json"],
+        "mindclip.models": ["model_configs/*.json", "model_configs/NOTICE"],
         "mindclip.models.cpu_kernels": ["*.cc"],  # compiled on first use (see its __init__)
     },
     install_requires=[

@@ -73,6 +73,9 @@ DEFAULTS: Dict[str, Any] = {
         "loss_scale_init": 65536.0, "loss_scale_factor": 2.0, "loss_scale_window": 2000,
         "lock_image": False, "lock_image_unlocked_groups": 0,
         "lock_text": False, "lock_text_unlocked_layers": 0,
+        # FLIP's patch dropout for this run (open_clip's --force-patch-dropout): the fraction
+        # of patch tokens each training image drops; null = the architecture's patch_dropout
+        "force_patch_dropout": None,
         "log_interval": 10, "save_interval": 0, "keep_checkpoints": 3,
         "eval_interval": 1, "progress_bar": True,
     },

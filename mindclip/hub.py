@@ -165,8 +165,9 @@ def _install(name: str, weights: str, model_name: Optional[str], config_file: Op
     return final
 
 
-def fetch_tag(model_name: str, tag: str) -> str:
-    """The store folder of open_clip's ``(model_name, tag)``, fetched and installed if needed."""
+def fetch_tag(model_name: str, tag: str, alias: Optional[str] = None) -> str:
+    """The store folder of open_clip's ``(model_name, tag)``, fetched and installed if needed
+    (``alias``: the name the user gave, e.g. MindFormers' ``clip_vit_b_32``, for messages)."""
     entry = pretrained_cfg(model_name, tag)
     if entry is None:
         known = sorted(_table().get(model_name, {}))
@@ -182,8 +183,9 @@ def fetch_tag(model_name: str, tag: str) -> str:
         return folder
     get_model_config(arch)  # an architecture we cannot build fails before any download
     repo_id, filename = os.path.split(entry["hf_hub"])  # open_clip's "org/repo/[file]"
-    weights = _download(repo_id, _safe_alternatives(filename or OPENCLIP_WEIGHTS),
-                        f"{model_name} pretrained={tag!r}", name, arch)
+    what = f"{alias} ({model_name} pretrained={tag!r})" if alias else f"{model_name} pretrained={tag!r}"
+    weights = _download(repo_id, _safe_alternatives(filename or OPENCLIP_WEIGHTS), what,
+                        alias or name, arch)
     return _install(name, weights, arch, None, preprocess_cfg(entry))
 
 
@@ -242,10 +244,10 @@ def resolve(model_name: Optional[str], pretrained: Any) -> Optional[str]:
     if model_name and model_name.startswith(LOCAL_DIR_PREFIX):
         return convert_local_dir(model_name[len(LOCAL_DIR_PREFIX):])
     if pretrained is True and model_name in MINDFORMERS_NAMES:
-        return fetch_tag(*MINDFORMERS_NAMES[model_name])
+        return fetch_tag(*MINDFORMERS_NAMES[model_name], alias=model_name)
     if isinstance(pretrained, str):
         if pretrained in MINDFORMERS_NAMES:
-            return fetch_tag(*MINDFORMERS_NAMES[pretrained])
+            return fetch_tag(*MINDFORMERS_NAMES[pretrained], alias=pretrained)
         if model_name and pretrained_cfg(model_name, pretrained) is not None:
             return fetch_tag(model_name, pretrained)
     return None

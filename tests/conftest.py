@@ -8,6 +8,9 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+# Tests never reach the network: named weights come from caches the tests write themselves.
+os.environ["HF_HUB_OFFLINE"] = "1"
+
 import mindspore as ms  # noqa: E402
 
 ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")

@@ -106,16 +106,20 @@ def test_mindformers_clip_examples(store, tmp_path):
     assert abs(sum(r["score"] for r in result) - 1) < 1e-5
 
 
-def test_name_without_weights_is_an_error_with_the_command(store):
-    with pytest.raises(FileNotFoundError) as err:
+def test_name_without_weights_is_an_error_with_the_command(store, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty_hf"))  # offline (conftest), nothing cached
+    with pytest.raises(ConnectionError) as err:
         mindclip.pipeline("zero_shot_image_classification", model="clip_vit_b_32",
                           candidate_labels=["a", "b"])
     text = str(err.value)
-    assert "no weights installed for 'clip_vit_b_32'" in text and store in text
+    assert "clip_vit_b_32 (ViT-B-32-quickgelu pretrained='openai') is not in the weight store" in text
+    assert store in text and "timm/vit_base_patch32_clip_224.openai" in text
     assert "python tools/convert_weight.py --torch_path ViT-B-32.pt --allow_torchscript " \
            "--install clip_vit_b_32" in text
-    with pytest.raises(FileNotFoundError, match="--install clip_vit_b_16"):
+    with pytest.raises(ConnectionError, match="--install clip_vit_b_16"):
         mindclip.CLIPModel.from_pretrained("clip_vit_b_16")
+    with pytest.raises(FileNotFoundError, match="no weights installed for 'my_finetune'"):
+        mindclip.create_model("ViT-Tiny-8", pretrained="my_finetune")
     # explicit random initialisation stays available
     assert isinstance(mindclip.create_model("ViT-Tiny-8"), mindclip.CLIPModel)
 

@@ -271,3 +271,47 @@ def test_unimplemented_and_invalid_options_are_refused_by_name():
         CLIPConfig.from_dict({"vision_cfg": {"layers": [1, 1, 1, 1], "no_ln_pre": True}})
     with pytest.raises(ValueError, match="unsupported key"):
         CLIPConfig.from_dict({"vision_cfg": {"norm_kwargs": {"elementwise_affine": False}}})
+
+
+def test_clipa_layout_trains_with_lit_and_patch_dropout_and_evaluates(tmp_path):
+    """A non-OpenAI layout (CLIPA's: avg pool, final LN after pooling, no ln_pre, bidirectional
+    text pooled at the last token) through the training loop, LiT-locked except its last
+    group, with FLIP patch dropout; then zero-shot evaluation."""
+    from mindclip.config import load_config
+    from mindclip.trainer import Trainer
+
+    def trainer(out, **runner):
+        cfg = load_config(None, {"output_dir": str(out), "model.name": "ViT-Tiny-8-CLIPA",
+                                 "train_dataset.type": "digits_captions", "train_dataset.num_samples": 64,
+                                 "eval_dataset.type": "digits", "eval_dataset.split": "test",
+                                 "eval_dataset.num_samples": 40, "runner.batch_size": 16,
+                                 "runner.progress_bar": False, "runner.lock_image": True,
+                                 "runner.lock_image_unlocked_groups": 1,
+                                 **{f"runner.{k}": v for k, v in runner.items()}})
+        return Trainer(config=cfg)
+
+    ms.set_seed(0)
+    run = trainer(tmp_path / "flip", force_patch_dropout=0.5)
+    before = {k: p.asnumpy().copy() for k, p in run.model.parameters_dict().items()}
+    summary = run.train()
+    assert run.model.visual.patch_dropout.prob == 0.5
+    after = {k: p.asnumpy() for k, p in run.model.parameters_dict().items()}
+    changed = {k for k in before if not np.array_equal(before[k], after[k])}
+    assert np.isfinite(summary["final_loss"])
+    assert "visual.conv1.weight" not in changed and "visual.transformer.resblocks.0.attn.in_proj.weight" not in changed
+    assert {"visual.proj", "visual.ln_post.gamma", "text.text_projection"} <= changed
+    metrics = run.evaluate()
+    assert metrics["num_samples"] == 40 and 0.0 <= metrics["top1"] <= 100.0
+
+    ms.set_seed(0)
+    plain = trainer(tmp_path / "plain").train()  # same data and init, every patch kept
+    assert plain["final_loss"] != summary["final_loss"]
+
+
+def test_readme_zoo_table_is_generated_from_the_code():
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "tools"))
+    import zoo_table
+
+    assert zoo_table.main(["--check"]) == 0

@@ -72,6 +72,16 @@ class CLIPModel(PretrainedModelMixin, TrainModeMixin, nn.Cell):
         text_features = l2_normalize(self.text(text))
         return image_features, text_features, ops.exp(self.logit_scale)
 
+    def set_patch_dropout(self, prob: float) -> None:
+        """Drop this fraction of each training image's patch tokens (FLIP; open_clip's
+        ``--force-patch-dropout``); inference keeps every token. Set before the first
+        compiled call: the fraction is a constant of the graph."""
+        if not isinstance(self.visual, VisionTransformer):
+            raise ValueError("patch dropout needs a ViT image tower")
+        if not 0.0 <= prob < 1.0:
+            raise ValueError(f"patch dropout {prob} is not in [0, 1)")
+        self.visual.patch_dropout.prob = float(prob)
+
     def lock_image_tower(self, unlocked_groups: int = 0) -> None:
         """Freeze the image tower except its last ``unlocked_groups`` layer groups (LiT).
 
@@ -90,7 +100,9 @@ class CLIPModel(PretrainedModelMixin, TrainModeMixin, nn.Cell):
                       [visual.layer1], [visual.layer2], [visual.layer3], [visual.layer4],
                       [visual.attnpool]]
         freeze_groups(groups, unlocked_groups)
-        self._image_locked = True
+        # A locked ResNet stays in eval mode to keep its BatchNorm statistics; a locked ViT
+        # keeps training mode, as open_clip's does, so that patch dropout still applies.
+        self._image_locked = not isinstance(visual, VisionTransformer)
 
     def lock_text_tower(self, unlocked_layers: int = 0) -> None:
         """Freeze the text tower except its last ``unlocked_layers`` groups

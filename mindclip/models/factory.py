@@ -42,7 +42,7 @@ MODEL_ALIASES: Dict[str, str] = {
 
 DEFAULT_TEXT_MODEL = "ViT-B-32"
 
-CONVERT_HINT = ("mindclip never downloads weights. Convert a PyTorch checkpoint first, e.g.\n"
+CONVERT_HINT = ("Name the weights (an open_clip tag, hf-hub:org/repo) or convert a PyTorch checkpoint, e.g.\n"
                 "  python tools/convert_weight.py --torch_path ViT-B-32.pt --allow_torchscript "
                 "--mindspore_path clip_vit_b_32.safetensors\n"
                 "and pass the written file (or its directory) as `pretrained`, or install it "

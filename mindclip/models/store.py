@@ -1,7 +1,8 @@
 """The local weight store: converted weights installed under a name (``$MINDCLIP_HOME/<name>/``,
 default ``~/.cache/mindclip``), so that every front door taking a model name — MindFormers'
-``clip_vit_b_32``, an architecture name — loads real weights. Nothing is downloaded: a name
-without installed weights is an error that prints the conversion command that installs them.
+``clip_vit_b_32``, an open_clip tag, an architecture name — loads real weights. A name the store
+does not hold is asked of the registered sources (the Hugging Face Hub, :mod:`mindclip.hub`);
+one that no source serves is an error that prints the conversion command that installs it.
 """
 from __future__ import annotations
 
@@ -98,7 +99,8 @@ def require_installed(name: str, canonical: Optional[str] = None) -> str:
     folder = installed(name, canonical)
     if folder is None:
         raise WeightsNotInstalled(
-            f"no weights installed for {name!r} in {store_root()} (${ENV_VAR}). mindclip never "
-            f"downloads weights and never runs a named model with random ones; convert a "
-            f"checkpoint into the store once:\n  {install_command(name, canonical)}")
+            f"no weights installed for {name!r} in {store_root()} (${ENV_VAR}), and it is not a "
+            f"name the Hub serves (an open_clip pretrained tag, hf-hub:, a MindFormers name). "
+            f"mindclip never runs a named model with random weights; convert a checkpoint into "
+            f"the store once:\n  {install_command(name, canonical)}")
     return folder

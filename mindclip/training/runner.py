@@ -63,6 +63,11 @@ class TrainingRunner:
                     raise ValueError(f"runner.{option}: the {self.family.name!r} family's model "
                                      f"has no {method}()")
                 getattr(model, method)(int(run[count]))
+        if run["force_patch_dropout"] is not None:
+            if not hasattr(model, "set_patch_dropout"):
+                raise ValueError(f"runner.force_patch_dropout: the {self.family.name!r} family's "
+                                 "model has no set_patch_dropout()")
+            model.set_patch_dropout(float(run["force_patch_dropout"]))
         self.precision = resolve_precision(run["precision"])
         cast_compute(model, self.precision)
         self.loss_scale = build_loss_scale(run, self.precision)
