@@ -217,6 +217,23 @@ def fetch_tokenizer_files(repo_id: str) -> Optional[str]:
     return folder if is_tokenizer_folder(folder) else None
 
 
+def fetch_hf_config(name: str) -> Optional[dict]:
+    """A Hugging Face model's ``config.json``: from a folder of that name, else the cache or
+    the Hub; None when none has it."""
+    path = os.path.join(os.path.expanduser(name), "config.json")
+    if not os.path.isfile(path):
+        try:
+            from huggingface_hub import hf_hub_download
+
+            path = hf_hub_download(name, "config.json", cache_dir=_hub_cache_dir(),
+                                   local_files_only=_offline(),
+                                   endpoint=os.environ.get("HF_ENDPOINT") or None)
+        except Exception:  # offline and uncached, no network, no such repository
+            return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
 def convert_local_dir(path: str) -> str:
     """The store folder of an open_clip ``local-dir:`` folder, converted once per version of
     its files (keyed by path, size and modification time)."""
@@ -255,3 +272,4 @@ def resolve(model_name: Optional[str], pretrained: Any) -> Optional[str]:
 
 store.register_source(resolve)
 store.register_tokenizer_source(fetch_tokenizer_files)
+store.register_config_source(fetch_hf_config)

@@ -24,7 +24,7 @@ import mindspore as ms
 from conftest import FEATURE_ATOL
 from mindclip import create_model, get_model_config, list_models
 from mindclip.convert.cli import main as convert_cli
-from mindclip.models.config import MissingTowerError
+from mindclip.models.exceptions import MissingTowerError
 
 OPENCLIP_CONFIGS = os.path.join(os.path.dirname(open_clip.__file__), "model_configs")
 SIZES = {"embed_dim", "layers", "width", "heads", "patch_size", "image_size", "context_length",
@@ -45,9 +45,36 @@ def _missing_tower(cfg):
         return "CoCa's multimodal text decoder"
     if "timm_model_name" in cfg["vision_cfg"]:
         return "a timm image tower"
-    if "hf_model_name" in cfg["text_cfg"]:
-        return "a Hugging Face text tower"
     return None
+
+
+def _hf_model_type(name):
+    """The Hugging Face model type behind the text models open_clip's configs name."""
+    for stem, model_type in (("xlm-roberta", "xlm-roberta"), ("roberta", "roberta"),
+                             ("google/mt5", "mt5"), ("facebook/nllb", "m2m_100")):
+        if name.startswith(stem):
+            return model_type
+    raise AssertionError(f"a new Hugging Face text model in open_clip's configs: {name}")
+
+
+def tiny_hf_config(model_type, folder):
+    """A Hugging Face config.json of ``model_type``, shrunk (two heads of width 64)."""
+    import transformers
+
+    common = {"vocab_size": 1000}
+    if model_type in ("roberta", "xlm-roberta"):
+        cls = transformers.RobertaConfig if model_type == "roberta" else transformers.XLMRobertaConfig
+        cfg = cls(hidden_size=128, num_attention_heads=2, num_hidden_layers=2, intermediate_size=512,
+                  max_position_embeddings=80, **common)
+    elif model_type == "mt5":
+        cfg = transformers.MT5Config(d_model=128, d_kv=64, num_heads=2, d_ff=320, num_layers=2,
+                                     num_decoder_layers=1, **common)
+    else:
+        cfg = transformers.M2M100Config(d_model=128, encoder_attention_heads=2, encoder_layers=2,
+                                        encoder_ffn_dim=512, decoder_layers=1, decoder_attention_heads=2,
+                                        decoder_ffn_dim=512, max_position_embeddings=128, **common)
+    cfg.save_pretrained(folder)
+    return str(folder)
 
 
 def _signature(cfg):
@@ -57,6 +84,8 @@ def _signature(cfg):
         for key, value in sorted(options.items()):
             if isinstance(value, dict) and key.endswith("_cfg") or key in SIZES | TOKENIZER_KEYS:
                 continue
+            if key == "hf_model_name":
+                value = _hf_model_type(value)
             sig.append(f"{section}{key}" + ("" if key in NUMERIC_OPTIONS else f"={value}"))
     return tuple(sig)
 
@@ -83,20 +112,26 @@ def test_every_open_clip_config_is_built_or_names_its_missing_tower():
             assert name not in ours, name
             with pytest.raises(MissingTowerError, match=missing):
                 create_model(name)
-    assert len(GROUPS) >= 8  # open_clip 3.3: 8 combinations of native tower options
+    assert len(GROUPS) >= 12  # open_clip 3.3: 8 native text-tower combinations, 4 Hugging Face
 
 
-def shrink(cfg, vocab=1000):
-    """Depth 2, two heads of the config's head width, 3x3 patches, a small vocabulary."""
+def shrink(cfg, vocab=1000, folder=None):
+    """Depth 2, two heads of the config's head width, 3x3 patches, a small vocabulary; a
+    Hugging Face text model becomes a tiny one of its type, written into ``folder``."""
     cfg = copy.deepcopy(cfg)
+    if "hf_model_name" in cfg["text_cfg"]:
+        t = cfg["text_cfg"]
+        t["hf_model_name"] = tiny_hf_config(_hf_model_type(t["hf_model_name"]), folder)
+        t["vocab_size"] = vocab
     cfg["embed_dim"] = 32
     v, t = cfg["vision_cfg"], cfg["text_cfg"]
     if isinstance(v["layers"], list):
         v.update(layers=[1, 1, 1, 1], width=8, image_size=64)
     else:
         v.update(layers=2, width=2 * v.get("head_width", 64), image_size=3 * v["patch_size"])
-    head = t["width"] // t["heads"]
-    t.update(layers=2, width=2 * head, heads=2, vocab_size=min(t.get("vocab_size", 49408), vocab))
+    if "hf_model_name" not in t:
+        head = t["width"] // t["heads"]
+        t.update(layers=2, width=2 * head, heads=2, vocab_size=min(t.get("vocab_size", 49408), vocab))
     return cfg
 
 
@@ -105,7 +140,7 @@ def build_reference(cfg, name, seed=0):
     (norms, LayerScale, logit bias included) moved off its initial value."""
     open_clip.factory._MODEL_CONFIGS[name] = cfg
     torch.manual_seed(seed)
-    model = open_clip.create_model(name)
+    model = open_clip.create_model(name, pretrained_text=False)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
@@ -130,8 +165,12 @@ def random_tokens(cfg, batch=3, seed=0):
     t = cfg["text_cfg"]
     vocab, length = t["vocab_size"], t.get("context_length", 77)
     eos = t.get("eos_id", 2) if t.get("pool_type") == "eos" else vocab - 1
+    pad = 0
+    if "hf_model_name" in t:
+        with open(os.path.join(t["hf_model_name"], "config.json")) as f:
+            pad = json.load(f)["pad_token_id"]
     rng = np.random.default_rng(seed)
-    tokens = np.zeros((batch, length), np.int64)
+    tokens = np.full((batch, length), pad, np.int64)
     for i, n in enumerate((3, length // 2, length - 1)[:batch]):
         tokens[i, :n] = rng.integers(3, vocab - 1, n)
         tokens[i, n] = eos
@@ -184,7 +223,7 @@ def check_round_trip(cfg, name, tmp_path, mode=ms.PYNATIVE_MODE):
 def test_tower_option_group_converts_both_ways_with_open_clips_features(signature, tmp_path):
     name = GROUPS[signature][0]
     with open(os.path.join(OPENCLIP_CONFIGS, name + ".json")) as f:
-        cfg = shrink(json.load(f))
+        cfg = shrink(json.load(f), folder=tmp_path / "hf_text_model")
     check_round_trip(cfg, "shrunk-" + name, tmp_path)
 
 

@@ -15,7 +15,7 @@ from ..models.factory import (PREPROCESS_KEY, check_state_dict, get_model_config
 from ..models.weights_io import FAMILY_KEY, read_weights, write_safetensors
 from .hf import hf_config_to_clip, hf_state_to_openclip
 from .infer import infer_config, matching_model_names
-from .naming import (detect_naming, flat_text_layout, is_custom_text_layout,
+from .naming import (align_names, detect_naming, flat_text_layout, is_custom_text_layout,
                      mindclip_to_openclip, mindformers_to_mindclip, openclip_to_mindclip,
                      strip_prefix)
 from .sources import (OPENCLIP_DIR_CONFIG, SourceCheckpoint, openclip_model_cfg_to_clip,
@@ -103,8 +103,9 @@ def convert_source(source: SourceCheckpoint, src: str = "auto", model_name: Opti
     if quick_gelu is not None and quick_gelu != config.quick_gelu:
         raise ValueError(f"quick_gelu={quick_gelu} contradicts the architecture "
                          f"(quick_gelu={config.quick_gelu})")
-    out = openclip_to_mindclip(state)
-    check_state_dict(expected_shapes(get_family("clip"), config), out, path)
+    expected = expected_shapes(get_family("clip"), config)
+    out = align_names(openclip_to_mindclip(state), expected)
+    check_state_dict(expected, out, path)
     return out, config
 
 
@@ -152,12 +153,16 @@ def export_to_openclip(ms_path: str, out_path: str, model_name: Optional[str] = 
         raise ValueError(f"{ms_path} is not a MindSpore CLIP checkpoint ({naming} names)")
     check_state_dict(expected_shapes(get_family("clip"), config), tensors, ms_path)
     state = {k: v.astype(np.float32) if np.issubdtype(v.dtype, np.floating) else v
-             for k, v in mindclip_to_openclip(tensors, config.custom_text).items()}
+             for k, v in mindclip_to_openclip(tensors, config.custom_text,
+                                              hf_text=bool(config.text_cfg.hf_model_name)).items()}
     if out_path.endswith(".safetensors"):
         write_safetensors(out_path, state)
         return out_path
     os.makedirs(out_path, exist_ok=True)
     model_cfg = config.to_dict()
+    # mindclip's record of the Hugging Face tower's config.json: open_clip reads it from
+    # hf_model_name instead
+    model_cfg["text_cfg"].pop("hf_model_config", None)
     with open(os.path.join(out_path, OPENCLIP_DIR_CONFIG), "w", encoding="utf-8") as f:
         json.dump({"model_cfg": model_cfg, "preprocess_cfg": {}}, f, indent=2)
     weight_path = os.path.join(out_path, "open_clip_model.safetensors")

@@ -13,7 +13,7 @@ import numpy as np
 
 # Keys that OpenAI/open_clip files carry but that are not weights.
 IGNORED_KEYS = {"attn_mask", "input_resolution", "context_length", "vocab_size"}
-TEXT_ROOTS = ("token_embedding.", "positional_embedding", "transformer.", "ln_final.", "cls_emb",
+TEXT_ROOTS = ("token_embedding.", "positional_embedding", "transformer.", "ln_final.", "cls_emb", "proj.",
               "text_projection")
 
 _LN = r"(ln_pre|ln_post|ln_1|ln_2|ln_final|ln_q|ln_k)"
@@ -28,12 +28,13 @@ _RENAMES = [("attn.in_proj_weight", "attn.in_proj.weight"), ("attn.in_proj_bias"
             ("attn.q_proj_weight", "attn.q_proj.weight"), ("attn.k_proj_weight", "attn.k_proj.weight"),
             ("attn.v_proj_weight", "attn.v_proj.weight"),
             ("token_embedding.weight", "token_embedding.embedding_table")]
+_WHOLE = r"(?<![A-Za-z0-9_])"  # a rename matches whole module names ("attn.", not "self_attn.")
 _RULES: List[Tuple[str, str]] = (
     [(rf"{m}\.{t}$", rf"\1.{ms}") for m, t, ms in _NORM_SUFFIXES]
-    + [(re.escape(t) + "$", ms) for t, ms in _RENAMES])
+    + [(_WHOLE + re.escape(t) + "$", ms) for t, ms in _RENAMES])
 _REVERSE: List[Tuple[str, str]] = (
     [(rf"{m}\.{ms}$", rf"\1.{t}") for m, t, ms in _NORM_SUFFIXES]
-    + [(re.escape(ms) + "$", t) for t, ms in _RENAMES])
+    + [(_WHOLE + re.escape(ms) + "$", t) for t, ms in _RENAMES])
 
 
 def _apply(name: str, rules: List[Tuple[str, str]]) -> str:
@@ -67,13 +68,20 @@ def openclip_to_mindclip(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
 def flat_text_layout(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
     """open_clip's ``custom_text`` layout (the text tower under ``text.``) -> the flat one
     OpenAI's CLIP uses (its parts at the top level); other state dicts are returned as is."""
-    if "text.token_embedding.weight" not in state:
+    if not is_custom_text_layout(state):
         return state
     return {(k[len("text."):] if k.startswith("text.") else k): v for k, v in state.items()}
 
 
 def is_custom_text_layout(keys) -> bool:
-    return "text.token_embedding.weight" in set(keys)
+    """open_clip's text tower under ``text.`` (its own or a Hugging Face one), PyTorch names."""
+    keys = set(keys)
+    return any(k.startswith("text.") for k in keys) and not _is_mindclip(keys)
+
+
+def _is_mindclip(keys) -> bool:
+    # every text tower's token embedding is an nn.Embedding here: its table has MindSpore's name
+    return any(k.startswith("text.") and k.endswith(".embedding_table") for k in keys)
 
 
 def mindformers_to_mindclip(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
@@ -81,13 +89,38 @@ def mindformers_to_mindclip(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarra
     return {("text." + k if k.startswith(TEXT_ROOTS) else k): v for k, v in state.items()}
 
 
-def mindclip_to_openclip(state: Dict[str, np.ndarray],
-                         custom_text: bool = False) -> Dict[str, np.ndarray]:
+# MindSpore's suffixes of Hugging Face modules (norms, embeddings) <-> PyTorch's.
+_MS_SUFFIXES = {"gamma": "weight", "beta": "bias", "embedding_table": "weight"}
+
+
+def align_names(tensors: Dict[str, np.ndarray], expected) -> Dict[str, np.ndarray]:
+    """Rename PyTorch suffixes (``weight``/``bias``) to MindSpore's (``gamma``/``beta``,
+    ``embedding_table``) where the model's own parameter names (``expected``) say so: the
+    Hugging Face text towers, whose module names vary by architecture."""
+    expected = set(expected)
+    out = {}
+    for name, value in tensors.items():
+        if name not in expected:
+            stem, _, last = name.rpartition(".")
+            found = [f"{stem}.{ms}" for ms, pt in _MS_SUFFIXES.items()
+                     if pt == last and f"{stem}.{ms}" in expected]
+            if len(found) == 1:
+                name = found[0]
+        out[name] = value
+    return out
+
+
+def mindclip_to_openclip(state: Dict[str, np.ndarray], custom_text: bool = False,
+                         hf_text: bool = False) -> Dict[str, np.ndarray]:
     """mindclip names -> an open_clip ``CLIP`` state dict (BN step counters added at 0); the
-    text tower under ``text.`` for a ``custom_text`` architecture, else at the top level."""
+    text tower under ``text.`` for a ``custom_text`` architecture, else at the top level;
+    ``hf_text``: a Hugging Face text tower, whose MindSpore suffixes go back to PyTorch's."""
     out = {}
     for name, value in state.items():
         new = _apply(name, _REVERSE)
+        if hf_text and new.startswith("text.transformer."):
+            stem, _, last = new.rpartition(".")
+            new = f"{stem}.{_MS_SUFFIXES.get(last, last)}"
         if new.startswith("text.") and not custom_text:
             new = new[len("text."):]
         out[new] = value
@@ -99,7 +132,7 @@ def mindclip_to_openclip(state: Dict[str, np.ndarray],
 def detect_naming(keys) -> str:
     """Which naming a state dict uses: 'mindclip', 'mindformers', 'hf' or 'open_clip'."""
     keys = set(keys)
-    if "text.token_embedding.embedding_table" in keys:
+    if _is_mindclip(keys):
         return "mindclip"
     if "token_embedding.embedding_table" in keys:
         return "mindformers"

@@ -209,18 +209,24 @@ class BertPooler(nn.Cell):
 
 class BertModel(nn.Cell):
     """``construct(input_ids, attention_mask) -> pooled (B, hidden)``: Hugging Face's
-    ``pooler_output`` of ``BertModel`` / ``RobertaModel``."""
+    ``pooler_output`` of ``BertModel`` / ``RobertaModel``; :meth:`hidden_states` is its
+    ``last_hidden_state``. ``add_pooling_layer=False`` leaves the pooler out, as Hugging Face
+    does for models used without it (open_clip's mean-pooled towers)."""
 
-    def __init__(self, cfg: BertConfig):
+    def __init__(self, cfg: BertConfig, add_pooling_layer: bool = True):
         super().__init__()
         self.config = cfg
         self.embeddings = BertEmbeddings(cfg)
         self.encoder = BertEncoder(cfg)
-        self.pooler = BertPooler(cfg)
+        self.pooler = BertPooler(cfg) if add_pooling_layer else None
         self.mask_value = float(np.finfo(np.float32).min)
         self.per_head = attention_per_head()
 
     def construct(self, input_ids, attention_mask):
+        return self.pooler(self.hidden_states(input_ids, attention_mask))
+
+    def hidden_states(self, input_ids, attention_mask):
+        """The last layer's outputs, ``(B, L, hidden)``."""
         b, n = input_ids.shape
         additive = (1.0 - attention_mask.astype(ms.float32)) * self.mask_value
         if self.per_head:
@@ -230,4 +236,4 @@ class BertModel(nn.Cell):
         else:
             additive = additive.reshape(b, 1, 1, n)
         x = self.embeddings(input_ids)
-        return self.pooler(self.encoder(x, additive))
+        return self.encoder(x, additive)

@@ -108,6 +108,9 @@ class CLIPModel(PretrainedModelMixin, TrainModeMixin, nn.Cell):
         """Freeze the text tower except its last ``unlocked_layers`` groups
         (embeddings, each block, final norm + projection)."""
         text = self.text
+        if hasattr(text, "lock"):  # a Hugging Face tower locks as open_clip locks it
+            text.lock(unlocked_layers)
+            return
         groups: List[list] = [[text.token_embedding, text.positional_embedding]
                               + ([text.cls_emb] if text.embed_cls else [])]
         groups += [[b] for b in text.transformer.resblocks]

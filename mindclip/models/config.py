@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from .diff import config_differences
+from .exceptions import MissingTowerError
 from .layers import BlockCfg
 from .pretrained import PretrainedConfigMixin
 
@@ -21,15 +22,8 @@ from .pretrained import PretrainedConfigMixin
 MISSING_TOWERS = {
     "timm_": "a timm image tower (SigLIP, EVA, ConvNeXt, ViTamin, MobileCLIP, PE: "
              "open_clip's timm_model_name)",
-    "hf_model": "a Hugging Face text tower (open_clip's hf_model_name)",
-    "hf_proj": "a Hugging Face text tower (open_clip's hf_model_name)",
-    "hf_pooler": "a Hugging Face text tower (open_clip's hf_model_name)",
     "multimodal_cfg": "CoCa's multimodal text decoder (open_clip's multimodal_cfg)",
 }
-
-
-class MissingTowerError(ValueError):
-    """An open_clip architecture whose tower mindclip does not build yet."""
 
 
 def _from_dict(cls, data: Dict[str, Any], where: str):
@@ -172,6 +166,15 @@ class CLIPTextCfg(_BlockOptions):
     ``linear`` or ``none``, ``proj_bias`` a Linear projection with bias (open_clip; DeCLIP).
     ``hf_tokenizer_name`` / ``tokenizer_kwargs`` / ``tokenizer_mode`` choose the tokenizer
     (``get_tokenizer``), not the tower.
+
+    ``hf_model_name`` makes the tower a Hugging Face text encoder instead (RoBERTa,
+    XLM-RoBERTa, BERT, mT5/T5, NLLB's M2M-100), pooled by ``hf_pooler_type``
+    (``mean_pooler``, ``cls_pooler``, ``cls_last_hidden_state_pooler``) and projected by
+    ``hf_proj_type`` (``mlp``, ``linear``, or none when the widths match); its architecture is
+    the model's ``config.json`` (``hf_model_config``: read from the weights' folder, the
+    Hugging Face cache or the Hub when the tower is built, then recorded with the weights),
+    never typed per model. ``hf_model_pretrained`` is open_clip's and changes nothing here
+    (weights always come from the checkpoint loaded).
     """
 
     context_length: int = 77
@@ -192,8 +195,16 @@ class CLIPTextCfg(_BlockOptions):
     proj_bias: bool = False
     proj_type: str = "linear"
     output_tokens: bool = False
+    hf_model_name: Optional[str] = None
+    hf_model_pretrained: bool = True
+    hf_proj_type: Optional[str] = "mlp"
+    hf_pooler_type: str = "mean_pooler"
+    hf_model_config: Optional[Dict[str, Any]] = None
 
     def __post_init__(self):
+        _check_choice("text_cfg.hf_pooler_type", self.hf_pooler_type,
+                      ("mean_pooler", "cls_pooler", "cls_last_hidden_state_pooler"))
+        _check_choice("text_cfg.hf_proj_type", self.hf_proj_type, ("mlp", "linear", None))
         if self.width % self.heads:
             raise ValueError(f"text width {self.width} is not a multiple of heads {self.heads}")
         _check_choice("text_cfg.pool_type", self.pool_type, ("argmax", "eos", "first", "last", "none"))
@@ -232,6 +243,8 @@ class CLIPConfig(PretrainedConfigMixin):
             CLIPVisionCfg, vision, "vision_cfg")
         top.text_cfg = text if isinstance(text, CLIPTextCfg) else _from_dict(
             CLIPTextCfg, text, "text_cfg")
+        if top.text_cfg.hf_model_name:
+            top.custom_text = True  # open_clip lays Hugging Face towers out under text.
         return top
 
     @classmethod

@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from ..families.base import Family, family_of, get_family
-from .config import MissingTowerError
+from .exceptions import MissingTowerError
 from .store import WEIGHT_FILES, fetch, installed, require_installed
 from ..tokenizer.hf import HFTokenizer, is_tokenizer_folder
 from .weights_io import FAMILY_KEY, METADATA_KEY, TRAIN_STATE_KEY, read_weights

@@ -58,6 +58,28 @@ def fetch_tokenizer(name: str) -> Optional[str]:
     return None
 
 
+_CONFIG_SOURCES: List[Callable[[str], Optional[dict]]] = []
+
+
+def register_config_source(source: Callable[[str], Optional[dict]]) -> None:
+    if source not in _CONFIG_SOURCES:
+        _CONFIG_SOURCES.append(source)
+
+
+def fetch_hf_config(name: str) -> dict:
+    """The ``config.json`` of the Hugging Face model ``name`` (a folder, or a repository in
+    the Hugging Face cache or on the Hub) from a registered source; an error when none has it."""
+    for source in _CONFIG_SOURCES:
+        config = source(name)
+        if config:
+            return config
+    raise FileNotFoundError(
+        f"the architecture of the Hugging Face text model {name!r} (its config.json) is not "
+        "recorded in this model's config and was found neither in a folder of that name nor "
+        "in the Hugging Face cache (HF_HOME) or Hub; load the model from pretrained weights "
+        "(they record it), or give text_cfg.hf_model_config")
+
+
 class WeightsNotInstalled(FileNotFoundError):
     """A model name whose converted weights are not in the store."""
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from mindspore import nn
 
 from .config import CLIPTextCfg, CLIPVisionCfg
+from .hf_text import HFTextTower
 from .resnet import ModifiedResNet
+from .store import fetch_hf_config
 from .text import TextTransformer
 from .vision import VisionTransformer
 
@@ -18,4 +20,11 @@ def build_vision_tower(cfg: CLIPVisionCfg, embed_dim: int, quick_gelu: bool) -> 
 
 
 def build_text_tower(cfg: CLIPTextCfg, embed_dim: int, quick_gelu: bool) -> nn.Cell:
+    """CLIP's text transformer, or a Hugging Face encoder (``hf_model_name``) whose
+    ``config.json`` is fetched once through the weight store's sources and recorded in
+    ``cfg.hf_model_config``, so the weights written later carry the architecture."""
+    if cfg.hf_model_name:
+        if cfg.hf_model_config is None:
+            cfg.hf_model_config = fetch_hf_config(cfg.hf_model_name)
+        return HFTextTower(cfg, embed_dim, cfg.hf_model_config)
     return TextTransformer(cfg, embed_dim, quick_gelu)
