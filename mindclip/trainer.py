@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Optional, Union
 
 from .config import DEFAULTS, load_config
 from .families.base import family_of
-from .models.factory import create_model, get_tokenizer, load_pretrained, write_pretrained
+from .factory import create_model, get_tokenizer, load_pretrained, write_pretrained
 from .models.store import WEIGHT_FILES
 from .models.weights_io import atomic_write
 

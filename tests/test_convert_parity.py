@@ -20,7 +20,7 @@ from conftest import (assert_parity, build_openclip, mindclip_outputs, reference
 from mindclip import create_model, get_model_config
 from mindclip.convert.cli import main as convert_cli
 from mindclip.evaluation.encode import encode_image_batch, encode_texts
-from mindclip.models.factory import get_tokenizer, load_pretrained
+from mindclip.factory import get_tokenizer, load_pretrained
 from mindclip.models.weights_io import read_safetensors
 
 

@@ -26,7 +26,7 @@ from mindclip.data.text_augment import default_max_positions, eda, mlm_mask, syn
 from mindclip.data.transforms import CROP_ATTEMPTS, Augment, apply_color, augment_draws
 from mindclip.families.declip import DeCLIPBatch, declip_tokenizer
 from mindclip.families.declip_objective import NNMemory
-from mindclip.models.factory import get_model_config
+from mindclip.factory import get_model_config
 from mindclip.tokenizer import CLIPTokenizer
 
 DEMO = os.path.join(ROOT, "configs", "demo", "run_declip_tiny_digits.yaml")

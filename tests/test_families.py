@@ -25,7 +25,7 @@ from mindclip.families import Family
 from mindclip.families.clip import caption_batch, clip_tokenizer
 from mindclip.losses import ClipLoss, Objective
 from mindclip.models import CLIPConfig, CLIPModel
-from mindclip.models.factory import load_pretrained
+from mindclip.factory import load_pretrained
 from mindclip.training.logger import read_metrics
 
 ALIGN_WEIGHT = 0.5

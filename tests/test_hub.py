@@ -142,8 +142,11 @@ def _hub_folder_files(model, cfg, tmp_path):
     return folder
 
 
-def test_hf_hub_and_local_dir_names(offline_hub, tmp_path, tiny):
+def test_hf_hub_and_local_dir_names(offline_hub, tmp_path, tiny, monkeypatch):
     cfg = mindclip.get_model_config("ViT-Tiny-8").to_dict()
+    # the folder's preprocessing (open_clip writes it into open_clip_config.json) comes along
+    monkeypatch.setattr(tiny.visual, "preprocess_cfg", {"interpolation": "bilinear", "resize_mode": "longest"},
+                        raising=False)
     folder = _hub_folder_files(tiny, cfg, tmp_path)
     put_in_hf_cache(offline_hub, "test-org/tiny-openclip",
                     {f: (folder / f).read_bytes() for f in os.listdir(folder)})
@@ -151,6 +154,8 @@ def test_hf_hub_and_local_dir_names(offline_hub, tmp_path, tiny):
     expected = reference(tiny, images, tokens)
     model = mindclip.create_model("hf-hub:test-org/tiny-openclip")
     assert_close(features(model, images, tokens), expected)
+    assert model.preprocess_cfg["resize_mode"] == "longest"
+    assert model.preprocess_cfg["interpolation"] == "bilinear"
     pipe = mindclip.pipeline("feature_extraction", model="hf-hub:test-org/tiny-openclip")
     text = pipe(texts=["a photo of a cat"])["text_embeds"]
     with torch.no_grad():
@@ -194,3 +199,20 @@ def test_table_is_open_clips_and_lists_what_we_build():
     assert ("ViT-B-32", "laion2b_s34b_b79k") in ours and ("ViT-H-14-378-quickgelu", "dfn5b") in ours
     assert all(name in mindclip.list_models() for name, _ in ours)
     assert not any(name.startswith("ViT-B-16-SigLIP") for name, _ in ours)
+
+
+@pytest.mark.parametrize("resize_mode", ["shortest", "squash", "longest"])
+@pytest.mark.parametrize("interpolation", ["bicubic", "bilinear"])
+def test_tag_preprocessing_equals_open_clips(resize_mode, interpolation):
+    from PIL import Image
+
+    from mindclip.data.transforms import image_transform
+
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    ours = image_transform(32, mean, std, interpolation=interpolation, resize_mode=resize_mode)
+    theirs = open_clip.image_transform(32, is_train=False, mean=mean, std=std,
+                                       interpolation=interpolation, resize_mode=resize_mode)
+    rng = np.random.default_rng(0)
+    for shape in ((40, 61, 3), (75, 33, 3), (32, 32, 3)):
+        img = Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8))
+        np.testing.assert_allclose(ours(img), theirs(img).numpy(), atol=1e-5, err_msg=str(shape))

@@ -52,14 +52,37 @@ def unigram_folder(path):
     return str(path)
 
 
+def spiece_folder(path):
+    """A T5 repository's tokenizer: only a SentencePiece model (spiece.model), as mT5's."""
+    import sentencepiece
+
+    os.makedirs(path)
+    corpus = os.path.join(path, "corpus.txt")
+    with open(corpus, "w") as f:
+        f.write("\n".join(CORPUS))
+    sentencepiece.SentencePieceTrainer.train(
+        input=corpus, model_prefix=os.path.join(path, "spiece"), vocab_size=60, model_type="unigram",
+        pad_id=0, eos_id=1, unk_id=2, bos_id=-1, minloglevel=2)
+    for name in ("corpus.txt", "spiece.vocab"):
+        os.remove(os.path.join(path, name))
+    with open(os.path.join(path, "tokenizer_config.json"), "w") as f:
+        json.dump({"tokenizer_class": "T5Tokenizer", "eos_token": "</s>", "pad_token": "<pad>",
+                   "unk_token": "<unk>", "extra_ids": 0}, f)
+    return str(path)
+
+
+FOLDERS = {"wordpiece": wordpiece_folder, "unigram": unigram_folder, "spiece": spiece_folder}
+
+
 @pytest.mark.parametrize("kind,kwargs,context", [
     ("wordpiece", {"strip_sep_token": True}, 32),          # CLIPA
     ("unigram", {"clean": "canonicalize"}, 77),            # MetaCLIP 2 with mT5
     ("unigram", {}, 77),                                   # MetaCLIP 2 with XLM-V
     ("wordpiece", {"clean": "lower"}, 16),
+    ("spiece", {"clean": "canonicalize"}, 12),              # mT5's repository: spiece.model only
 ])
 def test_ids_equal_open_clips_hf_tokenizer(tmp_path, kind, kwargs, context):
-    folder = (wordpiece_folder if kind == "wordpiece" else unigram_folder)(tmp_path / kind)
+    folder = FOLDERS[kind](tmp_path / kind)
     expected = OpenClipHFTokenizer(folder, context_length=context, **kwargs)(TEXTS).numpy()
     ours = OpenCLIPHFTokenizer(folder, context_length=context, **kwargs)(TEXTS)
     assert ours.dtype == np.int32 and ours.shape == (len(TEXTS), context)

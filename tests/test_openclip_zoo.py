@@ -347,6 +347,25 @@ def test_clipa_layout_trains_with_lit_and_patch_dropout_and_evaluates(tmp_path):
     assert plain["final_loss"] != summary["final_loss"]
 
 
+def test_clipa_layout_through_run_mindformer(tmp_path):
+    import run_mindformer
+    from mindclip.training.logger import read_metrics
+
+    out = str(tmp_path / "cli")
+    config = tmp_path / "run_clipa_tiny_digits.yaml"
+    config.write_text(
+        "model:\n  name: ViT-Tiny-8-CLIPA\n"
+        "train_dataset:\n  type: digits_captions\n  num_samples: 64\n"
+        "eval_dataset:\n  type: digits\n  split: test\n  num_samples: 40\n"
+        "runner:\n  epochs: 1\n  batch_size: 16\n  progress_bar: false\n  force_patch_dropout: 0.3\n")
+    assert run_mindformer.main(["--config", str(config), "--run_mode", "train", "--output_dir", out]) == 0
+    assert len(read_metrics(os.path.join(out, "metrics.jsonl"), "train")) == 4
+    assert run_mindformer.main(["--config", str(config), "--run_mode", "eval", "--output_dir", out,
+                                "--load_checkpoint", out]) == 0
+    with open(os.path.join(out, "eval_metrics.json")) as f:
+        assert json.load(f)["num_samples"] == 40
+
+
 def test_readme_zoo_table_is_generated_from_the_code():
     import sys
 

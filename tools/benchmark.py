@@ -77,7 +77,7 @@ def _describe(name: str) -> dict:
     """Everything the parent and the peers need from mindclip, as JSON-able data."""
     from mindclip import get_model_config
     from mindclip.evaluation.prompts import CIFAR100_CLASSNAMES, CIFAR_TEMPLATES
-    from mindclip.models.factory import model_family
+    from mindclip.factory import model_family
 
     config = get_model_config(name)
     out = {"family": model_family(name).name, "config": config.to_dict(),

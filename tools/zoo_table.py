@@ -18,7 +18,7 @@ START, END = "<!-- zoo-table:start -->", "<!-- zoo-table:end -->"
 def table() -> str:
     sys.path.insert(0, ROOT)
     import mindclip
-    from mindclip.models.factory import model_family
+    from mindclip.factory import model_family
 
     tags: dict = {}
     for name, tag in mindclip.list_pretrained():

@@ -97,7 +97,7 @@ def _run(args: argparse.Namespace) -> str:
     if not args.torch_path:
         raise ValueError("--torch_path is required")
     if args.reverse:
-        from ..models.factory import read_checkpoint_config
+        from ..factory import read_checkpoint_config
 
         arch = read_checkpoint_config(args.mindspore_path)
         family = arch[0] if arch else get_family("clip")  # files without a record are CLIP's
@@ -116,7 +116,8 @@ def _run(args: argparse.Namespace) -> str:
     family = family_for_config(config)
     assets = conv.assets(source) if hasattr(conv, "assets") else None
     out = save_converted(tensors, config, args.mindspore_path, dtype=args.dtype,
-                         source=args.src, family=family.name, assets=assets)
+                         source=args.src, family=family.name, assets=assets,
+                         preprocess=source.preprocess)
     n_params = sum(int(v.size) for v in tensors.values())
     arch = ", ".join(matching_model_names(config) or ["custom architecture"])
     activation = f" (quick_gelu={config.quick_gelu})" if hasattr(config, "quick_gelu") else ""

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..families.base import Family, get_family
 from ..models.config import CLIPConfig
-from ..models.factory import (PREPROCESS_KEY, check_state_dict, get_model_config,
+from ..factory import (PREPROCESS_KEY, check_state_dict, get_model_config,
                               read_architecture, write_pretrained)
 from ..models.weights_io import FAMILY_KEY, read_weights, write_safetensors
 from .hf import hf_config_to_clip, hf_state_to_openclip
@@ -135,7 +135,7 @@ def export_to_openclip(ms_path: str, out_path: str, model_name: Optional[str] = 
     ``out_path`` ending in ``.safetensors`` is a single file; otherwise a folder in open_clip's
     ``local-dir`` layout (``open_clip_config.json`` + ``open_clip_model.safetensors``).
     """
-    from ..models.factory import find_weight_file, read_checkpoint_config
+    from ..factory import find_weight_file, read_checkpoint_config
 
     weight_file = find_weight_file(ms_path)
     tensors, _ = read_weights(weight_file)

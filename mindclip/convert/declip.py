@@ -18,7 +18,7 @@ import numpy as np
 from ..families.base import get_family
 from ..models.config import CLIPConfig
 from ..models.declip import DeCLIPConfig
-from ..models.factory import check_state_dict, get_model_config
+from ..factory import check_state_dict, get_model_config
 from .converter import expected_shapes
 from .infer import infer_config
 from .naming import openclip_to_mindclip, strip_prefix

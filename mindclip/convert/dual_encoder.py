@@ -17,7 +17,7 @@ import numpy as np
 from ..families.base import get_family
 from ..models.bert import ROBERTA_TYPES, BertConfig
 from ..models.dual_encoder import DualEncoderConfig
-from ..models.factory import check_state_dict, find_weight_file, read_checkpoint_config
+from ..factory import check_state_dict, find_weight_file, read_checkpoint_config
 from ..models.weights_io import read_weights, write_safetensors
 from ..tokenizer.hf import HFTokenizer, is_tokenizer_folder
 from .hf import hf_state_to_openclip, hf_vision_cfg, hf_vision_config_dict, openclip_vision_to_hf

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..models.config import CLIPConfig
 from ..models.diff import config_differences
-from ..models.factory import get_model_config, list_models, model_family
+from ..factory import get_model_config, list_models, model_family
 
 
 def _count(state: Dict[str, np.ndarray], prefix: str) -> int:

@@ -32,6 +32,8 @@ class SourceCheckpoint:
     # open_clip_dir: its model_cfg; hf_dir: its config.json; safetensors/ckpt: the metadata
     raw_config: Optional[Dict[str, Any]] = None
     path: str = ""
+    # open_clip_dir: its preprocess_cfg (mean, std, interpolation, resize_mode)
+    preprocess: Optional[Dict[str, Any]] = None
 
 
 def is_torchscript(path: str) -> bool:
@@ -114,9 +116,12 @@ def read_source(path: str, allow_torchscript: bool = False) -> SourceCheckpoint:
         hf_cfg = os.path.join(path, "config.json")
         if os.path.isfile(oc_cfg):
             with open(oc_cfg, encoding="utf-8") as f:
-                cfg = json.load(f)["model_cfg"]
+                hub_cfg = json.load(f)
             src = _read_weight_file(_first_existing(path, OPENCLIP_DIR_WEIGHTS), False)
-            return SourceCheckpoint(src.tensors, "open_clip_dir", cfg, path)
+            preprocess = {k: v for k, v in (hub_cfg.get("preprocess_cfg") or {}).items()
+                          if k in ("mean", "std", "interpolation", "resize_mode")}
+            return SourceCheckpoint(src.tensors, "open_clip_dir", hub_cfg["model_cfg"], path,
+                                    preprocess or None)
         if os.path.isfile(hf_cfg):
             with open(hf_cfg, encoding="utf-8") as f:
                 cfg = json.load(f)

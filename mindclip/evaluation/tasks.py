@@ -5,7 +5,7 @@ from typing import Any, Dict, List, Optional
 
 from ..data.base import ImageTextSource, LabeledImageSource
 from ..data.loader import build_source, eval_image_loader
-from ..models.factory import get_tokenizer
+from ..factory import get_tokenizer
 from ..registry import register
 from .prompts import load_class_names, load_templates, preset_for
 from .retrieval import retrieval_evaluate

@@ -1,13 +1,10 @@
-"""Model Cells and the family-agnostic factory (no data, training, convert or torch imports)."""
+"""Model Cells, their configs and weight I/O (no data, training, convert, Hub or torch
+imports); names become models on the front-door floor (:mod:`mindclip.factory`)."""
 from .clip import CLIPModel, l2_normalize
 from .config import CLIPConfig, CLIPTextCfg, CLIPVisionCfg
-from .factory import (MODEL_ALIASES, create_model, get_model_config, get_tokenizer, list_models,
-                      load_pretrained, model_family, resolve_model_name)
 from .resnet import ModifiedResNet
 from .text import TextTransformer
 from .vision import VisionTransformer
 
 __all__ = ["CLIPModel", "CLIPConfig", "CLIPTextCfg", "CLIPVisionCfg", "ModifiedResNet",
-           "TextTransformer", "VisionTransformer", "MODEL_ALIASES", "create_model",
-           "get_model_config", "get_tokenizer", "list_models", "load_pretrained", "model_family",
-           "resolve_model_name", "l2_normalize"]
+           "TextTransformer", "VisionTransformer", "l2_normalize"]

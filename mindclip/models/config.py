@@ -256,6 +256,8 @@ class CLIPConfig(PretrainedConfigMixin):
         d = asdict(self)
         d["vision_cfg"]["layers"] = (list(self.vision_cfg.layers) if self.vision_cfg.is_resnet
                                      else self.vision_cfg.layers)
+        if d["text_cfg"]["hf_model_config"] is None:  # ours, not open_clip's: only when known
+            del d["text_cfg"]["hf_model_config"]
         return d
 
     def to_json(self) -> str:

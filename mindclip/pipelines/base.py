@@ -8,7 +8,7 @@ import numpy as np
 
 from ..data.transforms import image_transform, resize_options
 from ..evaluation.encode import encode_image_batch, encode_texts
-from ..models.factory import create_model, get_tokenizer, list_models
+from ..factory import create_model, get_tokenizer, list_models
 
 ImageInput = Union[str, "PIL.Image.Image", np.ndarray]  # noqa: F821  (PIL imported lazily)
 

@@ -12,18 +12,66 @@ from typing import Dict, List, Optional, Union
 import numpy as np
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "vocab.json", "merges.txt", "vocab.txt")
+                   "vocab.json", "merges.txt", "vocab.txt", "spiece.model")
 
 
 def is_tokenizer_folder(path: str) -> bool:
     """Whether ``path`` holds a tokenizer this module reads."""
     has = lambda name: os.path.isfile(os.path.join(path, name))  # noqa: E731
-    return os.path.isdir(path) and (has("tokenizer.json") or has("vocab.txt")
+    return os.path.isdir(path) and (has("tokenizer.json") or has("vocab.txt") or has("spiece.model")
                                     or (has("vocab.json") and has("merges.txt")))
 
 
 def _token(value) -> Optional[str]:
     return value.get("content") if isinstance(value, dict) else value
+
+
+class _Encoding:
+    def __init__(self, ids: List[int], attention_mask: List[int]):
+        self.ids, self.attention_mask = ids, attention_mask
+
+
+class _SentencePieceT5:
+    """T5's tokenizer on a SentencePiece model (``spiece.model``) with the part of the
+    ``tokenizers.Tokenizer`` interface :class:`HFTokenizer` uses: the pieces, then ``</s>``;
+    truncation keeps room for ``</s>``, padding goes to the right (what Hugging Face's
+    ``T5Tokenizer`` does with ``padding="max_length", truncation=True``)."""
+
+    def __init__(self, model_file: str, eos_token: str):
+        try:
+            import sentencepiece
+        except ImportError:
+            raise ImportError("a SentencePiece tokenizer (spiece.model) needs the sentencepiece "
+                              "package (pip install sentencepiece)") from None
+        self.sp = sentencepiece.SentencePieceProcessor(model_file=model_file)
+        self.eos_id = self.token_to_id(eos_token)
+        self.max_length, self.pad_length, self.pad_id = None, None, 0
+
+    def token_to_id(self, token: str) -> Optional[int]:
+        token_id = self.sp.piece_to_id(token)
+        return None if token_id == self.sp.unk_id() and token != self.sp.id_to_piece(token_id) else token_id
+
+    def get_vocab_size(self) -> int:
+        return self.sp.get_piece_size()
+
+    def enable_truncation(self, max_length: int) -> None:
+        self.max_length = max_length
+
+    def enable_padding(self, length: int, pad_id: int, pad_token: str) -> None:
+        self.pad_length, self.pad_id = length, pad_id
+
+    def encode_batch(self, texts: List[str]) -> List[_Encoding]:
+        out = []
+        for ids in self.sp.encode(list(texts)):
+            if self.max_length is not None:
+                ids = ids[:self.max_length - 1]
+            ids = ids + [self.eos_id]
+            mask = [1] * len(ids)
+            if self.pad_length is not None and len(ids) < self.pad_length:
+                pad = self.pad_length - len(ids)
+                ids, mask = ids + [self.pad_id] * pad, mask + [0] * pad
+            out.append(_Encoding(ids, mask))
+        return out
 
 
 class HFTokenizer:
@@ -66,6 +114,8 @@ class HFTokenizer:
         path = lambda name: os.path.join(folder, name)  # noqa: E731
         if os.path.isfile(path("tokenizer.json")):
             return Tokenizer.from_file(path("tokenizer.json"))
+        if os.path.isfile(path("spiece.model")):  # T5 / mT5 repositories ship only this
+            return _SentencePieceT5(path("spiece.model"), _token(settings.get("eos_token")) or "</s>")
         if os.path.isfile(path("vocab.json")):
             # RobertaTokenizer's behaviour: byte-level BPE, <s> ... </s> around the text
             bpe = ByteLevelBPETokenizer(path("vocab.json"), path("merges.txt"),

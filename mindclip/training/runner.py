@@ -10,7 +10,7 @@ from typing import Any, Callable, Dict, Optional
 from ..data.loader import build_source, train_loader
 from ..data.transforms import Augment
 from ..families.base import family_of
-from ..models.factory import architecture_metadata
+from ..factory import architecture_metadata
 from ..registry import build
 from .checkpoint import latest_checkpoint, load_training_checkpoint, save_training_checkpoint
 from .distributed import init_distributed

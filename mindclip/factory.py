@@ -16,16 +16,17 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..families.base import Family, family_of, get_family
-from .exceptions import MissingTowerError
-from .store import WEIGHT_FILES, fetch, installed, require_installed
-from ..tokenizer.hf import HFTokenizer, is_tokenizer_folder
-from .weights_io import FAMILY_KEY, METADATA_KEY, TRAIN_STATE_KEY, read_weights
+from .families.base import Family, family_of, get_family
+from .models import pretrained as _pretrained
+from .models.exceptions import MissingTowerError
+from .models.store import WEIGHT_FILES, fetch, installed, require_installed
+from .models.weights_io import FAMILY_KEY, METADATA_KEY, TRAIN_STATE_KEY, read_weights
+from .tokenizer.hf import HFTokenizer, is_tokenizer_folder
 
 PREPROCESS_KEY = "preprocess_cfg"
 DEFAULT_FAMILY = "clip"  # files written before families were recorded are CLIP checkpoints
 
-CONFIG_DIR = os.path.join(os.path.dirname(__file__), "model_configs")
+CONFIG_DIR = os.path.join(os.path.dirname(__file__), "models", "model_configs")
 
 # MindFormers' and OpenAI's names for the same architectures. Both mean OpenAI-trained
 # weights, hence the QuickGELU variants.
@@ -169,7 +170,7 @@ def load_pretrained(model: Any, pretrained: str) -> Any:
     """
     import mindspore as ms
 
-    from .diff import config_differences
+    from .models.diff import config_differences
 
     family = family_of(model)
     path = find_weight_file(pretrained)
@@ -318,7 +319,7 @@ def write_pretrained(path: str, tensors: Dict[str, np.ndarray], family: Family, 
     ``config.json`` and the text processor's files when it has a ``save(folder)`` (a
     tokenizer that is not bundled must travel with the weights, so it needs a folder).
     """
-    from .weights_io import write_weights
+    from .models.weights_io import write_weights
 
     meta = {**architecture_metadata(family, config), **(metadata or {})}
     is_file = path.endswith((".ckpt", ".safetensors"))
@@ -335,3 +336,49 @@ def write_pretrained(path: str, tensors: Dict[str, np.ndarray], family: Family, 
         path = os.path.join(path, WEIGHT_FILES[0])
     write_weights(path, tensors, dtype=dtype, metadata=meta)
     return path
+
+
+def _model_from_pretrained(cls: type, name_or_path: str) -> Any:
+    if _is_path(name_or_path):
+        model = create_model(pretrained=name_or_path)
+    elif _has_scheme(name_or_path):
+        model = create_model(name_or_path)
+    else:
+        model = create_model(name_or_path, pretrained=True)
+    if not isinstance(model, cls):
+        raise ValueError(f"{name_or_path} holds a {type(model).__name__} "
+                         f"({model.family} family), not a {cls.__name__}")
+    return model
+
+
+def _save_pretrained(model: Any, folder: str) -> str:
+    tensors = {k: p.asnumpy() for k, p in model.parameters_dict().items()}
+    write_pretrained(folder, tensors, family_of(model), model.config, tokenizer=get_tokenizer(model))
+    return folder
+
+
+def _show_support_list(cls: type) -> List[str]:
+    archs = [n for n in list_models() if model_family(n).model_class is cls]
+    names = [a for a, arch in MODEL_ALIASES.items() if arch in archs and "/" not in a] + archs
+    print(f"- support list of {cls.__name__} is:\n-    {names}\n- " + "-" * 37)
+    return names
+
+
+def _config_from_pretrained(cls: type, name_or_path: str) -> Any:
+    if _is_path(name_or_path):
+        if not (os.path.isdir(name_or_path) or os.path.isfile(name_or_path)):
+            raise FileNotFoundError(f"no model folder or file at {name_or_path}")
+        arch = read_checkpoint_config(name_or_path)
+        if arch is None:
+            raise ValueError(f"{name_or_path} records no architecture")
+        config = arch[1]
+    else:
+        config = get_model_config(name_or_path)
+    if not isinstance(config, cls):
+        raise ValueError(f"{name_or_path} is a {type(config).__name__}, not a {cls.__name__}")
+    return config
+
+
+_pretrained.register_front_doors(
+    model_from_pretrained=_model_from_pretrained, save_pretrained=_save_pretrained,
+    show_support_list=_show_support_list, config_from_pretrained=_config_from_pretrained)
