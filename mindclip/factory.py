@@ -12,6 +12,8 @@ import glob
 import json
 import os
 import re
+import shutil
+import warnings
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -19,8 +21,9 @@ import numpy as np
 from .families.base import Family, family_of, get_family
 from .models import pretrained as _pretrained
 from .models.exceptions import MissingTowerError
-from .models.store import WEIGHT_FILES, fetch, installed, require_installed
-from .models.weights_io import FAMILY_KEY, METADATA_KEY, TRAIN_STATE_KEY, read_weights
+from .models.store import WEIGHT_FILES, fetch, installed, require_installed, store_entry
+from .models.weights_io import (FAMILY_KEY, METADATA_KEY, TRAIN_STATE_KEY, CorruptCheckpointError,
+                                read_weights)
 from .tokenizer.hf import HFTokenizer, is_tokenizer_folder
 
 PREPROCESS_KEY = "preprocess_cfg"
@@ -266,7 +269,23 @@ def create_model(model_name: Optional[str] = None, pretrained: Any = None,
         folder = fetch(model_name, True)
         if folder is not None:
             model_name, pretrained = None, folder
+    requested = pretrained
     pretrained = resolve_pretrained(model_name, pretrained)
+    try:
+        return _build(model_name, pretrained, config, family)
+    except CorruptCheckpointError as exc:
+        entry = store_entry(pretrained) if pretrained else None
+        if entry is None:
+            raise
+        # a damaged weight-store entry: drop it and get the weights again where they came
+        # from (the Hub), or say how to reinstall them
+        shutil.rmtree(entry)
+        warnings.warn(f"{exc}; removed {entry} from the weight store and fetching it again")
+        return _build(model_name, resolve_pretrained(model_name, requested), config, family)
+
+
+def _build(model_name: Optional[str], pretrained: Optional[str], config: Any,
+           family: Optional[str]) -> Any:
     if config is not None:
         fam = get_family(family or DEFAULT_FAMILY)
         cfg = fam.config_from_dict(config)

@@ -156,6 +156,7 @@ class Trainer:
         os.makedirs(cfg["output_dir"], exist_ok=True)
         with open(os.path.join(cfg["output_dir"], "run_config.json"), "w", encoding="utf-8") as f:
             json.dump(cfg, f, indent=2)
+
         def evaluate_fn(model, epoch):
             return self._metrics(model, cache=False)  # training changes the text classifier
 
@@ -163,7 +164,13 @@ class Trainer:
         runner = TrainingRunner(cfg, self.model, evaluate_fn if has_eval else None)
         summary = runner.train()
         if runner.rank == 0:  # the output folder is a model folder every front door accepts
-            self.model.save_pretrained(cfg["output_dir"])
+            from .training.checkpoint import storage_error
+
+            try:
+                self.model.save_pretrained(cfg["output_dir"])
+            except OSError as exc:  # atomic: the folder's previous model file is intact
+                raise storage_error(os.path.join(cfg["output_dir"], "mindclip_model.safetensors"),
+                                    exc) from None
         return summary
 
     def finetune(self) -> Dict:

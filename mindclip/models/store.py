@@ -105,6 +105,16 @@ def installed(name: str, canonical: Optional[str] = None) -> Optional[str]:
     return None
 
 
+def store_entry(path: str) -> Optional[str]:
+    """The store folder holding ``path`` (a weight file or folder), or None outside the store."""
+    root = store_root()
+    path = os.path.abspath(path)
+    if os.path.dirname(path) == root and os.path.isdir(path):
+        return path
+    parent = os.path.dirname(path)
+    return parent if os.path.dirname(parent) == root else None
+
+
 def install_command(name: str, canonical: Optional[str] = None) -> str:
     """The command that converts a PyTorch checkpoint into the store under ``name``."""
     openai_file = OPENAI_FILES.get(canonical or name)

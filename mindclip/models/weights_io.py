@@ -8,6 +8,7 @@ write never leaves a truncated checkpoint behind.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import struct
@@ -19,6 +20,40 @@ import numpy as np
 METADATA_KEY = "mindclip_config"       # the architecture, as JSON
 FAMILY_KEY = "mindclip_family"         # the model family's registry name
 TRAIN_STATE_KEY = "mindclip_train_state"  # run position of a training checkpoint
+CHECKSUM_KEY = "mindclip_sha256"       # of the tensors as they read back (see tensor_checksum)
+
+
+class CorruptCheckpointError(ValueError):
+    """A weight file whose tensors do not match the checksum written with them, or that
+    cannot be parsed at all (truncated, overwritten)."""
+
+
+def tensor_checksum(tensors: Mapping[str, np.ndarray]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        arr = np.ascontiguousarray(tensors[name])
+        digest.update(f"{name}|{arr.dtype.str}|{arr.shape}|".encode())
+        digest.update(arr.data)
+    return digest.hexdigest()
+
+
+def _as_read_back(arr: np.ndarray, dtype: str) -> np.ndarray:
+    """The array a reader gets back after writing ``arr`` as ``dtype`` (bf16 reads as fp32)."""
+    arr = np.asarray(arr)
+    if not np.issubdtype(arr.dtype, np.floating):
+        return arr
+    if dtype == "bf16":
+        return bf16_bits_to_fp32(fp32_to_bf16_bits(arr))
+    return arr.astype(np.float16 if dtype == "fp16" else np.float32)
+
+
+def _verified(path: str, tensors: Dict[str, np.ndarray], metadata: Dict[str, str]):
+    expected = metadata.get(CHECKSUM_KEY)
+    if expected is not None and tensor_checksum(tensors) != expected:
+        raise CorruptCheckpointError(f"{path} is damaged: its tensors do not match the checksum "
+                                     "written with them")
+    return tensors, metadata
 
 _ST_TO_NP = {
     "F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32,
@@ -75,8 +110,9 @@ def read_safetensors(path: str) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
     tensors = {}
     end_of_data = max((info["data_offsets"][1] for info in header.values()), default=0)
     if len(data) < end_of_data:
-        raise ValueError(f"{path} is truncated: its header describes {end_of_data} bytes of "
-                         f"tensors, the file holds {len(data)} (an interrupted download or copy?)")
+        raise CorruptCheckpointError(
+            f"{path} is truncated: its header describes {end_of_data} bytes of tensors, the "
+            f"file holds {len(data)} (an interrupted download or copy?)")
     for name, info in header.items():
         start, end = info["data_offsets"]
         buf = data[start:end]
@@ -88,7 +124,7 @@ def read_safetensors(path: str) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
         else:
             raise ValueError(f"{path}: tensor {name!r} has unsupported dtype {dtype}")
         tensors[name] = arr.reshape(info["shape"])
-    return tensors, metadata
+    return _verified(path, tensors, metadata)
 
 
 def write_safetensors(path: str, tensors: Mapping[str, np.ndarray], dtype: str = "fp32",
@@ -111,8 +147,9 @@ def write_safetensors(path: str, tensors: Mapping[str, np.ndarray], dtype: str =
                         "data_offsets": [offset, offset + len(blob)]}
         chunks.append(blob)
         offset += len(blob)
-    if metadata:
-        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    checksum = tensor_checksum({k: _as_read_back(v, dtype) for k, v in tensors.items()})
+    header["__metadata__"] = {**{str(k): str(v) for k, v in (metadata or {}).items()},
+                              CHECKSUM_KEY: checksum}
     head = json.dumps(header, separators=(",", ":")).encode("utf-8")
     head += b" " * (-len(head) % 8)
 
@@ -133,7 +170,7 @@ def read_ckpt(path: str) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
     try:
         raw = ms.load_checkpoint(path)
     except Exception as exc:  # MindSpore raises bare ValueError/RuntimeError on corrupt files
-        raise ValueError(f"cannot read MindSpore checkpoint {path}: {exc}") from None
+        raise CorruptCheckpointError(f"cannot read MindSpore checkpoint {path}: {exc}") from None
     tensors, metadata = {}, {}
     for name, value in raw.items():
         if isinstance(value, str):
@@ -144,7 +181,7 @@ def read_ckpt(path: str) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
             tensors[name] = value.asnumpy()
         else:
             metadata[name] = str(value)
-    return tensors, metadata
+    return _verified(path, tensors, metadata)
 
 
 def write_ckpt(path: str, tensors: Mapping[str, np.ndarray], dtype: str = "fp32",
@@ -161,8 +198,9 @@ def write_ckpt(path: str, tensors: Mapping[str, np.ndarray], dtype: str = "fp32"
         if np.issubdtype(arr.dtype, np.floating):
             t = ms.Tensor(arr.astype(np.float32)).astype(target)
         items.append({"name": name, "data": t})
+    checksum = tensor_checksum({k: _as_read_back(v, dtype) for k, v in tensors.items()})
     atomic_write(path, lambda tmp: ms.save_checkpoint(
-        items, tmp, append_dict=dict(metadata) if metadata else None))
+        items, tmp, append_dict={**dict(metadata or {}), CHECKSUM_KEY: checksum}))
 
 
 def read_weights(path: str) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:

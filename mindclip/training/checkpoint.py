@@ -1,19 +1,22 @@
 """Training checkpoints: the model's, the optimizer's and the objective's Parameters (family
 state such as a memory bank included) plus the run position, family and architecture,
-written atomically, with keep-last-N and a ``latest`` pointer for ``--resume``. The model
-part loads anywhere a converted file does (``create_model(pretrained=...)``)."""
+written atomically with a checksum of their tensors, read back and verified before ``latest``
+points at them or an older one is deleted (keep-last-N). ``--resume`` takes the newest one that
+verifies. The model part loads anywhere a converted file does (``create_model(pretrained=...)``)."""
 from __future__ import annotations
 
 import glob
 import json
 import os
 import re
-from typing import Dict, Iterable, Optional
+import shutil
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
+from ..errors import StorageError
 from ..models.weights_io import TRAIN_STATE_KEY as STATE_KEY
-from ..models.weights_io import atomic_write, read_ckpt, write_ckpt
+from ..models.weights_io import CorruptCheckpointError, atomic_write, read_ckpt, write_ckpt
 
 LATEST = "latest"
 
@@ -22,50 +25,115 @@ def checkpoint_dir(output_dir: str) -> str:
     return os.path.join(output_dir, "checkpoints")
 
 
+def _step(path: str) -> int:
+    return int(re.findall(r"(\d+)", os.path.basename(path))[0])
+
+
+def _on_disk(directory: str) -> List[str]:
+    return sorted(glob.glob(os.path.join(directory, "step_*.ckpt")), key=_step)
+
+
+def storage_error(path: str, exc: OSError) -> StorageError:
+    """The failure of a write, in the user's terms: the path, the reason and the free space."""
+    probe = os.path.dirname(os.path.abspath(path))
+    while probe and not os.path.isdir(probe):
+        probe = os.path.dirname(probe)
+    try:
+        free = f"{shutil.disk_usage(probe).free / 1e9:.2f} GB free on {probe}"
+    except OSError:
+        free = "free space unknown"
+    error = StorageError(f"cannot write {path}: {exc.strerror or exc} ({free}); the previous "
+                         "checkpoint and the model folder are unchanged")
+    error.errno = exc.errno
+    return error
+
+
 def save_training_checkpoint(output_dir: str, params: Iterable, state: Dict, keep: int = 3,
                              architecture: Optional[Dict[str, str]] = None) -> str:
     """Write ``step_<N>.ckpt`` (params: MindSpore Parameters, state: JSON-able position and
-    RNG, architecture: the family/config metadata), point ``latest`` at it, then delete all
-    but the newest ``keep``."""
+    RNG, architecture: the family/config metadata), read it back and verify it, then point
+    ``latest`` at it and delete all but the newest ``keep``. A write that fails (full disk,
+    no permission) or a file that does not verify raises :class:`StorageError` with
+    ``latest`` and every earlier checkpoint as they were."""
     directory = checkpoint_dir(output_dir)
-    os.makedirs(directory, exist_ok=True)
     name = f"step_{int(state['global_step']):08d}.ckpt"
     path = os.path.join(directory, name)
     tensors = {p.name: p.asnumpy() for p in params}
-    write_ckpt(path, tensors, metadata={**(architecture or {}), STATE_KEY: json.dumps(state)})
+    try:
+        os.makedirs(directory, exist_ok=True)
+        write_ckpt(path, tensors, metadata={**(architecture or {}), STATE_KEY: json.dumps(state)})
+    except OSError as exc:
+        raise storage_error(path, exc) from None
+    try:
+        read_ckpt(path)  # what resume will read: the file must verify before anything trusts it
+    except CorruptCheckpointError as exc:
+        os.remove(path)
+        raise StorageError(f"the checkpoint just written does not read back intact ({exc}); "
+                           "the previous checkpoint is kept") from None
 
     def write_pointer(tmp):
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(name + "\n")
 
-    atomic_write(os.path.join(directory, LATEST), write_pointer)
+    try:
+        atomic_write(os.path.join(directory, LATEST), write_pointer)
+    except OSError as exc:
+        raise storage_error(os.path.join(directory, LATEST), exc) from None
     if keep and keep > 0:
-        existing = sorted(glob.glob(os.path.join(directory, "step_*.ckpt")))
-        for old in existing[:-keep]:
+        for old in _on_disk(directory)[:-keep]:
             os.remove(old)
     return path
 
 
-def latest_checkpoint(output_dir: str) -> Optional[str]:
-    """The checkpoint ``latest`` points at (falling back to the highest step on disk)."""
+def candidate_checkpoints(output_dir: str) -> List[str]:
+    """Checkpoints to resume from, best first: the one ``latest`` points at, then the others
+    newest first (``latest`` may be missing, or point at a damaged file)."""
     directory = checkpoint_dir(output_dir)
+    found = list(reversed(_on_disk(directory)))
     pointer = os.path.join(directory, LATEST)
     if os.path.isfile(pointer):
         with open(pointer, encoding="utf-8") as f:
-            path = os.path.join(directory, f.read().strip())
-        if os.path.isfile(path):
-            return path
-    found = sorted(glob.glob(os.path.join(directory, "step_*.ckpt")),
-                   key=lambda p: int(re.findall(r"(\d+)", os.path.basename(p))[0]))
-    return found[-1] if found else None
+            target = os.path.join(directory, f.read().strip())
+        if target in found:
+            found.remove(target)
+            found.insert(0, target)
+    return found
 
 
-def load_training_checkpoint(path: str, params: Iterable) -> Dict:
-    """Restore every Parameter in ``params`` from ``path``; returns the saved run state.
-    Missing or mis-shaped entries are an error naming them."""
+def latest_checkpoint(output_dir: str) -> Optional[str]:
+    """The checkpoint ``latest`` points at (falling back to the highest step on disk)."""
+    found = candidate_checkpoints(output_dir)
+    return found[0] if found else None
+
+
+def read_resumable(output_dir: str) -> Tuple[Optional[str], Optional[Tuple[Dict, Dict]], List[str]]:
+    """``(path, (tensors, metadata), skipped)`` of the newest checkpoint that reads and verifies;
+    ``skipped`` says which were passed over and why. ``(None, None, [])`` when there is none
+    at all; an error naming every file when none of them is intact."""
+    skipped = []
+    candidates = candidate_checkpoints(output_dir)
+    for path in candidates:
+        try:
+            tensors, metadata = read_ckpt(path)
+        except CorruptCheckpointError as exc:
+            skipped.append(f"skipped {os.path.basename(path)}: {exc}")
+            continue
+        if STATE_KEY not in metadata:
+            skipped.append(f"skipped {os.path.basename(path)}: no run state (not a training checkpoint)")
+            continue
+        return path, (tensors, metadata), skipped
+    if candidates:
+        raise ValueError(f"--resume: no intact checkpoint in {checkpoint_dir(output_dir)}: "
+                         + "; ".join(skipped))
+    return None, None, []
+
+
+def restore(path: str, contents: Tuple[Dict, Dict], params: Iterable) -> Dict:
+    """Set every Parameter in ``params`` from a checkpoint read by :func:`read_resumable`;
+    returns the saved run state. Missing or mis-shaped entries are an error naming them."""
     import mindspore as ms
 
-    tensors, metadata = read_ckpt(path)
+    tensors, metadata = contents
     params = list(params)
     missing = [p.name for p in params if p.name not in tensors]
     misshaped = [f"{p.name}: {tensors[p.name].shape} vs {tuple(p.shape)}" for p in params
@@ -75,6 +143,4 @@ def load_training_checkpoint(path: str, params: Iterable) -> Dict:
                          f"wrong shape {misshaped}")
     for p in params:
         p.set_data(ms.Tensor(np.asarray(tensors[p.name])).astype(p.dtype))
-    if STATE_KEY not in metadata:
-        raise ValueError(f"{path} is not a mindclip training checkpoint (no run state)")
     return json.loads(metadata[STATE_KEY])

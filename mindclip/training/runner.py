@@ -12,11 +12,13 @@ from ..data.transforms import Augment
 from ..families.base import family_of
 from ..factory import architecture_metadata
 from ..registry import build
-from .checkpoint import latest_checkpoint, load_training_checkpoint, save_training_checkpoint
+from ..errors import Preempted
+from .checkpoint import read_resumable, restore, save_training_checkpoint
 from .distributed import init_distributed
 from .logger import MetricsLogger
 from .optim import AdamW
 from .precision import build_loss_scale, cast_compute, resolve_precision
+from .preemption import StopSignals
 from .train_step import TrainStep
 
 
@@ -113,16 +115,18 @@ class TrainingRunner:
                                  architecture=architecture_metadata(self.family, self.model.config))
 
     def _resume(self):
-        path = latest_checkpoint(self.output_dir)
+        """``(epoch, batch_in_epoch, global_step, notes)`` of the newest checkpoint that
+        verifies (all zero without one); ``notes`` name the damaged ones passed over."""
+        path, contents, skipped = read_resumable(self.output_dir)
         if path is None:
-            return 0, 0, 0
-        state = load_training_checkpoint(path, self.state_parameters())
+            return 0, 0, 0, [f"--resume: no checkpoint in {self.output_dir}: starting at step 0"]
+        state = restore(path, contents, self.state_parameters())
         for key in ("seed", "world_size", "batch_size"):
             mine = {"seed": self.cfg["seed"], "world_size": self.world, "batch_size": self.batch_size}[key]
             if state.get(key) != mine:
                 raise ValueError(f"cannot resume {path}: it was written with {key}={state.get(key)}, "
                                  f"this run has {mine}; the data order would differ")
-        return state["epoch"], state["batch_in_epoch"], state["global_step"]
+        return state["epoch"], state["batch_in_epoch"], state["global_step"], skipped
 
     def _check_finite(self, loss: float, step: int, scaling: Dict) -> None:
         """A non-finite loss ends the run, except under a dynamic loss scale still above 1:
@@ -141,11 +145,13 @@ class TrainingRunner:
 
         run = self.cfg["runner"]
         main = self.rank == 0
-        epoch, batch_in_epoch, global_step = (self._resume() if self.cfg.get("resume")
-                                              else (0, 0, 0))
+        epoch, batch_in_epoch, global_step, notes = (self._resume() if self.cfg.get("resume")
+                                                     else (0, 0, 0, []))
         logger = MetricsLogger(self.output_dir, enabled=main, total_steps=self.total_steps,
                                progress_bar=bool(run["progress_bar"]),
                                log_interval=int(run["log_interval"]))
+        for note in notes:
+            logger.info(note)
         purged = logger.purge_after(global_step, epoch) if self.cfg.get("resume") else 0
         if global_step or purged:
             logger.info(f"resumed from step {global_step} (epoch {epoch}, batch {batch_in_epoch})"
@@ -156,57 +162,66 @@ class TrainingRunner:
         last_loss, skipped_total, samples = float("nan"), 0, 0
         save_interval = int(run["save_interval"] or 0)
         epochs = int(run["epochs"])
-        while global_step < self.total_steps and epoch < epochs:
-            loader = train_loader(self.source, self.builder, self.model.image_size,
-                                  self.batch_size, epoch=epoch, seed=int(self.cfg["seed"]),
-                                  rank=self.rank, world=self.world, augment=augment,
-                                  shuffle=bool(self.cfg["train_dataset"]["shuffle"]),
-                                  num_workers=int(self.cfg["train_dataset"]["num_workers"]),
-                                  mean=self.model.image_mean, std=self.model.image_std,
-                                  skip_batches=batch_in_epoch)
-            finished_early = False
-            for batch in loader:
-                loss, terms, lr, scale = self.step_cell(*(ms.Tensor(x) for x in batch))
-                global_step += 1
-                batch_in_epoch += 1
-                samples += len(batch[0]) * self.world
-                last_loss = float(loss.asnumpy())
-                scaling = self.loss_scale.state() if self.loss_scale is not None else {}
-                self._check_finite(last_loss, global_step, scaling)
-                named = {name: float(t.asnumpy()) for name, t in zip(self.objective.term_names, terms)}
-                logger.step(global_step, epoch, last_loss, float(lr.asnumpy()),
-                            float(scale.asnumpy()), samples, named, scaling)
-                if save_interval and global_step % save_interval == 0:
-                    self._save(epoch, batch_in_epoch, global_step)
-                if global_step >= self.total_steps:
-                    finished_early = batch_in_epoch < self.steps_per_epoch
-                    break
-            # An epoch ends when its loader is exhausted (skipped images can shorten it).
-            epoch_done = not finished_early
-            if epoch_done:
-                loader.drain()  # the rest is at most a partial batch: counts become exact
-            skipped, names = loader.skipped, loader.unreadable
-            skipped_total += skipped
-            if skipped:
-                unnamed = skipped - len(names)
-                logger.info(f"epoch {epoch}: skipped {skipped} unreadable image(s): "
-                            + ", ".join(names[:MAX_NAMES_LOGGED])
-                            + (f" (+{len(names) - MAX_NAMES_LOGGED} more in metrics.jsonl)"
-                               if len(names) > MAX_NAMES_LOGGED else "")
-                            + (f"; {unnamed} failed to decode" if unnamed > 0 else ""))
-            if epoch_done:
-                logger.write({"type": "epoch", "epoch": epoch, "skipped_images": skipped,
-                              "unreadable": names})
-                epoch, batch_in_epoch = epoch + 1, 0
-                interval = int(run["eval_interval"] or 0)
-                if main and self.evaluate_fn is not None and interval and epoch % interval == 0:
-                    metrics = self.evaluate_fn(self.model, epoch)
-                    self.model.set_train(True)
-                    logger.write({"type": "eval", "epoch": epoch, "step": global_step, **metrics})
-                    headline = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
-                    if "retrieval" in metrics:
-                        headline["retrieval_mean_recall"] = metrics["retrieval"]["mean_recall"]
-                    logger.info(f"eval after epoch {epoch}: " + json.dumps(headline))
+        with StopSignals(self.world) as signals:
+            while global_step < self.total_steps and epoch < epochs:
+                loader = train_loader(self.source, self.builder, self.model.image_size,
+                                      self.batch_size, epoch=epoch, seed=int(self.cfg["seed"]),
+                                      rank=self.rank, world=self.world, augment=augment,
+                                      shuffle=bool(self.cfg["train_dataset"]["shuffle"]),
+                                      num_workers=int(self.cfg["train_dataset"]["num_workers"]),
+                                      mean=self.model.image_mean, std=self.model.image_std,
+                                      skip_batches=batch_in_epoch)
+                finished_early = False
+                for batch in loader:
+                    loss, terms, lr, scale = self.step_cell(*(ms.Tensor(x) for x in batch))
+                    global_step += 1
+                    batch_in_epoch += 1
+                    samples += len(batch[0]) * self.world
+                    last_loss = float(loss.asnumpy())
+                    scaling = self.loss_scale.state() if self.loss_scale is not None else {}
+                    self._check_finite(last_loss, global_step, scaling)
+                    named = {name: float(t.asnumpy()) for name, t in zip(self.objective.term_names, terms)}
+                    logger.step(global_step, epoch, last_loss, float(lr.asnumpy()),
+                                float(scale.asnumpy()), samples, named, scaling)
+                    saved = save_interval and global_step % save_interval == 0
+                    if saved:
+                        self._save(epoch, batch_in_epoch, global_step)
+                    stop = signals.requested()
+                    if stop:  # the step is done: checkpoint it, then let the scheduler requeue
+                        if not saved:
+                            self._save(epoch, batch_in_epoch, global_step)
+                        logger.info(f"stopped by {stop} at step {global_step}; resume with --resume")
+                        logger.close()
+                        raise Preempted(stop, global_step)
+                    if global_step >= self.total_steps:
+                        finished_early = batch_in_epoch < self.steps_per_epoch
+                        break
+                # An epoch ends when its loader is exhausted (skipped images can shorten it).
+                epoch_done = not finished_early
+                if epoch_done:
+                    loader.drain()  # the rest is at most a partial batch: counts become exact
+                skipped, names = loader.skipped, loader.unreadable
+                skipped_total += skipped
+                if skipped:
+                    unnamed = skipped - len(names)
+                    logger.info(f"epoch {epoch}: skipped {skipped} unreadable image(s): "
+                                + ", ".join(names[:MAX_NAMES_LOGGED])
+                                + (f" (+{len(names) - MAX_NAMES_LOGGED} more in metrics.jsonl)"
+                                   if len(names) > MAX_NAMES_LOGGED else "")
+                                + (f"; {unnamed} failed to decode" if unnamed > 0 else ""))
+                if epoch_done:
+                    logger.write({"type": "epoch", "epoch": epoch, "skipped_images": skipped,
+                                  "unreadable": names})
+                    epoch, batch_in_epoch = epoch + 1, 0
+                    interval = int(run["eval_interval"] or 0)
+                    if main and self.evaluate_fn is not None and interval and epoch % interval == 0:
+                        metrics = self.evaluate_fn(self.model, epoch)
+                        self.model.set_train(True)
+                        logger.write({"type": "eval", "epoch": epoch, "step": global_step, **metrics})
+                        headline = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
+                        if "retrieval" in metrics:
+                            headline["retrieval_mean_recall"] = metrics["retrieval"]["mean_recall"]
+                        logger.info(f"eval after epoch {epoch}: " + json.dumps(headline))
         self._save(epoch, batch_in_epoch, global_step)
         logger.close()
         self.model.set_train(False)

@@ -1,0 +1,132 @@
+"""Runs that survive what clusters do to them: damaged checkpoints are detected and passed
+over, SIGTERM checkpoints and asks to be requeued, a failing disk leaves the previous state
+intact. Every resumed run must log steps 1..30 once, with the uninterrupted run's values."""
+import errno
+import os
+import shutil
+import signal
+import time
+
+import pytest
+
+import run_mindformer
+from mindclip.errors import REQUEUE_EXIT_STATUS
+from mindclip.training.logger import read_metrics
+from test_training_runs import RESUME_ARGS, _run_cli
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    """The uninterrupted 30-step run (a checkpoint every 4 steps, the last 3 kept)."""
+    out = str(tmp_path_factory.mktemp("reference") / "run")
+    proc = _run_cli(RESUME_ARGS + ["--output_dir", out])
+    assert proc.wait(timeout=600) == 0, proc.stdout.read().decode()[-3000:]
+    records = read_metrics(os.path.join(out, "metrics.jsonl"), "train")
+    assert [r["step"] for r in records] == list(range(1, 31))
+    return out, records
+
+
+def assert_log_equals(out, reference):
+    records = read_metrics(os.path.join(out, "metrics.jsonl"), "train")
+    assert [r["step"] for r in records] == list(range(1, 31))
+    for mine, ref in zip(records, reference):
+        assert abs(mine["loss"] - ref["loss"]) <= 1e-6, (mine["step"], mine["loss"], ref["loss"])
+
+
+def _resume(out):
+    proc = _run_cli(RESUME_ARGS + ["--output_dir", out, "--resume"])
+    output = proc.communicate(timeout=600)[0].decode()
+    return proc.returncode, output
+
+
+def test_damaged_checkpoints_are_skipped_and_resume_is_exact(reference_run, tmp_path):
+    """The newest checkpoint truncated (a crash mid-copy), the one before it with one flipped
+    byte inside a tensor (it still parses): resume takes the one before those two."""
+    ref_dir, reference = reference_run
+    out = str(tmp_path / "run")
+    shutil.copytree(ref_dir, out)
+    ckpts = os.path.join(out, "checkpoints")
+    assert sorted(f for f in os.listdir(ckpts) if f.startswith("step_")) == [
+        "step_00000024.ckpt", "step_00000028.ckpt", "step_00000030.ckpt"]
+    newest = os.path.join(ckpts, "step_00000030.ckpt")
+    with open(newest, "r+b") as f:
+        f.truncate(os.path.getsize(newest) // 2)
+    flipped = os.path.join(ckpts, "step_00000028.ckpt")
+    data = bytearray(open(flipped, "rb").read())
+    data[len(data) // 2] ^= 0x04
+    open(flipped, "wb").write(bytes(data))
+
+    code, output = _resume(out)
+    assert code == 0, output[-3000:]
+    assert "skipped step_00000030.ckpt: cannot read MindSpore checkpoint" in output
+    assert "skipped step_00000028.ckpt:" in output and "do not match the checksum" in output
+    assert "resumed from step 24" in output
+    assert_log_equals(out, reference)
+
+
+def test_no_intact_checkpoint_is_an_error_naming_the_files(reference_run, tmp_path):
+    ref_dir, _ = reference_run
+    out = str(tmp_path / "run")
+    shutil.copytree(ref_dir, out)
+    ckpts = os.path.join(out, "checkpoints")
+    for name in os.listdir(ckpts):
+        if name.startswith("step_"):
+            with open(os.path.join(ckpts, name), "r+b") as f:
+                f.truncate(100)
+    code, output = _resume(out)
+    assert code == 2
+    line = [x for x in output.splitlines() if x.startswith("error:")]
+    assert len(line) == 1 and "no intact checkpoint" in line[0]
+    for step in (24, 28, 30):
+        assert f"step_{step:08d}.ckpt" in line[0]
+
+
+def test_sigterm_checkpoints_exits_for_requeue_and_resumes_exactly(reference_run, tmp_path):
+    _, reference = reference_run
+    out = str(tmp_path / "run")
+    proc = _run_cli(RESUME_ARGS + ["--output_dir", out])
+    metrics = os.path.join(out, "metrics.jsonl")
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        if os.path.isfile(metrics) and len(read_metrics(metrics, "train")) >= 6:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    output = proc.communicate(timeout=600)[0].decode()
+    assert proc.returncode == REQUEUE_EXIT_STATUS, output[-3000:]
+    stopped = int(output.split("stopped by SIGTERM at step ")[1].split(";")[0])
+    assert 6 <= stopped < 30
+    assert f"stopped by SIGTERM at step {stopped}; resume with --resume" in output
+    with open(os.path.join(out, "checkpoints", "latest")) as f:
+        assert f.read().strip() == f"step_{stopped:08d}.ckpt"
+    assert [r["step"] for r in read_metrics(metrics, "train")] == list(range(1, stopped + 1))
+
+    code, output = _resume(out)
+    assert code == 0, output[-3000:]
+    assert f"resumed from step {stopped}" in output
+    assert_log_equals(out, reference)
+
+
+def test_full_disk_on_save_keeps_the_previous_state(tmp_path, monkeypatch, capsys):
+    """ENOSPC while writing the step-8 checkpoint: one error line naming the path and the free
+    space; step 4's checkpoint, ``latest`` and nothing half-written remain."""
+    import mindclip.training.checkpoint as checkpoint
+
+    real_write = checkpoint.write_ckpt
+
+    def failing_write(path, *args, **kwargs):
+        if path.endswith("step_00000008.ckpt"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+        return real_write(path, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "write_ckpt", failing_write)
+    out = str(tmp_path / "run")
+    assert run_mindformer.main(RESUME_ARGS + ["--output_dir", out]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: cannot write ")
+    assert "step_00000008.ckpt: No space left on device" in err[0] and "GB free on" in err[0]
+    ckpts = os.path.join(out, "checkpoints")
+    assert sorted(os.listdir(ckpts)) == ["latest", "step_00000004.ckpt"]
+    with open(os.path.join(ckpts, "latest")) as f:
+        assert f.read().strip() == "step_00000004.ckpt"
+    assert not os.path.exists(os.path.join(out, "mindclip_model.safetensors"))
