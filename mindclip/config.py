@@ -37,6 +37,9 @@ _DATASET = {
                 "hflip": 0.0},
     # DeCLIP's text view: eda (synonym replacement / swap / deletion) | swap_delete
     "caption_augment": "eda",
+    # records (caption-file lines, shards) that fail to read and, in training, images that
+    # fail to decode are skipped, counted and named; beyond this fraction the run stops instead
+    "max_skip_fraction": 0.05,
 }
 
 DEFAULTS: Dict[str, Any] = {

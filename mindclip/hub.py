@@ -267,6 +267,6 @@ def resolve(model_name: Optional[str], pretrained: Any) -> Optional[str]:
     return None
 
 
-store.register_source(resolve)
-store.register_tokenizer_source(fetch_tokenizer_files)
-store.register_config_source(fetch_hf_config)
+store.WEIGHT_SOURCES.register(resolve)
+store.TOKENIZER_SOURCES.register(fetch_tokenizer_files)
+store.CONFIG_SOURCES.register(fetch_hf_config)

@@ -229,8 +229,8 @@ class ContrastiveObjective(Objective):
 
     def features(self, images, *text):
         # ``text``: the family's text columns (CLIP: token ids; BERT-style: ids + mask)
-        image_features = l2_normalize(self.model.encode_image(images)).astype(ms.float32)
-        text_features = l2_normalize(self.model.encode_text(*text)).astype(ms.float32)
+        image_features = l2_normalize(self.model.image_features(images)).astype(ms.float32)
+        text_features = l2_normalize(self.model.text_features(*text)).astype(ms.float32)
         return image_features, text_features
 
     def loss(self, image_features, text_features):

@@ -46,8 +46,8 @@ class AlignObjective(Objective):
                                      name="objective.text_center", requires_grad=False)
 
     def features(self, images, texts):
-        return (mindclip.models.l2_normalize(self.model.encode_image(images)),
-                mindclip.models.l2_normalize(self.model.encode_text(texts)))
+        return (mindclip.models.l2_normalize(self.model.image_features(images)),
+                mindclip.models.l2_normalize(self.model.text_features(texts)))
 
     def loss(self, image_features, text_features):
         contrastive = self.clip_loss(image_features, text_features, ops.exp(self.model.logit_scale))

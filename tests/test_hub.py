@@ -216,3 +216,24 @@ def test_tag_preprocessing_equals_open_clips(resize_mode, interpolation):
     for shape in ((40, 61, 3), (75, 33, 3), (32, 32, 3)):
         img = Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8))
         np.testing.assert_allclose(ours(img), theirs(img).numpy(), atol=1e-5, err_msg=str(shape))
+
+
+def test_damaged_store_entry_is_fetched_again(offline_hub, tmp_path, monkeypatch, tiny):
+    monkeypatch.setattr(hub, "_table", lambda: TINY_TAGS)
+    put_in_hf_cache(offline_hub, "test-org/tiny-clip", {"open_clip_model.safetensors": weights_bytes(tiny, tmp_path)})
+    images, tokens = reference_inputs(32)
+    mindclip.create_model("ViT-Tiny-8", pretrained="tinytag")
+    stored = os.path.join(store_root(), "ViT-Tiny-8.tinytag", "mindclip_model.safetensors")
+    data = bytearray(open(stored, "rb").read())
+    data[-100] ^= 0x01  # one bit of one weight
+    open(stored, "wb").write(bytes(data))
+    with pytest.warns(UserWarning, match="do not match the checksum.*fetching it again"):
+        model = mindclip.create_model("ViT-Tiny-8", pretrained="tinytag")
+    assert_close(features(model, images, tokens), reference(tiny, images, tokens))
+    # damaged again, and the Hugging Face cache gone: an error that says how to get them back
+    data = bytearray(open(stored, "rb").read())
+    data[-100] ^= 0x01
+    open(stored, "wb").write(bytes(data))
+    shutil.rmtree(offline_hub)
+    with pytest.warns(UserWarning), pytest.raises(hub.WeightsUnavailable, match="--install ViT-Tiny-8.tinytag"):
+        mindclip.create_model("ViT-Tiny-8", pretrained="tinytag")

@@ -28,11 +28,11 @@ def export_encoders(model, output_dir: str, name: str = "clip"):
             self.inner = inner
 
         def construct(self, images):
-            return self.inner.encode_image(images)
+            return self.inner.image_features(images)
 
     class TextEncoder(ImageEncoder):
         def construct(self, *text):
-            return self.inner.encode_text(*text)
+            return self.inner.text_features(*text)
 
     os.makedirs(output_dir, exist_ok=True)
     model.set_train(False)

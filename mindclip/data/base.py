@@ -25,11 +25,11 @@ def require_path(path: str, what: str, layout: str) -> str:
     return path
 
 
-def json_lines(path: str, layout: str, parse: Callable[[dict], Any]) -> List[Any]:
-    """``parse(record)`` of every non-blank line of a JSON-lines file; a line that is not
-    JSON or that ``parse`` cannot read (missing key, wrong type) is an error naming
-    ``file:line`` and the expected ``layout``."""
-    out = []
+def json_lines(path: str, layout: str, parse: Callable[[dict], Any]) -> Tuple[List[Any], List[str]]:
+    """``(parsed, invalid)``: ``parse(record)`` of every non-blank line of a JSON-lines file,
+    and ``file:line`` of each line that is not JSON or that ``parse`` cannot read (missing key,
+    wrong type), which is skipped (the dataset's ``max_skip_fraction`` bounds how many)."""
+    out, invalid = [], []
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
@@ -37,8 +37,19 @@ def json_lines(path: str, layout: str, parse: Callable[[dict], Any]) -> List[Any
             try:
                 out.append(parse(json.loads(line)))
             except (ValueError, KeyError, TypeError, AttributeError):
-                raise ValueError(f"{path}:{n}: expected {layout}") from None
-    return out
+                invalid.append(f"{path}:{n}: expected {layout}")
+    return out, invalid
+
+
+def check_skip_fraction(source: Any, max_fraction: float) -> None:
+    """Refuse a dataset whose records failed to read (``source.invalid``) beyond
+    ``max_fraction`` of all of them, naming the first ones."""
+    invalid = getattr(source, "invalid", None) or []
+    total = getattr(source, "record_count", len(source)) + len(invalid)
+    if total and len(invalid) / total > max_fraction:
+        raise ValueError(f"{getattr(source, 'name', 'dataset')}: {len(invalid)} of {total} records "
+                         f"cannot be read (more than max_skip_fraction {max_fraction}); first: "
+                         + "; ".join(invalid[:3]))
 
 
 @dataclass
@@ -48,6 +59,7 @@ class ImageTextSource:
     images: List[ImageRef]
     captions: List[List[str]]
     name: str = "image-text"
+    invalid: List[str] = field(default_factory=list)  # records skipped when read, named
 
     def __post_init__(self):
         if len(self.images) != len(self.captions):
@@ -62,7 +74,7 @@ class ImageTextSource:
     def subset(self, n: Optional[int]) -> "ImageTextSource":
         if n is None or n >= len(self):
             return self
-        return ImageTextSource(self.images[:n], self.captions[:n], self.name)
+        return ImageTextSource(self.images[:n], self.captions[:n], self.name, self.invalid)
 
 
 @dataclass
@@ -73,6 +85,7 @@ class LabeledImageSource:
     labels: List[int]
     class_names: List[str]
     name: str = "classification"
+    invalid: List[str] = field(default_factory=list)  # records skipped when read, named
 
     def __len__(self) -> int:
         return len(self.images)
@@ -80,7 +93,8 @@ class LabeledImageSource:
     def subset(self, n: Optional[int]) -> "LabeledImageSource":
         if n is None or n >= len(self):
             return self
-        return LabeledImageSource(self.images[:n], self.labels[:n], self.class_names, self.name)
+        return LabeledImageSource(self.images[:n], self.labels[:n], self.class_names, self.name,
+                                  self.invalid)
 
 
 @dataclass
@@ -97,6 +111,12 @@ class StreamingImageTextSource:
     resampled: bool = False
     name: str = "webdataset"
     errors: List[str] = field(default_factory=list)
+    invalid: List[str] = field(default_factory=list)  # shards missing when read, named
 
     def __len__(self) -> int:
         return self.num_samples
+
+    @property
+    def record_count(self) -> int:
+        """What ``invalid`` counts against: shards."""
+        return len(self.shards)

@@ -28,9 +28,10 @@ def _group(pairs) -> "OrderedDict[str, List[str]]":
     return grouped
 
 
-def _source(grouped: Dict[str, List[str]], root: str, name: str) -> ImageTextSource:
+def _source(grouped: Dict[str, List[str]], root: str, name: str,
+            invalid: Optional[List[str]] = None) -> ImageTextSource:
     images = [p if os.path.isabs(p) else os.path.join(root, p) for p in grouped]
-    return ImageTextSource(images, list(grouped.values()), name)
+    return ImageTextSource(images, list(grouped.values()), name, invalid or [])
 
 
 @register("dataset", "flickr8k")
@@ -114,9 +115,9 @@ def read_jsonl_columns(path: str, csv_img_key: str = "image_path", csv_caption_k
     the same ``csv_img_key`` / ``csv_caption_key`` keys as CSV). Rows of one image are grouped."""
     layout = f'{{"{csv_img_key}": "x.jpg", "{csv_caption_key}": "..."}} per line'
     require_path(path, "JSON-lines caption file", layout)
-    pairs = json_lines(path, layout, lambda item: (item[csv_img_key], item[csv_caption_key]))
+    pairs, invalid = json_lines(path, layout, lambda item: (item[csv_img_key], item[csv_caption_key]))
     return _source(_group(pairs), image_root or os.path.dirname(os.path.abspath(path)),
-                   os.path.basename(path))
+                   os.path.basename(path), invalid)
 
 
 @register("dataset", "coco")

@@ -123,7 +123,7 @@ def read_imagenet_meta(path: str, image_root: Optional[str] = None,
     layout = '{"filename": "ILSVRC2012_val_00000001.JPEG", "label": 65, "label_name": "sea snake"} per line'
     require_path(path, "ImageNet meta file", layout)
     root = image_root or os.path.dirname(os.path.abspath(path))
-    rows = json_lines(path, layout, lambda item: (
+    rows, invalid = json_lines(path, layout, lambda item: (
         os.path.join(root, item["filename"].lstrip("/")), int(item["label"]), item.get("label_name")))
     images, labels = [r[0] for r in rows], [r[1] for r in rows]
     names = {}
@@ -140,7 +140,7 @@ def read_imagenet_meta(path: str, image_root: Optional[str] = None,
     # their length against the labels; the meta file's names stand in until then.
     own = [names.get(i, str(i)) for i in range(count)]
     chosen = list(class_names) if isinstance(class_names, (list, tuple)) else own
-    return LabeledImageSource(images, labels, chosen, os.path.basename(path))
+    return LabeledImageSource(images, labels, chosen, os.path.basename(path), invalid)
 
 
 def list_image_files(folder: str) -> List[str]:

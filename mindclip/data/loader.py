@@ -24,7 +24,7 @@ from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .base import (ImageTextSource, LabeledImageSource, StreamingImageTextSource,
+from .base import (ImageTextSource, check_skip_fraction, LabeledImageSource, StreamingImageTextSource,
                    read_image_bytes)
 from .batch import SampleBuilder
 from .transforms import OPENAI_MEAN, OPENAI_STD, Augment, apply_color, apply_crop, augment_draws
@@ -437,9 +437,10 @@ def build_source(dataset_cfg: dict) -> Source:
     reader = get("dataset", kind)
     args = {k: v for k, v in dataset_cfg.items()
             if k not in ("type", "num_workers", "shuffle", "augment", "num_samples", "templates",
-                         "caption_augment", "resize_size")
+                         "caption_augment", "resize_size", "max_skip_fraction")
             and v is not None}
     source = reader(**args)
+    check_skip_fraction(source, float(dataset_cfg.get("max_skip_fraction", 0.05)))
     if dataset_cfg.get("num_samples") and hasattr(source, "subset"):
         source = source.subset(int(dataset_cfg["num_samples"]))
     return source

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, Tuple, Union
 
@@ -19,16 +20,27 @@ from ..normalization import OPENAI_MEAN, OPENAI_STD
 
 
 def to_pil(image: Union[str, Image.Image, np.ndarray]) -> Image.Image:
-    """Open a path, or wrap an HWC/HW uint8 array, as a PIL image."""
+    """Open a path, or wrap an HWC/HW uint8 array, as a PIL image; anything else, or a file
+    that is not a readable image, is an error naming it."""
     if isinstance(image, Image.Image):
         return image
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8:
             raise ValueError(f"numpy images must be uint8 HWC or HW, got {image.dtype}")
+        if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] not in (1, 3, 4)):
+            raise ValueError(f"numpy images must be HWC (1, 3 or 4 channels) or HW, got shape {image.shape}")
         return Image.fromarray(image)
-    with Image.open(image) as img:
-        img.load()
-        return img
+    if not isinstance(image, (str, os.PathLike)):
+        raise TypeError(f"an image is a file path, a PIL image or a uint8 numpy array, not a "
+                        f"{type(image).__name__}")
+    if not os.path.isfile(image):
+        raise FileNotFoundError(f"image file not found: {image}")
+    try:
+        with Image.open(image) as img:
+            img.load()
+            return img
+    except (OSError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"cannot read image {image}: {exc}") from None
 
 
 INTERPOLATIONS = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}

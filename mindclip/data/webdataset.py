@@ -76,9 +76,12 @@ def read_webdataset(path: str, train_num_samples: Optional[int] = None, resample
     training, as tar shards carry no count: open_clip's rule)."""
     shards = expand_pattern(path)
     missing = [s for s in shards if not os.path.isfile(s)]
-    if not shards or missing:
+    present = [s for s in shards if os.path.isfile(s)]
+    if not present:
         raise FileNotFoundError(f"WebDataset shards not found: {missing[:3] or path}. Expected "
                                 "tar files like /data/{00000..00099}.tar holding KEY.jpg + KEY.txt")
     if train_num_samples is None:
-        train_num_samples = sum(1 for _ in iterate_shards(shards))
-    return StreamingImageTextSource(shards, iterate_shards, int(train_num_samples), resampled)
+        train_num_samples = sum(1 for _ in iterate_shards(present))
+    # a missing shard is skipped and named; the dataset's max_skip_fraction bounds how many
+    return StreamingImageTextSource(present, iterate_shards, int(train_num_samples), resampled,
+                                    invalid=[f"{s}: shard not found" for s in missing])

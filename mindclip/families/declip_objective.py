@@ -136,12 +136,12 @@ class DeCLIPObjective(Objective):
 
     def construct(self, view1, view2, tokens, mlm_positions, mlm_targets, tokens_aug):
         model = self.model
-        f1 = model.encode_image(view1).astype(ms.float32)
-        f2 = model.encode_image(view2).astype(ms.float32)
+        f1 = model.image_features(view1).astype(ms.float32)
+        f2 = model.image_features(view2).astype(ms.float32)
         z1, p1 = model.simsiam(f1)
         z2, p2 = model.simsiam(f2)
         text, token_features = model.encode_text_tokens(tokens)
-        text_aug = model.encode_text(tokens_aug).astype(ms.float32)
+        text_aug = model.text_features(tokens_aug).astype(ms.float32)
 
         i1, i2 = _unit(f1, 0.0), _unit(f2, 0.0)
         t, ta = _unit(text.astype(ms.float32), 1e-10), _unit(text_aug, 1e-10)

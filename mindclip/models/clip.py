@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import math
-from typing import List, Tuple
+from typing import Any, List, Tuple
 
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
 from ..normalization import OPENAI_MEAN, OPENAI_STD
 from .config import CLIPConfig
+from .compiled import PublicCallsMixin
+from .inputs import check_token_ids
 from .layers import TrainModeMixin
 from .pretrained import PretrainedModelMixin
 from .towers import build_text_tower, build_vision_tower
@@ -24,11 +26,12 @@ def l2_normalize(x: Tensor) -> Tensor:
     return (x.astype(ms.float32) / ops.clamp(norm, min=1e-12)).astype(x.dtype)
 
 
-class CLIPModel(PretrainedModelMixin, TrainModeMixin, nn.Cell):
+class CLIPModel(PublicCallsMixin, PretrainedModelMixin, TrainModeMixin, nn.Cell):
     """CLIP as a MindSpore Cell.
 
-    ``construct(image, text)`` returns L2-normalised image and text features and
-    ``exp(logit_scale)``; ``encode_image``/``encode_text`` run one tower.
+    ``model(image, text)`` returns L2-normalised image and text features and
+    ``exp(logit_scale)``; ``encode_image``/``encode_text`` run one tower. These public calls
+    check their inputs and run compiled in both modes (:mod:`.compiled`).
     """
 
     family = "clip"
@@ -57,15 +60,20 @@ class CLIPModel(PretrainedModelMixin, TrainModeMixin, nn.Cell):
     def context_length(self) -> int:
         return self.config.text_cfg.context_length
 
-    def encode_image(self, image: Tensor, normalize: bool = False) -> Tensor:
-        """Image features ``(B, embed_dim)``; unit length when ``normalize``."""
+    def image_features(self, image: Tensor, normalize: bool = False) -> Tensor:
+        """Graph-level ``encode_image`` (what the train step and objectives trace)."""
         features = self.visual(image)
         return l2_normalize(features) if normalize else features
 
-    def encode_text(self, text: Tensor, normalize: bool = False) -> Tensor:
-        """Text features ``(B, embed_dim)`` from token ids ``(B, L)``."""
+    def text_features(self, text: Tensor, normalize: bool = False) -> Tensor:
+        """Graph-level ``encode_text``: features ``(B, embed_dim)`` from token ids ``(B, L)``."""
         features = self.text(text)
         return l2_normalize(features) if normalize else features
+
+    def check_text(self, text: Any, *rest: Any) -> None:
+        if rest:
+            raise TypeError(f"a {type(self).__name__} takes one text input (token ids), got {1 + len(rest)}")
+        check_token_ids(text, self.text.vocab_size, self.context_length)
 
     def construct(self, image, text) -> Tuple[Tensor, Tensor, Tensor]:
         image_features = l2_normalize(self.visual(image))

@@ -20,6 +20,8 @@ from ..normalization import OPENAI_MEAN, OPENAI_STD
 from .bert import BertConfig, BertModel
 from .clip import freeze_groups, l2_normalize
 from .config import CLIPVisionCfg
+from .compiled import PublicCallsMixin
+from .inputs import check_same_shape, check_token_ids
 from .layers import TrainModeMixin
 from .pretrained import PretrainedConfigMixin, PretrainedModelMixin
 from .vision import VisionTransformer
@@ -61,7 +63,7 @@ class DualEncoderConfig(PretrainedConfigMixin):
         return dataclasses.asdict(self)
 
 
-class DualEncoderModel(PretrainedModelMixin, TrainModeMixin, nn.Cell):
+class DualEncoderModel(PublicCallsMixin, PretrainedModelMixin, TrainModeMixin, nn.Cell):
     """``construct(images, input_ids, attention_mask)`` -> normalised image and text
     features and ``exp(logit_scale)``, as :class:`~mindclip.models.clip.CLIPModel`."""
 
@@ -96,17 +98,25 @@ class DualEncoderModel(PretrainedModelMixin, TrainModeMixin, nn.Cell):
     def context_length(self) -> int:
         return self.config.max_seq_length
 
-    def encode_image(self, image: Tensor, normalize: bool = False) -> Tensor:
+    def image_features(self, image: Tensor, normalize: bool = False) -> Tensor:
+        """Graph-level ``encode_image``."""
         features = self.visual(image)
         return l2_normalize(features) if normalize else features
 
-    def encode_text(self, input_ids: Tensor, attention_mask: Tensor, normalize: bool = False) -> Tensor:
+    def text_features(self, input_ids: Tensor, attention_mask: Tensor, normalize: bool = False) -> Tensor:
+        """Graph-level ``encode_text``: ``get_text_features`` of ids and their mask."""
         features = self.text_projection(self.text(input_ids, attention_mask))
         return l2_normalize(features) if normalize else features
 
+    def check_text(self, input_ids: Any, attention_mask: Any = None) -> None:
+        if attention_mask is None:
+            raise TypeError("a dual encoder takes input_ids and attention_mask (what its tokenizer returns)")
+        check_token_ids(input_ids, self.config.text_cfg.vocab_size, self.context_length, "input_ids")
+        check_same_shape(input_ids, attention_mask, "input_ids", "attention_mask")
+
     def construct(self, images, input_ids, attention_mask):
-        return (l2_normalize(self.encode_image(images)),
-                l2_normalize(self.encode_text(input_ids, attention_mask)), ops.exp(self.logit_scale))
+        return (l2_normalize(self.image_features(images)),
+                l2_normalize(self.text_features(input_ids, attention_mask)), ops.exp(self.logit_scale))
 
     def lock_image_tower(self, unlocked_groups: int = 0) -> None:
         """run_clip.py's ``freeze_vision_model``: every vision-model parameter is frozen

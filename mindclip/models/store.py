@@ -19,60 +19,52 @@ OPENAI_FILES = {"ViT-B-32-quickgelu": "ViT-B-32.pt", "ViT-B-16-quickgelu": "ViT-
                 "RN50x4-quickgelu": "RN50x4.pt"}
 
 
-# Where names the store does not hold may be fetched from: callables
-# ``(model_name, pretrained) -> store folder | None`` (None: not a name they serve), registered
-# by the front-door floor (mindclip.hub), which the model layer must not import.
-_SOURCES: List[Callable[[Optional[str], Any], Optional[str]]] = []
+class Sources:
+    """Where what the store does not hold may come from: callables tried in registration order,
+    the first answer that is not None wins. The front-door floor (:mod:`mindclip.hub`)
+    registers them; the model layer must not import the Hub itself."""
+
+    def __init__(self) -> None:
+        self._sources: List[Callable[..., Any]] = []
+
+    def register(self, source: Callable[..., Any]) -> None:
+        if source not in self._sources:
+            self._sources.append(source)
+
+    def first(self, *args: Any) -> Any:
+        for source in self._sources:
+            found = source(*args)
+            if found:
+                return found
+        return None
 
 
-def register_source(source: Callable[[Optional[str], Any], Optional[str]]) -> None:
-    if source not in _SOURCES:
-        _SOURCES.append(source)
+# (model_name, pretrained) -> store folder | None: weights by name (open_clip tags, hf-hub:, ...)
+WEIGHT_SOURCES = Sources()
+# Hugging Face tokenizer name -> folder with its files | None
+TOKENIZER_SOURCES = Sources()
+# Hugging Face model name -> its config.json as a dict | None
+CONFIG_SOURCES = Sources()
 
 
 def fetch(model_name: Optional[str], pretrained: Any) -> Optional[str]:
     """The store folder a registered source installs for ``(model_name, pretrained)``, or
     None when no source serves that name."""
-    for source in _SOURCES:
-        folder = source(model_name, pretrained)
-        if folder:
-            return folder
-    return None
-
-
-_TOKENIZER_SOURCES: List[Callable[[str], Optional[str]]] = []
-
-
-def register_tokenizer_source(source: Callable[[str], Optional[str]]) -> None:
-    if source not in _TOKENIZER_SOURCES:
-        _TOKENIZER_SOURCES.append(source)
+    return WEIGHT_SOURCES.first(model_name, pretrained)
 
 
 def fetch_tokenizer(name: str) -> Optional[str]:
     """A folder with the files of the Hugging Face tokenizer ``name`` (``bert-base-uncased``)
     from a registered source (the Hugging Face cache or Hub), or None."""
-    for source in _TOKENIZER_SOURCES:
-        folder = source(name)
-        if folder:
-            return folder
-    return None
-
-
-_CONFIG_SOURCES: List[Callable[[str], Optional[dict]]] = []
-
-
-def register_config_source(source: Callable[[str], Optional[dict]]) -> None:
-    if source not in _CONFIG_SOURCES:
-        _CONFIG_SOURCES.append(source)
+    return TOKENIZER_SOURCES.first(name)
 
 
 def fetch_hf_config(name: str) -> dict:
     """The ``config.json`` of the Hugging Face model ``name`` (a folder, or a repository in
     the Hugging Face cache or on the Hub) from a registered source; an error when none has it."""
-    for source in _CONFIG_SOURCES:
-        config = source(name)
-        if config:
-            return config
+    config = CONFIG_SOURCES.first(name)
+    if config:
+        return config
     raise FileNotFoundError(
         f"the architecture of the Hugging Face text model {name!r} (its config.json) is not "
         "recorded in this model's config and was found neither in a folder of that name nor "

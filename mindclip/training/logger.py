@@ -29,7 +29,9 @@ class MetricsLogger:
         self.bar = None
         if enabled:
             os.makedirs(output_dir, exist_ok=True)
-            if progress_bar:
+            # a bar only on a terminal: in a log file (msrun's worker logs, a batch job) its
+            # carriage returns make one multi-megabyte line; log lines say the same there
+            if progress_bar and sys.stderr.isatty():
                 from tqdm import tqdm
 
                 self.bar = tqdm(total=total_steps, desc="train", unit="step", file=sys.stderr,
@@ -114,6 +116,8 @@ class MetricsLogger:
 def _redone(record: Dict, step: int, epoch: int) -> bool:
     """Whether a run resuming at ``step`` (``epoch`` epochs complete) writes ``record`` again."""
     kind = record.get("type")
+    if kind == "dataset":  # written again at the start of every run
+        return True
     if kind == "train":
         return record["step"] > step
     if kind == "epoch":

@@ -128,6 +128,16 @@ class TrainingRunner:
                                  f"this run has {mine}; the data order would differ")
         return state["epoch"], state["batch_in_epoch"], state["global_step"], skipped
 
+    def _check_skips(self, epoch: int, skipped: int, batches: int, names) -> None:
+        """Stop when more than ``train_dataset.max_skip_fraction`` of an epoch's images could
+        not be read, rather than train on what is left."""
+        bound = float(self.cfg["train_dataset"]["max_skip_fraction"])
+        read = skipped + batches * self.batch_size
+        if read and skipped / read > bound:
+            raise ValueError(f"epoch {epoch}: {skipped} of {read} training images could not be read "
+                             f"(more than train_dataset.max_skip_fraction {bound}): "
+                             + ", ".join(list(names)[:5]))
+
     def _check_finite(self, loss: float, step: int, scaling: Dict) -> None:
         """A non-finite loss ends the run, except under a dynamic loss scale still above 1:
         that step was skipped and the scale shrank (AMP's rule); only when it is down to 1
@@ -152,6 +162,12 @@ class TrainingRunner:
                                log_interval=int(run["log_interval"]))
         for note in notes:
             logger.info(note)
+        invalid = getattr(self.source, "invalid", None) or []
+        if invalid:  # caption-file lines or shards that could not be read: named once per run
+            logger.write({"type": "dataset", "invalid_records": len(invalid), "invalid": invalid})
+            logger.info(f"skipped {len(invalid)} unreadable record(s) of the training data: "
+                        + "; ".join(invalid[:MAX_NAMES_LOGGED])
+                        + (" (all in metrics.jsonl)" if len(invalid) > MAX_NAMES_LOGGED else ""))
         purged = logger.purge_after(global_step, epoch) if self.cfg.get("resume") else 0
         if global_step or purged:
             logger.info(f"resumed from step {global_step} (epoch {epoch}, batch {batch_in_epoch})"
@@ -209,6 +225,7 @@ class TrainingRunner:
                                 + (f" (+{len(names) - MAX_NAMES_LOGGED} more in metrics.jsonl)"
                                    if len(names) > MAX_NAMES_LOGGED else "")
                                 + (f"; {unnamed} failed to decode" if unnamed > 0 else ""))
+                self._check_skips(epoch, skipped, batch_in_epoch, names)
                 if epoch_done:
                     logger.write({"type": "epoch", "epoch": epoch, "skipped_images": skipped,
                                   "unreadable": names})
