@@ -130,3 +130,68 @@ def test_full_disk_on_save_keeps_the_previous_state(tmp_path, monkeypatch, capsy
     with open(os.path.join(ckpts, "latest")) as f:
         assert f.read().strip() == "step_00000004.ckpt"
     assert not os.path.exists(os.path.join(out, "mindclip_model.safetensors"))
+
+
+def _caption_files(root, n=24, broken_lines=(), missing_images=()):
+    """``n`` PNGs with JSON-lines captions (run_clip.py's layout); some lines broken, some
+    rows pointing at images that do not exist."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    lines = []
+    for i in range(n):
+        name = f"img{i}.png"
+        if i not in missing_images:
+            Image.fromarray(np.full((40, 40, 3), i * 9 % 255, np.uint8)).save(root / name)
+        lines.append("{not json" if i in broken_lines else json.dumps({"image_path": name, "caption": f"number {i}"}))
+    (root / "train.json").write_text("\n".join(lines) + "\n")
+    return str(root / "train.json")
+
+
+def _trainer(out, path, **dataset):
+    from mindclip.config import load_config
+    from mindclip.trainer import Trainer
+
+    cfg = load_config(None, {"output_dir": str(out), "model.name": "ViT-Tiny-8",
+                             "train_dataset.type": "jsonl", "train_dataset.path": path,
+                             "train_dataset.num_workers": 1, "runner.batch_size": 4,
+                             "runner.progress_bar": False,
+                             **{f"train_dataset.{k}": v for k, v in dataset.items()}})
+    return Trainer(config=cfg)
+
+
+def test_caption_lines_that_do_not_parse_are_named_counted_and_skipped(tmp_path):
+    path = _caption_files(tmp_path, n=24, broken_lines=(5,))
+    out = tmp_path / "run"
+    summary = _trainer(out, path, max_skip_fraction=0.05).train()
+    assert summary["global_step"] == 23 // 4
+    records = read_metrics(str(out / "metrics.jsonl"), "dataset")
+    assert records == [{"type": "dataset", "invalid_records": 1,
+                        "invalid": [f"{path}:6: expected {{\"image_path\": \"x.jpg\", \"caption\": \"...\"}} per line"]}]
+    with pytest.raises(ValueError, match=r"1 of 24 records cannot be read \(more than max_skip_fraction 0.01\)"):
+        _trainer(tmp_path / "strict", path, max_skip_fraction=0.01).train()
+
+
+def test_unreadable_images_beyond_the_bound_stop_the_run(tmp_path):
+    path = _caption_files(tmp_path, n=24, missing_images=(1, 2, 3, 4))
+    with pytest.raises(ValueError, match=r"epoch 0: 4 of 24 training images could not be read "
+                                         r"\(more than train_dataset.max_skip_fraction 0.05\): .*img1.png"):
+        _trainer(tmp_path / "run", path).train()
+    summary = _trainer(tmp_path / "lenient", path, max_skip_fraction=0.2).train()
+    assert summary["skipped_images"] == 4 and summary["global_step"] == 5
+
+
+def test_missing_webdataset_shard_is_named_and_skipped(tmp_path):
+    from test_data import write_shards
+
+    from mindclip.data.loader import build_source
+
+    pattern = write_shards(tmp_path)  # shards 00000..00002
+    wider = pattern.replace("00002", "00003")
+    with pytest.raises(ValueError, match=r"1 of 4 records cannot be read .*shard-00003.tar: shard not found"):
+        build_source({"type": "webdataset", "path": wider, "train_num_samples": 12})
+    src = build_source({"type": "webdataset", "path": wider, "train_num_samples": 12,
+                        "max_skip_fraction": 0.5})
+    assert len(src.shards) == 3 and src.invalid == [f"{tmp_path}/shard-00003.tar: shard not found"]
