@@ -12,13 +12,10 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from .config import CLIPVisionCfg
+from .conv import Conv2d, choose_paths
 from .layers import dense, normal_param
 
 
-def _conv(cin: int, cout: int, kernel: int, stride: int = 1) -> nn.Conv2d:
-    pad = kernel // 2
-    return nn.Conv2d(cin, cout, kernel, stride=stride, padding=pad,
-                     pad_mode="pad" if pad else "valid", has_bias=False)
 
 
 def _bn(channels: int) -> nn.BatchNorm2d:
@@ -29,14 +26,15 @@ def _bn(channels: int) -> nn.BatchNorm2d:
 class Bottleneck(nn.Cell):
     expansion = 4
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1):
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, input_size: int = 0):
         super().__init__()
-        self.conv1 = _conv(inplanes, planes, 1)
+        self.conv1 = Conv2d(inplanes, planes, 1)
         self.bn1 = _bn(planes)
-        self.conv2 = _conv(planes, planes, 3)
+        # anti-aliased: the 3x3 runs at the input's resolution, the average pool then strides
+        self.conv2 = Conv2d(planes, planes, 3, input_size=input_size)
         self.bn2 = _bn(planes)
         self.avgpool = nn.AvgPool2d(stride, stride) if stride > 1 else nn.Identity()
-        self.conv3 = _conv(planes, planes * self.expansion, 1)
+        self.conv3 = Conv2d(planes, planes * self.expansion, 1)
         self.bn3 = _bn(planes * self.expansion)
         # A zero last-BN scale makes every block start as the identity (open_clip's init).
         self.bn3.gamma.set_data(ops.zeros_like(self.bn3.gamma))
@@ -46,7 +44,7 @@ class Bottleneck(nn.Cell):
             # Keys "-1"/"0"/"1" reproduce the PyTorch parameter names downsample.0/1.*.
             self.downsample = nn.SequentialCell(OrderedDict([
                 ("-1", nn.AvgPool2d(stride, stride) if stride > 1 else nn.Identity()),
-                ("0", _conv(inplanes, planes * self.expansion, 1)),
+                ("0", Conv2d(inplanes, planes * self.expansion, 1)),
                 ("1", _bn(planes * self.expansion)),
             ]))
         else:
@@ -95,25 +93,27 @@ class ModifiedResNet(nn.Cell):
         super().__init__()
         width = cfg.width
         self.image_size = cfg.image_size
-        self.conv1 = _conv(3, width // 2, 3, stride=2)
+        size = cfg.image_size
+        self.conv1 = Conv2d(3, width // 2, 3, stride=2, input_size=size)
         self.bn1 = _bn(width // 2)
-        self.conv2 = _conv(width // 2, width // 2, 3)
+        self.conv2 = Conv2d(width // 2, width // 2, 3, input_size=size // 2)
         self.bn2 = _bn(width // 2)
-        self.conv3 = _conv(width // 2, width, 3)
+        self.conv3 = Conv2d(width // 2, width, 3, input_size=size // 2)
         self.bn3 = _bn(width)
         self.avgpool = nn.AvgPool2d(2, 2)
         self.relu = nn.ReLU()
         self._inplanes = width
-        self.layer1 = self._make_layer(width, cfg.layers[0])
-        self.layer2 = self._make_layer(width * 2, cfg.layers[1], stride=2)
-        self.layer3 = self._make_layer(width * 4, cfg.layers[2], stride=2)
-        self.layer4 = self._make_layer(width * 8, cfg.layers[3], stride=2)
+        self.layer1 = self._make_layer(width, cfg.layers[0], 1, size // 4)
+        self.layer2 = self._make_layer(width * 2, cfg.layers[1], 2, size // 4)
+        self.layer3 = self._make_layer(width * 4, cfg.layers[2], 2, size // 8)
+        self.layer4 = self._make_layer(width * 8, cfg.layers[3], 2, size // 16)
         self.attnpool = AttentionPool2d(cfg.image_size // 32, width * 32, cfg.heads, embed_dim)
+        choose_paths(self)
 
-    def _make_layer(self, planes: int, blocks: int, stride: int = 1) -> nn.SequentialCell:
-        layers = [Bottleneck(self._inplanes, planes, stride)]
+    def _make_layer(self, planes: int, blocks: int, stride: int, input_size: int) -> nn.SequentialCell:
+        layers = [Bottleneck(self._inplanes, planes, stride, input_size)]
         self._inplanes = planes * Bottleneck.expansion
-        layers += [Bottleneck(self._inplanes, planes) for _ in range(1, blocks)]
+        layers += [Bottleneck(self._inplanes, planes, 1, input_size // stride) for _ in range(1, blocks)]
         return nn.SequentialCell(layers)
 
     def construct(self, x):

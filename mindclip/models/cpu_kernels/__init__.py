@@ -114,12 +114,18 @@ def _op(name: str, like: Tuple[int, ...]) -> Optional[Callable]:
 
 @contextlib.contextmanager
 def portable(model: nn.Cell) -> Iterator[nn.Cell]:
-    """Within the block, ``model`` runs MindSpore's own ops instead of the fused kernels."""
+    """Within the block, ``model`` runs MindSpore's own ops instead of the fused kernels and
+    the im2col convolutions (:mod:`mindclip.models.conv`): what an exported MindIR must hold."""
     cells = [cell for _, cell in model.cells_and_names() if getattr(cell, "fused", False)]
+    convs = [cell for _, cell in model.cells_and_names() if getattr(cell, "path", None) == "matmul"]
     for cell in cells:
         cell.fused = False
+    for cell in convs:
+        cell.path = "native"
     try:
         yield model
     finally:
         for cell in cells:
             cell.fused = True
+        for cell in convs:
+            cell.path = "matmul"
