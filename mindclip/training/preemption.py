@@ -38,14 +38,23 @@ class StopSignals:
             raise KeyboardInterrupt
         self.received = signum
 
+    def _all_reduce(self, values):
+        import mindspore as ms
+        from mindspore import ops
+
+        if self._reduce is None:
+            self._reduce = ops.AllReduce()  # MindSpore's CPU AllReduce: float sums only
+        return self._reduce(ms.Tensor(values, ms.float32)).asnumpy()
+
+    def barrier(self) -> None:
+        """Every rank waits here (rank 0's checkpoint is written before any rank exits, so a
+        launcher that ends the job on the first exit cannot cut it short)."""
+        if self.world > 1:
+            self._all_reduce([0.0])
+
     def requested(self) -> Optional[str]:
         """The name of the signal that asks the run to stop after this step (on any rank), or None."""
-        flag = int(self.received or 0)
-        if self.world > 1:
-            import mindspore as ms
-            from mindspore import ops
-
-            if self._reduce is None:
-                self._reduce = ops.AllReduce(op=ops.ReduceOp.MAX)
-            flag = int(self._reduce(ms.Tensor([flag], ms.int32)).asnumpy()[0])
-        return signal.Signals(flag).name if flag else None
+        if self.world == 1:
+            return signal.Signals(self.received).name if self.received else None
+        counts = self._all_reduce([float(self.received == sig) for sig in STOP_SIGNALS])
+        return next((sig.name for sig, n in zip(STOP_SIGNALS, counts) if n > 0), None)

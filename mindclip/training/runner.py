@@ -206,6 +206,7 @@ class TrainingRunner:
                     if stop:  # the step is done: checkpoint it, then let the scheduler requeue
                         if not saved:
                             self._save(epoch, batch_in_epoch, global_step)
+                        signals.barrier()
                         logger.info(f"stopped by {stop} at step {global_step}; resume with --resume")
                         logger.close()
                         raise Preempted(stop, global_step)
