@@ -226,8 +226,10 @@ def test_unreadable_images_counted_exactly_and_named(tmp_path):
     (folder / "captions.json").write_text(json.dumps(rows))
     out = str(tmp_path / "out")
     demo = os.path.join(ROOT, "configs", "demo", "run_clip_tiny_digits.yaml")
+    # 2 of 22 unreadable is above the default max_skip_fraction (0.05), which would stop the run
     assert run_mindformer.main(["--config", demo, "--train_dataset_dir", str(folder / "captions.json"),
-                                "--train_dataset.type", "null", "--runner.batch_size", "4",
+                                "--train_dataset.type", "null", "--train_dataset.max_skip_fraction", "0.1",
+                                "--runner.batch_size", "4",
                                 "--runner.epochs", "3", "--runner.progress_bar", "false",
                                 "--eval_dataset.type", "null", "--eval.retrieval_dataset.type", "null",
                                 "--output_dir", out]) == 0

@@ -12,18 +12,21 @@ import pytest
 import run_mindformer
 from mindclip.errors import REQUEUE_EXIT_STATUS
 from mindclip.training.logger import read_metrics
-from test_training_runs import RESUME_ARGS, _run_cli
+from test_training_runs import RESUME_ARGS, _run_cli, kill_and_resume, uninterrupted_run
 
 
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory):
-    """The uninterrupted 30-step run (a checkpoint every 4 steps, the last 3 kept)."""
+    """The uninterrupted 30-step run (a checkpoint every 4 steps, the last 3 kept), shared."""
     out = str(tmp_path_factory.mktemp("reference") / "run")
-    proc = _run_cli(RESUME_ARGS + ["--output_dir", out])
-    assert proc.wait(timeout=600) == 0, proc.stdout.read().decode()[-3000:]
-    records = read_metrics(os.path.join(out, "metrics.jsonl"), "train")
-    assert [r["step"] for r in records] == list(range(1, 31))
-    return out, records
+    return out, uninterrupted_run(out, RESUME_ARGS)
+
+
+def test_killed_run_resumes_exactly(reference_run, tmp_path):
+    reference, records = kill_and_resume(tmp_path, RESUME_ARGS, reference_run[1])
+    losses = {r["step"]: r["loss"] for r in reference}
+    for r in records:
+        assert abs(r["loss"] - losses[r["step"]]) <= 1e-6, (r["step"], r["loss"], losses[r["step"]])
 
 
 def assert_log_equals(out, reference):
