@@ -38,6 +38,7 @@ setup(
     extras_require={
         "test": [
             "pytest",
+            "pytest-xdist",  # the suite runs on both cores, a test file per worker
             # These two install from the machine's local wheel store; other versions pull GBs.
             "torch==2.14.1",
             "torchvision==0.29.1",

@@ -1,6 +1,8 @@
 """Bad checkpoints and wrong architectures fail loudly, naming what is wrong."""
 import os
 import pickle
+import struct
+import types
 
 import numpy as np
 import pytest
@@ -117,7 +119,9 @@ def test_writes_are_atomic(tmp_path, tiny_file, monkeypatch):
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(wio.struct, "pack", boom)
+    # weights_io's own reference only: patching the process-wide struct module would also
+    # break pytest-xdist's channel to this worker
+    monkeypatch.setattr(wio, "struct", types.SimpleNamespace(pack=boom, unpack=struct.unpack))
     with pytest.raises(OSError):
         write_weights(str(target), tensors)
     assert target.read_bytes() == b"previous good file"

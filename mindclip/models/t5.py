@@ -56,10 +56,11 @@ def relative_position_buckets(length: int, num_buckets: int, max_distance: int) 
     buckets = (relative > 0).astype(np.int64) * half
     distance = np.abs(relative)
     exact = half // 2
-    with np.errstate(divide="ignore"):
-        # float32 as torch computes it, so the rounding of the bucket edges matches
-        large = exact + (np.log(distance.astype(np.float32) / exact) / math.log(max_distance / exact)
-                         * (half - exact)).astype(np.int64)
+    # float32 as torch computes it, so the rounding of the bucket edges matches; distances
+    # below ``exact`` take the exact branch, so clipping them at 1 only keeps log(0) out
+    far = np.maximum(distance, 1).astype(np.float32)
+    large = exact + (np.log(far / exact) / math.log(max_distance / exact)
+                     * (half - exact)).astype(np.int64)
     large = np.minimum(large, half - 1)
     return (buckets + np.where(distance < exact, distance, large)).astype(np.int32)
 
