@@ -67,17 +67,12 @@ def pretrained_cfg(model_name: str, tag: str) -> Optional[Dict[str, Any]]:
     return _table().get(model_name, {}).get(tag)
 
 
-def preprocess_cfg(entry: Dict[str, Any]) -> Dict[str, Any]:
-    return {k: entry[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in entry}
-
-
 def store_name(model_name: str, tag: str) -> str:
     """The weight-store name of a tag's converted weights."""
     return f"{model_name}.{tag}"
 
 
 def _hub_cache_dir() -> Optional[str]:
-    # Read at call time: huggingface_hub reads these once, when it is first imported.
     if os.environ.get("HF_HUB_CACHE"):
         return os.environ["HF_HUB_CACHE"]
     if os.environ.get("HF_HOME"):
@@ -87,6 +82,13 @@ def _hub_cache_dir() -> Optional[str]:
 
 def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _hub_options() -> Dict[str, Any]:
+    """The cache, offline flag and mirror of every Hub call, read at call time:
+    huggingface_hub reads these variables once, when it is first imported."""
+    return {"cache_dir": _hub_cache_dir(), "local_files_only": _offline(),
+            "endpoint": os.environ.get("HF_ENDPOINT") or None}
 
 
 def _safe_alternatives(filename: str) -> List[str]:
@@ -122,9 +124,7 @@ def _download(repo_id: str, filenames: List[str], what: str, install_name: str,
     last: Exception = FileNotFoundError(repo_id)
     for filename in filenames:
         try:
-            return hf_hub_download(repo_id, filename, cache_dir=_hub_cache_dir(),
-                                   local_files_only=_offline(),
-                                   endpoint=os.environ.get("HF_ENDPOINT") or None)
+            return hf_hub_download(repo_id, filename, **_hub_options())
         except Exception as exc:  # missing file, offline, network: try the next name
             last = exc
     raise _unavailable(what, repo_id, filenames, last, install_name, model)
@@ -183,7 +183,9 @@ def fetch_tag(model_name: str, tag: str, alias: Optional[str] = None) -> str:
     what = f"{alias} ({model_name} pretrained={tag!r})" if alias else f"{model_name} pretrained={tag!r}"
     weights = _download(repo_id, _safe_alternatives(filename or OPENCLIP_WEIGHTS), what,
                         alias or name, arch)
-    return _install(name, weights, arch, preprocess_cfg(entry))
+    from .convert.sources import preprocess_fields
+
+    return _install(name, weights, arch, preprocess_fields(entry))
 
 
 def fetch_hf_hub(repo_id: str) -> str:
@@ -207,8 +209,7 @@ def fetch_tokenizer_files(repo_id: str) -> Optional[str]:
         from huggingface_hub import snapshot_download
 
         folder = snapshot_download(repo_id, allow_patterns=list(TOKENIZER_FILES),
-                                   cache_dir=_hub_cache_dir(), local_files_only=_offline(),
-                                   endpoint=os.environ.get("HF_ENDPOINT") or None)
+                                   **_hub_options())
     except Exception:  # offline and uncached, no network, no such repository
         return None
     return folder if is_tokenizer_folder(folder) else None
@@ -222,9 +223,7 @@ def fetch_hf_config(name: str) -> Optional[dict]:
         try:
             from huggingface_hub import hf_hub_download
 
-            path = hf_hub_download(name, "config.json", cache_dir=_hub_cache_dir(),
-                                   local_files_only=_offline(),
-                                   endpoint=os.environ.get("HF_ENDPOINT") or None)
+            path = hf_hub_download(name, "config.json", **_hub_options())
         except Exception:  # offline and uncached, no network, no such repository
             return None
     with open(path, encoding="utf-8") as f:

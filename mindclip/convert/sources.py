@@ -36,6 +36,15 @@ class SourceCheckpoint:
     preprocess: Optional[Dict[str, Any]] = None
 
 
+PREPROCESS_FIELDS = ("mean", "std", "interpolation", "resize_mode")
+
+
+def preprocess_fields(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """The preprocessing open_clip records for weights (a Hub folder's ``preprocess_cfg``, a
+    pretrained tag's entry): mean, std, interpolation, resize_mode."""
+    return {k: cfg[k] for k in PREPROCESS_FIELDS if k in cfg}
+
+
 def is_torchscript(path: str) -> bool:
     if not zipfile.is_zipfile(path):
         return False
@@ -118,8 +127,7 @@ def read_source(path: str, allow_torchscript: bool = False) -> SourceCheckpoint:
             with open(oc_cfg, encoding="utf-8") as f:
                 hub_cfg = json.load(f)
             src = _read_weight_file(_first_existing(path, OPENCLIP_DIR_WEIGHTS), False)
-            preprocess = {k: v for k, v in (hub_cfg.get("preprocess_cfg") or {}).items()
-                          if k in ("mean", "std", "interpolation", "resize_mode")}
+            preprocess = preprocess_fields(hub_cfg.get("preprocess_cfg") or {})
             return SourceCheckpoint(src.tensors, "open_clip_dir", hub_cfg["model_cfg"], path,
                                     preprocess or None)
         if os.path.isfile(hf_cfg):
