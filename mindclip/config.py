@@ -56,12 +56,13 @@ DEFAULTS: Dict[str, Any] = {
     "train_dataset": copy.deepcopy(_DATASET),
     "eval_dataset": dict(copy.deepcopy(_DATASET), split="test", shuffle=False),
     "predict_data": None,
-    # type: the contrastive loss of the CLIP family (clip | siglip); weights: per-term
+    # type: the contrastive loss (clip | siglip), null = the family's own (CLIP: clip, SigLIP:
+    # siglip); weights: per-term
     # weights of a multi-term objective; clamp_logit_scale: null = the family's rule,
     # false = none, [low, high]
     # DeCLIP: weights {clip, simsiam, mlm, nn} (default 0.4/0.2/0.2/0.2), the nearest-neighbour
     # memory size, MLM masking probability and per-caption position budget (null: automatic)
-    "loss": {"type": "clip", "local_loss": False, "gather_with_grad": True, "weights": {},
+    "loss": {"type": None, "local_loss": False, "gather_with_grad": True, "weights": {},
              "clamp_logit_scale": None, "memory_size": 65536, "mlm_probability": 0.15,
              "mlm_max_positions": None},
     "optimizer": {"type": "adamw", "lr": 5e-4, "weight_decay": 0.2, "beta1": 0.9,

@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .families.base import Family, family_of, get_family
+from .families.base import Family, family_of, family_of_architecture, get_family
 from .models import pretrained as _pretrained
 from .models.exceptions import MissingTowerError
 from .models.store import WEIGHT_FILES, fetch, installed, require_installed, store_entry
@@ -91,7 +91,9 @@ def resolve_model_name(name: str) -> str:
 def _read_architecture(name: str) -> Tuple[str, Dict[str, Any]]:
     with open(_config_files()[resolve_model_name(name)], "r", encoding="utf-8") as f:
         data = json.load(f)
-    return data.pop("family", DEFAULT_FAMILY), data
+    family = family_of_architecture(data, DEFAULT_FAMILY).name
+    data.pop("family", None)
+    return family, data
 
 
 def model_family(name: str) -> Family:

@@ -126,12 +126,12 @@ class ClipLoss(nn.Cell):
 
 @register("loss", "siglip")
 class SigLipLoss(nn.Cell):
-    """Pairwise sigmoid loss (SigLIP) with a learnable bias (init -10; the model's scale is
-    initialised to ln 10 by the trainer). Text features of all ranks are gathered, which
-    equals open_clip's neighbour exchange."""
+    """Pairwise sigmoid loss (SigLIP; open_clip's ``SigLipLoss``) under the model's learned
+    scale and bias: every image against every text of the global batch, its own caption the
+    one positive. The text features of all ranks are all-gathered (open_clip exchanges them
+    between neighbours instead; the loss and its gradients are the same)."""
 
     INIT_LOGIT_SCALE = math.log(10.0)
-    INIT_LOGIT_BIAS = -10.0
 
     def __init__(self, gather_with_grad: bool = True, rank: int = None, world_size: int = None,
                  local_loss: bool = True):
@@ -140,14 +140,13 @@ class SigLipLoss(nn.Cell):
             rank, world_size = distributed_info()
         self.rank, self.world_size = rank, world_size
         self.gather = make_gather(gather_with_grad, rank, world_size)
-        self.logit_bias = Parameter(Tensor(self.INIT_LOGIT_BIAS, ms.float32), name="logit_bias")
 
-    def construct(self, image_features, text_features, logit_scale):
+    def construct(self, image_features, text_features, logit_scale, logit_bias):
         image_features = image_features.astype(ms.float32)
         text_features = text_features.astype(ms.float32)
         n = image_features.shape[0]
         all_text = self.gather(text_features) if self.gather is not None else text_features
-        logits = logit_scale * ops.matmul(image_features, all_text.T) + self.logit_bias
+        logits = logit_scale * ops.matmul(image_features, all_text.T) + logit_bias
         positives = ops.one_hot(ops.arange(n, dtype=ms.int32) + self.rank * n, all_text.shape[0],
                                 Tensor(1.0, ms.float32), Tensor(0.0, ms.float32))
         labels = 2 * positives - 1
@@ -218,7 +217,8 @@ def logit_scale_bounds(option, default: Optional[Tuple[float, float]]) -> Option
 
 class ContrastiveObjective(Objective):
     """CLIP's objective: image and text features of a batch under a contrastive loss
-    (``ClipLoss`` or ``SigLipLoss``), one term named after the loss."""
+    (``ClipLoss``, or ``SigLipLoss`` with the model's ``logit_bias``), one term named after
+    the loss."""
 
     DEFAULT_BOUNDS = (0.0, MAX_LOGIT_SCALE)
 
@@ -226,6 +226,10 @@ class ContrastiveObjective(Objective):
                  logit_scale_bounds: Optional[Tuple[float, float]] = DEFAULT_BOUNDS):
         super().__init__(model, (term_name,), logit_scale_bounds)
         self.loss_fn = loss_fn
+        self.with_bias = isinstance(loss_fn, SigLipLoss)
+        if self.with_bias and not hasattr(model, "logit_bias"):
+            raise ValueError("the sigmoid loss (loss.type: siglip) learns the model's logit_bias: "
+                             "use a SigLIP architecture, or set init_logit_bias in the model config")
 
     def features(self, images, *text):
         # ``text``: the family's text columns (CLIP: token ids; BERT-style: ids + mask)
@@ -234,5 +238,9 @@ class ContrastiveObjective(Objective):
         return image_features, text_features
 
     def loss(self, image_features, text_features):
-        total = self.loss_fn(image_features, text_features, ops.exp(self.model.logit_scale))
+        scale = ops.exp(self.model.logit_scale)
+        if self.with_bias:
+            total = self.loss_fn(image_features, text_features, scale, self.model.logit_bias)
+        else:
+            total = self.loss_fn(image_features, text_features, scale)
         return total, (total,)

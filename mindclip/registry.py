@@ -21,7 +21,8 @@ _REGISTRY: Dict[str, Dict[str, Any]] = {}
 
 # category -> modules whose import registers the built-in entries of that category
 BUILTIN_MODULES: Dict[str, tuple] = {
-    "family": ("mindclip.families.clip", "mindclip.families.dual_encoder", "mindclip.families.declip"),
+    "family": ("mindclip.families.clip", "mindclip.families.dual_encoder", "mindclip.families.declip",
+               "mindclip.families.siglip"),
     "dataset": ("mindclip.data.captions", "mindclip.data.classification", "mindclip.data.webdataset"),
     "loss": ("mindclip.losses",),
     "optimizer": ("mindclip.training.optim",),

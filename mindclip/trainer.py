@@ -270,10 +270,11 @@ class Trainer:
         items, single = pipe.as_list(input_data)
         classifier = build_classifier(self.model, pipe.tokenizer, names, templates,
                                       int(cfg["eval"]["batch_size"]))
-        logits = pipe.logit_scale() * pipe.image_features(items) @ classifier
-        from .evaluation.metrics import softmax, topk_labels
+        from .evaluation.metrics import topk_labels
+        from .families.base import family_of
 
-        results = topk_labels(softmax(logits), names, top_k or int(cfg["predict"]["top_k"]))
+        scores = family_of(self.model).label_scores(self.model, pipe.image_features(items), classifier.T)
+        results = topk_labels(scores, names, top_k or int(cfg["predict"]["top_k"]))
         return results[0] if single else results
 
 

@@ -66,12 +66,20 @@ def test_clip_loss_and_gradients_equal_open_clip():
     np.testing.assert_allclose(gt.asnumpy(), tt.grad.numpy(), rtol=1e-5, atol=5e-6)  # logits x14 amplify fp32 rounding
 
 
-def test_siglip_loss_equals_open_clip():
+def test_siglip_loss_and_gradients_equal_open_clip():
+    """The loss and its gradients in the features, the scale and the bias (both learned)."""
     from open_clip.loss import SigLipLoss as TorchSigLip
 
     img, txt = _features(seed=1)
-    ref = TorchSigLip()(torch.tensor(img), torch.tensor(txt), torch.tensor(10.0), torch.tensor(-10.0))
+    ti, tt = torch.tensor(img, requires_grad=True), torch.tensor(txt, requires_grad=True)
+    scale, bias = torch.tensor(10.0, requires_grad=True), torch.tensor(-7.0, requires_grad=True)
+    ref = TorchSigLip()(ti, tt, scale, bias)
+    ref.backward()
     ours = SigLipLoss(rank=0, world_size=1)
-    assert float(ours.logit_bias.asnumpy()) == -10.0
-    got = ours(ms.Tensor(img), ms.Tensor(txt), ms.Tensor(10.0))
-    assert abs(float(got.asnumpy()) - float(ref)) <= 1e-5
+    grad_fn = ms.value_and_grad(ours, grad_position=(0, 1, 2, 3))
+    loss, grads = grad_fn(ms.Tensor(img), ms.Tensor(txt), ms.Tensor(10.0), ms.Tensor(-7.0))
+    assert abs(float(loss.asnumpy()) - float(ref)) <= 1e-5
+    for got, want in zip(grads, (ti.grad, tt.grad, scale.grad, bias.grad)):
+        np.testing.assert_allclose(got.asnumpy(), want.numpy(), rtol=1e-5, atol=1e-6)
+
+

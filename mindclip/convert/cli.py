@@ -30,8 +30,10 @@ def converters() -> Iterator[Any]:
 
 
 def find_converter(source: SourceCheckpoint, src: str = "auto") -> Any:
+    """The converter that recognises ``source``: the other families' first (their layouts
+    are narrower), CLIP's last and as the fallback."""
     candidates = [c for c in converters() if src == "auto" or src in c.sources]
-    for conv in candidates:
+    for conv in candidates[1:] + candidates[:1]:
         if conv.detect(source):
             return conv
     return candidates[0]  # its convert() raises with the reason it cannot read the source
@@ -61,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reverse", action="store_true",
                    help="convert a mindclip checkpoint back: CLIP to an open_clip state dict, a "
                         "dual encoder to a Hugging Face folder")
+    p.add_argument("--reverse_layout", default=None, choices=("open_clip", "hf"),
+                   help="with --reverse on a SigLIP model: open_clip's folder (default) or a "
+                        "Hugging Face SiglipModel folder")
     p.add_argument("--vision_path", default=None,
                    help="with --text_path: a Hugging Face CLIP folder whose vision tower starts a "
                         "new dual encoder (run_clip.py's from_vision_text_pretrained)")
@@ -104,7 +109,8 @@ def _run(args: argparse.Namespace) -> str:
         reverse = next((c.reverse for c in family.converters if hasattr(c, "reverse")), None)
         if reverse is None:
             raise ValueError(f"the {family.name!r} family has no reverse conversion")
-        return f"wrote {reverse(args.mindspore_path, args.torch_path, model_name=args.model)}"
+        layout = {"layout": args.reverse_layout} if args.reverse_layout else {}
+        return f"wrote {reverse(args.mindspore_path, args.torch_path, model_name=args.model, **layout)}"
     source = read_source(args.torch_path, allow_torchscript=args.allow_torchscript)
     conv = find_converter(source, args.src)
     options = {"towers_only": True} if args.towers_only else {}

@@ -7,7 +7,9 @@ branching on its name; adding a family is a new module that registers one :class
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+
+from .scoring import softmax_scores
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,12 @@ class Family:
             training loader produces for this family's objective.
         converters: objects that read PyTorch layouts of this family (``detect``/``convert``)
             and rename checkpoints a model of this family loads directly (``adapt``).
+        label_scores: ``(model, image_features, label_features) -> (images, labels)`` scores
+            of unit features (:mod:`mindclip.evaluation.scoring`: CLIP's softmax, SigLIP's
+            sigmoids), what zero-shot pipelines and ``predict`` return.
+        claims: ``(architecture dict) -> bool``: whether an architecture file that names no
+            family (open_clip's own JSON) is this family's (SigLIP: a timm SigLIP ViT);
+            files claimed by no family are CLIP's.
     """
 
     name: str
@@ -43,6 +51,8 @@ class Family:
     build_objective: Callable[..., Any]
     build_batch: Callable[..., Any]
     converters: Sequence[Any] = field(default_factory=tuple)
+    label_scores: Callable[..., Any] = softmax_scores
+    claims: Optional[Callable[[Dict[str, Any]], bool]] = None
 
     def config_from_dict(self, data: Dict[str, Any]) -> Any:
         return data if isinstance(data, self.config_class) else self.config_class.from_dict(data)
@@ -59,6 +69,20 @@ def get_family(name: str) -> Family:
     from ..registry import get
 
     return get("family", name)
+
+
+def family_of_architecture(data: Dict[str, Any], default: str) -> Family:
+    """The family of an architecture dict: its ``family`` key, else the registered family
+    that claims it, else ``default``."""
+    from ..registry import names
+
+    if data.get("family"):
+        return get_family(data["family"])
+    for name in names("family"):
+        family = get_family(name)
+        if family.claims is not None and family.claims(data):
+            return family
+    return get_family(default)
 
 
 def family_for_config(config: Any) -> Family:

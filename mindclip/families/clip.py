@@ -35,12 +35,14 @@ def clip_tokenizer(config: CLIPConfig, folder: Optional[str] = None) -> Any:
 
 
 def contrastive_objective(model: CLIPModel, run_cfg: Dict[str, Any], rank: int = 0,
-                          world: int = 1) -> ContrastiveObjective:
-    """``loss.type`` (``clip`` | ``siglip``) over the model's two towers."""
+                          world: int = 1, default_loss: str = "clip") -> ContrastiveObjective:
+    """``loss.type`` (``clip`` | ``siglip``; null: ``default_loss``) over the model's two
+    towers."""
     import mindspore as ms
 
     loss_cfg = run_cfg["loss"]
-    loss_fn = build("loss", loss_cfg["type"], local_loss=loss_cfg["local_loss"],
+    loss_type = loss_cfg["type"] or default_loss
+    loss_fn = build("loss", loss_type, local_loss=loss_cfg["local_loss"],
                     gather_with_grad=loss_cfg["gather_with_grad"], rank=rank, world_size=world)
     init_scale = getattr(loss_fn, "INIT_LOGIT_SCALE", None)
     from_scratch = not (run_cfg["model"].get("pretrained") or run_cfg.get("load_checkpoint"))
@@ -48,7 +50,7 @@ def contrastive_objective(model: CLIPModel, run_cfg: Dict[str, Any], rank: int =
         # SigLIP starts at a temperature of 10 (a resumed run restores its own value later).
         model.logit_scale.set_data(ms.Tensor(init_scale, ms.float32))
     bounds = logit_scale_bounds(loss_cfg.get("clamp_logit_scale"), ContrastiveObjective.DEFAULT_BOUNDS)
-    return ContrastiveObjective(model, loss_fn, loss_cfg["type"], bounds)
+    return ContrastiveObjective(model, loss_fn, loss_type, bounds)
 
 
 def caption_batch(model: CLIPModel, run_cfg: Dict[str, Any]) -> SampleBuilder:

@@ -28,7 +28,7 @@ def dual_encoder_tokenizer(config: DualEncoderConfig, folder: Optional[str] = No
 def dual_encoder_objective(model: DualEncoderModel, run_cfg: Dict[str, Any], rank: int = 0,
                            world: int = 1) -> ContrastiveObjective:
     loss_cfg = run_cfg["loss"]
-    if loss_cfg["type"] != "clip":
+    if (loss_cfg["type"] or "clip") != "clip":
         raise ValueError(f"the dual encoder trains with HF's CLIP loss (loss.type: clip), "
                          f"not {loss_cfg['type']!r}")
     loss_fn = ClipLoss(local_loss=loss_cfg["local_loss"], gather_with_grad=loss_cfg["gather_with_grad"],

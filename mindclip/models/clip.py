@@ -14,6 +14,7 @@ from .inputs import check_token_ids
 from .layers import TrainModeMixin
 from .pretrained import PretrainedModelMixin
 from .towers import build_text_tower, build_vision_tower
+from .resnet import ModifiedResNet
 from .vision import VisionTransformer
 
 # CLIP clamps the learned temperature so that logits are scaled by at most 100.
@@ -93,24 +94,14 @@ class CLIPModel(PublicCallsMixin, PretrainedModelMixin, TrainModeMixin, nn.Cell)
     def lock_image_tower(self, unlocked_groups: int = 0) -> None:
         """Freeze the image tower except its last ``unlocked_groups`` layer groups (LiT).
 
-        Groups (open_clip's): the stem/embeddings, each residual block (ViT) or stage
-        (ResNet), then the final norm + projection.
+        Groups are the tower's (``lock_groups``, open_clip's): the stem/embeddings, each
+        residual block (ViT) or stage (ResNet), then the final norm + projection.
         """
         visual = self.visual
-        if isinstance(visual, VisionTransformer):
-            groups: List[list] = [[visual.conv1, visual.class_embedding,
-                                   visual.positional_embedding, visual.ln_pre]]
-            groups += [[b] for b in visual.transformer.resblocks]
-            groups.append([visual.ln_post, visual.proj]
-                          + ([visual.attn_pool] if visual.attn_pool is not None else []))
-        else:
-            groups = [[visual.conv1, visual.bn1, visual.conv2, visual.bn2, visual.conv3, visual.bn3],
-                      [visual.layer1], [visual.layer2], [visual.layer3], [visual.layer4],
-                      [visual.attnpool]]
-        freeze_groups(groups, unlocked_groups)
+        freeze_groups(visual.lock_groups(), unlocked_groups)
         # A locked ResNet stays in eval mode to keep its BatchNorm statistics; a locked ViT
         # keeps training mode, as open_clip's does, so that patch dropout still applies.
-        self._image_locked = not isinstance(visual, VisionTransformer)
+        self._image_locked = isinstance(visual, ModifiedResNet)
 
     def lock_text_tower(self, unlocked_layers: int = 0) -> None:
         """Freeze the text tower except its last ``unlocked_layers`` groups

@@ -15,13 +15,14 @@ from .diff import config_differences
 from .exceptions import MissingTowerError
 from .layers import BlockCfg
 from .pretrained import PretrainedConfigMixin
+from .timm_archs import TimmViTArch, timm_vit_arch
 
 
 # Keys of open_clip configs for towers mindclip does not build yet: a config that sets one is
 # refused with the name of the missing tower instead of "unknown key".
 MISSING_TOWERS = {
-    "timm_": "a timm image tower (SigLIP, EVA, ConvNeXt, ViTamin, MobileCLIP, PE: "
-             "open_clip's timm_model_name)",
+    "timm_": "a timm image tower other than SigLIP's ViTs (EVA, ConvNeXt, ViTamin, MobileCLIP, "
+             "PE: open_clip's timm_model_name)",
     "multimodal_cfg": "CoCa's multimodal text decoder (open_clip's multimodal_cfg)",
 }
 
@@ -156,6 +157,82 @@ class CLIPVisionCfg(_BlockOptions):
 
 
 @dataclass
+class TimmVisionCfg:
+    """Image tower built the way open_clip builds a timm one (``TimmModel``): the timm ViT
+    named ``timm_model_name`` (its architecture from :mod:`.timm_archs`), pooled by
+    ``timm_pool`` (``map``: the attention-pooling head) and projected by ``timm_proj``
+    (``none``, or ``linear`` with ``timm_proj_bias``), under open_clip's names and defaults.
+
+    ``width``/``layers``/``heads``/``mlp_ratio``/``patch_size``/``act``/``norm_eps`` give the
+    architecture directly instead (a Hugging Face ``SiglipModel``'s vision config has no timm
+    name); with a timm name they must be unset or equal to its row.
+    """
+
+    image_size: int = 224
+    timm_model_name: Optional[str] = None
+    timm_model_pretrained: bool = False
+    timm_pool: str = "avg"
+    timm_proj: str = "linear"
+    timm_proj_bias: bool = False
+    timm_drop: float = 0.0
+    timm_drop_path: Optional[float] = None
+    patch_dropout: float = 0.0
+    width: Optional[int] = None
+    layers: Optional[int] = None
+    heads: Optional[int] = None
+    mlp_ratio: Optional[float] = None
+    patch_size: Optional[int] = None
+    act: Optional[str] = None
+    norm_eps: Optional[float] = None
+
+    ARCH_FIELDS = ("width", "layers", "heads", "mlp_ratio", "patch_size", "act", "norm_eps")
+
+    def __post_init__(self):
+        where = "vision_cfg"
+        if self.timm_model_pretrained:
+            raise ValueError(f"{where}.timm_model_pretrained: mindclip never loads timm's own "
+                             "image weights; the model's weights come from its checkpoint")
+        _check_choice(f"{where}.timm_pool", self.timm_pool, ("map",))
+        _check_choice(f"{where}.timm_proj", self.timm_proj, ("none", "linear"))
+        if self.timm_drop or self.timm_drop_path or self.patch_dropout:
+            raise ValueError(f"{where}: timm_drop, timm_drop_path and patch_dropout are not "
+                             "implemented for timm image towers")
+        arch = self.arch  # a name must be known, explicit numbers complete
+        # an image size that is not a multiple of the patch is timm's too: the last pixels
+        # are not seen (ViT-SO400M-14-SigLIP-384)
+        if arch.width % arch.heads:
+            raise ValueError(f"{where} width {arch.width} is not a multiple of heads {arch.heads}")
+        _check_choice(f"{where}.act", arch.act, ("gelu", "gelu_tanh"))
+
+    @property
+    def explicit(self) -> Dict[str, Any]:
+        return {k: getattr(self, k) for k in self.ARCH_FIELDS if getattr(self, k) is not None}
+
+    @property
+    def arch(self) -> TimmViTArch:
+        """The ViT's architecture: the timm name's row, or the explicit numbers."""
+        explicit = self.explicit
+        if self.timm_model_name:
+            try:
+                row = timm_vit_arch(self.timm_model_name, self.image_size)
+            except KeyError as exc:
+                raise MissingTowerError(str(exc.args[0])) from None
+            wrong = {k: v for k, v in explicit.items() if getattr(row, k) != v}
+            if wrong:
+                raise ValueError(f"vision_cfg {wrong} contradict timm's {self.timm_model_name}")
+            return row
+        missing = [k for k in self.ARCH_FIELDS if k not in explicit and k not in ("act", "norm_eps", "mlp_ratio")]
+        if missing:
+            raise ValueError(f"vision_cfg needs timm_model_name or the architecture ({missing} missing)")
+        return TimmViTArch(image_size=self.image_size, **explicit)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """open_clip's fields, plus the explicit architecture only where given."""
+        return {k: v for k, v in asdict(self).items()
+                if k not in self.ARCH_FIELDS or v is not None}
+
+
+@dataclass
 class CLIPTextCfg(_BlockOptions):
     """Text transformer, with open_clip's options (``CLIPTextCfg``) and defaults.
 
@@ -233,14 +310,16 @@ class CLIPConfig(PretrainedConfigMixin):
     custom_text: bool = False
     init_logit_bias: Optional[float] = None
 
+    VISION_CFG = CLIPVisionCfg  # the image tower's config class (a family may choose another)
+
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> "CLIPConfig":
         data = dict(data)
         vision = data.pop("vision_cfg", {})
         text = data.pop("text_cfg", {})
         top = _from_dict(cls, data, "model config")
-        top.vision_cfg = vision if isinstance(vision, CLIPVisionCfg) else _from_dict(
-            CLIPVisionCfg, vision, "vision_cfg")
+        top.vision_cfg = vision if isinstance(vision, cls.VISION_CFG) else _from_dict(
+            cls.VISION_CFG, vision, "vision_cfg")
         top.text_cfg = text if isinstance(text, CLIPTextCfg) else _from_dict(
             CLIPTextCfg, text, "text_cfg")
         if top.text_cfg.hf_model_name:
@@ -254,8 +333,11 @@ class CLIPConfig(PretrainedConfigMixin):
 
     def to_dict(self) -> Dict[str, Any]:
         d = asdict(self)
-        d["vision_cfg"]["layers"] = (list(self.vision_cfg.layers) if self.vision_cfg.is_resnet
-                                     else self.vision_cfg.layers)
+        if isinstance(self.vision_cfg, TimmVisionCfg):
+            d["vision_cfg"] = self.vision_cfg.to_dict()
+        else:
+            d["vision_cfg"]["layers"] = (list(self.vision_cfg.layers) if self.vision_cfg.is_resnet
+                                         else self.vision_cfg.layers)
         if d["text_cfg"]["hf_model_config"] is None:  # ours, not open_clip's: only when known
             del d["text_cfg"]["hf_model_config"]
         return d

@@ -121,11 +121,8 @@ class DualEncoderModel(PublicCallsMixin, PretrainedModelMixin, TrainModeMixin, n
     def lock_image_tower(self, unlocked_groups: int = 0) -> None:
         """run_clip.py's ``freeze_vision_model``: every vision-model parameter is frozen
         except the last ``unlocked_groups`` blocks; ``visual_projection`` stays trainable."""
-        visual = self.visual
-        groups: List[list] = [[visual.conv1, visual.class_embedding, visual.positional_embedding,
-                               visual.ln_pre]]
-        groups += [[b] for b in visual.transformer.resblocks]
-        groups.append([visual.ln_post])
+        groups = self.visual.lock_groups()
+        groups[-1] = [self.visual.ln_post]  # the projection is visual_projection, kept trainable
         freeze_groups(groups, unlocked_groups)
         self._image_locked = True
 

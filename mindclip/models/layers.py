@@ -266,41 +266,52 @@ class PerHeadAttention(nn.Cell):
                 self._to(self.concat(grads_v), v.dtype), mask * 0.0)
 
 
-class MultiheadSelfAttention(nn.Cell):
-    """Batch-first multi-head self-attention with a packed q/k/v projection.
+class PackedSelfAttention(nn.Cell):
+    """Multi-head self-attention over the output of a packed q/k/v projection
+    ``(B, L, 3 * width)`` -> ``(B, L, width)``, before the output projection; the towers'
+    attention modules hold the two projections under their own names (open_clip's
+    ``in_proj``/``out_proj``, timm's ``qkv``/``proj``).
 
-    Softmax runs in fp32 so that fp16 activations keep PyTorch's accuracy. ``attn_mask`` is
-    additive, ``(L, L)`` or ``(B, L, L)``.
+    Softmax runs in fp32 so that fp16 activations keep PyTorch's accuracy. ``mask`` is
+    additive, ``(L, L)`` or ``(B, L, L)``, or a 0-d zero for none.
 
     On CPU the heads run one by one on slices of the projection (``per_head``,
     :class:`PerHeadAttention`, which says why); Ascend and GPU keep the batched layout their
     fused kernels expect. Both give the same results to float rounding.
     """
 
-    def __init__(self, width: int, heads: int, attn_std: float, proj_std: float):
+    def __init__(self, width: int, heads: int):
         super().__init__()
         self.heads = heads
         self.head_dim = width // heads
-        self.in_proj = dense(width, 3 * width, attn_std)
-        self.out_proj = dense(width, width, proj_std)
         self.per_head = attention_per_head()
         self.core = PerHeadAttention(heads, self.head_dim)
         self.split_qkv = ops.Split(axis=-1, output_num=3)
         self.no_mask = Tensor(0.0, ms.float32)
 
-    def construct(self, x, attn_mask: Optional[Tensor] = None):
-        b, n, d = x.shape
+    def attend(self, qkv, attn_mask: Optional[Tensor] = None):
+        b, n, d3 = qkv.shape
         mask = self.no_mask if attn_mask is None else attn_mask
         if self.per_head:
-            q, k, v = self.split_qkv(self.in_proj(x))
-            return self.out_proj(self.core(q, k, v, mask))
-        qkv = self.in_proj(x).reshape(b, n, 3, self.heads, self.head_dim)
-        qkv = qkv.transpose(2, 0, 3, 1, 4)
+            q, k, v = self.split_qkv(qkv)
+            return self.core(q, k, v, mask)
+        qkv = qkv.reshape(b, n, 3, self.heads, self.head_dim).transpose(2, 0, 3, 1, 4)
         if mask.ndim == 3:
             mask = mask.reshape(b, 1, n, n)
         attn = self.core.probs(qkv[0] * self.core.scale, qkv[1], mask).astype(qkv.dtype)
-        out = ops.matmul(attn, qkv[2]).transpose(0, 2, 1, 3).reshape(b, n, d)
-        return self.out_proj(out)
+        return ops.matmul(attn, qkv[2]).transpose(0, 2, 1, 3).reshape(b, n, d3 // 3)
+
+
+class MultiheadSelfAttention(PackedSelfAttention):
+    """open_clip's batch-first attention: packed ``in_proj``, then ``out_proj``."""
+
+    def __init__(self, width: int, heads: int, attn_std: float, proj_std: float):
+        super().__init__(width, heads)
+        self.in_proj = dense(width, 3 * width, attn_std)
+        self.out_proj = dense(width, width, proj_std)
+
+    def construct(self, x, attn_mask: Optional[Tensor] = None):
+        return self.out_proj(self.attend(self.in_proj(x), attn_mask))
 
 
 class MLP(nn.Cell):

@@ -123,3 +123,8 @@ class ModifiedResNet(nn.Cell):
         x = self.avgpool(x)
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.attnpool(x)
+
+    def lock_groups(self) -> list:
+        """open_clip's layer groups for locking: the stem, each stage, the attention pool."""
+        return [[self.conv1, self.bn1, self.conv2, self.bn2, self.conv3, self.bn3],
+                [self.layer1], [self.layer2], [self.layer3], [self.layer4], [self.attnpool]]

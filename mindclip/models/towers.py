@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from mindspore import nn
 
-from .config import CLIPTextCfg, CLIPVisionCfg
+from .config import CLIPTextCfg, CLIPVisionCfg, TimmVisionCfg
 from .hf_text import HFTextTower
 from .resnet import ModifiedResNet
 from .store import fetch_hf_config
 from .text import TextTransformer
+from .timm_vit import TimmImageTower
 from .vision import VisionTransformer
 
 
-def build_vision_tower(cfg: CLIPVisionCfg, embed_dim: int, quick_gelu: bool) -> nn.Cell:
-    """A ModifiedResNet when ``cfg.layers`` lists stage depths, else a ViT."""
+def build_vision_tower(cfg, embed_dim: int, quick_gelu: bool) -> nn.Cell:
+    """A timm ViT for a :class:`TimmVisionCfg` (open_clip's ``timm_model_name``); else a
+    ModifiedResNet when ``cfg.layers`` lists stage depths, else open_clip's ViT."""
+    if isinstance(cfg, TimmVisionCfg):
+        return TimmImageTower(cfg, embed_dim)
     if cfg.is_resnet:
         return ModifiedResNet(cfg, embed_dim)
     return VisionTransformer(cfg, embed_dim, quick_gelu)

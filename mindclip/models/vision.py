@@ -21,9 +21,9 @@ class PatchEmbedding(nn.Conv2d):
     the untransposed weight: a batched ``ops.matmul`` with a 2-D operand copies the weight
     once per image on CPU (0.3 GB for a ViT-B/32 batch of 32)."""
 
-    def __init__(self, width: int, patch_size: int):
+    def __init__(self, width: int, patch_size: int, has_bias: bool = False):
         super().__init__(3, width, kernel_size=patch_size, stride=patch_size, pad_mode="valid",
-                         has_bias=False)
+                         has_bias=has_bias)
         self.width = width
         self.patch_size = patch_size
 
@@ -31,9 +31,14 @@ class PatchEmbedding(nn.Conv2d):
         b, c, h, w = x.shape
         p = self.patch_size
         gh, gw = h // p, w // p
+        if h != gh * p or w != gw * p:  # a strided conv ignores the remainder (SO400M/14 at 384)
+            x = x[:, :, :gh * p, :gw * p]
         patches = x.reshape(b, c, gh, p, gw, p).transpose(0, 2, 4, 1, 3, 5).reshape(b * gh * gw, c * p * p)
         weight = self.weight.reshape(self.width, c * p * p).astype(patches.dtype)
-        return _matmul_nt(patches, weight).reshape(b, gh * gw, self.width)
+        out = _matmul_nt(patches, weight)
+        if self.has_bias:  # timm's patch embedding (SigLIP) has one
+            out = out + self.bias.astype(out.dtype)
+        return out.reshape(b, gh * gw, self.width)
 
 
 def sincos_2d_position_embedding(width: int, grid: int) -> np.ndarray:
@@ -143,3 +148,10 @@ class VisionTransformer(nn.Cell):
 
     def construct(self, x):
         return self.forward_with_tokens(x)[0]
+
+    def lock_groups(self) -> list:
+        """open_clip's layer groups for locking: embeddings, each block, final norm + projection."""
+        groups = [[self.conv1, self.class_embedding, self.positional_embedding, self.ln_pre]]
+        groups += [[b] for b in self.transformer.resblocks]
+        return groups + [[self.ln_post, self.proj]
+                         + ([self.attn_pool] if self.attn_pool is not None else [])]

@@ -57,6 +57,3 @@ class ImagePipeline:
 
     def text_features(self, texts: Sequence[str]) -> np.ndarray:
         return encode_texts(self.model, self.tokenizer, list(texts), max(self.batch_size, 1))
-
-    def logit_scale(self) -> float:
-        return float(np.exp(self.model.logit_scale.asnumpy()))

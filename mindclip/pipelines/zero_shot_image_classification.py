@@ -5,14 +5,16 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from ..evaluation.metrics import softmax, topk_labels
+from ..evaluation.metrics import topk_labels
+from ..families.base import family_of
 from ..registry import register
 from .base import ImageInput, ImagePipeline
 
 
 @register("pipeline", "zero_shot_image_classification")
 class ZeroShotImageClassificationPipeline(ImagePipeline):
-    """Per image, ``[{"score", "label"}, ...]`` sorted by score (softmax over the labels).
+    """Per image, ``[{"score", "label"}, ...]`` sorted by score: the model family's label
+    scores (CLIP: softmax over the labels; SigLIP: independent sigmoids).
 
     Label embeddings are computed once per (labels, template) and reused.
     """
@@ -43,6 +45,7 @@ class ZeroShotImageClassificationPipeline(ImagePipeline):
         template = hypothesis_template or self.hypothesis_template
         k = top_k or self.top_k or len(labels)
         items, single = self.as_list(images)
-        logits = self.logit_scale() * self.image_features(items) @ self._label_features(labels, template).T
-        results = topk_labels(softmax(logits), labels, k)
+        scores = family_of(self.model).label_scores(
+            self.model, self.image_features(items), self._label_features(labels, template))
+        results = topk_labels(scores, labels, k)
         return results[0] if single else results

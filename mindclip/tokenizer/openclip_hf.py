@@ -21,10 +21,17 @@ def canonicalize(text: str) -> str:
     return " ".join(text.replace("_", " ").translate(_PUNCTUATION).lower().split())
 
 
+def hf_siglip_canonicalize(text: str) -> str:
+    """Hugging Face's ``SiglipTokenizer`` text (its ``canonicalize_text``, lower-casing on):
+    lower case, punctuation removed (underscores too), single spaces; no ftfy."""
+    return " ".join(text.lower().translate(_PUNCTUATION).split())
+
+
 CLEANERS = {
     "whitespace": lambda t: whitespace_clean(basic_clean(t)),
     "lower": lambda t: whitespace_clean(basic_clean(t)).lower(),
     "canonicalize": lambda t: canonicalize(basic_clean(t)),
+    "hf_siglip": hf_siglip_canonicalize,  # mindclip's: the tokenizer of converted HF folders
 }
 
 
