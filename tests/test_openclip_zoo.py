@@ -43,6 +43,8 @@ def _openclip_configs():
 def _missing_tower(cfg):
     if "multimodal_cfg" in cfg:
         return "CoCa's multimodal text decoder"
+    if "siglip" in cfg["vision_cfg"].get("timm_model_name", ""):
+        return None  # built by the SigLIP family (tests/test_siglip.py)
     if "timm_model_name" in cfg["vision_cfg"]:
         return "a timm image tower"
     return None
@@ -93,7 +95,7 @@ def _signature(cfg):
 def native_groups():
     groups = defaultdict(list)
     for name, cfg in _openclip_configs():
-        if _missing_tower(cfg) is None:
+        if _missing_tower(cfg) is None and "timm_model_name" not in cfg["vision_cfg"]:
             groups[_signature(cfg)].append(name)
     return dict(groups)
 

@@ -338,7 +338,7 @@ def _openclip_text_to_hf(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         if name in fixed:
             out[fixed[name]] = value
             continue
-        m = re.match(r"^text\.transformer\.resblocks\.(\d+)\.(.+)\.(weight|bias)$", name)
+        m = re.match(r"^text\.transformer\.resblocks\.(\d+)\.(.+)[._](weight|bias)$", name)
         if not m:
             raise ValueError(f"{name}: not a SigLIP text-tower weight")
         prefix = f"text_model.encoder.layers.{m.group(1)}."

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mindspore import nn
 
-from .config import CLIPTextCfg, CLIPVisionCfg, TimmVisionCfg
+from .config import CLIPTextCfg, TimmVisionCfg
 from .hf_text import HFTextTower
 from .resnet import ModifiedResNet
 from .store import fetch_hf_config
