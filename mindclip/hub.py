@@ -30,6 +30,7 @@ LOCAL_DIR_PREFIX = "local-dir:"
 OPENCLIP_WEIGHTS = "open_clip_pytorch_model.bin"  # open_clip's default name on the Hub
 OPENCLIP_SAFE_WEIGHTS = "open_clip_model.safetensors"
 OPENCLIP_CONFIG = "open_clip_config.json"
+HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")  # a transformers repository's
 
 # MindFormers' names (and OpenAI's) for OpenAI's released weights.
 MINDFORMERS_NAMES: Dict[str, Tuple[str, str]] = {
@@ -144,9 +145,12 @@ def _install(name: str, source_path: str, model_name: Optional[str],
     preprocess = {**(source.preprocess or {}), **preprocess}
     converter = find_converter(source)
     tensors, config = converter.convert(source, model_name=model_name)
-    # a Hugging Face tokenizer travels with the weights, so the store alone serves the model
+    # a Hugging Face tokenizer travels with the weights, so the store alone serves the model:
+    # the source folder's own, else the one the architecture names
+    assets = converter.assets(source) if hasattr(converter, "assets") else None
     tokenizer_name = getattr(getattr(config, "text_cfg", None), "hf_tokenizer_name", None)
-    assets = fetch_tokenizer_files(tokenizer_name) if tokenizer_name else None
+    if assets is None and tokenizer_name:
+        assets = fetch_tokenizer_files(tokenizer_name)
     final = store.store_path(name)
     os.makedirs(store.store_root(), exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{name}.", dir=store.store_root())
@@ -189,15 +193,25 @@ def fetch_tag(model_name: str, tag: str, alias: Optional[str] = None) -> str:
 
 
 def fetch_hf_hub(repo_id: str) -> str:
-    """The store folder of an open_clip Hub repository (``open_clip_config.json`` + weights)."""
+    """The store folder of a Hub repository: open_clip's (``open_clip_config.json`` + weights)
+    or, when it has none, a Hugging Face model's (``config.json`` + ``model.safetensors``, with
+    its tokenizer files: ``google/siglip-base-patch16-224``, a ``CLIPModel``)."""
     name = "hf-hub--" + repo_id.replace("/", "--")
     folder = store.installed(name)
     if folder is not None:
         return folder
     what = f"{HF_HUB_PREFIX}{repo_id}"
-    config = _download(repo_id, [OPENCLIP_CONFIG], what, name, None)
-    _download(repo_id, _safe_alternatives(OPENCLIP_WEIGHTS), what, name, None)
-    return _install(name, os.path.dirname(config), None, {})  # the snapshot: an open_clip folder
+    try:
+        config = _download(repo_id, [OPENCLIP_CONFIG], what, name, None)
+        _download(repo_id, _safe_alternatives(OPENCLIP_WEIGHTS), what, name, None)
+    except WeightsUnavailable as open_clip_error:
+        try:
+            config = _download(repo_id, ["config.json"], what, name, None)
+        except WeightsUnavailable:
+            raise open_clip_error from None
+        _download(repo_id, list(HF_WEIGHTS), what, name, None)
+        fetch_tokenizer_files(repo_id)  # into the same snapshot: the converter takes them along
+    return _install(name, os.path.dirname(config), None, {})  # the snapshot folder
 
 
 def fetch_tokenizer_files(repo_id: str) -> Optional[str]:

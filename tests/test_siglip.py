@@ -290,3 +290,24 @@ def test_nonsiglip_hf_folders_and_naflex_are_refused(tmp_path):
     with pytest.raises(ValueError, match="timm_pool 'avg' is not one of"):
         mindclip.models.siglip.SigLIPConfig.from_dict({"vision_cfg": {
             "timm_model_name": "vit_base_patch16_siglip_224"}})
+
+
+def test_hf_hub_name_of_a_transformers_siglip_repository(hf_siglip, tmp_path, monkeypatch):
+    """``hf-hub:org/repo`` of a Hugging Face SigLIP repository (no open_clip files) from an
+    offline HF cache: converted once, its tokenizer installed with it."""
+    from test_hub import put_in_hf_cache
+
+    folder, reference, hf_tokenizer, _ = hf_siglip
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("MINDCLIP_HOME", str(tmp_path / "store"))
+    put_in_hf_cache(tmp_path / "hf", "someone/siglip-test",
+                    {name: open(os.path.join(folder, name), "rb").read() for name in os.listdir(folder)})
+    model = create_model("hf-hub:someone/siglip-test")
+    assert model.family == "siglip"
+    ids = mindclip.get_tokenizer(model)(TEXTS[:2])
+    np.testing.assert_array_equal(ids, hf_tokenizer(TEXTS[:2], padding="max_length", max_length=64)["input_ids"])
+    pixels = np.random.default_rng(7).standard_normal((2, 3, 48, 48)).astype(np.float32)
+    image, text, _ = _hf_features(reference, pixels, ids)
+    assert np.abs(model.encode_image(pixels, normalize=True).asnumpy() - image).max() <= FEATURE_ATOL
+    assert np.abs(model.encode_text(ids, normalize=True).asnumpy() - text).max() <= FEATURE_ATOL
