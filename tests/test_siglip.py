@@ -311,3 +311,31 @@ def test_hf_hub_name_of_a_transformers_siglip_repository(hf_siglip, tmp_path, mo
     image, text, _ = _hf_features(reference, pixels, ids)
     assert np.abs(model.encode_image(pixels, normalize=True).asnumpy() - image).max() <= FEATURE_ATOL
     assert np.abs(model.encode_text(ids, normalize=True).asnumpy() - text).max() <= FEATURE_ATOL
+
+
+def test_siglip_run_configs_are_valid():
+    from conftest import ROOT
+    from mindclip.config import load_config
+    from mindclip.hub import pretrained_cfg
+
+    cfg = load_config(os.path.join(ROOT, "configs", "siglip", "run_siglip_vit_b_16_finetune_flickr30k.yaml"))
+    assert mindclip.factory.model_family(cfg["model"]["name"]).name == "siglip"
+    entry = pretrained_cfg(cfg["model"]["name"], cfg["model"]["pretrained"])
+    assert entry["hf_hub"] == "timm/ViT-B-16-SigLIP/" and entry["mean"] == [0.5, 0.5, 0.5]
+    demo = load_config(os.path.join(ROOT, "configs", "demo", "run_siglip_tiny_digits.yaml"))
+    assert mindclip.factory.model_family(demo["model"]["name"]).name == "siglip"
+
+
+def test_lit_locks_the_timm_trunk_as_open_clip_does():
+    """``lock_image_tower`` (LiT): timm's groups (stem, blocks, norm + MAP head) frozen but the
+    last ``unlocked_groups``; open_clip's projection head stays trainable; the text tower too."""
+    model = create_model("SigLIP-Tiny-8")
+    trainable = lambda: {p.name for p in model.trainable_params()}  # noqa: E731
+    model.lock_image_tower()
+    assert not any(n.startswith("visual.trunk.") for n in trainable())
+    assert any(n.startswith("text.") for n in trainable()) and "logit_bias" in trainable()
+    model = create_model("SigLIP-Tiny-8")
+    model.lock_image_tower(unlocked_groups=2)
+    unlocked = {n for n in trainable() if n.startswith("visual.")}
+    assert unlocked and all(n.startswith(("visual.trunk.blocks.1.", "visual.trunk.norm.",
+                                          "visual.trunk.attn_pool.")) for n in unlocked)

@@ -4,6 +4,7 @@ data pipelines next to a plain PIL + numpy loop.
 
     python tools/benchmark.py --section models --model ViT-B-32      # CLIP vs open_clip
     python tools/benchmark.py --section models --model clip-roberta  # dual encoder vs transformers
+    python tools/benchmark.py --section models --model ViT-B-16-SigLIP  # SigLIP vs open_clip
     python tools/benchmark.py --section data --images /path/jpegs    # data (default: generated JPEGs)
     python tools/benchmark.py --section zero_shot --model ViT-B-32   # end-to-end CIFAR-100 zero-shot
     python tools/benchmark.py --section declip                       # DeCLIP step vs CLIP step
@@ -105,7 +106,7 @@ def _described(name: str) -> dict:
 
 
 def _clip_text(model, batch: int, rng):
-    return (rng.integers(1, 49000, (batch, model.context_length)).astype(np.int32),)
+    return (rng.integers(1, model.text.vocab_size, (batch, model.context_length)).astype(np.int32),)
 
 
 def _bert_text(model, batch: int, rng):
@@ -152,7 +153,8 @@ def _towers_as_clip(name: str):
 
 
 # Random text inputs shaped like each family's text processor output (no tokenizer files).
-FAKE_TEXT = {"clip": _clip_text, "dual_encoder": _bert_text, "declip": _declip_batch}
+FAKE_TEXT = {"clip": _clip_text, "siglip": _clip_text, "dual_encoder": _bert_text,
+             "declip": _declip_batch}
 
 
 def _mindclip_workload(name: str, task: str, batch: int, iters: int, mode: int) -> float:
@@ -185,12 +187,17 @@ def _open_clip_workload(name: str, task: str, batch: int, iters: int) -> float:
     import open_clip
     import torch
 
-    cfg = _described(name)["config"]
-    model = open_clip.model.CLIP(embed_dim=cfg["embed_dim"], vision_cfg=cfg["vision_cfg"],
-                                 text_cfg=cfg["text_cfg"], quick_gelu=cfg["quick_gelu"]).eval()
+    described = _described(name)
+    cfg = described["config"]
+    siglip = described["family"] == "siglip"
+    if siglip:  # open_clip's own config of the same name: a timm tower, CustomTextCLIP
+        model = open_clip.create_model(name).eval()
+    else:
+        model = open_clip.model.CLIP(embed_dim=cfg["embed_dim"], vision_cfg=cfg["vision_cfg"],
+                                     text_cfg=cfg["text_cfg"], quick_gelu=cfg["quick_gelu"]).eval()
     size, ctx = cfg["vision_cfg"]["image_size"], cfg["text_cfg"]["context_length"]
     images = torch.randn(batch, 3, size, size)
-    texts = torch.randint(1, 49000, (batch, ctx))
+    texts = torch.randint(1, cfg["text_cfg"]["vocab_size"], (batch, ctx))
     if task in ("image_encode", "text_encode"):
         fn = model.encode_image if task == "image_encode" else model.encode_text
         arg = images if task == "image_encode" else texts
@@ -198,7 +205,7 @@ def _open_clip_workload(name: str, task: str, batch: int, iters: int) -> float:
             return batch / _timeit(lambda: fn(arg), iters)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
-    loss_fn = open_clip.loss.ClipLoss()
+    loss_fn = open_clip.loss.SigLipLoss() if siglip else open_clip.loss.ClipLoss()
 
     def step():
         opt.zero_grad()
@@ -328,7 +335,7 @@ def bench_zero_shot(name: str, count: int, batch: int, torch_available: bool) ->
 
 
 # The PyTorch peer of each model family: (label, workload).
-PEERS = {"clip": ("open_clip", _open_clip_workload),
+PEERS = {"clip": ("open_clip", _open_clip_workload), "siglip": ("open_clip", _open_clip_workload),
          "dual_encoder": ("transformers", _transformers_dual_workload)}
 
 
