@@ -22,7 +22,7 @@ _REGISTRY: Dict[str, Dict[str, Any]] = {}
 # category -> modules whose import registers the built-in entries of that category
 BUILTIN_MODULES: Dict[str, tuple] = {
     "family": ("mindclip.families.clip", "mindclip.families.dual_encoder", "mindclip.families.declip",
-               "mindclip.families.siglip"),
+               "mindclip.families.siglip", "mindclip.families.coca"),
     "dataset": ("mindclip.data.captions", "mindclip.data.classification", "mindclip.data.webdataset"),
     "loss": ("mindclip.losses",),
     "optimizer": ("mindclip.training.optim",),

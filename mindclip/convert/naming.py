@@ -16,7 +16,7 @@ IGNORED_KEYS = {"attn_mask", "input_resolution", "context_length", "vocab_size"}
 TEXT_ROOTS = ("token_embedding.", "positional_embedding", "transformer.", "ln_final.", "cls_emb", "proj.",
               "text_projection")
 
-_LN = r"(ln_pre|ln_post|ln_1|ln_2|ln_final|ln_q|ln_k)"
+_LN = r"(ln_pre|ln_post|ln_1_kv|ln_1|ln_2|ln_final|ln_q|ln_k)"
 _BN = r"(bn\d|downsample\.1)"
 # (module pattern, PyTorch suffix, MindSpore suffix) for norm parameters.
 _NORM_SUFFIXES = [(_LN, "weight", "gamma"), (_LN, "bias", "beta"), (_BN, "weight", "gamma"),

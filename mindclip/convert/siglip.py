@@ -17,16 +17,14 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..families.base import get_family
-from ..factory import (check_state_dict, find_weight_file, get_model_config, read_architecture,
-                       read_checkpoint_config)
+from ..factory import get_model_config
 from ..models.config import CLIPTextCfg, TimmVisionCfg
 from ..models.siglip import SigLIPConfig
-from ..models.weights_io import FAMILY_KEY, read_weights, write_safetensors
-from ..tokenizer.hf import HFTokenizer, is_tokenizer_folder
+from ..models.weights_io import write_safetensors
 from .hf import hf_state_to_openclip
-from .naming import align_names, mindclip_to_openclip, openclip_to_mindclip, strip_prefix
-from .sources import OPENCLIP_DIR_CONFIG, SourceCheckpoint
+from .naming import strip_prefix
+from .openclip_family import OpenClipFamilyConverter, copy_tokenizer
+from .sources import SourceCheckpoint
 
 HF_MODEL_TYPE = "siglip"
 _ACTS = {"gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu"}
@@ -201,123 +199,58 @@ def config_to_hf(config: SigLIPConfig) -> Dict[str, Any]:
     }
 
 
-def expected_shapes(config: SigLIPConfig) -> Dict[str, tuple]:
-    model = get_family("siglip").build_model(config)
-    return {k: tuple(p.shape) for k, p in model.parameters_dict().items()}
-
-
-def openclip_to_ms(state: Dict[str, np.ndarray], expected) -> Dict[str, np.ndarray]:
-    """open_clip SigLIP names -> mindclip's (text renamed as CLIP's, norm suffixes aligned)."""
-    state = {k: (v.reshape(()) if k in ("logit_scale", "logit_bias") else v) for k, v in state.items()}
-    return align_names(openclip_to_mindclip(state), expected)
-
-
-def ms_to_openclip(tensors: Dict[str, np.ndarray], config: SigLIPConfig) -> Dict[str, np.ndarray]:
-    """mindclip SigLIP names -> open_clip's (``CustomTextCLIP`` layout)."""
-    state = mindclip_to_openclip(tensors, custom_text=True, hf_text=bool(config.text_cfg.hf_model_name))
-    out = {}
-    for name, value in state.items():
-        if name.startswith("visual."):
-            stem, _, last = name.rpartition(".")
-            name = f"{stem}.{ {'gamma': 'weight', 'beta': 'bias'}.get(last, last)}"
-        out[name] = value
-    return out
-
-
 def _tokenizer_name(source: SourceCheckpoint) -> str:
     return source.raw_config.get("_name_or_path") or os.path.basename(os.path.normpath(source.path))
 
 
-class SigLIPConverter:
+class SigLIPConverter(OpenClipFamilyConverter):
     """The SigLIP family's converter, as the registry and ``tools/convert_weight.py`` use it."""
 
     family = "siglip"
+    config_class = SigLIPConfig
+    marker_keys = ("visual.trunk.attn_pool.",)
+    example = "ViT-B-16-SigLIP"
     sources = ("open_clip", "hf", "mindclip")
 
-    @staticmethod
-    def detect(source: SourceCheckpoint) -> bool:
-        cfg = source.raw_config or {}
+    @classmethod
+    def detect(cls, source: SourceCheckpoint) -> bool:
         if source.kind == "hf_dir":
-            return cfg.get("model_type") in (HF_MODEL_TYPE, "siglip2")
-        if source.kind == "open_clip_dir":
-            return SigLIPConfig.claims(cfg)
-        if cfg.get(FAMILY_KEY):
-            return cfg[FAMILY_KEY] == "siglip"
-        return any(k.startswith(("visual.trunk.attn_pool.", "module.visual.trunk.attn_pool."))
-                   for k in source.tensors)
+            return (source.raw_config or {}).get("model_type") in (HF_MODEL_TYPE, "siglip2")
+        return super().detect(source)
 
-    @staticmethod
-    def convert(source: SourceCheckpoint, src: str = "auto", model_name: Optional[str] = None,
+    @classmethod
+    def convert(cls, source: SourceCheckpoint, src: str = "auto", model_name: Optional[str] = None,
                 **_: Any) -> Tuple[Dict[str, np.ndarray], SigLIPConfig]:
+        if source.kind != "hf_dir":
+            return super().convert(source, src, model_name)
         tensors = strip_prefix(source.tensors)
-        if source.kind == "hf_dir":
-            config = get_model_config(model_name) if model_name else config_from_hf(
-                source.raw_config, _tokenizer_name(source))
-            state = {**hf_vision_to_openclip({k: v for k, v in tensors.items() if k.startswith("vision_model.")}),
-                     **hf_text_to_openclip({k: v for k, v in tensors.items() if k.startswith("text_model.")}),
-                     **{k: tensors[k] for k in ("logit_scale", "logit_bias") if k in tensors}}
-        else:
-            if model_name:
-                config = get_model_config(model_name)
-            elif source.kind == "open_clip_dir":
-                config = SigLIPConfig.from_dict(source.raw_config)
-            elif read_architecture(source.raw_config or {}) is not None:
-                config = read_architecture(source.raw_config)[1]
-            else:
-                raise ValueError(f"{source.path}: an open_clip SigLIP state dict does not say which "
-                                 "architecture it is; pass --model (e.g. ViT-B-16-SigLIP)")
-            state = tensors
-        if not isinstance(config, SigLIPConfig):
-            raise ValueError(f"--model names a {type(config).__name__}, not a SigLIP architecture")
-        expected = expected_shapes(config)
-        out = openclip_to_ms(state, expected)
-        check_state_dict(expected, out, source.path)
-        return out, config
+        config = get_model_config(model_name) if model_name else config_from_hf(
+            source.raw_config, _tokenizer_name(source))
+        state = {**hf_vision_to_openclip({k: v for k, v in tensors.items() if k.startswith("vision_model.")}),
+                 **hf_text_to_openclip({k: v for k, v in tensors.items() if k.startswith("text_model.")}),
+                 **{k: tensors[k] for k in ("logit_scale", "logit_bias") if k in tensors}}
+        return cls.finish(state, config, source.path)
 
-    @staticmethod
-    def assets(source: SourceCheckpoint) -> Optional[str]:
-        """The tokenizer files that travel with the converted weights."""
-        return source.path if source.path and is_tokenizer_folder(source.path) else None
-
-    @staticmethod
-    def adapt(tensors: Dict[str, np.ndarray]) -> Optional[Dict[str, np.ndarray]]:
-        del tensors
-        return None
-
-    @staticmethod
-    def reverse(ms_path: str, out_path: str, model_name: Optional[str] = None, layout: str = "open_clip") -> str:
-        """A mindclip SigLIP checkpoint -> an open_clip folder (``open_clip_config.json`` +
-        ``open_clip_model.safetensors``, what ``open_clip.create_model("local-dir:...")``
-        loads) or, with ``layout="hf"``, a folder ``SiglipModel.from_pretrained`` loads."""
-        weight_file = find_weight_file(ms_path)
-        arch = read_checkpoint_config(weight_file)
-        config = get_model_config(model_name) if model_name else (arch[1] if arch else None)
-        if not isinstance(config, SigLIPConfig):
-            raise ValueError(f"{ms_path} is not a mindclip SigLIP checkpoint")
-        tensors, _ = read_weights(weight_file)
-        check_state_dict(expected_shapes(config), tensors, weight_file)
-        state = {k: np.asarray(v, np.float32) for k, v in ms_to_openclip(tensors, config).items()}
-        os.makedirs(out_path, exist_ok=True)
-        source_dir = os.path.dirname(os.path.abspath(weight_file))
-        if layout == "hf":
-            hf = {**openclip_vision_to_hf({k: v for k, v in state.items() if k.startswith("visual.")}),
-                  **_openclip_text_to_hf(state),
-                  "logit_scale": state["logit_scale"].reshape(1), "logit_bias": state["logit_bias"].reshape(1)}
-            with open(os.path.join(out_path, "config.json"), "w", encoding="utf-8") as f:
-                json.dump(config_to_hf(config), f, indent=2)
-            write_safetensors(os.path.join(out_path, "model.safetensors"), hf, metadata={"format": "pt"})
-        else:
+    @classmethod
+    def reverse(cls, ms_path: str, out_path: str, model_name: Optional[str] = None,
+                layout: str = "open_clip") -> str:
+        """A mindclip SigLIP checkpoint -> an open_clip folder or, with ``layout="hf"``, a
+        folder ``SiglipModel.from_pretrained`` loads."""
+        state, config, source_dir = cls.read_ms(ms_path, model_name)
+        if layout != "hf":
             if not config.vision_cfg.timm_model_name:
                 raise ValueError("open_clip builds a timm image tower from its timm_model_name; "
                                  "this architecture has none (it came from a Hugging Face folder): "
                                  "write it with --reverse_layout hf")
-            model_cfg = config.to_dict()
-            model_cfg["text_cfg"].pop("hf_model_config", None)
-            with open(os.path.join(out_path, OPENCLIP_DIR_CONFIG), "w", encoding="utf-8") as f:
-                json.dump({"model_cfg": model_cfg, "preprocess_cfg": {}}, f, indent=2)
-            write_safetensors(os.path.join(out_path, "open_clip_model.safetensors"), state)
-        if is_tokenizer_folder(source_dir):
-            HFTokenizer(source_dir).save(out_path)
+            return cls.write_openclip(state, config, out_path, source_dir)
+        hf = {**openclip_vision_to_hf({k: v for k, v in state.items() if k.startswith("visual.")}),
+              **_openclip_text_to_hf(state),
+              "logit_scale": state["logit_scale"].reshape(1), "logit_bias": state["logit_bias"].reshape(1)}
+        os.makedirs(out_path, exist_ok=True)
+        with open(os.path.join(out_path, "config.json"), "w", encoding="utf-8") as f:
+            json.dump(config_to_hf(config), f, indent=2)
+        write_safetensors(os.path.join(out_path, "model.safetensors"), hf, metadata={"format": "pt"})
+        copy_tokenizer(source_dir, out_path)
         return out_path
 
 

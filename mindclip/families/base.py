@@ -42,6 +42,8 @@ class Family:
         claims: ``(architecture dict) -> bool``: whether an architecture file that names no
             family (open_clip's own JSON) is this family's (SigLIP: a timm SigLIP ViT);
             files claimed by no family are CLIP's.
+        generates: the model writes text (``model.generate(images, ...)``: CoCa), which the
+            ``image_to_text`` pipeline, ``--run_mode predict`` and caption metrics use.
     """
 
     name: str
@@ -53,6 +55,7 @@ class Family:
     converters: Sequence[Any] = field(default_factory=tuple)
     label_scores: Callable[..., Any] = softmax_scores
     claims: Optional[Callable[[Dict[str, Any]], bool]] = None
+    generates: bool = False
 
     def config_from_dict(self, data: Dict[str, Any]) -> Any:
         return data if isinstance(data, self.config_class) else self.config_class.from_dict(data)

@@ -1,0 +1,140 @@
+"""open_clip's layout for the families built on CLIP's towers (SigLIP, CoCa): state dicts and
+Hub / ``local-dir`` folders in, open_clip folders out. A family's converter subclasses
+:class:`OpenClipFamilyConverter` with its name, config class and the keys that mark its
+state dicts; mindclip's names differ from open_clip's only by MindSpore's norm suffixes."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+
+from ..families.base import get_family
+from ..factory import (check_state_dict, find_weight_file, get_model_config, read_architecture,
+                       read_checkpoint_config)
+from ..models.weights_io import FAMILY_KEY, read_weights, write_safetensors
+from ..tokenizer.hf import HFTokenizer, is_tokenizer_folder
+from .naming import align_names, mindclip_to_openclip, openclip_to_mindclip, strip_prefix
+from .sources import OPENCLIP_DIR_CONFIG, SourceCheckpoint
+
+_PT_SUFFIXES = {"gamma": "weight", "beta": "bias"}
+SCALARS = ("logit_scale", "logit_bias")
+
+
+def expected_shapes(family: str, config: Any) -> Dict[str, tuple]:
+    model = get_family(family).build_model(config)
+    return {k: tuple(p.shape) for k, p in model.parameters_dict().items()}
+
+
+def openclip_to_ms(state: Dict[str, np.ndarray], expected) -> Dict[str, np.ndarray]:
+    """open_clip names -> mindclip's (towers renamed as CLIP's, norm suffixes aligned)."""
+    state = {k: (v.reshape(()) if k in SCALARS else v) for k, v in state.items()}
+    return align_names(openclip_to_mindclip(state), expected)
+
+
+def ms_to_openclip(tensors: Dict[str, np.ndarray], config: Any) -> Dict[str, np.ndarray]:
+    """mindclip names -> open_clip's ``CustomTextCLIP``/``CoCa`` layout (the text tower under
+    ``text.``); norms outside CLIP's own module names get PyTorch's suffixes back."""
+    state = mindclip_to_openclip(tensors, custom_text=True, hf_text=bool(config.text_cfg.hf_model_name))
+    out = {}
+    for name, value in state.items():
+        if not name.startswith("text."):
+            stem, _, last = name.rpartition(".")
+            name = f"{stem}.{_PT_SUFFIXES.get(last, last)}" if stem else name
+        out[name] = np.asarray(value, np.float32) if np.issubdtype(value.dtype, np.floating) else value
+    return out
+
+
+class OpenClipFamilyConverter:
+    """Reads and writes one family's checkpoints in open_clip's layout."""
+
+    family = ""
+    config_class: type = object
+    marker_keys: Tuple[str, ...] = ()  # a state dict holding any of these is this family's
+    example = ""                        # an architecture name for error messages
+    sources = ("open_clip", "mindclip")
+
+    @classmethod
+    def detect(cls, source: SourceCheckpoint) -> bool:
+        cfg = source.raw_config or {}
+        if source.kind == "open_clip_dir":
+            return cls.config_class.claims(cfg)
+        if cfg.get(FAMILY_KEY):
+            return cfg[FAMILY_KEY] == cls.family
+        return any(k.startswith(cls.marker_keys) or k.startswith(tuple("module." + m for m in cls.marker_keys))
+                   for k in source.tensors)
+
+    @classmethod
+    def openclip_source(cls, source: SourceCheckpoint, model_name: Optional[str]) -> Tuple[Dict, Any]:
+        """``(open_clip state dict, architecture)`` of an open_clip-layout source."""
+        if model_name:
+            config = get_model_config(model_name)
+        elif source.kind == "open_clip_dir":
+            config = cls.config_class.from_dict(source.raw_config)
+        elif read_architecture(source.raw_config or {}) is not None:
+            config = read_architecture(source.raw_config)[1]
+        else:
+            raise ValueError(f"{source.path}: an open_clip {cls.family} state dict does not say which "
+                             f"architecture it is; pass --model (e.g. {cls.example})")
+        return strip_prefix(source.tensors), config
+
+    @classmethod
+    def finish(cls, state: Dict[str, np.ndarray], config: Any, path: str) -> Tuple[Dict, Any]:
+        if not isinstance(config, cls.config_class):
+            raise ValueError(f"--model names a {type(config).__name__}, not a {cls.family} architecture")
+        expected = expected_shapes(cls.family, config)
+        out = openclip_to_ms(state, expected)
+        check_state_dict(expected, out, path)
+        return out, config
+
+    @classmethod
+    def convert(cls, source: SourceCheckpoint, src: str = "auto", model_name: Optional[str] = None,
+                **_: Any) -> Tuple[Dict[str, np.ndarray], Any]:
+        return cls.finish(*cls.openclip_source(source, model_name), source.path)
+
+    @staticmethod
+    def assets(source: SourceCheckpoint) -> Optional[str]:
+        """The tokenizer files that travel with the converted weights."""
+        return source.path if source.path and is_tokenizer_folder(source.path) else None
+
+    @staticmethod
+    def adapt(tensors: Dict[str, np.ndarray]) -> Optional[Dict[str, np.ndarray]]:
+        del tensors
+        return None
+
+    @classmethod
+    def read_ms(cls, ms_path: str, model_name: Optional[str]) -> Tuple[Dict, Any, str]:
+        """``(open_clip state dict, architecture, source folder)`` of a mindclip checkpoint."""
+        weight_file = find_weight_file(ms_path)
+        arch = read_checkpoint_config(weight_file)
+        config = get_model_config(model_name) if model_name else (arch[1] if arch else None)
+        if not isinstance(config, cls.config_class):
+            raise ValueError(f"{ms_path} is not a mindclip {cls.family} checkpoint")
+        tensors, _ = read_weights(weight_file)
+        check_state_dict(expected_shapes(cls.family, config), tensors, weight_file)
+        return ms_to_openclip(tensors, config), config, os.path.dirname(os.path.abspath(weight_file))
+
+    @staticmethod
+    def write_openclip(state: Dict[str, np.ndarray], config: Any, out_path: str, source_dir: str) -> str:
+        """An open_clip folder: ``open_clip_config.json`` + ``open_clip_model.safetensors``
+        (what ``open_clip.create_model("local-dir:...")`` loads), tokenizer files beside."""
+        os.makedirs(out_path, exist_ok=True)
+        model_cfg = config.to_dict()
+        model_cfg["text_cfg"].pop("hf_model_config", None)
+        with open(os.path.join(out_path, OPENCLIP_DIR_CONFIG), "w", encoding="utf-8") as f:
+            json.dump({"model_cfg": model_cfg, "preprocess_cfg": {}}, f, indent=2)
+        write_safetensors(os.path.join(out_path, "open_clip_model.safetensors"), state)
+        copy_tokenizer(source_dir, out_path)
+        return out_path
+
+    @classmethod
+    def reverse(cls, ms_path: str, out_path: str, model_name: Optional[str] = None) -> str:
+        """A mindclip checkpoint of this family -> an open_clip folder."""
+        state, config, source_dir = cls.read_ms(ms_path, model_name)
+        return cls.write_openclip(state, config, out_path, source_dir)
+
+
+def copy_tokenizer(source_dir: str, out_path: str) -> None:
+    if is_tokenizer_folder(source_dir):
+        HFTokenizer(source_dir).save(out_path)

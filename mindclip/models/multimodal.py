@@ -1,0 +1,60 @@
+"""CoCa's multimodal text decoder (open_clip's ``MultimodalTransformer``): per layer, a causal
+self-attention block over the text tokens, then a cross-attention block whose keys and
+values are the image tokens (normed by ``ln_1_kv``); ``ln_final``, then a projection to the
+vocabulary. Parameter names are open_clip's (``resblocks``, ``cross_attn``, ``ln_1_kv``)."""
+from __future__ import annotations
+
+from mindspore import nn, ops
+
+from .layers import (MLP, BlockCfg, LayerNorm, LayerScale, ResidualAttentionBlock, causal_mask,
+                     normal_param)
+from .pooling import CrossAttention
+
+
+class CrossAttentionBlock(nn.Cell):
+    """open_clip's ``ResidualAttentionBlock(is_cross_attention=True)``:
+    ``x + ls_1(attn(ln_1(x), ln_1_kv(context)))`` then ``x + ls_2(mlp(ln_2(x)))``."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float, block: BlockCfg, layers: int):
+        super().__init__()
+        proj_std = width ** -0.5 * (2 * layers) ** -0.5
+        self.ln_1 = LayerNorm(width, block.norm_eps)
+        self.ln_1_kv = LayerNorm(width, block.norm_eps)
+        self.attn = CrossAttention(width, width, heads)
+        self.ln_2 = LayerNorm(width, block.norm_eps)
+        self.mlp = MLP(width, int(width * mlp_ratio), block.act, (2 * width) ** -0.5, proj_std)
+        scaled = block.ls_init_value is not None
+        self.ls_1 = LayerScale(width, block.ls_init_value) if scaled else nn.Identity()
+        self.ls_2 = LayerScale(width, block.ls_init_value) if scaled else nn.Identity()
+
+    def construct(self, x, context):
+        x = x + self.ls_1(self.attn(self.ln_1(x), self.ln_1_kv(context)))
+        return x + self.ls_2(self.mlp(self.ln_2(x)))
+
+
+class MultimodalDecoder(nn.Cell):
+    """``(image tokens (B, N, width), text token features (B, L, width)) -> logits (B, L,
+    vocab)``: causal in the text, every text position sees every image token."""
+
+    def __init__(self, width: int, layers: int, heads: int, context_length: int, mlp_ratio: float,
+                 block: BlockCfg, vocab_size: int):
+        super().__init__()
+        self.context_length = context_length
+        self.resblocks = nn.CellList([ResidualAttentionBlock(width, heads, mlp_ratio, block, layers)
+                                      for _ in range(layers)])
+        self.cross_attn = nn.CellList([CrossAttentionBlock(width, heads, mlp_ratio, block, layers)
+                                       for _ in range(layers)])
+        self.ln_final = LayerNorm(width, block.norm_eps)
+        self.text_projection = normal_param((width, vocab_size), width ** -0.5, "text_projection")
+        self.attn_mask = causal_mask(context_length)
+
+    def construct(self, image_embs, text_embs):
+        n = text_embs.shape[1]
+        mask = ops.broadcast_to(self.attn_mask[:n, :n], (text_embs.shape[0], n, n))
+        x = text_embs
+        for block, cross in zip(self.resblocks, self.cross_attn):
+            x = block(x, mask)
+            x = cross(x, image_embs)
+        x = self.ln_final(x)
+        return ops.matmul(x, self.text_projection.astype(x.dtype))
+
