@@ -15,7 +15,7 @@ from typing import Any, Callable, Tuple
 
 import numpy as np
 import mindspore as ms
-from mindspore import nn
+from mindspore import nn, ops
 
 from .inputs import check_images
 
@@ -52,12 +52,38 @@ class _Forward(nn.Cell):
         return self.model.construct(*inputs)
 
 
-_KINDS = {"image": _ImageFeatures, "text": _TextFeatures, "forward": _Forward}
+class _ImageTokens(nn.Cell):
+    # the image tokens a text decoder attends to (CoCa), computed once per generation
+    def __init__(self, model: nn.Cell, normalize: bool):
+        super().__init__(auto_prefix=False)
+        self.model = model
+
+    @ms.jit
+    def construct(self, images):
+        return self.model.image_tokens(images)
+
+
+class _DecodeStep(nn.Cell):
+    # one decoding step on a fixed-length token buffer: the logits at ``position`` (a (1,)
+    # int32 tensor, so every step of a generation runs the same graph)
+    def __init__(self, model: nn.Cell, normalize: bool):
+        super().__init__(auto_prefix=False)
+        self.model = model
+
+    @ms.jit
+    def construct(self, image_tokens, tokens, position):
+        logits = self.model.decode_logits(image_tokens, tokens)
+        return ops.gather(logits, position, 1)[:, 0]
+
+
+_KINDS = {"image": _ImageFeatures, "text": _TextFeatures, "forward": _Forward,
+          "image_tokens": _ImageTokens, "decode_step": _DecodeStep}
 
 
 def compiled(model: nn.Cell, kind: str, normalize: bool = False) -> Callable[..., Any]:
-    """The compiled ``kind`` call (``image``, ``text``, ``forward``) of ``model`` for its
-    current train flag (baked into the graph)."""
+    """The compiled ``kind`` call (``image``, ``text``, ``forward``; for models that write
+    text ``image_tokens`` and ``decode_step``) of ``model`` for its current train flag (baked
+    into the graph)."""
     cache = model.__dict__.setdefault("_compiled_calls", {})
     key = (kind, bool(normalize), bool(model.training))
     if key not in cache:

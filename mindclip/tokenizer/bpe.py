@@ -150,6 +150,14 @@ class CLIPTokenizer:
                            .decode("utf-8", errors="replace").replace("</w>", " "))
         return "".join(out).strip()
 
+    def decode_caption(self, ids: Iterable[int]) -> str:
+        """A generated caption's text, as open_clip's examples read one: the tokens up to the
+        first end-of-text, the start-of-text dropped, surrounding spaces stripped."""
+        ids = [int(i) for i in ids]
+        if self.eot_token_id in ids:
+            ids = ids[:ids.index(self.eot_token_id)]
+        return self.decode([i for i in ids if i != self.sot_token_id], skip_special_tokens=False)
+
     def batch_decode(self, batch: Iterable[Iterable[int]], skip_special_tokens: bool = True) -> List[str]:
         return [self.decode(row, skip_special_tokens) for row in batch]
 
