@@ -118,7 +118,10 @@ def _run(args, overrides) -> int:
         names = list_image_files(data) if os.path.isdir(data) else [data]
         rows = results if isinstance(results[0], list) else [results]
         for name, row in zip(names, rows):
-            print(name + ": " + ", ".join(f"{r['label']} ({r['score']:.3f})" for r in row))
+            if "generated_text" in row[0]:  # a model that writes text: its caption
+                print(f"{name}: {row[0]['generated_text']}")
+            else:
+                print(name + ": " + ", ".join(f"{r['label']} ({r['score']:.3f})" for r in row))
     return 0
 
 

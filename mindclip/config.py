@@ -83,7 +83,9 @@ DEFAULTS: Dict[str, Any] = {
         "log_interval": 10, "save_interval": 0, "keep_checkpoints": 3,
         "eval_interval": 1, "progress_bar": True,
     },
-    "eval": {"batch_size": 64, "top_k": [1, 5], "plots": True,
+    # generation: model.generate's keywords for models that write text (CoCa), used by the
+    # captioning metrics and --run_mode predict (open_clip's defaults: beam search, 6 beams)
+    "eval": {"batch_size": 64, "top_k": [1, 5], "plots": True, "generation": {},
              # an image-caption set evaluated for retrieval besides eval_dataset
              "retrieval_dataset": dict(copy.deepcopy(_DATASET), split="test", shuffle=False)},
     "predict": {"top_k": 5},
@@ -92,7 +94,7 @@ DEFAULTS: Dict[str, Any] = {
 }
 
 # Sections whose values are free-form (validated by their consumer).
-_FREE = {("model", "config"), ("loss", "weights"), ("runner", "precision")}
+_FREE = {("model", "config"), ("loss", "weights"), ("runner", "precision"), ("eval", "generation")}
 
 
 class ConfigError(ValueError):

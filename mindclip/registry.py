@@ -29,7 +29,7 @@ BUILTIN_MODULES: Dict[str, tuple] = {
     "lr_schedule": ("mindclip.training.lr",),
     "task": ("mindclip.evaluation.tasks",),
     "pipeline": ("mindclip.pipelines.feature_extraction", "mindclip.pipelines.image_text_retrieval",
-                 "mindclip.pipelines.zero_shot_image_classification"),
+                 "mindclip.pipelines.zero_shot_image_classification", "mindclip.pipelines.image_to_text"),
 }
 CATEGORIES = tuple(BUILTIN_MODULES)
 _LOADED: set = set()

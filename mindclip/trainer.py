@@ -12,7 +12,7 @@ from .models.store import WEIGHT_FILES
 from .models.weights_io import atomic_write
 
 TRAIN_TASKS = ("contrastive_language_image_pretrain",)
-EVAL_TASKS = ("zero_shot_image_classification", "image_text_retrieval")
+EVAL_TASKS = ("zero_shot_image_classification", "image_text_retrieval", "image_captioning")
 
 
 def infer_dataset_type(path: str, for_training: bool) -> str:
@@ -204,18 +204,25 @@ class Trainer:
 
     def _metrics(self, model: Any, cache: bool) -> Dict:
         """The task's metrics on ``eval_dataset`` plus retrieval on ``eval.retrieval_dataset``."""
-        from .evaluation.tasks import evaluate_any
+        from .evaluation.tasks import evaluate_any, evaluate_captioning, writes_text
         from .registry import get
 
         cfg = self.config
         batch, top_k = int(cfg["eval"]["batch_size"]), cfg["eval"]["top_k"]
-        if cfg["task"] in EVAL_TASKS:
+        generation = cfg["eval"]["generation"]
+        if cfg["task"] == "image_captioning":
+            metrics = evaluate_captioning(model, cfg["eval_dataset"], batch, generation=generation)
+        elif cfg["task"] in EVAL_TASKS:
             metrics = get("task", cfg["task"])(model, cfg["eval_dataset"], batch, top_k, cache=cache)
         else:
-            metrics = evaluate_any(model, cfg["eval_dataset"], batch, top_k, cache=cache)
+            metrics = evaluate_any(model, cfg["eval_dataset"], batch, top_k, cache=cache,
+                                   generation=generation)
         retrieval_cfg = cfg["eval"].get("retrieval_dataset") or {}
         if retrieval_cfg.get("type"):
             metrics["retrieval"] = get("task", "image_text_retrieval")(model, retrieval_cfg, batch)
+            if writes_text(model):  # a model that writes text is also scored on its captions
+                metrics["captioning"] = evaluate_captioning(model, retrieval_cfg, batch,
+                                                            generation=generation)
         return metrics
 
     def _write_metrics(self, metrics: Dict) -> None:
@@ -238,7 +245,9 @@ class Trainer:
                 candidate_labels: Optional[List[str]] = None,
                 predict_checkpoint: Union[str, bool, None] = None) -> List:
         """Top-k labels per image for the configured class list (``eval_dataset.class_names``
-        or a preset) or ``candidate_labels``. ``input_data``: path, folder, PIL, array or list.
+        or a preset) or ``candidate_labels``; for a model that writes text (CoCa) without
+        ``candidate_labels``, its caption per image (``[{"generated_text"}]``, generated with
+        ``eval.generation``). ``input_data``: path, folder, PIL, array or list.
         ``predict_checkpoint`` as ``evaluate``'s ``eval_checkpoint``."""
         from .data.classification import list_image_files
         from .data.loader import build_source
@@ -254,6 +263,14 @@ class Trainer:
             raise ValueError("predict needs input_data (an image, a folder or a list)")
         if isinstance(input_data, str) and os.path.isdir(input_data):
             input_data = list_image_files(input_data)
+        from .evaluation.tasks import writes_text
+
+        if writes_text(self.model) and not candidate_labels:  # CoCa: captions
+            from .pipelines.image_to_text import ImageToTextPipeline
+
+            pipe = ImageToTextPipeline(self.model, batch_size=int(cfg["eval"]["batch_size"]),
+                                       **cfg["eval"]["generation"])
+            return pipe(input_data)
         if candidate_labels:
             names = list(candidate_labels)
             templates = load_templates(cfg["eval_dataset"].get("templates"))

@@ -61,6 +61,9 @@ def main() -> int:
     open_clip.factory._MODEL_CONFIGS["coca-tiny-fixture"] = cfg
     torch.manual_seed(0)
     model = open_clip.create_model("coca-tiny-fixture").eval()
+    # open_clip 3.3 leaves the decoder's text_projection as torch.empty (its init_parameters
+    # is never called, and fails if called): initialise it as that method means to, so the weights are reproducible
+    torch.nn.init.normal_(model.text_decoder.text_projection, std=model.text_decoder.width ** -0.5)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))

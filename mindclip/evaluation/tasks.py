@@ -67,9 +67,47 @@ def evaluate_retrieval(model: Any, dataset_cfg: Dict, batch_size: int = 64,
     return metrics
 
 
+@register("task", "image_captioning")
+def evaluate_captioning(model: Any, dataset_cfg: Dict, batch_size: int = 64,
+                        top_k: List[int] = (1, 5), cache: bool = True, source=None,
+                        generation: Optional[Dict] = None) -> Dict:
+    """BLEU-1..4, CIDEr-D, ROUGE-L of the model's captions (``generation``: ``generate``'s
+    keywords) against a caption dataset's references; a few examples are kept."""
+    from .captioning import caption_scores, generate_captions
+
+    del top_k, cache
+    source = source or build_source(dataset_cfg)
+    if not isinstance(source, ImageTextSource):
+        raise ValueError(f"captioning needs an image-caption dataset, got {source.name}")
+    model.set_train(False)
+    loader = eval_image_loader(source, model.image_size, batch_size,
+                               num_workers=int(dataset_cfg.get("num_workers") or 2),
+                               mean=model.image_mean, std=model.image_std,
+                               resize_size=dataset_cfg.get("resize_size"))
+    indices, captions = generate_captions(model, get_tokenizer(model), loader, dict(generation or {}))
+    metrics = caption_scores([source.captions[i] for i in indices], captions)
+    metrics.update(task="image_captioning", dataset=source.name, num_images=len(indices),
+                   examples=[{"image": str(source.images[i]) if isinstance(source.images[i], str) else i,
+                              "generated_text": c, "references": source.captions[i][:2]}
+                             for i, c in list(zip(indices, captions))[:5]])
+    return metrics
+
+
 def evaluate_any(model: Any, dataset_cfg: Dict, batch_size: int = 64, top_k=(1, 5),
-                 cache: bool = True) -> Dict:
-    """Zero-shot for labelled datasets, retrieval for caption datasets."""
+                 cache: bool = True, generation: Optional[Dict] = None) -> Dict:
+    """Zero-shot for labelled datasets, retrieval for caption datasets, and captioning
+    metrics too when the model writes text."""
     source = build_source(dataset_cfg)
-    fn = evaluate_zero_shot if isinstance(source, LabeledImageSource) else evaluate_retrieval
-    return fn(model, dataset_cfg, batch_size, top_k, cache, source=source)
+    if isinstance(source, LabeledImageSource):
+        return evaluate_zero_shot(model, dataset_cfg, batch_size, top_k, cache, source=source)
+    metrics = evaluate_retrieval(model, dataset_cfg, batch_size, top_k, cache, source=source)
+    if writes_text(model):
+        metrics["captioning"] = evaluate_captioning(model, dataset_cfg, batch_size, source=source,
+                                                    generation=generation)
+    return metrics
+
+
+def writes_text(model: Any) -> bool:
+    from ..families.base import family_of
+
+    return family_of(model).generates
