@@ -36,7 +36,10 @@ setup(
         "sentencepiece",    # T5/mT5 tokenizers shipped as spiece.model only
     ],
     extras_require={
+        # captioning metrics (CoCa's eval): BLEU, CIDEr-D, ROUGE-L from the COCO caption toolkit
+        "caption": ["pycocoevalcap"],
         "test": [
+            "pycocoevalcap",
             "pytest",
             "pytest-xdist",  # the suite runs on both cores, a test file per worker
             # These two install from the machine's local wheel store; other versions pull GBs.

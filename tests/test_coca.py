@@ -245,5 +245,17 @@ def test_caption_decoding_and_generation_errors():
         model.generate(images, generation_type="greedy")
     with pytest.raises(ValueError, match="seq_len .* must be larger than min_seq_len"):
         model.generate(images, seq_len=5)
-    with pytest.raises(ValueError, match="exceeds the text tower's context length 16"):
+    with pytest.raises(ValueError, match="exceeds the text tower's context length 12"):
         model.generate(images, seq_len=20)
+
+
+def test_coca_run_configs_are_valid():
+    from mindclip.config import load_config
+    from mindclip.hub import pretrained_cfg
+
+    cfg = load_config(os.path.join(ROOT, "configs", "coca", "run_coca_vit_b_32_finetune_coco.yaml"))
+    assert mindclip.factory.model_family(cfg["model"]["name"]).name == "coca"
+    assert pretrained_cfg(cfg["model"]["name"], cfg["model"]["pretrained"])["hf_hub"]
+    assert cfg["loss"]["weights"] == {"clip": 0.0, "caption": 1.0}
+    demo = load_config(os.path.join(ROOT, "configs", "demo", "run_coca_tiny_digits.yaml"))
+    assert mindclip.factory.model_family(demo["model"]["name"]).name == "coca"

@@ -42,7 +42,7 @@ def _openclip_configs():
 
 def _missing_tower(cfg):
     if "multimodal_cfg" in cfg:
-        return "CoCa's multimodal text decoder"
+        return None  # built by the CoCa family (tests/test_coca.py)
     if "siglip" in cfg["vision_cfg"].get("timm_model_name", ""):
         return None  # built by the SigLIP family (tests/test_siglip.py)
     if "timm_model_name" in cfg["vision_cfg"]:
@@ -95,7 +95,8 @@ def _signature(cfg):
 def native_groups():
     groups = defaultdict(list)
     for name, cfg in _openclip_configs():
-        if _missing_tower(cfg) is None and "timm_model_name" not in cfg["vision_cfg"]:
+        if (_missing_tower(cfg) is None and "timm_model_name" not in cfg["vision_cfg"]
+                and "multimodal_cfg" not in cfg):
             groups[_signature(cfg)].append(name)
     return dict(groups)
 

@@ -8,22 +8,22 @@ import numpy as np
 import mindclip
 from conftest import ROOT
 from mindclip.training.logger import read_metrics
-from test_training_runs import RESUME_ARGS, kill_and_resume
+from test_training_runs import kill_and_resume
 
 DEMO = os.path.join(ROOT, "configs", "demo", "run_siglip_tiny_digits.yaml")
 # the CLIP demo's resume arguments on SigLIP's demo, evaluated at the end (zero-shot, retrieval)
-ARGS = [DEMO if a.endswith("run_clip_tiny_digits.yaml") else a for a in RESUME_ARGS
-        if a not in ("--eval_dataset.type", "--eval.retrieval_dataset.type", "null")] + [
-            "--lr_schedule.warmup_steps", "5"]
+# 30 steps of 8 captions (a checkpoint every 4), evaluated at the end
+ARGS = ["--config", DEMO, "--train_dataset.num_samples", "80", "--runner.batch_size", "8",
+        "--runner.epochs", "3", "--runner.save_interval", "4", "--runner.log_interval", "1",
+        "--runner.progress_bar", "false", "--lr_schedule.warmup_steps", "5"]
 
 
 def test_siglip_demo_learns_and_a_killed_run_resumes_exactly(tmp_path):
-    assert DEMO in ARGS and "null" not in ARGS
     reference, records = kill_and_resume(tmp_path, ARGS)
     losses = {r["step"]: r["loss"] for r in reference}
     for r in records:
         assert abs(r["loss"] - losses[r["step"]]) <= 1e-6, (r["step"], r["loss"], losses[r["step"]])
-    assert np.mean([r["loss"] for r in reference[-5:]]) < np.mean([r["loss"] for r in reference[:5]]) - 2.0
+    assert np.mean([r["loss"] for r in reference[-5:]]) < np.mean([r["loss"] for r in reference[:5]]) - 0.5
 
     full = str(tmp_path / "full")
     with open(os.path.join(full, "eval_metrics.json")) as f:

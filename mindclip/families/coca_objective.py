@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, Dict, Optional
 
 import mindspore as ms
-from mindspore import ops
+from mindspore import nn, ops
 
 from ..losses import ClipLoss, Objective
 from ..models.clip import l2_normalize
@@ -14,13 +14,41 @@ from ..models.clip import l2_normalize
 DEFAULT_WEIGHTS = {"clip": 1.0, "caption": 2.0}  # open_clip's --coca-*-loss-weight defaults
 
 
-def caption_cross_entropy(logits, labels, pad_id: int):
+class CaptionCrossEntropy(nn.Cell):
     """Mean next-token cross-entropy over the labels that are not ``pad_id`` (PyTorch's
-    ``CrossEntropyLoss(ignore_index=pad_id)``), computed in fp32."""
-    logp = ops.log_softmax(logits.astype(ms.float32), axis=-1)
-    nll = -ops.gather_elements(logp, 2, labels.reshape(labels.shape + (1,))).squeeze(-1)
-    keep = ops.not_equal(labels, pad_id).astype(ms.float32)
-    return (nll * keep).sum() / ops.maximum(keep.sum(), 1.0)
+    ``CrossEntropyLoss(ignore_index=pad_id)``), in fp32, ``logsumexp - picked logit``.
+
+    Its gradient, ``(softmax - one_hot) * keep / count``, is written by hand: differentiating
+    ``log_softmax`` + ``gather_elements`` keeps several vocabulary-wide tensors alive and takes
+    most of a small CoCa's train step on CPU (0.87 s of forward + backward for 64 x 15 x 49408
+    logits, against ~0.3 s this way)."""
+
+    def __init__(self, pad_id: int):
+        super().__init__()
+        self.pad_id = int(pad_id)
+
+    def _keep(self, labels):
+        keep = ops.not_equal(labels, self.pad_id).astype(ms.float32)
+        return keep, ops.maximum(keep.sum(), 1.0)
+
+    def construct(self, logits, labels):
+        keep, count = self._keep(labels)
+        logp = ops.log_softmax(logits.astype(ms.float32), axis=-1)
+        picked = ops.gather_elements(logp, 2, labels.reshape(labels.shape + (1,))).squeeze(-1)
+        return -(picked * keep).sum() / count
+
+    def bprop(self, logits, labels, out, dout):
+        keep, count = self._keep(labels)
+        weight = (keep * (dout / count)).reshape(keep.shape + (1,))
+        grad = ops.softmax(logits.astype(ms.float32), axis=-1) * weight
+        index = labels.reshape(labels.shape + (1,))
+        grad = ops.tensor_scatter_elements(grad, index, -weight, axis=2, reduction="add")
+        return grad.astype(logits.dtype), ops.zeros_like(labels)
+
+
+def caption_cross_entropy(logits, labels, pad_id: int):
+    """:class:`CaptionCrossEntropy` as a function (tests, one-off calls)."""
+    return CaptionCrossEntropy(pad_id)(logits, labels)
 
 
 class CoCaObjective(Objective):
@@ -40,7 +68,7 @@ class CoCaObjective(Objective):
         self.caption_weight = float(weights["caption"])
         self.clip_loss = ClipLoss(local_loss=local_loss, gather_with_grad=gather_with_grad,
                                   rank=rank, world_size=world)
-        self.pad_id = int(model.pad_id)
+        self.caption_loss = CaptionCrossEntropy(model.pad_id)
 
     def construct(self, images, text):
         image_features, text_features, logits = self.model.forward_features(images, text)
@@ -48,5 +76,5 @@ class CoCaObjective(Objective):
         contrastive = self.clip_weight * self.clip_loss(
             l2_normalize(image_features).astype(ms.float32),
             l2_normalize(text_features).astype(ms.float32), scale)
-        caption = self.caption_weight * caption_cross_entropy(logits, text[:, 1:], self.pad_id)
+        caption = self.caption_weight * self.caption_loss(logits, text[:, 1:])
         return contrastive + caption, (contrastive, caption)

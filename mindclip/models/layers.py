@@ -179,6 +179,20 @@ class TrainModeMixin:
         return self
 
 
+_matmul = ops.MatMul()
+_matmul_nt_2d = ops.MatMul(transpose_b=True)
+
+
+def linear_2d(x: Tensor, weight: Tensor, transpose_b: bool = False) -> Tensor:
+    """``x @ weight`` (``weight.T`` with ``transpose_b``) for ``x`` of any rank, as one 2-D
+    product over the flattened leading axes: MindSpore's CPU batched matmul with a 2-D
+    operand copies that operand once per batch row (64 copies of a 64 x 49408 vocabulary
+    projection: 0.8 GB and most of a CoCa train step)."""
+    lead = x.shape[:-1]
+    out = (_matmul_nt_2d if transpose_b else _matmul)(x.reshape(-1, x.shape[-1]), weight.astype(x.dtype))
+    return out.reshape(lead + (out.shape[-1],))
+
+
 def dense(in_dim: int, out_dim: int, std: float, has_bias: bool = True) -> nn.Dense:
     return nn.Dense(in_dim, out_dim, weight_init=Normal(std), bias_init="zeros", has_bias=has_bias)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from mindspore import nn, ops
 
 from .layers import (MLP, BlockCfg, LayerNorm, LayerScale, ResidualAttentionBlock, causal_mask,
-                     normal_param)
+                     linear_2d, normal_param)
 from .pooling import CrossAttention
 
 
@@ -56,5 +56,5 @@ class MultimodalDecoder(nn.Cell):
             x = block(x, mask)
             x = cross(x, image_embs)
         x = self.ln_final(x)
-        return ops.matmul(x, self.text_projection.astype(x.dtype))
+        return linear_2d(x, self.text_projection)
 

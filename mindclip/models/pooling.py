@@ -8,7 +8,7 @@ import mindspore as ms
 from mindspore import Parameter, nn, ops
 from mindspore.common.initializer import Normal, initializer
 
-from .layers import LayerNorm, PerHeadAttention, dense
+from .layers import LayerNorm, PerHeadAttention, dense, linear_2d
 
 
 def take_tokens(x, index):
@@ -98,9 +98,9 @@ class CrossAttention(nn.Cell):
             wq, wk, wv = w[:d], w[d:2 * d], w[2 * d:]
         else:
             wq, wk, wv = self.q_proj.weight, self.k_proj.weight, self.v_proj.weight
-        q = ops.matmul(q, wq.T) + bias[:d]
-        k = ops.matmul(kv, wk.T) + bias[d:2 * d]
-        v = ops.matmul(kv, wv.T) + bias[2 * d:]
+        q = linear_2d(q, wq, transpose_b=True) + bias[:d]
+        k = linear_2d(kv, wk, transpose_b=True) + bias[d:2 * d]
+        v = linear_2d(kv, wv, transpose_b=True) + bias[2 * d:]
         return self.out_proj(self.core(q, k, v, self.no_mask))
 
 
