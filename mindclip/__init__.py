@@ -4,7 +4,9 @@ from typing import Any, Callable, Optional, Tuple
 from .factory import (create_model, get_model_config, get_tokenizer, list_models,
                       resolve_model_name)
 from .models import CLIPConfig, CLIPModel
+from .models.coca import CoCaConfig, CoCaModel
 from .models.dual_encoder import DualEncoderConfig, DualEncoderModel
+from .models.siglip import SigLIPConfig, SigLIPModel
 from .tokenizer import CLIPTokenizer, tokenize
 from .tools.image_tools import load_image
 from .hub import list_pretrained  # also registers the Hub as a source of named weights
@@ -45,11 +47,15 @@ def __getattr__(name: str):
         from .pipelines import pipeline
 
         return pipeline
+    if name == "generation":
+        import importlib
+
+        return importlib.import_module(".generation", __name__)
     raise AttributeError(f"module 'mindclip' has no attribute {name!r}")
 
 
-__all__ = ["Trainer", "pipeline", "CLIPConfig", "CLIPModel", "CLIPTokenizer", "DualEncoderConfig",
-           "DualEncoderModel", "create_model", "create_model_and_transforms",
+__all__ = ["Trainer", "pipeline", "CLIPConfig", "CLIPModel", "CLIPTokenizer", "CoCaConfig",
+           "CoCaModel", "DualEncoderConfig", "DualEncoderModel", "SigLIPConfig", "SigLIPModel", "create_model", "create_model_and_transforms",
            "create_model_from_pretrained", "list_pretrained", "get_model_config",
            "get_tokenizer", "list_models", "load_image", "resolve_model_name", "tokenize",
            "__version__"]
