@@ -93,10 +93,13 @@ class CoCaModel(CLIPModel):
         """What the decoder attends to: the image tower's token outputs ``(B, N, width)``."""
         return self.visual.forward_with_tokens(image)[1]
 
-    def decode_logits(self, image_tokens: Tensor, text: Tensor) -> Tensor:
-        """Next-token logits ``(B, L, vocab)`` of every prefix of ``text`` ``(B, L)``."""
+    def decode_logits(self, image_tokens: Tensor, text: Tensor, position: Tensor) -> Tensor:
+        """Next-token logits ``(B, vocab)`` after the prefix ``text[:, :position + 1]`` of
+        ``text`` ``(B, L)`` (``position``: a ``(1,)`` int32 tensor); only that position is
+        projected to the vocabulary."""
         token_embs = self.text.forward_with_tokens(text)[1]
-        return self.text_decoder(image_tokens, token_embs)
+        hidden = self.text_decoder.hidden(image_tokens, token_embs)
+        return self.text_decoder.project(ops.gather(hidden, position, 1)[:, 0])
 
     def forward_features(self, image: Tensor, text: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """Unnormalised image and text features and the teacher-forced caption logits."""

@@ -15,7 +15,7 @@ from typing import Any, Callable, Tuple
 
 import numpy as np
 import mindspore as ms
-from mindspore import nn, ops
+from mindspore import nn
 
 from .inputs import check_images
 
@@ -72,8 +72,7 @@ class _DecodeStep(nn.Cell):
 
     @ms.jit
     def construct(self, image_tokens, tokens, position):
-        logits = self.model.decode_logits(image_tokens, tokens)
-        return ops.gather(logits, position, 1)[:, 0]
+        return self.model.decode_logits(image_tokens, tokens, position)
 
 
 _KINDS = {"image": _ImageFeatures, "text": _TextFeatures, "forward": _Forward,

@@ -48,13 +48,20 @@ class MultimodalDecoder(nn.Cell):
         self.text_projection = normal_param((width, vocab_size), width ** -0.5, "text_projection")
         self.attn_mask = causal_mask(context_length)
 
-    def construct(self, image_embs, text_embs):
+    def hidden(self, image_embs, text_embs):
+        """``ln_final``-ed outputs ``(B, L, width)``, before the vocabulary projection."""
         n = text_embs.shape[1]
         mask = ops.broadcast_to(self.attn_mask[:n, :n], (text_embs.shape[0], n, n))
         x = text_embs
         for block, cross in zip(self.resblocks, self.cross_attn):
             x = block(x, mask)
             x = cross(x, image_embs)
-        x = self.ln_final(x)
-        return linear_2d(x, self.text_projection)
+        return self.ln_final(x)
+
+    def project(self, hidden):
+        """Vocabulary logits of decoder outputs (any leading shape)."""
+        return linear_2d(hidden, self.text_projection)
+
+    def construct(self, image_embs, text_embs):
+        return self.project(self.hidden(image_embs, text_embs))
 
