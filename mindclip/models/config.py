@@ -23,7 +23,6 @@ from .timm_archs import TimmViTArch, timm_vit_arch
 MISSING_TOWERS = {
     "timm_": "a timm image tower other than SigLIP's ViTs (EVA, ConvNeXt, ViTamin, MobileCLIP, "
              "PE: open_clip's timm_model_name)",
-    "multimodal_cfg": "CoCa's multimodal text decoder (open_clip's multimodal_cfg)",
 }
 
 
