@@ -41,12 +41,10 @@ def _decode_step(model: Any, image_tokens: Any, seq_len: int, pad_id: int):
 
 
 def _as_ids(value: Optional[Any], default: int) -> list:
+    """Token ids given as an int, a list or an array (open_clip takes tensors too)."""
     if value is None:
         return [default]
-    if isinstance(value, (list, tuple)):
-        return [int(v) for v in value]
-    return [int(np.asarray(value).reshape(-1)[0])] if np.asarray(value).size == 1 else \
-        [int(v) for v in np.asarray(value).reshape(-1)]
+    return [int(v) for v in np.asarray(value).reshape(-1)]
 
 
 def generate(model: Any, images: Any, text: Optional[Any] = None, seq_len: int = 30,
@@ -112,6 +110,8 @@ def _sample(step, batch, text, sot, eos_ids, pad_id, seq_len, max_seq_len, min_s
     out = np.full((batch, 1), sot, np.int64) if text is None else np.asarray(text, np.int64)
     one_dim = out.ndim == 1
     out = out[None] if one_dim else out
+    if out.shape[1] >= seq_len:
+        raise ValueError(f"the text prompt has {out.shape[1]} tokens; seq_len ({seq_len}) must be longer")
     while True:
         x = out[:, -max_seq_len:]
         cur_len = x.shape[1]
