@@ -11,11 +11,12 @@ from conftest import ROOT
 from test_training_runs import kill_and_resume
 
 DEMO = os.path.join(ROOT, "configs", "demo", "run_coca_tiny_digits.yaml")
-# 30 steps of 8 captions (a checkpoint every 4), evaluated at the end
+# 30 steps of 8 captions (a checkpoint every 4); evaluated once, after (not in each of the 3 runs)
 ARGS = ["--config", DEMO, "--train_dataset.num_samples", "80", "--runner.batch_size", "8",
         "--runner.epochs", "3", "--runner.save_interval", "4", "--runner.log_interval", "1",
         "--runner.progress_bar", "false", "--lr_schedule.warmup_steps", "5",
-        "--eval_dataset.num_samples", "64", "--eval.retrieval_dataset.num_samples", "64",
+        "--eval_dataset.type", "null", "--eval.retrieval_dataset.type", "null"]
+EVAL = ["--eval_dataset.num_samples", "64", "--eval.retrieval_dataset.num_samples", "64",
         "--eval.batch_size", "32"]
 
 
@@ -30,6 +31,8 @@ def test_coca_trains_evaluates_captions_predicts_and_resumes_exactly(tmp_path, c
     assert np.mean(captions[-5:]) < np.mean(captions[:5]) - 2.0  # the decoder learns the words
 
     full = str(tmp_path / "full")
+    assert run_mindformer.main(["--config", DEMO, "--run_mode", "eval", "--load_checkpoint", full,
+                                "--output_dir", full] + EVAL) == 0
     with open(os.path.join(full, "eval_metrics.json")) as f:
         metrics = json.load(f)
     scores = metrics["retrieval"]["captioning"] if "captioning" in metrics["retrieval"] else metrics["captioning"]
