@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import mindspore as ms
+from mindspore import ops
 import mindclip
 from mindclip.models import conv as conv_module
 from mindclip.models.conv import Conv2d
@@ -83,6 +84,32 @@ def test_choice_is_measured_once_per_shape_and_cached(monkeypatch, tmp_path):
     measured.clear()
     mindclip.create_model("RN-Tiny")  # a second build reads the cache
     assert measured == []
+
+
+def _slowed(path_fn):
+    """``path_fn`` plus ~10 GFLOP of products that depend on its input: a path made slow on
+    purpose, by far more than the two paths can differ on any processor at this shape."""
+    def slow(self, x):
+        y = path_fn(self, x)
+        big = ops.tile(x.reshape(-1)[:1], (1024 * 1024,)).reshape(1024, 1024)
+        for _ in range(5):
+            big = ops.matmul(big, big) * 1e-3
+        return y + big.sum() * 0.0
+    return slow
+
+
+@pytest.mark.parametrize("slow_path", ["native", "matmul"])
+def test_measurement_picks_the_faster_path(monkeypatch, slow_path):
+    """Whichever path is slow on a processor, the measurement times both and takes the other
+    (the slow-conv processor forced by slowing one path 21x)."""
+    from mindspore import nn
+
+    if slow_path == "native":
+        monkeypatch.setattr(nn.Conv2d, "construct", _slowed(nn.Conv2d.construct))
+    else:
+        monkeypatch.setattr(Conv2d, "im2col_matmul", _slowed(Conv2d.im2col_matmul))
+    expected = {"native": "matmul", "matmul": "native"}[slow_path]
+    assert conv_module.measure((16, 16, 3, 1, 24)) == expected
 
 
 def test_export_traces_mindspores_kernel(monkeypatch):
