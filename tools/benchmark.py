@@ -5,6 +5,8 @@ data pipelines next to a plain PIL + numpy loop.
     python tools/benchmark.py --section models --model ViT-B-32      # CLIP vs open_clip
     python tools/benchmark.py --section models --model clip-roberta  # dual encoder vs transformers
     python tools/benchmark.py --section models --model ViT-B-16-SigLIP  # SigLIP vs open_clip
+    python tools/benchmark.py --section models --model coca_ViT-B-32 \
+        --peer_python /path/to/venv-with-transformers-4.55/bin/python  # CoCa vs open_clip
     python tools/benchmark.py --section data --images /path/jpegs    # data (default: generated JPEGs)
     python tools/benchmark.py --section zero_shot --model ViT-B-32   # end-to-end CIFAR-100 zero-shot
     python tools/benchmark.py --section declip                       # DeCLIP step vs CLIP step
@@ -14,7 +16,10 @@ fp32 throughout. Numbers are items per second (higher is better) from the median
 one warm-up call, and the peak RSS of the process that ran the workload; ratio = mindclip / peer. The zero-shot
 workload has no warm-up: it is what a user waits for, from a built model to the accuracy
 (classifier from 100 classes x 18 templates, then every image of a CIFAR-100-layout fixture
-through each side's own loader), compilation included.
+through each side's own loader), compilation included. CoCa adds a ``caption`` workload:
+``generate`` with open_clip's defaults (beam search, 6 beams in 3 groups, 30 tokens) in
+captions/s; open_clip 3.3's ``generate`` needs transformers < 5 (its ``BeamSearchScorer``),
+so ``--peer_python`` names the interpreter of an environment that has it.
 """
 import argparse
 import json
@@ -153,8 +158,12 @@ def _towers_as_clip(name: str):
 
 
 # Random text inputs shaped like each family's text processor output (no tokenizer files).
-FAKE_TEXT = {"clip": _clip_text, "siglip": _clip_text, "dual_encoder": _bert_text,
-             "declip": _declip_batch}
+FAKE_TEXT = {"clip": _clip_text, "siglip": _clip_text, "coca": _clip_text,
+             "dual_encoder": _bert_text, "declip": _declip_batch}
+
+# What generate runs in the caption workload on both sides: open_clip's defaults, spelled out.
+CAPTION_ARGS = {"seq_len": 30, "generation_type": "beam_search", "num_beams": 6,
+                "num_beam_groups": 3}
 
 
 def _mindclip_workload(name: str, task: str, batch: int, iters: int, mode: int) -> float:
@@ -176,6 +185,8 @@ def _mindclip_workload(name: str, task: str, batch: int, iters: int, mode: int) 
         return batch / _timeit(lambda: model.encode_image(images).asnumpy(), iters)
     if task == "text_encode":
         return batch / _timeit(lambda: model.encode_text(*texts).asnumpy(), iters)
+    if task == "caption":
+        return batch / _timeit(lambda: np.asarray(model.generate(images, **CAPTION_ARGS)), iters)
     model.set_train(True)
     objective = family.build_objective(model, load_config(), 0, 1)
     opt = AdamW(model.trainable_params(), np.full(1000, 1e-5, np.float32))
@@ -189,8 +200,8 @@ def _open_clip_workload(name: str, task: str, batch: int, iters: int) -> float:
 
     described = _described(name)
     cfg = described["config"]
-    siglip = described["family"] == "siglip"
-    if siglip:  # open_clip's own config of the same name: a timm tower, CustomTextCLIP
+    family = described["family"]
+    if family in ("siglip", "coca"):  # open_clip's own config of the same name
         model = open_clip.create_model(name).eval()
     else:
         model = open_clip.model.CLIP(embed_dim=cfg["embed_dim"], vision_cfg=cfg["vision_cfg"],
@@ -203,13 +214,23 @@ def _open_clip_workload(name: str, task: str, batch: int, iters: int) -> float:
         arg = images if task == "image_encode" else texts
         with torch.no_grad():
             return batch / _timeit(lambda: fn(arg), iters)
+    if task == "caption":
+        with torch.no_grad():
+            return batch / _timeit(lambda: model.generate(images, **CAPTION_ARGS), iters)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
-    loss_fn = open_clip.loss.SigLipLoss() if siglip else open_clip.loss.ClipLoss()
+    if family == "coca":  # open_clip's default weights, as our CoCa objective's
+        coca_loss = open_clip.loss.CoCaLoss(caption_loss_weight=2.0, clip_loss_weight=1.0)
+        loss_fn = lambda out: coca_loss(**out)  # noqa: E731
+    else:
+        pair_loss = open_clip.loss.SigLipLoss() if family == "siglip" else open_clip.loss.ClipLoss()
+        loss_fn = lambda out: pair_loss(*out)  # noqa: E731
 
     def step():
         opt.zero_grad()
-        loss_fn(*model(images, texts)).backward()
+        out = model(images, texts)
+        loss = loss_fn(out)
+        (sum(loss) if isinstance(loss, tuple) else loss).backward()
         opt.step()
 
     return batch / _timeit(step, iters)
@@ -336,7 +357,11 @@ def bench_zero_shot(name: str, count: int, batch: int, torch_available: bool) ->
 
 # The PyTorch peer of each model family: (label, workload).
 PEERS = {"clip": ("open_clip", _open_clip_workload), "siglip": ("open_clip", _open_clip_workload),
-         "dual_encoder": ("transformers", _transformers_dual_workload)}
+         "coca": ("open_clip", _open_clip_workload), "dual_encoder": ("transformers", _transformers_dual_workload)}
+
+
+# The interpreter of the peers' processes (--peer_python): by default this one.
+PEER_PYTHON = [sys.executable]
 
 
 def _run_isolated(who: str, name: str, task: str, batch: int, iters: int, mode: int,
@@ -345,7 +370,8 @@ def _run_isolated(who: str, name: str, task: str, batch: int, iters: int, mode: 
     graphs (each compiled graph keeps its buffers for the life of the process) do not share
     memory.
     Returns (items/s or None, peak RSS in GB or None, note)."""
-    cmd = [sys.executable, os.path.abspath(__file__), "--_one", who, name, task, str(batch),
+    python = sys.executable if who == "mindclip" else PEER_PYTHON[0]
+    cmd = [python, os.path.abspath(__file__), "--_one", who, name, task, str(batch),
            str(iters), str(mode), root]
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if proc.returncode == 0:
@@ -522,8 +548,13 @@ def main(argv=None) -> int:
     p.add_argument("--image_batch", type=int, default=32)
     p.add_argument("--text_batch", type=int, default=256)
     p.add_argument("--train_batch", type=int, default=32)
-    p.add_argument("--workloads", default="image_encode,text_encode,train_step",
-                   help="comma-separated subset of the model workloads")
+    p.add_argument("--caption_batch", type=int, default=4)
+    p.add_argument("--workloads", default="image_encode,text_encode,train_step,caption",
+                   help="comma-separated subset of the model workloads (caption: families "
+                        "that generate)")
+    p.add_argument("--peer_python", default=sys.executable,
+                   help="Python interpreter that runs the PyTorch peer (open_clip's CoCa "
+                        "generate needs an environment with transformers < 5)")
     p.add_argument("--images", default=None, help="folder of JPEGs (default: 1000 generated)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--zs_images", type=int, default=2000,
@@ -555,14 +586,17 @@ def main(argv=None) -> int:
         print(f"{rate} {_peak_rss_gb()}")
         return 0
     results = {"threads": os.cpu_count()}
+    PEER_PYTHON[0] = args.peer_python
     if args.section in ("models", "all"):
         torch_threads = _torch_threads()
         batches = {"image_encode": args.image_batch, "text_encode": args.text_batch,
-                   "train_step": args.train_batch}
+                   "train_step": args.train_batch, "caption": args.caption_batch}
         chosen = args.workloads.split(",")
         unknown = sorted(set(chosen) - set(batches))
         if unknown:
             p.error(f"unknown workload(s) {unknown}; valid: {sorted(batches)}")
+        if _described(args.model)["family"] != "coca":  # the only family that generates
+            chosen = [c for c in chosen if c != "caption"]
         batches = {k: v for k, v in batches.items() if k in chosen}
         res = bench_models(args.model, args.iters, batches, torch_threads is not None)
         peer = res["peer"]
@@ -572,7 +606,8 @@ def main(argv=None) -> int:
               f"{'ratio':>6s}")
         labels = {"image_encode": f"image encode, batch {args.image_batch} [img/s]",
                   "text_encode": f"text encode, batch {args.text_batch} [txt/s]",
-                  "train_step": f"train step, batch {args.train_batch} [samples/s]"}
+                  "train_step": f"train step, batch {args.train_batch} [samples/s]",
+                  "caption": f"captions, batch {args.caption_batch}, beam 6 [img/s]"}
         for key, label in labels.items():
             if key not in res:
                 continue
