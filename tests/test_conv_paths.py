@@ -3,7 +3,6 @@ Conv2d kernel gets) equals MindSpore's Conv2d in values and gradients, in both m
 choice between them is measured once per shape and processor and cached; exports trace
 MindSpore's kernel. Forced with MINDCLIP_CPU_CONV, since this machine may be either kind."""
 import json
-import os
 
 import numpy as np
 import pytest

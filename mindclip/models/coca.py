@@ -93,12 +93,17 @@ class CoCaModel(CLIPModel):
         """What the decoder attends to: the image tower's token outputs ``(B, N, width)``."""
         return self.visual.forward_with_tokens(image)[1]
 
-    def decode_logits(self, image_tokens: Tensor, text: Tensor, position: Tensor) -> Tensor:
+    def decode_context(self, image_tokens: Tensor) -> Tuple[Tensor, ...]:
+        """The decoder's per-layer keys and values of ``image_tokens``, computed once per
+        generation (:meth:`decode_logits` takes them)."""
+        return self.text_decoder.context_kv(image_tokens)
+
+    def decode_logits(self, context: Tuple[Tensor, ...], text: Tensor, position: Tensor) -> Tensor:
         """Next-token logits ``(B, vocab)`` after the prefix ``text[:, :position + 1]`` of
-        ``text`` ``(B, L)`` (``position``: a ``(1,)`` int32 tensor); only that position is
-        projected to the vocabulary."""
+        ``text`` ``(B, L)`` (``position``: a ``(1,)`` int32 tensor), the image side given as
+        :meth:`decode_context`; only that position is projected to the vocabulary."""
         token_embs = self.text.forward_with_tokens(text)[1]
-        hidden = self.text_decoder.hidden(image_tokens, token_embs)
+        hidden = self.text_decoder.hidden_from_kv(context, token_embs)
         return self.text_decoder.project(ops.gather(hidden, position, 1)[:, 0])
 
     def forward_features(self, image: Tensor, text: Tensor) -> Tuple[Tensor, Tensor, Tensor]:

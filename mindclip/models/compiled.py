@@ -63,6 +63,17 @@ class _ImageTokens(nn.Cell):
         return self.model.image_tokens(images)
 
 
+class _DecodeContext(nn.Cell):
+    # the decoder's keys/values of the image tokens, once per generation
+    def __init__(self, model: nn.Cell, normalize: bool):
+        super().__init__(auto_prefix=False)
+        self.model = model
+
+    @ms.jit
+    def construct(self, image_tokens):
+        return self.model.decode_context(image_tokens)
+
+
 class _DecodeStep(nn.Cell):
     # one decoding step on a fixed-length token buffer: the logits at ``position`` (a (1,)
     # int32 tensor, so every step of a generation runs the same graph)
@@ -71,17 +82,18 @@ class _DecodeStep(nn.Cell):
         self.model = model
 
     @ms.jit
-    def construct(self, image_tokens, tokens, position):
-        return self.model.decode_logits(image_tokens, tokens, position)
+    def construct(self, context, tokens, position):
+        return self.model.decode_logits(context, tokens, position)
 
 
 _KINDS = {"image": _ImageFeatures, "text": _TextFeatures, "forward": _Forward,
-          "image_tokens": _ImageTokens, "decode_step": _DecodeStep}
+          "image_tokens": _ImageTokens, "decode_context": _DecodeContext,
+          "decode_step": _DecodeStep}
 
 
 def compiled(model: nn.Cell, kind: str, normalize: bool = False) -> Callable[..., Any]:
     """The compiled ``kind`` call (``image``, ``text``, ``forward``; for models that write
-    text ``image_tokens`` and ``decode_step``) of ``model`` for its current train flag (baked
+    text ``image_tokens``, ``decode_context`` and ``decode_step``) of ``model`` for its current train flag (baked
     into the graph)."""
     cache = model.__dict__.setdefault("_compiled_calls", {})
     key = (kind, bool(normalize), bool(model.training))

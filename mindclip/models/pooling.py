@@ -90,18 +90,29 @@ class CrossAttention(nn.Cell):
         self.core = PerHeadAttention(heads, d_model // heads)
         self.no_mask = ms.Tensor(0.0, ms.float32)
 
-    def construct(self, q, kv):
+    def _weights(self):
         d = self.d_model
-        bias = self.in_proj.bias
         if self.packed:
             w = self.in_proj.weight
-            wq, wk, wv = w[:d], w[d:2 * d], w[2 * d:]
-        else:
-            wq, wk, wv = self.q_proj.weight, self.k_proj.weight, self.v_proj.weight
-        q = linear_2d(q, wq, transpose_b=True) + bias[:d]
-        k = linear_2d(kv, wk, transpose_b=True) + bias[d:2 * d]
-        v = linear_2d(kv, wv, transpose_b=True) + bias[2 * d:]
+            return w[:d], w[d:2 * d], w[2 * d:]
+        return self.q_proj.weight, self.k_proj.weight, self.v_proj.weight
+
+    def keys_values(self, kv):
+        """The projected keys and values of ``kv``: what :meth:`attend` takes, computed once
+        when the same context serves many queries (CoCa's decoding steps)."""
+        d, bias = self.d_model, self.in_proj.bias
+        _, wk, wv = self._weights()
+        return (linear_2d(kv, wk, transpose_b=True) + bias[d:2 * d],
+                linear_2d(kv, wv, transpose_b=True) + bias[2 * d:])
+
+    def attend(self, q, k, v):
+        """The attention output of queries ``q`` over projected keys and values."""
+        q = linear_2d(q, self._weights()[0], transpose_b=True) + self.in_proj.bias[:self.d_model]
         return self.out_proj(self.core(q, k, v, self.no_mask))
+
+    def construct(self, q, kv):
+        k, v = self.keys_values(kv)
+        return self.attend(q, k, v)
 
 
 class AttentionalPooler(nn.Cell):
