@@ -79,6 +79,17 @@ def mindclip_outputs(model, images, tokens):
     return image_features, text_features, logits
 
 
+def load_openclip_state(model, reference, family: str):
+    """Load an open_clip ``reference``'s state dict into ``model`` in memory, through the
+    open_clip-family converter, every parameter required."""
+    from mindclip.convert.openclip_family import expected_shapes, openclip_to_ms
+
+    state = {k: v.detach().numpy() for k, v in reference.state_dict().items()}
+    tensors = openclip_to_ms(state, expected_shapes(family, model.config))
+    params = {k: ms.Parameter(ms.Tensor(v)) for k, v in tensors.items()}
+    assert not ms.load_param_into_net(model, params, strict_load=True)[0]
+
+
 def assert_parity(ours, ref, atol=FEATURE_ATOL):
     for name, a, b in zip(("image features", "text features", "logits"), ours, ref):
         assert a.shape == b.shape, f"{name}: shape {a.shape} vs {b.shape}"

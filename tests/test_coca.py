@@ -94,14 +94,11 @@ def test_coca_converts_both_ways_with_open_clips_features_and_logits(name, tmp_p
 
 def test_coca_vit_b_32_full_size_in_graph_mode():
     """The one full-size check: open_clip's coca_ViT-B-32 (random), features and logits."""
-    from mindclip.convert.openclip_family import expected_shapes, openclip_to_ms
+    from conftest import load_openclip_state
 
     reference = build_coca_reference(open_clip.get_model_config("coca_ViT-B-32"), "full-coca_ViT-B-32")
     model = create_model("coca_ViT-B-32")
-    state = {k: v.detach().numpy() for k, v in reference.state_dict().items()}
-    tensors = openclip_to_ms(state, expected_shapes("coca", model.config))
-    assert not ms.load_param_into_net(model, {k: ms.Parameter(ms.Tensor(v)) for k, v in tensors.items()},
-                                      strict_load=True)[0]
+    load_openclip_state(model, reference, "coca")
     images = np.random.default_rng(2).standard_normal((2, 3, 224, 224)).astype(np.float32)
     tokens = mindclip.get_tokenizer(model)(["a photo of a cat", "two dogs playing in the snow"])
     expected = _reference_outputs(reference, images, tokens.astype(np.int64))

@@ -121,15 +121,12 @@ def test_siglip_option_group_converts_both_ways_with_open_clips_features(key, tm
 def test_vit_b_16_siglip_full_size_in_graph_mode():
     """The one full-size check: open_clip's ViT-B-16-SigLIP (random) renamed in memory by the
     converter (the file round trips are checked on the shrunk groups above)."""
-    from mindclip.convert.openclip_family import expected_shapes, openclip_to_ms
+    from conftest import load_openclip_state
 
     torch.manual_seed(0)
     reference = open_clip.create_model("ViT-B-16-SigLIP").eval()
     model = create_model("ViT-B-16-SigLIP")
-    state = {k: v.detach().numpy() for k, v in reference.state_dict().items()}
-    tensors = openclip_to_ms(state, expected_shapes("siglip", model.config))
-    assert not ms.load_param_into_net(model, {k: ms.Parameter(ms.Tensor(v)) for k, v in tensors.items()},
-                                      strict_load=True)[0]
+    load_openclip_state(model, reference, "siglip")
     images = np.random.default_rng(1).standard_normal((2, 3, 224, 224)).astype(np.float32)
     tokens = np.random.default_rng(2).integers(1, 32000, (2, 64))
     with torch.no_grad():
