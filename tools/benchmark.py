@@ -166,7 +166,9 @@ CAPTION_ARGS = {"seq_len": 30, "generation_type": "beam_search", "num_beams": 6,
                 "num_beam_groups": 3}
 
 
-def _mindclip_workload(name: str, task: str, batch: int, iters: int, mode: int) -> float:
+def _mindclip_workload(name: str, task: str, batch: int, mode: int):
+    """The call a user makes for ``task``, as a no-argument function, in MindSpore mode
+    ``mode`` (PyNative: MindSpore's default, where notebooks and scripts start)."""
     import mindspore as ms
 
     from mindclip import create_model
@@ -182,19 +184,41 @@ def _mindclip_workload(name: str, task: str, batch: int, iters: int, mode: int) 
     images = ms.Tensor(rng.standard_normal((batch, 3, size, size)).astype(np.float32))
     texts = tuple(ms.Tensor(x) for x in FAKE_TEXT[family.name](model, batch, rng))
     if task == "image_encode":
-        return batch / _timeit(lambda: model.encode_image(images).asnumpy(), iters)
+        return lambda: model.encode_image(images).asnumpy()
     if task == "text_encode":
-        return batch / _timeit(lambda: model.encode_text(*texts).asnumpy(), iters)
+        return lambda: model.encode_text(*texts).asnumpy()
     if task == "caption":
-        return batch / _timeit(lambda: np.asarray(model.generate(images, **CAPTION_ARGS)), iters)
+        return lambda: np.asarray(model.generate(images, **CAPTION_ARGS))
     model.set_train(True)
     objective = family.build_objective(model, load_config(), 0, 1)
     opt = AdamW(model.trainable_params(), np.full(1000, 1e-5, np.float32))
     step = TrainStep(objective, opt)
-    return batch / _timeit(lambda: step(images, *texts)[0].asnumpy(), iters)
+    return lambda: step(images, *texts)[0].asnumpy()
 
 
-def _open_clip_workload(name: str, task: str, batch: int, iters: int) -> float:
+def _no_grad(fn):
+    import torch
+
+    def run():
+        with torch.no_grad():
+            return fn()
+    run.counted = fn  # what the FLOP counter runs: with grad enabled, no fused fast path
+    return run
+
+
+def _torch_flops(fn) -> float:
+    """Floating-point operations of one call of ``fn`` (torch's FLOP counter: matmuls,
+    convolutions and attention, forward and backward), the work the limit fraction divides."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    # torch's no-grad inference runs nn.MultiheadAttention as one fused op the counter does
+    # not know (a third of a ViT's products would go uncounted)
+    with FlopCounterMode(display=False) as counter:
+        getattr(fn, "counted", fn)()
+    return float(counter.get_total_flops())
+
+
+def _open_clip_workload(name: str, task: str, batch: int):
     import open_clip
     import torch
 
@@ -212,11 +236,9 @@ def _open_clip_workload(name: str, task: str, batch: int, iters: int) -> float:
     if task in ("image_encode", "text_encode"):
         fn = model.encode_image if task == "image_encode" else model.encode_text
         arg = images if task == "image_encode" else texts
-        with torch.no_grad():
-            return batch / _timeit(lambda: fn(arg), iters)
+        return _no_grad(lambda: fn(arg))
     if task == "caption":
-        with torch.no_grad():
-            return batch / _timeit(lambda: model.generate(images, **CAPTION_ARGS), iters)
+        return _no_grad(lambda: model.generate(images, **CAPTION_ARGS))
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
     if family == "coca":  # open_clip's default weights, as our CoCa objective's
@@ -233,10 +255,10 @@ def _open_clip_workload(name: str, task: str, batch: int, iters: int) -> float:
         (sum(loss) if isinstance(loss, tuple) else loss).backward()
         opt.step()
 
-    return batch / _timeit(step, iters)
+    return step
 
 
-def _transformers_dual_workload(name: str, task: str, batch: int, iters: int) -> float:
+def _transformers_dual_workload(name: str, task: str, batch: int):
     import torch
     import transformers
 
@@ -252,12 +274,10 @@ def _transformers_dual_workload(name: str, task: str, batch: int, iters: int) ->
                  for x in _bert_ids(*described["text_inputs"], batch, np.random.default_rng(0)))
     size = hf_cfg["vision_config"]["image_size"]
     images = torch.randn(batch, 3, size, size)
-    with torch.no_grad():
-        if task == "image_encode":
-            return batch / _timeit(lambda: model.get_image_features(pixel_values=images), iters)
-        if task == "text_encode":
-            return batch / _timeit(lambda: model.get_text_features(input_ids=ids, attention_mask=mask),
-                                   iters)
+    if task == "image_encode":
+        return _no_grad(lambda: model.get_image_features(pixel_values=images))
+    if task == "text_encode":
+        return _no_grad(lambda: model.get_text_features(input_ids=ids, attention_mask=mask))
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
 
@@ -266,7 +286,7 @@ def _transformers_dual_workload(name: str, task: str, batch: int, iters: int) ->
         model(input_ids=ids, attention_mask=mask, pixel_values=images, return_loss=True).loss.backward()
         opt.step()
 
-    return batch / _timeit(step, iters)
+    return step
 
 
 def write_cifar100_fixture(root: str, count: int, classnames: list) -> str:
@@ -347,9 +367,10 @@ def bench_zero_shot(name: str, count: int, batch: int, torch_available: bool) ->
     with tempfile.TemporaryDirectory() as tmp:
         root = write_cifar100_fixture(os.path.join(tmp, "cifar-100-python"), count,
                                       described["classnames"])
-        ours, our_rss, note = _run_isolated("mindclip", name, "zero_shot", batch, 0, 0, root)
-        theirs, their_rss, their_note = (_run_isolated("peer", name, "zero_shot", batch, 0, 0, root)
-                                         if torch_available else (None, None, "torch not installed"))
+        ours, our_rss, _, note = _run_isolated("mindclip", name, "zero_shot", batch, 0, 0, root)
+        theirs, their_rss, _, their_note = (
+            _run_isolated("peer", name, "zero_shot", batch, 0, 0, root)
+            if torch_available else (None, None, None, "torch not installed"))
     return {"images": count, "batch": batch, "mindclip": ours, "mindclip_note": note,
             "mindclip_peak_rss_gb": our_rss, "open_clip": theirs, "open_clip_note": their_note,
             "open_clip_peak_rss_gb": their_rss, "ratio": ours / theirs if ours and theirs else None}
@@ -362,6 +383,21 @@ PEERS = {"clip": ("open_clip", _open_clip_workload), "siglip": ("open_clip", _op
 
 # The interpreter of the peers' processes (--peer_python): by default this one.
 PEER_PYTHON = [sys.executable]
+# OpenBLAS reads these at load time to pick its kernel; some machines set them for old OpenBLAS
+# builds (a Haswell kernel on AVX-512 CPUs), a user's machine does not. --unset_openblas_env
+# removes both from every process this benchmark starts, ours and the peer's alike.
+OPENBLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+UNSET_OPENBLAS_ENV = [False]
+
+# MindSpore's modes, as the benchmark's columns: PyNative is MindSpore's default.
+MODES = {"PyNative": 1, "GRAPH": 0}
+
+
+def _child(args: list, python: str = sys.executable) -> subprocess.CompletedProcess:
+    env = ({k: v for k, v in os.environ.items() if k not in OPENBLAS_ENV}
+           if UNSET_OPENBLAS_ENV[0] else None)
+    return subprocess.run([python, os.path.abspath(__file__), *args], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, env=env)
 
 
 def _run_isolated(who: str, name: str, task: str, batch: int, iters: int, mode: int,
@@ -369,20 +405,61 @@ def _run_isolated(who: str, name: str, task: str, batch: int, iters: int, mode: 
     """One workload in a fresh process, so that each has its own peak RSS and MindSpore's CPU
     graphs (each compiled graph keeps its buffers for the life of the process) do not share
     memory.
-    Returns (items/s or None, peak RSS in GB or None, note)."""
+    Returns (items/s or None, peak RSS in GB or None, FLOPs per item or None, note); the
+    peer's process counts the FLOPs."""
     python = sys.executable if who == "mindclip" else PEER_PYTHON[0]
-    cmd = [python, os.path.abspath(__file__), "--_one", who, name, task, str(batch),
-           str(iters), str(mode), root]
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = _child(["--_one", who, name, task, str(batch), str(iters), str(mode), root], python)
     if proc.returncode == 0:
-        rate, peak = proc.stdout.strip().splitlines()[-1].split()
-        return float(rate), float(peak), ""
+        rate, peak, flops = proc.stdout.strip().splitlines()[-1].split()
+        return float(rate), float(peak), (float(flops) or None), ""
     if proc.returncode in (-9, 137):
-        return None, None, "out of memory"
-    return None, None, (proc.stderr.strip().splitlines() or ["failed"])[-1][:80]
+        return None, None, None, "out of memory"
+    return None, None, None, (proc.stderr.strip().splitlines() or ["failed"])[-1][:80]
 
 
-def bench_models(name: str, iters: int, batches: dict, torch_available: bool) -> dict:
+# The product the matmul limit is measured on: a ViT-B/32 MLP input projection at batch 32
+# (1600 token rows), the largest share of its image encode.
+LIMIT_SHAPE = (1600, 768, 3072)
+
+
+def _matmul_gflops(side: str) -> float:
+    """GFLOP/s of one fp32 LIMIT_SHAPE product (median of 7 after a warm-up) by ``side``:
+    MindSpore's nn.Dense in GRAPH mode, torch's Linear, or numpy's OpenBLAS sgemm."""
+    m, k, n = LIMIT_SHAPE
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    if side == "MindSpore":
+        import mindspore as ms
+
+        ms.set_context(mode=ms.GRAPH_MODE)
+        dense, xt = ms.nn.Dense(k, n), ms.Tensor(x)
+        fn = lambda: dense(xt).asnumpy()  # noqa: E731
+    elif side == "torch":
+        import torch
+
+        linear, xt = torch.nn.Linear(k, n), torch.tensor(x)
+        fn = _no_grad(lambda: linear(xt))
+    else:
+        wt = np.ascontiguousarray(w.T)
+        fn = lambda: x @ wt  # noqa: E731
+    return 2 * m * k * n / _timeit(fn, 7) / 1e9
+
+
+def matmul_limit(torch_available: bool) -> dict:
+    """The machine's fp32 matmul limit, measured now: the fastest of MindSpore, torch and
+    OpenBLAS on LIMIT_SHAPE, each in its own process."""
+    sides = ["MindSpore", "OpenBLAS (numpy)"] + (["torch"] if torch_available else [])
+    rates = {}
+    for side in sides:
+        proc = _child(["--_matmul", side])
+        rates[side] = float(proc.stdout.split()[-1]) if proc.returncode == 0 else None
+    best = max((r for r in rates.values() if r), default=None)
+    return {"shape": list(LIMIT_SHAPE), "gflops": rates, "limit_gflops": best}
+
+
+def bench_models(name: str, iters: int, batches: dict, torch_available: bool,
+                 modes: list) -> dict:
     family = _described(name)["family"]
     if family not in PEERS:
         raise SystemExit(f"error: {name} is a {family} model, which has no PyTorch peer to run "
@@ -390,38 +467,115 @@ def bench_models(name: str, iters: int, batches: dict, torch_available: bool) ->
     peer = PEERS[family][0]
     results = {"peer": peer}
     for task, batch in batches.items():
-        ours, our_rss, note = _run_isolated("mindclip", name, task, batch, iters, 0)
-        mode = "GRAPH"
-        if ours is None and note == "out of memory":
-            ours, our_rss, note = _run_isolated("mindclip", name, task, batch, iters, 1)
-            mode = "PyNative (GRAPH ran out of memory)"
-        theirs, their_rss, their_note = (_run_isolated("peer", name, task, batch, iters, 0)
-                                         if torch_available else (None, None, "torch not installed"))
-        results[task] = {"batch": batch, "mindclip": ours, "mindclip_mode": mode,
-                         "mindclip_note": note, "mindclip_peak_rss_gb": our_rss,
-                         peer: theirs, f"{peer}_note": their_note, f"{peer}_peak_rss_gb": their_rss,
-                         "ratio": ours / theirs if ours and theirs else None}
-        print(f"  measured {task}: mindclip {ours} ({mode}), {peer} {theirs}", file=sys.stderr,
-              flush=True)
+        r = {"batch": batch}
+        for mode in modes:
+            rate, peak, _, note = _run_isolated("mindclip", name, task, batch, iters, MODES[mode])
+            r[mode] = {"rate": rate, "peak_rss_gb": peak, "note": note}
+        rate, peak, flops, note = (_run_isolated("peer", name, task, batch, iters, 0)
+                                   if torch_available else (None, None, None, "torch not installed"))
+        r[peer] = {"rate": rate, "peak_rss_gb": peak, "note": note}
+        r["flops_per_item"] = flops
+        for mode in modes:
+            ours = r[mode]["rate"]
+            r[mode]["ratio"] = ours / rate if ours and rate else None
+        results[task] = r
+        print(f"  measured {task}: " + ", ".join(f"{m} {r[m]['rate']}" for m in modes)
+              + f", {peer} {rate}", file=sys.stderr, flush=True)
     return results
 
 
+def _fraction(rate, flops, limit):
+    """Share of the matmul limit a workload's rate amounts to, or None."""
+    return rate * flops / (limit * 1e9) if rate and flops and limit else None
+
+
+def print_models(name: str, res: dict, labels: dict, modes: list, limit: dict) -> None:
+    peer = res["peer"]
+    print(f"\n{name}: items/s (peak RSS GB); ratio = mindclip / {peer}; "
+          f"limit = share of the {limit['limit_gflops'] or 0:.0f} GFLOP/s matmul limit")
+    head = "".join(f"{m:>16s}" for m in modes) + f"{peer:>16s}"
+    head += "".join(f"{'ratio ' + m:>16s}" for m in modes)
+    print(f"{'workload':36s}{head}{'GFLOP/item':>11s}{'limit: ours/peer':>18s}")
+    for key, label in labels.items():
+        if key not in res:
+            continue
+        r = res[key]
+        cells = [r[m] for m in modes] + [r[peer]]
+        line = "".join(f"{_cell(c):>16s}" for c in cells)
+        line += "".join(f"{_fmt(r[m]['ratio']):>16s}" for m in modes)
+        flops = r["flops_per_item"]
+        best = max((r[m]["rate"] or 0 for m in modes), default=0)
+        ours = _fraction(best, flops, limit["limit_gflops"])
+        theirs = _fraction(r[peer]["rate"], flops, limit["limit_gflops"])
+        r["limit_fraction"] = {"mindclip": ours, peer: theirs}
+        shares = f"{_pct(ours)}/{_pct(theirs)}"
+        print(f"{label:36s}{line}{_fmt(flops / 1e9 if flops else None):>11s}{shares:>18s}")
+
+
+def _cell(c: dict) -> str:
+    return f"{c['rate']:.2f} ({c['peak_rss_gb']:.2f})" if c["rate"] else (c["note"] or "-")[:15]
+
+
+def _pct(x) -> str:
+    return f"{100 * x:.0f}%" if x else "-"
+
+
+FLOORS_MARK = "<!-- benchmark floors: read by tools/benchmark.py --check -->"
+# PyNative (MindSpore's default) must run the public calls within this share of GRAPH mode.
+PYNATIVE_FLOOR = 0.9
+
+
+def readme_floors(path: str) -> dict:
+    """{(model, workload): lowest ratio to the peer} from the README's floors table (the
+    rows after FLOORS_MARK: ``| model | workload | floor |``)."""
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().split(FLOORS_MARK, 1)[-1].strip().splitlines()
+    floors = {}
+    for line in lines:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip().strip("`") for c in line.strip("|").split("|")]
+        try:
+            floors[(cells[0], cells[1])] = float(cells[2])
+        except (ValueError, IndexError):
+            continue  # the header and its rule
+    return floors
+
+
+def check(models: dict, floors: dict, modes: list) -> list:
+    """What falls below the README's floors: each workload's ratio to its peer in every
+    mode, and PyNative against GRAPH."""
+    failures = []
+    for name, res in models.items():
+        for task, r in res.items():
+            if task in ("peer", "limit"):
+                continue
+            floor = floors.get((name, task))
+            for mode in modes:
+                ratio = r[mode]["ratio"]
+                if floor is not None and (ratio is None or ratio < floor):
+                    failures.append(f"{name} {task} {mode}: ratio {_fmt(ratio)} < {floor}")
+            if set(MODES) <= set(modes):
+                fast, default = r["GRAPH"]["rate"], r["PyNative"]["rate"]
+                if not fast or not default or default < PYNATIVE_FLOOR * fast:
+                    failures.append(f"{name} {task}: PyNative {_fmt(default)} < "
+                                    f"{PYNATIVE_FLOOR} x GRAPH {_fmt(fast)}")
+    return failures
+
+
 def bench_declip(name: str, batch: int, iters: int, torch_available: bool) -> dict:
-    """DeCLIP's train step next to the CLIP step of the same towers (ours and open_clip's)."""
+    """DeCLIP's train step next to the CLIP step of the same towers (ours and open_clip's),
+    ours in GRAPH mode."""
     rows = {}
     for label, who, task in (("DeCLIP step (mindclip)", "mindclip", "train_step"),
                              ("CLIP step, same towers (mindclip)", "mindclip", "clip_step_same_towers"),
                              ("CLIP step, same towers (open_clip)", "peer", "clip_step_same_towers")):
         if who == "peer" and not torch_available:
-            rows[label] = {"rate": None, "peak": None, "note": "torch not installed", "mode": ""}
+            rows[label] = {"rate": None, "peak": None, "note": "torch not installed"}
             continue
-        rate, peak, note = _run_isolated(who, name, task, batch, iters, 0)
-        mode = "GRAPH" if who == "mindclip" else "eager"
-        if rate is None and note == "out of memory" and who == "mindclip":
-            rate, peak, note = _run_isolated(who, name, task, batch, iters, 1)
-            mode = "PyNative (GRAPH ran out of memory)"
-        rows[label] = {"rate": rate, "peak": peak, "note": note, "mode": mode}
-        print(f"  measured {label}: {rate} ({mode})", file=sys.stderr, flush=True)
+        rate, peak, _, note = _run_isolated(who, name, task, batch, iters, MODES["GRAPH"])
+        rows[label] = {"rate": rate, "peak": peak, "note": note}
+        print(f"  measured {label}: {rate}", file=sys.stderr, flush=True)
     return rows
 
 
@@ -531,11 +685,25 @@ def bench_ops(side: str, batch: int, iters: int) -> dict:
 
 
 def _ops_isolated(side: str, batch: int, iters: int) -> dict:
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--_ops", side, str(batch),
-                           str(iters)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = _child(["--_ops", side, str(batch), str(iters)])
     if proc.returncode != 0:
         raise SystemExit("error: " + (proc.stderr.strip().splitlines() or ["ops failed"])[-1])
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return next((line.split(":", 1)[1].strip() for line in f
+                         if line.startswith("model name")), "unknown CPU")
+    except OSError:
+        return "unknown CPU"
+
+
+# Workloads run when --workloads is not given: all of them, except for RN50, whose text tower
+# is ViT-B-32's (its image tower, the ModifiedResNet, is what it adds).
+DEFAULT_WORKLOADS = {"RN50": "image_encode"}
+README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
 
 
 def main(argv=None) -> int:
@@ -543,27 +711,37 @@ def main(argv=None) -> int:
     p.add_argument("--section", choices=("models", "data", "zero_shot", "declip", "ops", "all"),
                    default="all")
     p.add_argument("--declip_model", default="DeCLIP-ViT-B-32")
-    p.add_argument("--model", default="ViT-B-32")
+    p.add_argument("--model", default="ViT-B-32,RN50",
+                   help="comma-separated architectures of the models section (zero_shot: the first)")
     p.add_argument("--iters", type=int, default=3)
     p.add_argument("--image_batch", type=int, default=32)
     p.add_argument("--text_batch", type=int, default=256)
     p.add_argument("--train_batch", type=int, default=32)
     p.add_argument("--caption_batch", type=int, default=4)
-    p.add_argument("--workloads", default="image_encode,text_encode,train_step,caption",
-                   help="comma-separated subset of the model workloads (caption: families "
-                        "that generate)")
+    p.add_argument("--workloads", default=None,
+                   help="comma-separated subset of image_encode,text_encode,train_step,caption "
+                        "(caption: families that generate; default: all, RN50 image_encode)")
+    p.add_argument("--modes", default="PyNative,GRAPH",
+                   help="MindSpore modes to measure ours in (PyNative is MindSpore's default)")
     p.add_argument("--peer_python", default=sys.executable,
                    help="Python interpreter that runs the PyTorch peer (open_clip's CoCa "
                         "generate needs an environment with transformers < 5)")
+    p.add_argument("--unset_openblas_env", action="store_true",
+                   help="run every process (ours and the peer's) without OPENBLAS_CORETYPE and "
+                        "OPENBLAS_L2_SIZE, as on a user's machine")
+    p.add_argument("--check", action="store_true",
+                   help="exit 1 when a workload's ratio falls below the README's floors table, "
+                        f"or PyNative below {PYNATIVE_FLOOR} x GRAPH")
     p.add_argument("--images", default=None, help="folder of JPEGs (default: 1000 generated)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--zs_images", type=int, default=2000,
                    help="images in the zero-shot workload's CIFAR-100-layout fixture")
     p.add_argument("--zs_batch", type=int, default=64)
-    p.add_argument("--json", default=None, help="also write the numbers to this file")
+    p.add_argument("--json", default=None, help="also write every number to this file")
     p.add_argument("--_one", nargs=7, default=None, help=argparse.SUPPRESS)
     p.add_argument("--_describe", default=None, help=argparse.SUPPRESS)
     p.add_argument("--_ops", nargs=3, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--_matmul", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args._describe:  # child process: what the parent and the peers need from mindclip
         print(json.dumps(_describe(args._describe)))
@@ -572,65 +750,91 @@ def main(argv=None) -> int:
         side, batch, iters = args._ops
         print(json.dumps(bench_ops(side, int(batch), int(iters))))
         return 0
-    if args._one:  # child process: one workload, prints "items/s peak_rss_gb"
+    if args._matmul:  # child process: one side's matmul GFLOP/s
+        print(_matmul_gflops(args._matmul))
+        return 0
+    if args._one:  # child process: one workload, prints "items/s peak_rss_gb flops_per_item"
         who, name, task, batch, iters, mode, root = args._one
+        flops = 0.0
         if task == "zero_shot":
             rate = (_mindclip_zero_shot if who == "mindclip" else _open_clip_zero_shot)(
                 name, root, int(batch))
-        elif who == "mindclip":
-            rate = _mindclip_workload(name, task, int(batch), int(iters), int(mode))
-        elif task == "clip_step_same_towers":
-            rate = _open_clip_workload(name, task, int(batch), int(iters))
         else:
-            rate = PEERS[_described(name)["family"]][1](name, task, int(batch), int(iters))
-        print(f"{rate} {_peak_rss_gb()}")
+            if who == "mindclip":
+                fn = _mindclip_workload(name, task, int(batch), int(mode))
+            elif task == "clip_step_same_towers":
+                fn = _open_clip_workload(name, task, int(batch))
+            else:
+                fn = PEERS[_described(name)["family"]][1](name, task, int(batch))
+            rate = int(batch) / _timeit(fn, int(iters))
+            if who == "peer":
+                flops = _torch_flops(fn) / int(batch)
+        print(f"{rate} {_peak_rss_gb()} {flops}")
         return 0
-    results = {"threads": os.cpu_count()}
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not modes or set(modes) - set(MODES):
+        p.error(f"--modes {args.modes!r}: valid are {', '.join(MODES)}")
+    if args.unset_openblas_env:
+        UNSET_OPENBLAS_ENV[0] = True
+    models = [m.strip() for m in args.model.split(",") if m.strip()]
+    results = {"date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv),
+               "cpu": _cpu_name(), "threads": os.cpu_count(), "modes": modes,
+               "openblas_env": "unset" if args.unset_openblas_env else
+               {k: os.environ.get(k) for k in OPENBLAS_ENV}}
     PEER_PYTHON[0] = args.peer_python
+    failures = []
     if args.section in ("models", "all"):
         torch_threads = _torch_threads()
-        batches = {"image_encode": args.image_batch, "text_encode": args.text_batch,
-                   "train_step": args.train_batch, "caption": args.caption_batch}
-        chosen = args.workloads.split(",")
-        unknown = sorted(set(chosen) - set(batches))
-        if unknown:
-            p.error(f"unknown workload(s) {unknown}; valid: {sorted(batches)}")
-        if _described(args.model)["family"] != "coca":  # the only family that generates
-            chosen = [c for c in chosen if c != "caption"]
-        batches = {k: v for k, v in batches.items() if k in chosen}
-        res = bench_models(args.model, args.iters, batches, torch_threads is not None)
-        peer = res["peer"]
-        print(f"\n{args.model}, fp32, CPU with {os.cpu_count()} cores (MindSpore default threads; "
-              f"torch threads: {torch_threads}); each workload in its own process")
-        print(f"{'workload':38s} {'mindclip':>10s} {'peak GB':>8s} {peer:>13s} {'peak GB':>8s} "
-              f"{'ratio':>6s}")
-        labels = {"image_encode": f"image encode, batch {args.image_batch} [img/s]",
-                  "text_encode": f"text encode, batch {args.text_batch} [txt/s]",
-                  "train_step": f"train step, batch {args.train_batch} [samples/s]",
-                  "caption": f"captions, batch {args.caption_batch}, beam 6 [img/s]"}
-        for key, label in labels.items():
-            if key not in res:
-                continue
-            r = res[key]
-            mark = "*" if r["mindclip"] and r["mindclip_mode"] != "GRAPH" else ""
-            print(f"{label:38s} {_row(r, peer, mark)}")
-        if any(r["mindclip_mode"] != "GRAPH" for k, r in res.items() if k != "peer"):
-            print("* GRAPH mode ran out of memory; measured in PyNative mode instead")
-        results["models"] = {"model": args.model, **res}
+        limit = matmul_limit(torch_threads is not None)
+        results["matmul_limit"] = limit
+        env_note = ("OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset in every process, both sides"
+                    if args.unset_openblas_env else "environment as is: " + ", ".join(
+                        f"{k}={os.environ.get(k)}" for k in OPENBLAS_ENV))
+        print(f"\nfp32, {_cpu_name()}, {os.cpu_count()} cores (MindSpore default threads; torch "
+              f"threads: {torch_threads}), {results['date']}; each workload in its own process; "
+              f"{env_note}")
+        m, k, n = LIMIT_SHAPE
+        print(f"matmul limit: {_fmt(limit['limit_gflops'])} GFLOP/s, the fastest of "
+              + ", ".join(f"{side} {_fmt(r)}" for side, r in limit["gflops"].items())
+              + f" on a {m}x{k} @ {k}x{n} fp32 product")
+        all_batches = {"image_encode": args.image_batch, "text_encode": args.text_batch,
+                       "train_step": args.train_batch, "caption": args.caption_batch}
+        labels = {"image_encode": f"image encode, batch {args.image_batch}",
+                  "text_encode": f"text encode, batch {args.text_batch}",
+                  "train_step": f"train step, batch {args.train_batch}",
+                  "caption": f"captions, batch {args.caption_batch}, beam 6"}
+        results["models"] = {}
+        for name in models:
+            chosen = (args.workloads or DEFAULT_WORKLOADS.get(
+                name, "image_encode,text_encode,train_step,caption")).split(",")
+            unknown = sorted(set(chosen) - set(all_batches))
+            if unknown:
+                p.error(f"unknown workload(s) {unknown}; valid: {sorted(all_batches)}")
+            if _described(name)["family"] != "coca":  # the only family that generates
+                chosen = [c for c in chosen if c != "caption"]
+            batches = {k: v for k, v in all_batches.items() if k in chosen}
+            os.environ.pop(DESCRIBE_ENV, None)  # the next model is described afresh
+            res = bench_models(name, args.iters, batches, torch_threads is not None, modes)
+            print_models(name, res, labels, modes, limit)
+            results["models"][name] = res
+            os.environ.pop(DESCRIBE_ENV, None)
+        if args.check:
+            failures = check(results["models"], readme_floors(README), modes)
+    model = models[0]
     if args.section in ("zero_shot", "all"):
-        r = bench_zero_shot(args.model, args.zs_images, args.zs_batch, _torch_threads() is not None)
-        print(f"\nzero-shot CIFAR-100 protocol end to end, {args.model}, {args.zs_images} images, "
+        r = bench_zero_shot(model, args.zs_images, args.zs_batch, _torch_threads() is not None)
+        print(f"\nzero-shot CIFAR-100 protocol end to end, {model}, {args.zs_images} images, "
               f"batch {args.zs_batch} [img/s, compilation included]")
         print(f"{'mindclip':>10s} {'peak GB':>8s} {'open_clip':>13s} {'peak GB':>8s} {'ratio':>6s}")
         print(_row(r, "open_clip"))
-        results["zero_shot"] = {"model": args.model, **r}
+        results["zero_shot"] = {"model": model, **r}
     if args.section in ("declip", "all"):
         rows = bench_declip(args.declip_model, args.train_batch, args.iters,
                             _torch_threads() is not None)
         print(f"\n{args.declip_model}, train step, batch {args.train_batch}, fp32 [samples/s]")
-        print(f"{'workload':38s} {'samples/s':>10s} {'peak GB':>8s}  mode")
+        print(f"{'workload (mindclip in GRAPH mode)':38s} {'samples/s':>10s} {'peak GB':>8s}")
         for label, r in rows.items():
-            print(f"{label:38s} {_fmt(r['rate'], r['note']):>10s} {_fmt(r['peak']):>8s}  {r['mode']}")
+            print(f"{label:38s} {_fmt(r['rate'], r['note']):>10s} {_fmt(r['peak']):>8s}")
         ours = rows["DeCLIP step (mindclip)"]["rate"]
         clip = rows["CLIP step, same towers (mindclip)"]["rate"]
         if ours and clip:
@@ -662,10 +866,14 @@ def main(argv=None) -> int:
         results["data"] = rates
         if tmp is not None:
             tmp.cleanup()
+    if args.check:
+        results["check_failures"] = failures
+        print("\ncheck: " + ("every workload at or above the README's floors" if not failures
+                             else "below the README's floors:\n  " + "\n  ".join(failures)))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(results, f, indent=2)
-    return 0
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":
