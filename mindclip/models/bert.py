@@ -18,7 +18,7 @@ import mindspore as ms
 from mindspore import nn, ops
 from mindspore.common.initializer import Normal
 
-from .layers import GELU, LayerNorm, PerHeadAttention, attention_per_head
+from .layers import GELU, Dense, LayerNorm, PerHeadAttention, attention_per_head
 
 # Hugging Face model types whose position ids follow RoBERTa's rule.
 ROBERTA_TYPES = ("roberta", "xlm-roberta", "camembert")
@@ -77,8 +77,8 @@ class BertConfig:
         return asdict(self)
 
 
-def _dense(cfg: BertConfig, n_in: int, n_out: int) -> nn.Dense:
-    return nn.Dense(n_in, n_out, weight_init=Normal(cfg.initializer_range), bias_init="zeros")
+def _dense(cfg: BertConfig, n_in: int, n_out: int) -> Dense:
+    return Dense(n_in, n_out, weight_init=Normal(cfg.initializer_range), bias_init="zeros")
 
 
 def _activation(name: str) -> nn.Cell:

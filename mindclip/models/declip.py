@@ -18,6 +18,7 @@ from mindspore import Tensor, nn
 from ..normalization import IMAGENET_MEAN, IMAGENET_STD
 from .clip import CLIPModel
 from .config import CLIPConfig
+from .layers import Dense
 
 
 @dataclass
@@ -48,11 +49,11 @@ class ProjectionMLP(nn.Cell):
 
     def __init__(self, in_dim: int, dim: int):
         super().__init__()
-        self.linear1 = nn.Dense(in_dim, dim)
+        self.linear1 = Dense(in_dim, dim)
         self.bn1 = nn.BatchNorm1d(dim, eps=1e-5, momentum=0.9)  # PyTorch's momentum 0.1
-        self.linear2 = nn.Dense(dim, dim)
+        self.linear2 = Dense(dim, dim)
         self.bn2 = nn.BatchNorm1d(dim, eps=1e-5, momentum=0.9)
-        self.linear3 = nn.Dense(dim, dim)
+        self.linear3 = Dense(dim, dim)
         self.bn3 = nn.BatchNorm1d(dim, eps=1e-5, momentum=0.9)
         self.relu = nn.ReLU()
 
@@ -67,10 +68,10 @@ class PredictionMLP(nn.Cell):
 
     def __init__(self, dim: int, hidden: int):
         super().__init__()
-        self.linear1 = nn.Dense(dim, hidden)
+        self.linear1 = Dense(dim, hidden)
         self.bn1 = nn.BatchNorm1d(hidden, eps=1e-5, momentum=0.9)
         self.relu = nn.ReLU()
-        self.layer2 = nn.Dense(hidden, dim)
+        self.layer2 = Dense(hidden, dim)
 
     def construct(self, x):
         return self.layer2(self.relu(self.bn1(self.linear1(x))))
@@ -87,7 +88,7 @@ class DeCLIPModel(CLIPModel):
         super().__init__(config)
         self.projector = ProjectionMLP(config.embed_dim, config.simsiam_dim)
         self.predictor = PredictionMLP(config.simsiam_dim, config.simsiam_hidden)
-        self.text_label_predictor = nn.Dense(config.text_cfg.width, config.text_cfg.vocab_size)
+        self.text_label_predictor = Dense(config.text_cfg.width, config.text_cfg.vocab_size)
         if config.freeze_patch_embedding and not config.vision_cfg.is_resnet:
             self.visual.conv1.weight.requires_grad = False
 

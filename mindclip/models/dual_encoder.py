@@ -22,7 +22,7 @@ from .clip import freeze_groups, l2_normalize
 from .config import CLIPVisionCfg
 from .compiled import PublicCallsMixin
 from .inputs import check_same_shape, check_token_ids
-from .layers import TrainModeMixin
+from .layers import Dense, TrainModeMixin
 from .pretrained import PretrainedConfigMixin, PretrainedModelMixin
 from .vision import VisionTransformer
 
@@ -77,7 +77,7 @@ class DualEncoderModel(PublicCallsMixin, PretrainedModelMixin, TrainModeMixin, n
         self.visual = VisionTransformer(config.vision_cfg, config.projection_dim,
                                         config.vision_quick_gelu)
         self.text = BertModel(config.text_cfg)
-        self.text_projection = nn.Dense(config.text_cfg.hidden_size, config.projection_dim,
+        self.text_projection = Dense(config.text_cfg.hidden_size, config.projection_dim,
                                         weight_init=Normal(config.text_cfg.initializer_range),
                                         has_bias=False)
         self.logit_scale = Parameter(Tensor(config.logit_scale_init_value, ms.float32),

@@ -12,7 +12,7 @@ from mindspore import nn, ops
 from .bert import ROBERTA_TYPES, BertConfig, BertModel
 from .config import CLIPTextCfg
 from .exceptions import MissingTowerError
-from .layers import GELU
+from .layers import GELU, Dense
 from .m2m100 import M2M100Config, M2M100Encoder
 from .t5 import T5Config, T5Encoder
 
@@ -59,11 +59,11 @@ class HFTextTower(nn.Cell):
         if width == embed_dim and cfg.hf_proj_type is None:
             self.proj = nn.Identity()
         elif cfg.hf_proj_type == "linear":
-            self.proj = nn.Dense(width, embed_dim, has_bias=False)
+            self.proj = Dense(width, embed_dim, has_bias=False)
         else:
             hidden = (width + embed_dim) // 2
-            self.proj = nn.SequentialCell([nn.Dense(width, hidden, has_bias=False), GELU(),
-                                           nn.Dense(hidden, embed_dim, has_bias=False)])
+            self.proj = nn.SequentialCell([Dense(width, hidden, has_bias=False), GELU(),
+                                           Dense(hidden, embed_dim, has_bias=False)])
 
     def forward_with_tokens(self, text):
         """``(pooled features, token features)``."""

@@ -193,8 +193,27 @@ def linear_2d(x: Tensor, weight: Tensor, transpose_b: bool = False) -> Tensor:
     return out.reshape(lead + (out.shape[-1],))
 
 
-def dense(in_dim: int, out_dim: int, std: float, has_bias: bool = True) -> nn.Dense:
-    return nn.Dense(in_dim, out_dim, weight_init=Normal(std), bias_init="zeros", has_bias=has_bias)
+class Dense(nn.Dense):
+    """``nn.Dense`` (same parameters, same forward values) whose bias is a broadcast add:
+    its gradient is then a ReduceSum, where MindSpore's CPU ``BiasAddGrad`` kernel runs at
+    0.2 GFLOP/s (27 ms for one 1600 x 3072 gradient against ReduceSum's 3 ms: 1.1 s of a
+    6 s ViT-B/32 train step). Activations are not supported (no tower uses them)."""
+
+    def __init__(self, in_channels: int, out_channels: int, weight_init="normal",
+                 bias_init="zeros", has_bias: bool = True, dtype=ms.float32):
+        super().__init__(in_channels, out_channels, weight_init=weight_init,
+                         bias_init=bias_init, has_bias=has_bias, dtype=dtype)
+
+    def construct(self, x):
+        shape = x.shape
+        y = self.matmul(x.reshape(-1, shape[-1]), self.weight)
+        if self.has_bias:
+            y = y + self.bias
+        return y.reshape(shape[:-1] + (y.shape[-1],))
+
+
+def dense(in_dim: int, out_dim: int, std: float, has_bias: bool = True) -> Dense:
+    return Dense(in_dim, out_dim, weight_init=Normal(std), bias_init="zeros", has_bias=has_bias)
 
 
 def normal_param(shape, std: float, name: str) -> Parameter:

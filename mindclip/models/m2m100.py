@@ -14,7 +14,7 @@ import mindspore as ms
 from mindspore import Tensor, nn, ops
 from mindspore.common.initializer import Normal
 
-from .layers import GELU, LayerNorm, PerHeadAttention
+from .layers import GELU, Dense, LayerNorm, PerHeadAttention
 
 _NEG = float(np.finfo(np.float32).min)
 _ACTIVATIONS = {"relu": nn.ReLU, "gelu": GELU}
@@ -65,7 +65,7 @@ class M2M100Attention(nn.Cell):
         super().__init__()
         d, std = cfg.d_model, cfg.init_std
         self.q_proj, self.k_proj, self.v_proj, self.out_proj = (
-            nn.Dense(d, d, weight_init=Normal(std)) for _ in range(4))
+            Dense(d, d, weight_init=Normal(std)) for _ in range(4))
         self.core = PerHeadAttention(cfg.encoder_attention_heads, d // cfg.encoder_attention_heads)
 
     def construct(self, x, mask):
@@ -78,8 +78,8 @@ class M2M100EncoderLayer(nn.Cell):
         d = cfg.d_model
         self.self_attn = M2M100Attention(cfg)
         self.self_attn_layer_norm = LayerNorm(d)
-        self.fc1 = nn.Dense(d, cfg.encoder_ffn_dim, weight_init=Normal(cfg.init_std))
-        self.fc2 = nn.Dense(cfg.encoder_ffn_dim, d, weight_init=Normal(cfg.init_std))
+        self.fc1 = Dense(d, cfg.encoder_ffn_dim, weight_init=Normal(cfg.init_std))
+        self.fc2 = Dense(cfg.encoder_ffn_dim, d, weight_init=Normal(cfg.init_std))
         self.act = _ACTIVATIONS[cfg.activation_function]()
         self.final_layer_norm = LayerNorm(d)
 

@@ -15,7 +15,7 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import Normal, initializer
 
-from .layers import GELUTanh
+from .layers import Dense, GELUTanh
 
 _NEG = float(np.finfo(np.float32).min)
 
@@ -80,8 +80,8 @@ class T5LayerNorm(nn.Cell):
         return (self.weight * x).astype(orig)
 
 
-def _linear(n_in: int, n_out: int) -> nn.Dense:
-    return nn.Dense(n_in, n_out, weight_init=Normal(n_in ** -0.5), has_bias=False)
+def _linear(n_in: int, n_out: int) -> Dense:
+    return Dense(n_in, n_out, weight_init=Normal(n_in ** -0.5), has_bias=False)
 
 
 class T5Attention(nn.Cell):

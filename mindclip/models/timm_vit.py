@@ -13,15 +13,15 @@ from mindspore import Parameter, nn, ops
 from mindspore.common.initializer import TruncatedNormal, initializer
 
 from .config import TimmVisionCfg
-from .layers import LayerNorm, PackedSelfAttention, PerHeadAttention, make_activation
+from .layers import Dense, LayerNorm, PackedSelfAttention, PerHeadAttention, make_activation
 from .timm_archs import TimmViTArch
 from .vision import PatchEmbedding
 
 _STD = 0.02  # timm's init of Linear weights and the position table
 
 
-def _linear(in_dim: int, out_dim: int, has_bias: bool = True) -> nn.Dense:
-    return nn.Dense(in_dim, out_dim, weight_init=TruncatedNormal(_STD), bias_init="zeros",
+def _linear(in_dim: int, out_dim: int, has_bias: bool = True) -> Dense:
+    return Dense(in_dim, out_dim, weight_init=TruncatedNormal(_STD), bias_init="zeros",
                     has_bias=has_bias)
 
 
