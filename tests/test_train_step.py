@@ -85,8 +85,12 @@ def compare_weights(model, ref, atol):
     assert worst <= atol, f"max weight diff {worst:.3g}"
 
 
-@pytest.mark.parametrize("accum,clip", [(1, None), (2, 1.0)])
-def test_steps_equal_open_clip(accum, clip):
+# PyNative (MindSpore's default) too: the step runs there as a GRAPH-mode call and must
+# leave the caller's mode as it was.
+@pytest.mark.parametrize("accum,clip,mode", [(1, None, ms.GRAPH_MODE), (2, 1.0, ms.GRAPH_MODE),
+                                             (1, None, ms.PYNATIVE_MODE)],
+                         ids=["graph", "graph-accum-clip", "pynative"])
+def test_steps_equal_open_clip(accum, clip, mode):
     name = "ViT-Tiny-8"
     ref = build_openclip(name, seed=21)
     model = load_same_init(name, ref)
@@ -94,7 +98,13 @@ def test_steps_equal_open_clip(accum, clip):
     import open_clip
     tokens = open_clip.get_tokenizer(name)([f"caption number {i}" for i in range(8)])
     lrs = cosine_schedule(LR, total_steps=3, warmup_steps=1)
-    ours = ms_steps(model, images, tokens, 3, lrs, accum, clip)
+    previous = ms.get_context("mode")
+    ms.set_context(mode=mode)
+    try:
+        ours = ms_steps(model, images, tokens, 3, lrs, accum, clip)
+        assert ms.get_context("mode") == mode
+    finally:
+        ms.set_context(mode=previous)
     theirs = torch_steps(ref, images, tokens, 3, lrs, accum, clip)
     np.testing.assert_allclose(ours, theirs, atol=1e-5, rtol=0)
     compare_weights(model, ref, atol=1e-5)

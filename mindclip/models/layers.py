@@ -193,22 +193,35 @@ def linear_2d(x: Tensor, weight: Tensor, transpose_b: bool = False) -> Tensor:
     return out.reshape(lead + (out.shape[-1],))
 
 
+class _BiasAdd(nn.Cell):
+    # nn.Dense's BiasAdd with another backward: the bias gradient as one (1 x rows) @ dout
+    # product. MindSpore's CPU BiasAddGrad runs at 0.2 GFLOP/s (27 ms for one 1600 x 3072
+    # gradient, 1.1 s of a 6 s ViT-B/32 train step); a broadcast Add instead (its gradient a
+    # ReduceSum) was as fast but raised that step's peak RSS from 6.3 to 10.4 GB.
+
+    def construct(self, x, bias):
+        return ops.bias_add(x, bias)
+
+    def bprop(self, x, bias, out, dout):
+        ones = ops.ones((1, dout.shape[0]), dout.dtype)
+        return dout.astype(x.dtype), ops.matmul(ones, dout).reshape(bias.shape).astype(bias.dtype)
+
+
 class Dense(nn.Dense):
-    """``nn.Dense`` (same parameters, same forward values) whose bias is a broadcast add:
-    its gradient is then a ReduceSum, where MindSpore's CPU ``BiasAddGrad`` kernel runs at
-    0.2 GFLOP/s (27 ms for one 1600 x 3072 gradient against ReduceSum's 3 ms: 1.1 s of a
-    6 s ViT-B/32 train step). Activations are not supported (no tower uses them)."""
+    """``nn.Dense`` (same parameters, same forward) whose bias gradient is a matmul (see
+    ``_BiasAdd``). Activations are not supported (no tower uses them)."""
 
     def __init__(self, in_channels: int, out_channels: int, weight_init="normal",
                  bias_init="zeros", has_bias: bool = True, dtype=ms.float32):
         super().__init__(in_channels, out_channels, weight_init=weight_init,
                          bias_init=bias_init, has_bias=has_bias, dtype=dtype)
+        self.add_bias = _BiasAdd()
 
     def construct(self, x):
         shape = x.shape
         y = self.matmul(x.reshape(-1, shape[-1]), self.weight)
         if self.has_bias:
-            y = y + self.bias
+            y = self.add_bias(y, self.bias.astype(y.dtype))
         return y.reshape(shape[:-1] + (y.shape[-1],))
 
 
