@@ -1,6 +1,6 @@
-"""The public calls (``encode_image``, ``encode_text``, ``model(...)``) of every family: compiled
-in both modes with the values of the uncompiled graph-level methods, and bad inputs refused
-at the boundary with a message in the user's terms."""
+"""The public calls (``encode_image``, ``encode_text``, ``model(...)``, and what ``generate``
+runs) of every family: compiled in both modes with the values of the uncompiled graph-level
+methods, and bad inputs refused at the boundary with a message in the user's terms."""
 import numpy as np
 import pytest
 from PIL import Image
@@ -34,7 +34,9 @@ def _inputs(model, seed=0):
 MODELS = {"vit": lambda: mindclip.create_model("ViT-Tiny-8"),
           "resnet": lambda: mindclip.create_model("RN-Tiny"),
           "declip": lambda: mindclip.create_model("DeCLIP-Tiny-8"),
-          "dual_encoder": _dual_encoder}
+          "dual_encoder": _dual_encoder,
+          "siglip": lambda: mindclip.create_model("SigLIP-Tiny-8"),
+          "coca": lambda: mindclip.create_model("CoCa-Tiny-8")}
 
 
 @pytest.mark.parametrize("mode", [ms.PYNATIVE_MODE, ms.GRAPH_MODE], ids=["pynative", "graph"])
@@ -63,6 +65,37 @@ def test_public_calls_equal_the_uncompiled_methods(family, mode):
         for ours, ref in zip(model(images, *text), eager_forward):
             np.testing.assert_allclose(ours.asnumpy(), ref, atol=1e-5)
         assert "_compiled_calls" in model.__dict__  # the public calls went through the graphs
+    finally:
+        ms.set_context(mode=previous)
+
+
+@pytest.mark.parametrize("mode", [ms.PYNATIVE_MODE, ms.GRAPH_MODE], ids=["pynative", "graph"])
+def test_generation_graphs_equal_the_uncompiled_methods(mode):
+    """What ``generate`` runs (image tokens, the decoder's image keys/values, one decoding
+    step), compiled in both modes, against the graph-level methods op by op."""
+    from mindclip.models.compiled import compiled
+
+    previous = ms.get_context("mode")
+    ms.set_context(mode=mode)
+    try:
+        ms.set_seed(0)
+        model = mindclip.create_model("CoCa-Tiny-8")
+        model.set_train(False)
+        images, (tokens,) = _inputs(model)
+        images, tokens = ms.Tensor(images), ms.Tensor(tokens[:, :8])
+        position = ms.Tensor(np.array([4], np.int32))
+        ms.set_context(mode=ms.PYNATIVE_MODE)
+        eager_tokens = model.image_tokens(images)
+        eager_context = model.decode_context(eager_tokens)
+        eager_logits = model.decode_logits(eager_context, tokens, position)
+        ms.set_context(mode=mode)
+        image_tokens = compiled(model, "image_tokens")(images)
+        context = compiled(model, "decode_context")(image_tokens)
+        logits = compiled(model, "decode_step")(context, tokens, position)
+        np.testing.assert_allclose(image_tokens.asnumpy(), eager_tokens.asnumpy(), atol=1e-5)
+        for ours, ref in zip(context, eager_context):
+            np.testing.assert_allclose(ours.asnumpy(), ref.asnumpy(), atol=1e-5)
+        np.testing.assert_allclose(logits.asnumpy(), eager_logits.asnumpy(), atol=1e-5)
     finally:
         ms.set_context(mode=previous)
 

@@ -2,7 +2,8 @@
 CLIP architectures, transformers' VisionTextDualEncoderModel for dual encoders), and of the
 data pipelines next to a plain PIL + numpy loop.
 
-    python tools/benchmark.py --section models --model ViT-B-32      # CLIP vs open_clip
+    python tools/benchmark.py --section models                       # ViT-B-32 and RN50 vs open_clip
+    python tools/benchmark.py --section models --check               # ... and exit 1 below the README's floors
     python tools/benchmark.py --section models --model clip-roberta  # dual encoder vs transformers
     python tools/benchmark.py --section models --model ViT-B-16-SigLIP  # SigLIP vs open_clip
     python tools/benchmark.py --section models --model coca_ViT-B-32 \
@@ -12,14 +13,24 @@ data pipelines next to a plain PIL + numpy loop.
     python tools/benchmark.py --section declip                       # DeCLIP step vs CLIP step
     python tools/benchmark.py --section ops                          # one ViT block, op by op
 
-fp32 throughout. Numbers are items per second (higher is better) from the median call after
-one warm-up call, and the peak RSS of the process that ran the workload; ratio = mindclip / peer. The zero-shot
-workload has no warm-up: it is what a user waits for, from a built model to the accuracy
-(classifier from 100 classes x 18 templates, then every image of a CIFAR-100-layout fixture
-through each side's own loader), compilation included. CoCa adds a ``caption`` workload:
-``generate`` with open_clip's defaults (beam search, 6 beams in 3 groups, 30 tokens) in
-captions/s; open_clip 3.3's ``generate`` needs transformers < 5 (its ``BeamSearchScorer``),
-so ``--peer_python`` names the interpreter of an environment that has it.
+fp32 throughout. ``--section models`` measures what users call (``encode_image``,
+``encode_text``, the train step, ``generate``) from a Python process in MindSpore's default
+mode (PyNative) and in GRAPH mode, each workload and each mode in its own process (a process
+that has imported MindSpore slows a torch process beside it), next to the peer; it also
+measures the machine's matmul limit in the same run (the fastest of MindSpore, OpenBLAS
+through numpy and torch on ViT-B's largest product) and prints each workload's share of it
+(FLOPs per item counted on the peer with torch's ``FlopCounterMode``). Numbers are items per
+second (higher is better) from the median call after one warm-up call, and the peak RSS of the
+process that ran the workload; ratio = mindclip / peer. ``--check`` compares every ratio with
+the README's floors table and PyNative with GRAPH (within 10 %), and exits 1 on a shortfall.
+``--unset_openblas_env`` runs every process, both sides, without the OPENBLAS_CORETYPE /
+OPENBLAS_L2_SIZE these machines set for old OpenBLAS builds (a user's machine does not set
+them). The zero-shot workload has no warm-up: it is what a user waits for, from a built model
+to the accuracy (classifier from 100 classes x 18 templates, then every image of a
+CIFAR-100-layout fixture through each side's own loader), compilation included. CoCa adds a
+``caption`` workload: ``generate`` with open_clip's defaults (beam search, 6 beams in 3
+groups, 30 tokens) in captions/s; open_clip 3.3's ``generate`` needs transformers < 5 (its
+``BeamSearchScorer``), so ``--peer_python`` names the interpreter of an environment that has it.
 """
 import argparse
 import json
