@@ -64,3 +64,26 @@ def test_plot_metrics(tmp_path):
     assert plot_metrics.main([str(tmp_path / "metrics.jsonl"), "-o", out]) == 0
     img = np.asarray(Image.open(out))
     assert img.shape[0] > 100 and img.std() > 0
+
+
+def test_benchmark_check_reads_the_readme_floors_and_flags_shortfalls():
+    import benchmark
+
+    floors = benchmark.readme_floors(os.path.join(ROOT, "README.md"))
+    # the default run (ViT-B-32 and RN50) is guarded on every workload it measures
+    assert {("ViT-B-32", "image_encode"), ("ViT-B-32", "text_encode"),
+            ("ViT-B-32", "train_step"), ("RN50", "image_encode")} <= set(floors)
+    floor = floors[("ViT-B-32", "image_encode")]
+
+    def result(pynative, graph, peer):
+        return {"ViT-B-32": {"peer": "open_clip", "image_encode": {
+            "PyNative": {"rate": pynative, "ratio": pynative / peer},
+            "GRAPH": {"rate": graph, "ratio": graph / peer}}}}
+
+    modes = ["PyNative", "GRAPH"]
+    assert benchmark.check(result(10 * floor, 10 * floor, 10.0), floors, modes) == []
+    low = benchmark.check(result(9.5 * floor, 10 * floor, 10.0), floors, modes)
+    assert [m for _, _, m in low] == [f"ViT-B-32 image_encode PyNative: ratio {0.95 * floor:.2f} < {floor}"]
+    slow_default = benchmark.check(result(20.0 * floor, 30.0 * floor, 10.0), floors, modes)
+    assert [m for _, _, m in slow_default] == [
+        f"ViT-B-32 image_encode: PyNative {20 * floor:.2f} < 0.9 x GRAPH {30 * floor:.2f}"]
