@@ -217,8 +217,8 @@ class Dense(nn.Dense):
     """``nn.Dense`` (same parameters, same forward) whose bias gradient is a matmul (see
     ``_BiasAdd``). Activations are not supported (no tower uses them)."""
 
-    def __init__(self, in_channels: int, out_channels: int, weight_init="normal",
-                 bias_init="zeros", has_bias: bool = True, dtype=ms.float32):
+    def __init__(self, in_channels: int, out_channels: int, weight_init=None,
+                 bias_init=None, has_bias: bool = True, dtype=ms.float32):
         super().__init__(in_channels, out_channels, weight_init=weight_init,
                          bias_init=bias_init, has_bias=has_bias, dtype=dtype)
         self.add_bias = _BiasAdd()
