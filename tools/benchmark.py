@@ -45,16 +45,21 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _timeit(fn, iters: int) -> float:
-    """Median seconds per call over ``iters`` calls after a warm-up (graph compilation): on a
-    shared machine one slow call (another tenant's burst) would move a mean, not a median."""
+def _call_times(fn, iters: int) -> list:
+    """Seconds of each of ``iters`` calls after a warm-up call (graph compilation)."""
     fn()
     times = []
     for _ in range(iters):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    return times
+
+
+def _timeit(fn, iters: int) -> float:
+    """Median seconds per call: on a shared machine one slow call (another tenant's burst)
+    would move a mean, not a median."""
+    return float(np.median(_call_times(fn, iters)))
 
 
 def _fmt(value, note: str = "") -> str:
@@ -456,13 +461,7 @@ def _matmul_gflops(side: str) -> float:
     else:
         wt = np.ascontiguousarray(w.T)
         fn = lambda: x @ wt  # noqa: E731
-    fn()
-    fastest = float("inf")
-    for _ in range(15):
-        start = time.perf_counter()
-        fn()
-        fastest = min(fastest, time.perf_counter() - start)
-    return 2 * m * k * n / fastest / 1e9
+    return 2 * m * k * n / min(_call_times(fn, 15)) / 1e9
 
 
 def matmul_limit(torch_available: bool) -> dict:
@@ -823,6 +822,14 @@ def main(argv=None) -> int:
                   "train_step": f"train step, batch {args.train_batch}",
                   "caption": f"captions, batch {args.caption_batch}, beam 6"}
         results["models"] = {}
+
+        def measure(name: str, batches: dict) -> dict:
+            os.environ.pop(DESCRIBE_ENV, None)  # each model is described afresh
+            res = bench_models(name, args.iters, batches, torch_threads is not None, modes)
+            print_models(name, res, {k: labels[k] for k in batches}, modes, limit)
+            os.environ.pop(DESCRIBE_ENV, None)
+            return res
+
         for name in models:
             chosen = (args.workloads or DEFAULT_WORKLOADS.get(
                 name, "image_encode,text_encode,train_step,caption")).split(",")
@@ -832,11 +839,7 @@ def main(argv=None) -> int:
             if _described(name)["family"] != "coca":  # the only family that generates
                 chosen = [c for c in chosen if c != "caption"]
             batches = {k: v for k, v in all_batches.items() if k in chosen}
-            os.environ.pop(DESCRIBE_ENV, None)  # the next model is described afresh
-            res = bench_models(name, args.iters, batches, torch_threads is not None, modes)
-            print_models(name, res, labels, modes, limit)
-            results["models"][name] = res
-            os.environ.pop(DESCRIBE_ENV, None)
+            results["models"][name] = measure(name, batches)
         if args.check:
             floors = readme_floors(README)
             failures = check(results["models"], floors, modes)
@@ -847,12 +850,7 @@ def main(argv=None) -> int:
                 print("\nmeasuring again what fell short: "
                       + ", ".join(f"{name} {task}" for name, task in retry))
                 for name, task in retry:
-                    os.environ.pop(DESCRIBE_ENV, None)
-                    res = bench_models(name, args.iters, {task: all_batches[task]},
-                                       torch_threads is not None, modes)
-                    print_models(name, res, {task: labels[task]}, modes, limit)
-                    results["models"][name][task] = res[task]
-                    os.environ.pop(DESCRIBE_ENV, None)
+                    results["models"][name][task] = measure(name, {task: all_batches[task]})[task]
                 failures = check(results["models"], floors, modes)
             failures = [message for _, _, message in failures]
     model = models[0]
