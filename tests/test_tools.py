@@ -5,6 +5,7 @@ import os
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from conftest import ROOT
@@ -69,10 +70,14 @@ def test_plot_metrics(tmp_path):
 def test_benchmark_check_reads_the_readme_floors_and_flags_shortfalls():
     import benchmark
 
-    floors = benchmark.readme_floors(os.path.join(ROOT, "README.md"))
-    # the default run (ViT-B-32 and RN50) is guarded on every workload it measures
-    assert {("ViT-B-32", "image_encode"), ("ViT-B-32", "text_encode"),
-            ("ViT-B-32", "train_step"), ("RN50", "image_encode")} <= set(floors)
+    by_kind = benchmark.readme_floors(os.path.join(ROOT, "README.md"))
+    # the default run (ViT-B-32 and RN50) is guarded on every workload it measures, on each
+    # processor kind the README has floors for
+    assert by_kind
+    for floors in by_kind.values():
+        assert {("ViT-B-32", "image_encode"), ("ViT-B-32", "text_encode"),
+                ("ViT-B-32", "train_step"), ("RN50", "image_encode")} <= set(floors)
+    floors = by_kind["AMD AVX-512"]
     floor = floors[("ViT-B-32", "image_encode")]
 
     def result(pynative, graph, peer):
@@ -87,3 +92,18 @@ def test_benchmark_check_reads_the_readme_floors_and_flags_shortfalls():
     slow_default = benchmark.check(result(20.0 * floor, 30.0 * floor, 10.0), floors, modes)
     assert [m for _, _, m in slow_default] == [
         f"ViT-B-32 image_encode: PyNative {20 * floor:.2f} < 0.9 x GRAPH {30 * floor:.2f}"]
+
+
+@pytest.mark.parametrize("vendor, flags, kind", [
+    ("GenuineIntel", "fpu sse2 avx2 avx512f avx512bw amx_tile", "Intel AVX-512"),
+    ("AuthenticAMD", "fpu sse2 avx avx2 fma", "AMD AVX2"),
+    ("AuthenticAMD", "fpu sse2 avx2 avx512f avx512_bf16", "AMD AVX-512"),
+])
+def test_benchmark_keys_floors_by_vendor_and_vector_width(tmp_path, vendor, flags, kind):
+    import benchmark
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("".join(f"processor\t: {i}\nvendor_id\t: {vendor}\nflags\t\t: {flags}\n\n"
+                            for i in range(2)))
+    assert benchmark.processor_kind(str(info)) == kind
+    assert benchmark.processor_kind(str(tmp_path / "missing")) == "unknown"

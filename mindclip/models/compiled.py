@@ -11,7 +11,7 @@ its model, so it goes when the model goes.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 import numpy as np
 import mindspore as ms
@@ -20,85 +20,42 @@ from mindspore import nn
 from .inputs import check_images
 
 
-class _ImageFeatures(nn.Cell):
-    def __init__(self, model: nn.Cell, normalize: bool):
+class _CompiledCall(nn.Cell):
+    """``model.<method>(*inputs)`` as one graph, with ``normalize`` baked in for the feature
+    calls (``None``: the method takes none)."""
+
+    def __init__(self, model: nn.Cell, method: str, normalize: Optional[bool]):
         super().__init__(auto_prefix=False)
         self.model = model
+        self.method = method
         self.normalize = normalize
-
-    @ms.jit
-    def construct(self, images):
-        return self.model.image_features(images, self.normalize)
-
-
-class _TextFeatures(nn.Cell):
-    def __init__(self, model: nn.Cell, normalize: bool):
-        super().__init__(auto_prefix=False)
-        self.model = model
-        self.normalize = normalize
-
-    @ms.jit
-    def construct(self, *text):
-        return self.model.text_features(*text, normalize=self.normalize)
-
-
-class _Forward(nn.Cell):
-    def __init__(self, model: nn.Cell, normalize: bool):
-        super().__init__(auto_prefix=False)
-        self.model = model
 
     @ms.jit
     def construct(self, *inputs):
-        return self.model.construct(*inputs)
+        call = getattr(self.model, self.method)
+        if self.normalize is None:
+            return call(*inputs)
+        return call(*inputs, normalize=self.normalize)
 
 
-class _ImageTokens(nn.Cell):
-    # the image tokens a text decoder attends to (CoCa), computed once per generation
-    def __init__(self, model: nn.Cell, normalize: bool):
-        super().__init__(auto_prefix=False)
-        self.model = model
-
-    @ms.jit
-    def construct(self, images):
-        return self.model.image_tokens(images)
-
-
-class _DecodeContext(nn.Cell):
-    # the decoder's keys/values of the image tokens, once per generation
-    def __init__(self, model: nn.Cell, normalize: bool):
-        super().__init__(auto_prefix=False)
-        self.model = model
-
-    @ms.jit
-    def construct(self, image_tokens):
-        return self.model.decode_context(image_tokens)
-
-
-class _DecodeStep(nn.Cell):
-    # one decoding step on a fixed-length token buffer: the logits at ``position`` (a (1,)
-    # int32 tensor, so every step of a generation runs the same graph)
-    def __init__(self, model: nn.Cell, normalize: bool):
-        super().__init__(auto_prefix=False)
-        self.model = model
-
-    @ms.jit
-    def construct(self, context, tokens, position):
-        return self.model.decode_logits(context, tokens, position)
-
-
-_KINDS = {"image": _ImageFeatures, "text": _TextFeatures, "forward": _Forward,
-          "image_tokens": _ImageTokens, "decode_context": _DecodeContext,
-          "decode_step": _DecodeStep}
+# The public kinds: (model method, whether it takes ``normalize``). image_tokens,
+# decode_context and decode_step are what generation calls (CoCa): the image tokens and the
+# decoder's keys/values of them once per generation, then one step on a fixed-length token
+# buffer per token (the position a (1,) int32 tensor, so every step runs the same graph).
+_KINDS = {"image": ("image_features", True), "text": ("text_features", True),
+          "forward": ("construct", False), "image_tokens": ("image_tokens", False),
+          "decode_context": ("decode_context", False), "decode_step": ("decode_logits", False)}
 
 
 def compiled(model: nn.Cell, kind: str, normalize: bool = False) -> Callable[..., Any]:
     """The compiled ``kind`` call (``image``, ``text``, ``forward``; for models that write
-    text ``image_tokens``, ``decode_context`` and ``decode_step``) of ``model`` for its current train flag (baked
-    into the graph)."""
+    text ``image_tokens``, ``decode_context`` and ``decode_step``) of ``model`` for its
+    current train flag (baked into the graph)."""
+    method, takes_normalize = _KINDS[kind]
     cache = model.__dict__.setdefault("_compiled_calls", {})
-    key = (kind, bool(normalize), bool(model.training))
+    key = (kind, bool(normalize) if takes_normalize else None, bool(model.training))
     if key not in cache:
-        wrapper = _KINDS[kind](model, bool(normalize))
+        wrapper = _CompiledCall(model, method, key[1])
         wrapper.set_train(key[2])
         cache[key] = wrapper
     return cache[key]
