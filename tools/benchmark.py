@@ -863,7 +863,7 @@ def main(argv=None) -> int:
             kind = processor_kind()
             floors = readme_floors(README).get(kind, {})
             if not floors:
-                print(f"\ncheck: the README states no floors for a {kind} processor; only "
+                print(f"\ncheck: the README states no floors for processor kind {kind!r}; only "
                       f"PyNative against GRAPH mode is checked")
             failures = check(results["models"], floors, modes)
             if failures:
