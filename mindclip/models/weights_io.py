@@ -196,7 +196,7 @@ def read_ckpt(path: str) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
         proto = Checkpoint()
         proto.ParseFromString(content)
         del content
-    except (OSError, google.protobuf.message.DecodeError) as exc:
+    except google.protobuf.message.DecodeError as exc:
         raise CorruptCheckpointError(f"cannot read MindSpore checkpoint {path}: {exc}") from None
     tensors, metadata = {}, {}
     # Large tensors are saved in segments under one tag, one after another.
