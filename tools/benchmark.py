@@ -815,7 +815,8 @@ def main(argv=None) -> int:
         UNSET_OPENBLAS_ENV[0] = True
     models = [m.strip() for m in args.model.split(",") if m.strip()]
     results = {"date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv),
-               "cpu": _cpu_name(), "threads": os.cpu_count(), "modes": modes,
+               "cpu": _cpu_name(), "processor_kind": processor_kind(), "threads": os.cpu_count(),
+               "modes": modes,
                "openblas_env": "unset" if args.unset_openblas_env else
                {k: os.environ.get(k) for k in OPENBLAS_ENV}}
     PEER_PYTHON[0] = args.peer_python
