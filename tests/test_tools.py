@@ -107,3 +107,13 @@ def test_benchmark_keys_floors_by_vendor_and_vector_width(tmp_path, vendor, flag
                             for i in range(2)))
     assert benchmark.processor_kind(str(info)) == kind
     assert benchmark.processor_kind(str(tmp_path / "missing")) == "unknown"
+
+
+def test_benchmark_names_a_missing_image_folder_in_one_error_line(tmp_path, capsys):
+    import benchmark
+
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark.main(["--section", "data", "--images", str(tmp_path / "missing")])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        f": error: --images {tmp_path / 'missing'}: not a folder of images")

@@ -780,6 +780,8 @@ def main(argv=None) -> int:
     p.add_argument("--_ops", nargs=3, default=None, help=argparse.SUPPRESS)
     p.add_argument("--_matmul", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.images is not None and not os.path.isdir(args.images):
+        p.error(f"--images {args.images}: not a folder of images")
     if args._describe:  # child process: what the parent and the peers need from mindclip
         print(json.dumps(_describe(args._describe)))
         return 0
