@@ -109,11 +109,16 @@ def test_benchmark_keys_floors_by_vendor_and_vector_width(tmp_path, vendor, flag
     assert benchmark.processor_kind(str(tmp_path / "missing")) == "unknown"
 
 
-def test_benchmark_names_a_missing_image_folder_in_one_error_line(tmp_path, capsys):
+@pytest.mark.parametrize("flag, message", [
+    ("--images", "not a folder of images"),
+    ("--peer_python", "not an executable Python interpreter"),
+])
+def test_benchmark_names_a_missing_path_in_one_error_line(tmp_path, capsys, flag, message):
     import benchmark
 
+    missing = str(tmp_path / "missing")
     with pytest.raises(SystemExit) as exit_info:
-        benchmark.main(["--section", "data", "--images", str(tmp_path / "missing")])
+        benchmark.main(["--section", "data", flag, missing])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
-        f": error: --images {tmp_path / 'missing'}: not a folder of images")
+        f": error: {flag} {missing}: {message}")

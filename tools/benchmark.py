@@ -782,6 +782,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.images is not None and not os.path.isdir(args.images):
         p.error(f"--images {args.images}: not a folder of images")
+    if args.peer_python is not None and not os.access(args.peer_python, os.X_OK):
+        p.error(f"--peer_python {args.peer_python}: not an executable Python interpreter")
     if args._describe:  # child process: what the parent and the peers need from mindclip
         print(json.dumps(_describe(args._describe)))
         return 0
