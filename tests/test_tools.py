@@ -122,3 +122,15 @@ def test_benchmark_names_a_missing_path_in_one_error_line(tmp_path, capsys, flag
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
         f": error: {flag} {missing}: {message}")
+
+
+def test_coca_fixture_script_names_the_transformers_it_needs(tmp_path, capsys):
+    # the test extra has transformers 5, whose missing BeamSearchScorer open_clip's generate needs
+    import make_coca_generation_fixtures
+    import transformers
+
+    with pytest.raises(SystemExit) as exit_info:
+        make_coca_generation_fixtures.main(["--output", str(tmp_path / "fixtures")])
+    assert exit_info.value.code == 2
+    assert f"error: transformers {transformers.__version__} has no BeamSearchScorer" in capsys.readouterr().err
+    assert not (tmp_path / "fixtures").exists()

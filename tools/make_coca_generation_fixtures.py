@@ -17,6 +17,7 @@ the arguments and the ids are written.
 """
 from __future__ import annotations
 
+import argparse
 import copy
 import json
 import os
@@ -51,11 +52,22 @@ def tiny_config() -> dict:
     return cfg
 
 
-def main() -> int:
-    import open_clip
-    import torch
-    import transformers
-    from safetensors.torch import save_file
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--output", default=OUT, help="fixture folder (default: %(default)s)")
+    args = p.parse_args(argv)
+    try:
+        import open_clip
+        import torch
+        import transformers
+        from safetensors.torch import save_file
+    except ImportError as exc:
+        p.error(f"{exc.name} is not installed; see this script's docstring for the environment")
+    if int(transformers.__version__.split(".")[0]) >= 5:
+        p.error(f"transformers {transformers.__version__} has no BeamSearchScorer, which "
+                "open_clip's CoCa.generate needs: run this in an environment with "
+                "transformers 4.55.4 (see this script's docstring)")
 
     cfg = tiny_config()
     open_clip.factory._MODEL_CONFIGS["coca-tiny-fixture"] = cfg
@@ -77,14 +89,15 @@ def main() -> int:
             ids = model.generate(images, sot_token_id=SOT, eos_token_id=EOS, **kwargs)
         cases.append({"args": kwargs, "ids": ids.tolist()})
         print(kwargs, [len(r) for r in ids.tolist()], file=sys.stderr)
-    os.makedirs(OUT, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, os.path.join(OUT, "model.safetensors"))
-    np.save(os.path.join(OUT, "images.npy"), images.numpy())
-    with open(os.path.join(OUT, "cases.json"), "w") as f:
+    out = args.output
+    os.makedirs(out, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, os.path.join(out, "model.safetensors"))
+    np.save(os.path.join(out, "images.npy"), images.numpy())
+    with open(os.path.join(out, "cases.json"), "w") as f:
         json.dump({"model_cfg": cfg, "sot": SOT, "eos": EOS, "open_clip": open_clip.__version__,
                    "transformers": transformers.__version__, "torch": torch.__version__,
                    "cases": cases}, f, indent=1)
-    print(f"wrote {OUT}", file=sys.stderr)
+    print(f"wrote {out}", file=sys.stderr)
     return 0
 
 
