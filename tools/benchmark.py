@@ -544,19 +544,27 @@ FLOORS_MARK = "<!-- benchmark floors: read by tools/benchmark.py --check -->"
 PYNATIVE_FLOOR = 0.9
 
 
+def _cpuinfo(path: str = "/proc/cpuinfo") -> dict:
+    """The first processor's fields of ``/proc/cpuinfo`` (``{}`` where it cannot be read)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError:
+        return {}
+    fields = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
 def processor_kind(cpuinfo: str = "/proc/cpuinfo") -> str:
     """``AMD AVX-512``, ``Intel AVX2``, ...: what the floors table is keyed by. MindSpore's CPU
     kernels, and so the ratios to torch, differ with the vendor (torch links Intel's MKL) and
     the vector width (MindSpore's 3x3 Conv2d is fast with AVX2 and slow with AVX-512)."""
-    try:
-        with open(cpuinfo, encoding="utf-8") as f:
-            text = f.read()
-    except OSError:
+    fields = _cpuinfo(cpuinfo)
+    if not fields:
         return "unknown"
-    fields = {}
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        fields.setdefault(key.strip(), value.strip())  # the first processor's
     vendor = {"GenuineIntel": "Intel", "AuthenticAMD": "AMD"}.get(fields.get("vendor_id"), "other")
     flags = set(fields.get("flags", "").split())
     return f"{vendor} {'AVX-512' if 'avx512f' in flags else 'AVX2' if 'avx2' in flags else 'SSE'}"
@@ -729,12 +737,7 @@ def _ops_isolated(side: str, batch: int, iters: int) -> dict:
 
 
 def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            return next((line.split(":", 1)[1].strip() for line in f
-                         if line.startswith("model name")), "unknown CPU")
-    except OSError:
-        return "unknown CPU"
+    return _cpuinfo().get("model name", "unknown CPU")
 
 
 # Workloads run when --workloads is not given: all of them, except for RN50, whose text tower
