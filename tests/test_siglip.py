@@ -16,7 +16,8 @@ import mindclip
 from conftest import FEATURE_ATOL
 from mindclip import create_model, list_models
 from mindclip.convert.cli import main as convert_cli
-from mindclip.models.timm_archs import TIMM_VITS, TimmViTArch, register_timm_vit
+from mindclip.models.timm import register_timm_model, timm_arch
+from mindclip.models.timm.vit import ViTArch
 from test_openclip_tokenizers import spiece_folder, unigram_folder
 from test_openclip_zoo import (OPENCLIP_CONFIGS, _hf_model_type, check_round_trip, tiny_hf_config)
 
@@ -28,7 +29,7 @@ TEXTS = ["A photo of a CAT!", "a photo of a cat", "  two\tdogs\n playing ", "neu
          "   ", "a " * 40, "red, green & blue cars " * 6, "<b>bold</b> claims"]
 
 
-def tiny_timm(arch: TimmViTArch) -> str:
+def tiny_timm(arch: ViTArch) -> str:
     """A shrunk SigLIP ViT registered under one name in timm (what open_clip builds) and in
     mindclip's table: two heads of the original head width, depth 2, 48-pixel images."""
     from timm.models import register_model
@@ -37,8 +38,8 @@ def tiny_timm(arch: TimmViTArch) -> str:
 
     head = arch.width // arch.heads
     name = f"vit_mctest{head}{arch.act.replace('_', '')}_patch16_siglip_48"
-    tiny = TimmViTArch(patch_size=16, width=2 * head, layers=2, heads=2, mlp_ratio=arch.mlp_ratio,
-                       act=arch.act, image_size=48)
+    tiny = ViTArch(patch_size=16, width=2 * head, layers=2, heads=2, mlp_ratio=arch.mlp_ratio,
+                   act=arch.act, image_size=48, class_token=False, global_pool="map")
     if name not in _model_entrypoints:
         args = dict(patch_size=16, embed_dim=tiny.width, depth=2, num_heads=2, mlp_ratio=tiny.mlp_ratio,
                     class_token=False, global_pool="map", img_size=48,
@@ -49,7 +50,7 @@ def tiny_timm(arch: TimmViTArch) -> str:
 
         entry.__name__ = name
         register_model(entry)
-    register_timm_vit(name, tiny)
+    register_timm_model(name, tiny)
     return name
 
 
@@ -66,7 +67,7 @@ def siglip_groups():
     activation and head width, the text tower's options), sizes left out."""
     groups = {}
     for name, cfg in _siglip_configs():
-        arch = TIMM_VITS[cfg["vision_cfg"]["timm_model_name"]]
+        arch = timm_arch(cfg["vision_cfg"]["timm_model_name"])
         text = {k: v for k, v in cfg["text_cfg"].items()
                 if k not in ("context_length", "vocab_size", "width", "heads", "layers", "mlp_ratio",
                              "hf_tokenizer_name", "tokenizer_kwargs", "hf_model_name")}
@@ -83,9 +84,9 @@ GROUPS = siglip_groups()
 def shrink_siglip(cfg, folder):
     cfg = copy.deepcopy(cfg)
     v = cfg["vision_cfg"]
-    v["timm_model_name"] = tiny_timm(TIMM_VITS[v["timm_model_name"]])
+    v["timm_model_name"] = tiny_timm(timm_arch(v["timm_model_name"]))
     v["image_size"] = 48
-    cfg["embed_dim"] = TIMM_VITS[v["timm_model_name"]].width
+    cfg["embed_dim"] = timm_arch(v["timm_model_name"]).width
     t = cfg["text_cfg"]
     if "hf_model_name" in t:
         t["hf_model_name"] = tiny_hf_config(_hf_model_type(t["hf_model_name"]), folder)
@@ -151,9 +152,8 @@ def test_map_head_and_tanh_gelu_alone_equal_timm_and_torch():
     from timm.layers import AttentionPoolLatent as TimmPool
 
     from mindclip.models.layers import make_activation
-    from mindclip.models.timm_vit import AttentionPoolLatent
+    from mindclip.models.timm.layers import AttentionPoolLatent
 
-    arch = TimmViTArch(patch_size=16, width=144, layers=1, heads=2, mlp_ratio=3.7362, act="gelu_tanh")
     torch.manual_seed(0)
     ref = TimmPool(144, num_heads=2, mlp_ratio=3.7362, norm_layer=torch.nn.LayerNorm,
                    act_layer=lambda: torch.nn.GELU(approximate="tanh")).eval()
@@ -163,7 +163,7 @@ def test_map_head_and_tanh_gelu_alone_equal_timm_and_torch():
     for m in ref.modules():
         if isinstance(m, torch.nn.LayerNorm):
             m.eps = 1e-6
-    ours = AttentionPoolLatent(arch)
+    ours = AttentionPoolLatent(144, 2, 3.7362, "gelu_tanh", 1e-6)
     state = {k: v.numpy() for k, v in ref.state_dict().items()}
     ms.load_param_into_net(ours, {
         (k.replace(".weight", ".gamma").replace(".bias", ".beta") if k.startswith("norm.") else k):

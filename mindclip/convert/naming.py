@@ -110,6 +110,18 @@ def align_names(tensors: Dict[str, np.ndarray], expected) -> Dict[str, np.ndarra
     return out
 
 
+# timm trunks (open_clip's ``visual.trunk.``) keep timm's names; only their norms' suffixes
+# differ (``norm1``, ``fc_norm``, ``norm_pre``, ``attn.norm``, ``q_norm``...), not LayerScale's
+# ``ls1.gamma``, which is ``gamma`` in PyTorch too.
+TIMM_TRUNK = "visual.trunk."
+_TIMM_NORM = re.compile(r"(?<=[._])(\w*norm\w*)\.(gamma|beta)$")
+
+
+def timm_trunk_name_to_torch(name: str) -> str:
+    """A mindclip parameter name of a timm trunk -> timm's."""
+    return _TIMM_NORM.sub(lambda m: f"{m.group(1)}.{_MS_SUFFIXES[m.group(2)]}", name)
+
+
 def mindclip_to_openclip(state: Dict[str, np.ndarray], custom_text: bool = False,
                          hf_text: bool = False) -> Dict[str, np.ndarray]:
     """mindclip names -> an open_clip ``CLIP`` state dict (BN step counters added at 0); the
@@ -117,7 +129,7 @@ def mindclip_to_openclip(state: Dict[str, np.ndarray], custom_text: bool = False
     ``hf_text``: a Hugging Face text tower, whose MindSpore suffixes go back to PyTorch's."""
     out = {}
     for name, value in state.items():
-        new = _apply(name, _REVERSE)
+        new = timm_trunk_name_to_torch(name) if name.startswith(TIMM_TRUNK) else _apply(name, _REVERSE)
         if hf_text and new.startswith("text.transformer."):
             stem, _, last = new.rpartition(".")
             new = f"{stem}.{_MS_SUFFIXES.get(last, last)}"

@@ -15,7 +15,7 @@ from ..factory import (check_state_dict, find_weight_file, get_model_config, rea
                        read_checkpoint_config)
 from ..models.weights_io import FAMILY_KEY, read_weights, write_safetensors
 from ..tokenizer.hf import HFTokenizer, is_tokenizer_folder
-from .naming import align_names, mindclip_to_openclip, openclip_to_mindclip, strip_prefix
+from .naming import TIMM_TRUNK, align_names, mindclip_to_openclip, openclip_to_mindclip, strip_prefix
 from .sources import OPENCLIP_DIR_CONFIG, SourceCheckpoint
 
 _PT_SUFFIXES = {"gamma": "weight", "beta": "bias"}
@@ -39,7 +39,7 @@ def ms_to_openclip(tensors: Dict[str, np.ndarray], config: Any) -> Dict[str, np.
     state = mindclip_to_openclip(tensors, custom_text=True, hf_text=bool(config.text_cfg.hf_model_name))
     out = {}
     for name, value in state.items():
-        if not name.startswith("text."):
+        if not name.startswith(("text.", TIMM_TRUNK)):
             stem, _, last = name.rpartition(".")
             name = f"{stem}.{_PT_SUFFIXES.get(last, last)}" if stem else name
         out[name] = np.asarray(value, np.float32) if np.issubdtype(value.dtype, np.floating) else value

@@ -14,8 +14,6 @@ from .inputs import check_token_ids
 from .layers import TrainModeMixin
 from .pretrained import PretrainedModelMixin
 from .towers import build_text_tower, build_vision_tower
-from .resnet import ModifiedResNet
-from .vision import VisionTransformer
 
 # CLIP clamps the learned temperature so that logits are scaled by at most 100.
 MAX_LOGIT_SCALE = math.log(100.0)
@@ -85,11 +83,12 @@ class CLIPModel(PublicCallsMixin, PretrainedModelMixin, TrainModeMixin, nn.Cell)
         """Drop this fraction of each training image's patch tokens (FLIP; open_clip's
         ``--force-patch-dropout``); inference keeps every token. Set before the first
         compiled call: the fraction is a constant of the graph."""
-        if not isinstance(self.visual, VisionTransformer):
-            raise ValueError("patch dropout needs a ViT image tower")
+        setter = getattr(self.visual, "set_patch_dropout", None)
+        if setter is None:
+            raise ValueError(f"patch dropout needs a ViT image tower, not a {type(self.visual).__name__}")
         if not 0.0 <= prob < 1.0:
             raise ValueError(f"patch dropout {prob} is not in [0, 1)")
-        self.visual.patch_dropout.prob = float(prob)
+        setter(float(prob))
 
     def lock_image_tower(self, unlocked_groups: int = 0) -> None:
         """Freeze the image tower except its last ``unlocked_groups`` layer groups (LiT).
@@ -99,9 +98,9 @@ class CLIPModel(PublicCallsMixin, PretrainedModelMixin, TrainModeMixin, nn.Cell)
         """
         visual = self.visual
         freeze_groups(visual.lock_groups(), unlocked_groups)
-        # A locked ResNet stays in eval mode to keep its BatchNorm statistics; a locked ViT
-        # keeps training mode, as open_clip's does, so that patch dropout still applies.
-        self._image_locked = isinstance(visual, ModifiedResNet)
+        # A locked tower with BatchNorm (ResNet) stays in eval mode to keep its statistics; a
+        # locked ViT keeps training mode, as open_clip's does, so that patch dropout applies.
+        self._image_locked = bool(getattr(visual, "keeps_eval_when_locked", False))
 
     def lock_text_tower(self, unlocked_layers: int = 0) -> None:
         """Freeze the text tower except its last ``unlocked_layers`` groups

@@ -12,28 +12,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from .diff import config_differences
-from .exceptions import MissingTowerError
 from .layers import BlockCfg
 from .pretrained import PretrainedConfigMixin
-from .timm_archs import TimmViTArch, timm_vit_arch
-
-
-# Keys of open_clip configs for towers mindclip does not build yet: a config that sets one is
-# refused with the name of the missing tower instead of "unknown key".
-MISSING_TOWERS = {
-    "timm_": "a timm image tower other than SigLIP's ViTs (EVA, ConvNeXt, ViTamin, MobileCLIP, "
-             "PE: open_clip's timm_model_name)",
-}
+from .timm.registry import timm_arch
 
 
 def _from_dict(cls, data: Dict[str, Any], where: str):
     valid = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - valid)
-    towers = sorted({tower for key in unknown for stem, tower in MISSING_TOWERS.items()
-                     if key.startswith(stem)})
-    if towers:
-        raise MissingTowerError(f"{where} needs {' and '.join(towers)}, which mindclip does "
-                                  f"not implement yet (keys {unknown})")
     if unknown:
         raise ValueError(
             f"unknown key(s) {unknown} in {where}; valid keys are: {sorted(valid)}")
@@ -157,21 +143,24 @@ class CLIPVisionCfg(_BlockOptions):
 
 @dataclass
 class TimmVisionCfg:
-    """Image tower built the way open_clip builds a timm one (``TimmModel``): the timm ViT
-    named ``timm_model_name`` (its architecture from :mod:`.timm_archs`), pooled by
-    ``timm_pool`` (``map``: the attention-pooling head) and projected by ``timm_proj``
-    (``none``, or ``linear`` with ``timm_proj_bias``), under open_clip's names and defaults.
+    """Image tower built the way open_clip builds a timm one (``TimmModel``,
+    :mod:`.timm.head`): the timm trunk named ``timm_model_name`` (its architecture from
+    :mod:`.timm`'s registry), pooled by ``timm_pool`` (``''``: the trunk's own, ``token``,
+    ``avg``, ``map``) and projected by ``timm_proj`` (``linear`` or ``mlp`` with
+    ``timm_proj_bias``, ``none``, or ``null``: the trunk's own classifier), with
+    ``timm_drop`` (dropout before the projection), ``timm_drop_path`` (stochastic depth) and
+    ``patch_dropout`` (FLIP), under open_clip's names and defaults.
 
-    ``width``/``layers``/``heads``/``mlp_ratio``/``patch_size``/``act``/``norm_eps`` give the
-    architecture directly instead (a Hugging Face ``SiglipModel``'s vision config has no timm
-    name); with a timm name they must be unset or equal to its row.
+    ``width``/``layers``/``heads``/``mlp_ratio``/``patch_size``/``act``/``norm_eps`` give a
+    SigLIP ViT's architecture directly instead (a Hugging Face ``SiglipModel``'s vision config
+    has no timm name); with a timm name they must be unset or equal to its row.
     """
 
     image_size: int = 224
     timm_model_name: Optional[str] = None
     timm_model_pretrained: bool = False
     timm_pool: str = "avg"
-    timm_proj: str = "linear"
+    timm_proj: Optional[str] = "linear"
     timm_proj_bias: bool = False
     timm_drop: float = 0.0
     timm_drop_path: Optional[float] = None
@@ -191,39 +180,41 @@ class TimmVisionCfg:
         if self.timm_model_pretrained:
             raise ValueError(f"{where}.timm_model_pretrained: mindclip never loads timm's own "
                              "image weights; the model's weights come from its checkpoint")
-        _check_choice(f"{where}.timm_pool", self.timm_pool, ("map",))
-        _check_choice(f"{where}.timm_proj", self.timm_proj, ("none", "linear"))
-        if self.timm_drop or self.timm_drop_path or self.patch_dropout:
-            raise ValueError(f"{where}: timm_drop, timm_drop_path and patch_dropout are not "
-                             "implemented for timm image towers")
+        _check_choice(f"{where}.timm_pool", self.timm_pool, ("", "token", "avg", "map"))
+        _check_choice(f"{where}.timm_proj", self.timm_proj, ("linear", "mlp", "none", None))
+        for name in ("timm_drop", "timm_drop_path", "patch_dropout"):
+            if not 0.0 <= float(getattr(self, name) or 0.0) < 1.0:
+                raise ValueError(f"{where}.{name} {getattr(self, name)} is not in [0, 1)")
         arch = self.arch  # a name must be known, explicit numbers complete
         # an image size that is not a multiple of the patch is timm's too: the last pixels
         # are not seen (ViT-SO400M-14-SigLIP-384)
         if arch.width % arch.heads:
             raise ValueError(f"{where} width {arch.width} is not a multiple of heads {arch.heads}")
-        _check_choice(f"{where}.act", arch.act, ("gelu", "gelu_tanh"))
+        if self.timm_pool == "token" and not arch.class_token:
+            raise ValueError(f"{where}.timm_pool token: timm's {self.timm_model_name} has no class token")
 
     @property
     def explicit(self) -> Dict[str, Any]:
         return {k: getattr(self, k) for k in self.ARCH_FIELDS if getattr(self, k) is not None}
 
     @property
-    def arch(self) -> TimmViTArch:
-        """The ViT's architecture: the timm name's row, or the explicit numbers."""
+    def arch(self):
+        """The trunk's architecture (a :class:`~mindclip.models.timm.TrunkArch`): the timm
+        name's row, or a SigLIP ViT of the explicit numbers."""
+        from .timm.vit import ViTArch
+
         explicit = self.explicit
         if self.timm_model_name:
-            try:
-                row = timm_vit_arch(self.timm_model_name, self.image_size)
-            except KeyError as exc:
-                raise MissingTowerError(str(exc.args[0])) from None
-            wrong = {k: v for k, v in explicit.items() if getattr(row, k) != v}
+            row = timm_arch(self.timm_model_name, self.image_size)
+            wrong = {k: v for k, v in explicit.items() if getattr(row, k, None) != v}
             if wrong:
                 raise ValueError(f"vision_cfg {wrong} contradict timm's {self.timm_model_name}")
             return row
         missing = [k for k in self.ARCH_FIELDS if k not in explicit and k not in ("act", "norm_eps", "mlp_ratio")]
         if missing:
             raise ValueError(f"vision_cfg needs timm_model_name or the architecture ({missing} missing)")
-        return TimmViTArch(image_size=self.image_size, **explicit)
+        _check_choice("vision_cfg.act", explicit.get("act", "gelu"), ("gelu", "gelu_tanh"))
+        return ViTArch(image_size=self.image_size, class_token=False, global_pool="map", **explicit)
 
     def to_dict(self) -> Dict[str, Any]:
         """open_clip's fields, plus the explicit architecture only where given."""
@@ -309,7 +300,16 @@ class CLIPConfig(PretrainedConfigMixin):
     custom_text: bool = False
     init_logit_bias: Optional[float] = None
 
-    VISION_CFG = CLIPVisionCfg  # the image tower's config class (a family may choose another)
+    @classmethod
+    def vision_cfg_class(cls, vision: Dict[str, Any]) -> type:
+        """A timm tower's config whenever the dict names timm options (open_clip's
+        ``timm_model_name``), else a native tower's; an empty dict takes the family's default
+        tower."""
+        if any(k.startswith("timm_") for k in vision):
+            return TimmVisionCfg
+        if vision:
+            return CLIPVisionCfg
+        return type(cls.__dataclass_fields__["vision_cfg"].default_factory())
 
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> "CLIPConfig":
@@ -317,8 +317,8 @@ class CLIPConfig(PretrainedConfigMixin):
         vision = data.pop("vision_cfg", {})
         text = data.pop("text_cfg", {})
         top = _from_dict(cls, data, "model config")
-        top.vision_cfg = vision if isinstance(vision, cls.VISION_CFG) else _from_dict(
-            cls.VISION_CFG, vision, "vision_cfg")
+        top.vision_cfg = vision if isinstance(vision, (CLIPVisionCfg, TimmVisionCfg)) else _from_dict(
+            cls.vision_cfg_class(vision), vision, "vision_cfg")
         top.text_cfg = text if isinstance(text, CLIPTextCfg) else _from_dict(
             CLIPTextCfg, text, "text_cfg")
         if top.text_cfg.hf_model_name:

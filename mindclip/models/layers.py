@@ -134,11 +134,24 @@ class GELUTanh(_Activation):
         return s + x * s * (1.0 - s) * (2.0 * _SQRT_2_OVER_PI) * (1.0 + 0.134145 * x * x)
 
 
-ACTIVATIONS = {"gelu": GELU, "quick_gelu": QuickGELU, "gelu_tanh": GELUTanh}
+class SiLU(_Activation):
+    """``x * sigmoid(x)`` (SwiGLU's gate activation, timm's ``nn.SiLU``)."""
+
+    _kernel = None
+
+    def formula(self, x):
+        return x * ops.sigmoid(x)
+
+    def derivative(self, x):
+        s = ops.sigmoid(x)
+        return s + x * s * (1.0 - s)
+
+
+ACTIVATIONS = {"gelu": GELU, "quick_gelu": QuickGELU, "gelu_tanh": GELUTanh, "silu": SiLU}
 
 
 def make_activation(name: str) -> nn.Cell:
-    """The activation Cell named ``gelu`` (exact), ``quick_gelu`` or ``gelu_tanh``."""
+    """The activation Cell named ``gelu`` (exact), ``quick_gelu``, ``gelu_tanh`` or ``silu``."""
     if name not in ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}; valid: {sorted(ACTIVATIONS)}")
     return ACTIVATIONS[name]()
@@ -347,16 +360,26 @@ class PackedSelfAttention(nn.Cell):
         self.no_mask = Tensor(0.0, ms.float32)
 
     def attend(self, qkv, attn_mask: Optional[Tensor] = None):
-        b, n, d3 = qkv.shape
+        """Attention over a packed ``(B, L, 3 * width)`` projection."""
+        q, k, v = self.split_qkv(qkv)
+        return self.attend_split(q, k, v, attn_mask)
+
+    def attend_split(self, q, k, v, attn_mask: Optional[Tensor] = None):
+        """Attention over ``(B, L, width)`` queries, keys and values, each with the heads as
+        column blocks: the seam where a tower transforms q and k (2-D RoPE, q/k norms) after
+        the projection and before the core."""
         mask = self.no_mask if attn_mask is None else attn_mask
         if self.per_head:
-            q, k, v = self.split_qkv(qkv)
             return self.core(q, k, v, mask)
-        qkv = qkv.reshape(b, n, 3, self.heads, self.head_dim).transpose(2, 0, 3, 1, 4)
+        b, n, d = q.shape
         if mask.ndim == 3:
             mask = mask.reshape(b, 1, n, n)
-        attn = self.core.probs(qkv[0] * self.core.scale, qkv[1], mask).astype(qkv.dtype)
-        return ops.matmul(attn, qkv[2]).transpose(0, 2, 1, 3).reshape(b, n, d3 // 3)
+        attn = self.core.probs(self._heads(q) * self.core.scale, self._heads(k), mask).astype(q.dtype)
+        return ops.matmul(attn, self._heads(v)).transpose(0, 2, 1, 3).reshape(b, n, d)
+
+    def _heads(self, x):
+        b, n, _ = x.shape
+        return x.reshape(b, n, self.heads, self.head_dim).transpose(0, 2, 1, 3)
 
 
 class MultiheadSelfAttention(PackedSelfAttention):

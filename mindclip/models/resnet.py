@@ -89,6 +89,10 @@ class AttentionPool2d(nn.Cell):
 
 
 class ModifiedResNet(nn.Cell):
+    # a locked ResNet stays in eval mode, keeping its BatchNorm statistics (open_clip's
+    # freeze_bn_stats)
+    keeps_eval_when_locked = True
+
     def __init__(self, cfg: CLIPVisionCfg, embed_dim: int):
         super().__init__()
         width = cfg.width

@@ -37,8 +37,6 @@ class SigLIPConfig(CLIPConfig):
     vision_cfg: TimmVisionCfg = field(default_factory=_default_vision)
     init_logit_bias: Optional[float] = INIT_LOGIT_BIAS
 
-    VISION_CFG = TimmVisionCfg
-
     def __post_init__(self):
         if self.init_logit_bias is None:
             raise ValueError("a SigLIP model needs init_logit_bias (its learned bias)")
@@ -48,9 +46,10 @@ class SigLIPConfig(CLIPConfig):
 
     @staticmethod
     def claims(data: Dict[str, Any]) -> bool:
-        """Whether an open_clip model config (a dict) is a SigLIP one: a timm SigLIP ViT."""
-        vision = data.get("vision_cfg") or {}
-        return "siglip" in str(vision.get("timm_model_name") or "")
+        """Whether an open_clip model config (a dict) is a SigLIP one: it has SigLIP's learned
+        bias (``init_logit_bias``), whatever its towers (open_clip's own test,
+        ``'siglip' in name``, reads the name, not the model)."""
+        return data.get("init_logit_bias") is not None and "multimodal_cfg" not in data
 
 
 class SigLIPModel(CLIPModel):
@@ -65,6 +64,3 @@ class SigLIPModel(CLIPModel):
     def __init__(self, config: SigLIPConfig):
         super().__init__(config)
         self.logit_scale.set_data(Tensor(INIT_LOGIT_SCALE, ms.float32))
-
-    def set_patch_dropout(self, prob: float) -> None:
-        raise ValueError("patch dropout is not implemented for SigLIP's timm image tower")

@@ -9,12 +9,12 @@ from .hf_text import HFTextTower
 from .resnet import ModifiedResNet
 from .store import fetch_hf_config
 from .text import TextTransformer
-from .timm_vit import TimmImageTower
+from .timm.head import TimmImageTower
 from .vision import VisionTransformer
 
 
 def build_vision_tower(cfg, embed_dim: int, quick_gelu: bool) -> nn.Cell:
-    """A timm ViT for a :class:`TimmVisionCfg` (open_clip's ``timm_model_name``); else a
+    """A timm tower for a :class:`TimmVisionCfg` (open_clip's ``timm_model_name``); else a
     ModifiedResNet when ``cfg.layers`` lists stage depths, else open_clip's ViT."""
     if isinstance(cfg, TimmVisionCfg):
         return TimmImageTower(cfg, embed_dim)

@@ -63,26 +63,29 @@ def sincos_2d_position_embedding(width: int, grid: int) -> np.ndarray:
 class PatchDropout(nn.Cell):
     """FLIP's patch dropout (open_clip's ``PatchDropout``): in training, each image keeps a
     random ``max(1, int(n * (1 - prob)))`` of its ``n`` patch tokens (those with the largest
-    of ``n`` standard normal draws, in that order) after the class token; inference keeps all.
-    ``prob`` may be changed before a run compiles (``runner.force_patch_dropout``)."""
+    of ``n`` standard normal draws, in that order) after the ``prefix_tokens`` (the class
+    token; none for timm's SigLIP ViTs); inference keeps all. ``prob`` may be changed before a
+    run compiles (``runner.force_patch_dropout``)."""
 
-    def __init__(self, prob: float):
+    def __init__(self, prob: float, prefix_tokens: int = 1):
         super().__init__()
         self.prob = float(prob)
+        self.prefix_tokens = prefix_tokens
 
     def construct(self, x):
         if not self.training or self.prob == 0.0:
             return x
-        return self.keep(x, ops.standard_normal((x.shape[0], x.shape[1] - 1)))
+        return self.keep(x, ops.standard_normal((x.shape[0], x.shape[1] - self.prefix_tokens)))
 
     def keep(self, x, noise):
-        """The class token and the patch tokens with the largest ``noise`` ``(B, n)``."""
+        """The prefix tokens and the patch tokens with the largest ``noise`` ``(B, n)``."""
         b, n, d = x.shape
-        count = max(1, int((n - 1) * (1 - self.prob)))
+        p = self.prefix_tokens
+        count = max(1, int((n - p) * (1 - self.prob)))
         index = ops.topk(noise, count)[1].astype(ms.int32)
-        patches = ops.gather_elements(x[:, 1:], 1, ops.broadcast_to(index.reshape(b, count, 1),
+        patches = ops.gather_elements(x[:, p:], 1, ops.broadcast_to(index.reshape(b, count, 1),
                                                                      (b, count, d)))
-        return ops.concat((x[:, :1], patches), axis=1)
+        return ops.concat((x[:, :p], patches), axis=1) if p else patches
 
 
 class VisionTransformer(nn.Cell):
@@ -148,6 +151,9 @@ class VisionTransformer(nn.Cell):
 
     def construct(self, x):
         return self.forward_with_tokens(x)[0]
+
+    def set_patch_dropout(self, prob: float) -> None:
+        self.patch_dropout.prob = float(prob)
 
     def lock_groups(self) -> list:
         """open_clip's layer groups for locking: embeddings, each block, final norm + projection."""

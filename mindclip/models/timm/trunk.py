@@ -1,0 +1,92 @@
+"""What timm's ViT-shaped trunks (``VisionTransformer``, ``Eva``) share after their blocks:
+the classifier head timm builds from ``global_pool`` and ``num_classes`` (the MAP head
+``attn_pool``, ``fc_norm``, ``head``), its layer groups, and patch dropout."""
+from __future__ import annotations
+
+from typing import List, Optional
+
+from mindspore import nn, ops
+
+from ..layers import LayerNorm
+from ..vision import PatchDropout
+from .layers import AttentionPoolLatent, linear, pool_tokens
+from .registry import TrunkArch
+
+
+class ViTTrunk(nn.Cell):
+    """A timm ViT-shaped trunk: subclasses build ``patch_embed``, the prefix tokens,
+    ``pos_embed``, ``norm_pre``, ``blocks`` and ``norm``, and define :meth:`forward_features`;
+    this class builds what comes after, as timm does:
+
+    - ``global_pool`` (what the trunk is built with) decides ``fc_norm``: after pooling for
+      ``avg``, else the final ``norm`` on every token (unless the arch says otherwise);
+    - ``pool`` (what it pools with, open_clip's ``reset_classifier``; default
+      ``global_pool``): ``map`` keeps the MAP head ``attn_pool`` (only when built with it),
+      ``token`` the class token, ``avg`` the mean of the patch tokens, ``''`` every token;
+    - ``num_classes`` > 0 adds timm's ``head``, a Linear to that width (open_clip's
+      ``timm_proj: null`` uses it as the projection).
+    """
+
+    def __init__(self, arch: TrunkArch, global_pool: str, num_classes: int = 0,
+                 pool: Optional[str] = None, patch_dropout: float = 0.0):
+        super().__init__()
+        pool = global_pool if pool is None else pool
+        for what, value in (("global_pool", global_pool), ("pool", pool)):
+            if value not in arch.POOLS:
+                raise ValueError(f"timm trunk {what} {value!r} is not one of {list(arch.POOLS)}")
+        if "token" in (global_pool, pool) and not arch.class_token:
+            raise ValueError("token pooling needs the class token, which this timm model has not")
+        if pool == "map" and global_pool != "map":
+            raise ValueError("timm cannot add attention pooling to a trunk built without it "
+                             f"(built with global_pool {global_pool!r})")
+        self.arch = arch
+        self.pool = pool
+        self.prefix_tokens = arch.prefix_tokens
+        self.use_fc_norm = arch.fc_norm if arch.fc_norm is not None else global_pool == "avg"
+        self.patch_drop = PatchDropout(patch_dropout, arch.prefix_tokens)
+
+    def _build_head(self, num_classes: int) -> None:
+        # after the subclass built its blocks, so that parameter order follows timm's
+        arch = self.arch
+        self.norm = LayerNorm(arch.width, arch.norm_eps) if not self.use_fc_norm else nn.Identity()
+        if self.pool == "map":
+            self.attn_pool = AttentionPoolLatent(arch.width, arch.pool_heads or arch.heads,
+                                                 arch.pool_mlp_ratio or arch.mlp_ratio,
+                                                 arch.pool_act, arch.norm_eps)
+        self.fc_norm = LayerNorm(arch.width, arch.norm_eps) if self.use_fc_norm else nn.Identity()
+        self.head = linear(arch.width, num_classes) if num_classes > 0 else nn.Identity()
+        self.num_features = num_classes if num_classes > 0 else arch.width
+
+    def prefix(self, x):
+        """The patch tokens ``(B, N, width)`` with the class token prepended (if any)."""
+        if not self.arch.class_token:
+            return x
+        cls = ops.broadcast_to(self.cls_token.astype(x.dtype), (x.shape[0], 1, x.shape[2]))
+        return ops.concat((cls, x), axis=1)
+
+    def forward_head(self, x):
+        if self.pool == "map":
+            x = self.attn_pool(x)
+        else:
+            x = pool_tokens(x, self.pool, self.prefix_tokens)
+        return self.head(self.fc_norm(x))
+
+    def forward_tokens(self, x):
+        """``(pooled features, token features after the final norm)``."""
+        tokens = self.forward_features(x)
+        return self.forward_head(tokens), tokens
+
+    def construct(self, x):
+        return self.forward_head(self.forward_features(x))
+
+    def lock_groups(self) -> List[list]:
+        """timm's layer groups (``group_matcher``): the stem (patch embedding, prefix tokens,
+        positions, ``norm_pre``), each block, then the rest (final norm and head)."""
+        stem = [self.patch_embed] + [getattr(self, n) for n in ("cls_token", "pos_embed")
+                                     if getattr(self, n, None) is not None]
+        stem.append(self.norm_pre)
+        rest = [self.norm, self.fc_norm, self.head] + ([self.attn_pool] if self.pool == "map" else [])
+        return [stem] + [[b] for b in self.blocks] + [rest]
+
+    def set_patch_dropout(self, prob: float) -> None:
+        self.patch_drop.prob = float(prob)

@@ -1,0 +1,119 @@
+"""timm's ``VisionTransformer`` (``vision_transformer.py``) for the names open_clip's configs
+use: SigLIP's and SigLIP 2's ViTs (no class token, the MAP head), the CLIP ViT-L/14 of
+MobileCLIP2-L-14 (``pre_norm``, no patch bias, class token) and ViT-medium with global average
+pooling and LayerScale. Parameter names are timm's (``patch_embed.proj``, ``cls_token``,
+``pos_embed``, ``norm_pre``, ``blocks.N.{norm1,attn.qkv,attn.proj,ls1,norm2,mlp.fc1,mlp.fc2,
+ls2}``, ``norm``, ``attn_pool``, ``fc_norm``, ``head``)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from mindspore import nn
+
+from ..layers import LayerNorm, LayerScale
+from .layers import (STD, Attention, Mlp, PatchEmbed, drop_path_or_identity, drop_path_rates,
+                     norm_or_identity, trunc_normal_param)
+from .registry import TrunkArch, register_timm_model
+from .trunk import ViTTrunk
+
+
+@dataclass(frozen=True)
+class ViTArch(TrunkArch):
+    """timm ``VisionTransformer`` ``model_args``: ``act`` (``gelu``/``gelu_tanh``),
+    ``qkv_bias``, ``pre_norm`` (a LayerNorm before the blocks; the patch embedding then has no
+    bias, as timm builds it), ``init_values`` (LayerScale)."""
+
+    act: str = "gelu"
+    qkv_bias: bool = True
+    pre_norm: bool = False
+    init_values: Optional[float] = None
+
+    @property
+    def pool_act(self) -> str:
+        return self.act
+
+    def trunk_class(self):
+        return VisionTransformer
+
+
+class Block(nn.Cell):
+    """timm's pre-norm ``Block``: ``x + ls1(attn(norm1(x)))`` then ``x + ls2(mlp(norm2(x)))``."""
+
+    def __init__(self, arch: ViTArch, drop_path: float = 0.0):
+        super().__init__()
+        w, eps = arch.width, arch.norm_eps
+        scaled = arch.init_values is not None
+        self.norm1 = LayerNorm(w, eps)
+        self.attn = Attention(w, arch.heads, qkv_bias=arch.qkv_bias, norm_eps=eps)
+        self.ls1 = LayerScale(w, arch.init_values) if scaled else nn.Identity()
+        self.drop_path1 = drop_path_or_identity(drop_path)
+        self.norm2 = LayerNorm(w, eps)
+        self.mlp = Mlp(w, arch.mlp_dim, arch.act)
+        self.ls2 = LayerScale(w, arch.init_values) if scaled else nn.Identity()
+        self.drop_path2 = drop_path_or_identity(drop_path)
+
+    def construct(self, x):
+        x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x))))
+        return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
+
+
+class VisionTransformer(ViTTrunk):
+    """timm's ``VisionTransformer``: patches, class token, learned positions (over the class
+    token too), patch dropout, ``norm_pre``, blocks, then the head of :class:`ViTTrunk`."""
+
+    def __init__(self, arch: ViTArch, global_pool: str, num_classes: int = 0,
+                 pool: Optional[str] = None, drop_path: float = 0.0, patch_dropout: float = 0.0):
+        super().__init__(arch, global_pool, num_classes, pool, patch_dropout)
+        rows, cols = arch.grid
+        self.patch_embed = PatchEmbed(arch.width, arch.patch_size, has_bias=not arch.pre_norm)
+        if arch.class_token:
+            self.cls_token = trunc_normal_param((1, 1, arch.width), 1e-6, "cls_token")
+        self.pos_embed = trunc_normal_param((1, arch.prefix_tokens + rows * cols, arch.width), STD,
+                                            "pos_embed")
+        self.norm_pre = norm_or_identity(arch.width, arch.norm_eps, arch.pre_norm)
+        self.blocks = nn.CellList([Block(arch, rate) for rate in drop_path_rates(drop_path, arch.layers)])
+        self._build_head(num_classes)
+
+    def forward_features(self, x):
+        x = self.prefix(self.patch_embed(x))
+        x = self.patch_drop(x + self.pos_embed.astype(x.dtype))
+        x = self.norm_pre(x)
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
+
+
+_B = dict(width=768, layers=12, heads=12)
+_L = dict(width=1024, layers=24, heads=16)
+_SO400M = dict(width=1152, layers=27, heads=16, mlp_ratio=3.7362)
+_GOPT = dict(width=1536, layers=40, heads=16)
+_TANH = dict(act="gelu_tanh")
+_SIGLIP = dict(class_token=False, global_pool="map")
+
+for _name, _patch, _size, _dims in (
+        ("vit_base_patch32_siglip_256", 32, 256, dict(_B, **_TANH)),
+        ("vit_base_patch16_siglip_224", 16, 224, _B),
+        ("vit_base_patch16_siglip_256", 16, 256, _B),
+        ("vit_base_patch16_siglip_384", 16, 384, _B),
+        ("vit_base_patch16_siglip_512", 16, 512, _B),
+        ("vit_large_patch16_siglip_256", 16, 256, _L),
+        ("vit_large_patch16_siglip_384", 16, 384, _L),
+        ("vit_large_patch16_siglip_512", 16, 512, dict(_L, **_TANH)),
+        ("vit_so400m_patch14_siglip_224", 14, 224, _SO400M),
+        ("vit_so400m_patch14_siglip_378", 14, 378, _SO400M),
+        ("vit_so400m_patch14_siglip_384", 14, 384, _SO400M),
+        ("vit_so400m_patch16_siglip_256", 16, 256, dict(_SO400M, **_TANH)),
+        ("vit_so400m_patch16_siglip_384", 16, 384, dict(_SO400M, **_TANH)),
+        ("vit_so400m_patch16_siglip_512", 16, 512, dict(_SO400M, **_TANH)),
+        ("vit_giantopt_patch16_siglip_256", 16, 256, dict(_GOPT, **_TANH)),
+        ("vit_giantopt_patch16_siglip_384", 16, 384, dict(_GOPT, **_TANH))):
+    register_timm_model(_name, ViTArch(patch_size=_patch, image_size=_size, **_SIGLIP, **_dims))
+
+# MobileCLIP2-L-14's image tower: OpenAI's ViT-L/14 layout (pre-norm, LayerNorm eps 1e-5)
+register_timm_model("vit_large_patch14_clip_224",
+                    ViTArch(patch_size=14, pre_norm=True, norm_eps=1e-5, **_L))
+register_timm_model("vit_medium_patch16_gap_256",
+                    ViTArch(patch_size=16, width=512, layers=12, heads=8, image_size=256,
+                            class_token=False, global_pool="avg", qkv_bias=False, init_values=1e-6,
+                            fc_norm=False))
