@@ -300,9 +300,9 @@ def test_nonsiglip_hf_folders_and_naflex_are_refused(tmp_path):
         mindclip.get_model_config("ViT-B-16-SigLIP").vision_cfg.__class__(
             image_size=256, timm_model_name="vit_base_patch16_siglip_224", timm_pool="map",
             timm_proj="none")
-    with pytest.raises(ValueError, match="timm_pool 'avg' is not one of"):
+    with pytest.raises(ValueError, match="timm_pool 'max' is not one of"):
         mindclip.models.siglip.SigLIPConfig.from_dict({"vision_cfg": {
-            "timm_model_name": "vit_base_patch16_siglip_224"}})
+            "timm_model_name": "vit_base_patch16_siglip_224", "timm_pool": "max"}})
 
 
 def test_hf_hub_name_of_a_transformers_siglip_repository(hf_siglip, tmp_path, monkeypatch):

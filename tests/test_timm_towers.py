@@ -1,0 +1,272 @@
+"""open_clip's timm image towers (EVA01, EVA02, PE-Core, the CLIP ViT-L/14 of MobileCLIP2-L-14,
+ViT-medium GAP) against timm + open_clip themselves, each built with random weights here.
+
+The option groups are derived from the configs installed with open_clip (SigLIP's timm ViTs
+are tested in tests/test_siglip.py): every group is shrunk in depth (2 blocks, 2 heads of the
+trunk's head width, the smallest image its patch and RoPE take), ratios, activations, pools and
+projections kept, converted from an open_clip Hub folder and back. The smallest full-size model
+of each trunk kind runs once in GRAPH mode. The pieces the blocks are made of (2-D RoPE on a
+grid that is not square, SwiGLU, GluMlp, q/k norms) are checked alone against timm's.
+"""
+import copy
+import functools
+import dataclasses
+import json
+import os
+
+import mindspore as ms
+import numpy as np
+import open_clip
+import pytest
+import torch
+
+from conftest import FEATURE_ATOL
+from mindclip import create_model, get_model_config, list_models
+from mindclip.models.exceptions import MissingTowerError
+from mindclip.models.timm import register_timm_model, timm_arch, timm_model_names
+from test_openclip_zoo import OPENCLIP_CONFIGS, _openclip_configs, check_round_trip
+
+SIZE_FIELDS = {"width", "layers", "heads", "image_size", "patch_size", "ref_grid"}
+TEXT_SIZES = {"context_length", "vocab_size", "width", "heads", "layers", "mlp_ratio",
+              "hf_tokenizer_name", "tokenizer_kwargs"}
+
+
+def _timm_configs():
+    """open_clip's configs with a timm tower mindclip builds, SigLIP's left to its own tests."""
+    for name, cfg in _openclip_configs():
+        timm_name = cfg["vision_cfg"].get("timm_model_name")
+        if timm_name and cfg.get("init_logit_bias") is None and timm_name in timm_model_names():
+            yield name, cfg
+
+
+def _signature(cfg):
+    arch = timm_arch(cfg["vision_cfg"]["timm_model_name"])
+    trunk = {k: v for k, v in dataclasses.asdict(arch).items() if k not in SIZE_FIELDS}
+    trunk["head_width"] = arch.width // arch.heads
+    vision = {k: v for k, v in cfg["vision_cfg"].items() if k not in ("timm_model_name", "image_size")}
+    text = {k: v for k, v in cfg["text_cfg"].items() if k not in TEXT_SIZES}
+    return json.dumps([type(arch).__name__, trunk, vision, text], sort_keys=True)
+
+
+def timm_groups():
+    groups = {}
+    for name, cfg in _timm_configs():
+        groups.setdefault(_signature(cfg), name)
+    return groups
+
+
+GROUPS = timm_groups()
+
+
+def tiny_timm(name: str, depth: int = 2) -> str:
+    """timm model ``name`` shrunk (``depth`` blocks, two heads of its head width, images of two
+    patches a side, three for PE-Core's offset grid) and registered under one new name in timm
+    (what open_clip builds) and in mindclip; every other argument is the name's own."""
+    from timm.models import register_model
+    from timm.models._registry import _model_entrypoints
+
+    arch = timm_arch(name)
+    head = arch.width // arch.heads
+    size = (3 if arch.pool_heads else 2) * arch.patch_size
+    tiny = f"mctest_{name}_d{depth}"
+    if tiny not in _model_entrypoints:
+        original = _model_entrypoints[name]
+        overrides = dict(depth=depth, embed_dim=2 * head, num_heads=2, img_size=size)
+
+        def entry(pretrained=False, **kwargs):
+            return original(pretrained=pretrained, **dict(overrides, **kwargs))
+
+        entry.__name__ = tiny
+        register_model(entry)
+    register_timm_model(tiny, dataclasses.replace(arch, width=2 * head, layers=depth, heads=2,
+                                                  image_size=size))
+    return tiny
+
+
+def shrink_timm(cfg):
+    cfg = copy.deepcopy(cfg)
+    v, t = cfg["vision_cfg"], cfg["text_cfg"]
+    v["timm_model_name"] = tiny_timm(v["timm_model_name"])
+    v["image_size"] = timm_arch(v["timm_model_name"]).image_size
+    head = t["width"] // t["heads"]
+    t.update(layers=2, heads=2, width=2 * head, vocab_size=1000)
+    cfg["embed_dim"] = 32
+    return cfg
+
+
+def test_every_timm_config_of_these_groups_is_built():
+    names = {name for name, _ in _timm_configs()}
+    expected = {"EVA01-g-14", "EVA01-g-14-plus", "EVA02-B-16", "EVA02-L-14", "EVA02-L-14-336",
+                "EVA02-E-14", "EVA02-E-14-plus", "PE-Core-T-16-384", "PE-Core-S-16-384",
+                "PE-Core-B-16", "PE-Core-L-14-336", "PE-Core-bigG-14-448", "MobileCLIP2-L-14",
+                "vit_medium_patch16_gap_256"}
+    assert expected <= names <= set(list_models())
+    assert get_model_config("PE-Core-bigG-14-448").vision_cfg.arch.width == 1536
+    assert len(GROUPS) >= 6
+
+
+@pytest.mark.parametrize("key", sorted(GROUPS), ids=lambda k: GROUPS[k])
+def test_timm_option_group_converts_both_ways_with_open_clips_features(key, tmp_path):
+    name = GROUPS[key]
+    with open(os.path.join(OPENCLIP_CONFIGS, name + ".json")) as f:
+        cfg = shrink_timm(json.load(f))
+    model = check_round_trip(cfg, "shrunk-" + name, tmp_path)
+    assert model.family == "clip"
+
+
+# open_clip's TimmModel heads no config of these groups uses, on the trunks that take them
+HEADS = [("eva02_base_patch16_clip_224", {"timm_pool": "avg", "timm_proj": "mlp", "timm_proj_bias": True}),
+         ("eva_giant_patch14_224", {"timm_pool": "", "timm_proj": "linear", "timm_proj_bias": True}),
+         ("vit_pe_core_tiny_patch16_384", {"timm_pool": "token", "timm_proj": "linear"}),
+         ("vit_medium_patch16_gap_256", {"timm_pool": "avg", "timm_proj": None})]
+
+
+@pytest.mark.parametrize("trunk,head", HEADS, ids=[f"{t}-{h['timm_pool'] or 'default'}-{h['timm_proj']}"
+                                                   for t, h in HEADS])
+def test_timm_heads_equal_open_clips(trunk, head, tmp_path):
+    with open(os.path.join(OPENCLIP_CONFIGS, "EVA02-B-16.json")) as f:
+        cfg = json.load(f)
+    cfg["vision_cfg"] = dict(timm_model_name=trunk, image_size=timm_arch(trunk).image_size, **head)
+    check_round_trip(shrink_timm(cfg), f"head-{trunk}", tmp_path)
+
+
+@pytest.mark.parametrize("name,size", [("EVA02-B-16", 224), ("PE-Core-T-16-384", 384)])
+def test_smallest_full_size_model_of_each_trunk_kind_in_graph_mode(name, size):
+    """EVA02 (separate q/k/v, RoPE on a 16x16 reference grid, SwiGLU, sub-LN) and PE-Core
+    (fused q/k/v, RoPE with an offset xy grid, MAP head with its own heads) at full size,
+    renamed in memory by the converter (file round trips run on the shrunk groups)."""
+    from conftest import load_openclip_state
+
+    torch.manual_seed(0)
+    reference = open_clip.create_model(name).eval()
+    with torch.no_grad():
+        for p in reference.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    model = create_model(name)
+    load_openclip_state(model, reference, "clip")
+    images = np.random.default_rng(1).standard_normal((2, 3, size, size)).astype(np.float32)
+    tokens = open_clip.get_tokenizer(name)(["a photo of a cat", "a diagram"]).numpy()
+    with torch.no_grad():
+        want = (reference.encode_image(torch.from_numpy(images)).numpy(),
+                reference.encode_text(torch.from_numpy(tokens)).numpy())
+    previous = ms.get_context("mode")
+    ms.set_context(mode=ms.GRAPH_MODE)
+    try:
+        model.set_train(False)
+        got = (model.encode_image(images).asnumpy(), model.encode_text(tokens.astype(np.int32)).asnumpy())
+    finally:
+        ms.set_context(mode=previous)
+    for what, a, b in zip(("image", "text"), got, want):
+        assert np.abs(a - b).max() <= FEATURE_ATOL, (what, float(np.abs(a - b).max()))
+
+
+@pytest.mark.parametrize("grid,ref,offset,indexing", [
+    ((3, 5), (16, 16), 0.0, "ij"),   # EVA02: rescaled to its reference grid
+    ((4, 7), (24, 24), 1.0, "xy"),   # PE-Core: offset grid, x before y
+    ((2, 6), None, 0.0, "ij")])
+def test_rope_tables_and_rotation_equal_timms_on_a_grid_that_is_not_square(grid, ref, offset, indexing):
+    from timm.layers.pos_embed_sincos import RotaryEmbeddingCat, apply_rot_embed_cat
+
+    from mindclip.models.timm.layers import apply_rope, rope_tables
+
+    head_dim, heads, prefix = 32, 3, 1
+    emb = RotaryEmbeddingCat(dim=head_dim, in_pixels=False, feat_shape=list(grid), ref_feat_shape=ref,
+                             grid_offset=offset, grid_indexing=indexing).get_embed()
+    n = grid[0] * grid[1]
+    x = np.random.default_rng(0).standard_normal((2, prefix + n, heads * head_dim)).astype(np.float32)
+    per_head = torch.from_numpy(x).reshape(2, prefix + n, heads, head_dim).transpose(1, 2)
+    want = torch.cat([per_head[:, :, :prefix], apply_rot_embed_cat(per_head[:, :, prefix:], emb)], dim=2)
+    want = want.transpose(1, 2).reshape(2, prefix + n, heads * head_dim).numpy()
+    cos, sin = rope_tables(grid, head_dim, heads, prefix, ref_grid=ref, grid_offset=offset,
+                           grid_indexing=indexing)
+    got = apply_rope(ms.Tensor(x), ms.Tensor(cos), ms.Tensor(sin)).asnumpy()
+    assert np.abs(got - want).max() <= 1e-5
+
+
+def _load_torch(ours, ref):
+    """Copy a timm module's weights into our Cell of the same names (norms' suffixes aside)."""
+    from mindclip.convert.naming import align_names
+
+    expected = ours.parameters_dict()
+    state = align_names({k: v.detach().numpy() for k, v in ref.state_dict().items()}, expected)
+    missing, unexpected = ms.load_param_into_net(
+        ours, {k: ms.Parameter(ms.Tensor(v)) for k, v in state.items()}, strict_load=True)
+    assert not missing and not unexpected
+
+
+def _randomised(module):
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return module.eval()
+
+
+def test_swiglu_glumlp_and_qk_norm_attention_equal_timms():
+    from timm.layers import GluMlp as TimmGlu
+    from timm.layers import SwiGLU as TimmSwiGLU
+    from timm.layers.attention import AttentionRope
+
+    from mindclip.models.timm.layers import Attention, GluMlp, SwiGLU
+
+    x = np.random.default_rng(0).standard_normal((2, 5, 64)).astype(np.float32)
+    pairs = [(SwiGLU(64, 96, 1e-6), TimmSwiGLU(64, 96, norm_layer=functools.partial(torch.nn.LayerNorm, eps=1e-6))),
+             (GluMlp(64, 192), TimmGlu(64, 192, act_layer=torch.nn.SiLU, gate_last=False)),
+             (Attention(64, 4, qk_norm=True, scale_norm=True, norm_eps=1e-6),
+              AttentionRope(64, 4, qk_norm=True, scale_norm=True,
+                            norm_layer=functools.partial(torch.nn.LayerNorm, eps=1e-6)))]
+    for ours, ref in pairs:
+        ref = _randomised(ref)
+        _load_torch(ours, ref)
+        with torch.no_grad():
+            want = ref(torch.from_numpy(x)).numpy()
+        assert np.abs(ours(ms.Tensor(x)).asnumpy() - want).max() <= FEATURE_ATOL, type(ours).__name__
+
+
+def test_unknown_timm_names_and_options_are_refused_by_name():
+    from mindclip.models.config import CLIPConfig
+
+    with pytest.raises(MissingTowerError, match="'convnext_base' is not implemented.*eva02_base_patch16_clip_224"):
+        create_model("convnext_base")
+    with pytest.raises(MissingTowerError, match="timm image tower 'vit_nonexistent'"):
+        CLIPConfig.from_dict({"vision_cfg": {"timm_model_name": "vit_nonexistent"}})
+    base = {"timm_model_name": "eva02_base_patch16_clip_224"}
+    with pytest.raises(ValueError, match=r"timm_pool 'max' is not one of \['', 'token', 'avg', 'map'\]"):
+        CLIPConfig.from_dict({"vision_cfg": dict(base, timm_pool="max")})
+    with pytest.raises(ValueError, match=r"timm_proj 'attn' is not one of \['linear', 'mlp', 'none', None\]"):
+        CLIPConfig.from_dict({"vision_cfg": dict(base, timm_proj="attn")})
+    with pytest.raises(ValueError, match="unknown key.*'timm_depth'"):
+        CLIPConfig.from_dict({"vision_cfg": dict(base, timm_depth=3)})
+    with pytest.raises(ValueError, match="has no class token"):
+        CLIPConfig.from_dict({"vision_cfg": {"timm_model_name": "vit_medium_patch16_gap_256",
+                                             "image_size": 256, "timm_pool": "token"}})
+    with pytest.raises(ValueError, match="takes 224-pixel images"):
+        CLIPConfig.from_dict({"vision_cfg": dict(base, image_size=256)})
+    with pytest.raises(ValueError, match="cannot add attention pooling"):
+        create_model(config={"embed_dim": 32, "vision_cfg": dict(timm_model_name=tiny_timm(base["timm_model_name"]),
+                                                                  image_size=32, timm_pool="map")})
+
+
+def test_timm_tower_trains_with_lit_drop_path_and_patch_dropout():
+    """Capabilities asked of the tower: LiT locks the trunk's groups (stem, blocks, rest) but the
+    last ``unlocked_groups``; patch dropout keeps the class token and a share of the patches
+    in training (no RoPE trunk) and is refused, by name, where RoPE would need it."""
+    cfg = {"embed_dim": 32, "text_cfg": {"width": 64, "heads": 2, "layers": 1, "vocab_size": 100,
+                                         "context_length": 8},
+           "vision_cfg": {"timm_model_name": tiny_timm("vit_large_patch14_clip_224"), "image_size": 28,
+                          "timm_pool": "token", "timm_proj": None, "timm_drop_path": 0.1}}
+    model = create_model(config=cfg)
+    model.lock_image_tower(unlocked_groups=1)
+    trainable = {p.name for p in model.trainable_params() if p.name.startswith("visual.")}
+    assert trainable == {"visual.trunk.norm.gamma", "visual.trunk.norm.beta", "visual.trunk.head.weight",
+                         "visual.trunk.head.bias"}
+    model.set_patch_dropout(0.5)
+    model.set_train(True)
+    tokens = model.visual.trunk.patch_drop(ms.Tensor(np.ones((2, 5, 8), np.float32)))
+    assert tokens.shape == (2, 1 + 2, 8)
+    images = np.random.default_rng(0).standard_normal((2, 3, 28, 28)).astype(np.float32)
+    assert model.visual(ms.Tensor(images)).shape == (2, 32)
+    rope = copy.deepcopy(cfg)
+    rope["vision_cfg"].update(timm_model_name=tiny_timm("eva02_base_patch16_clip_224"), image_size=32)
+    with pytest.raises(ValueError, match="patch dropout is not implemented.*rotary"):
+        create_model(config=rope).set_patch_dropout(0.5)
