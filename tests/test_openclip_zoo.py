@@ -272,7 +272,7 @@ def test_pooling_and_projection_variants(options, tmp_path):
 def test_patch_dropout_keeps_the_patches_open_clip_keeps(monkeypatch):
     from open_clip.transformer import PatchDropout as TorchPatchDropout
 
-    from mindclip.models.vision import PatchDropout
+    from mindclip.models.patch import PatchDropout
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((3, 1 + 16, 8)).astype(np.float32)
@@ -292,7 +292,7 @@ def test_patch_dropout_keeps_the_patches_open_clip_keeps(monkeypatch):
 def test_fixed_sin_cos_position_table_is_maes():
     from open_clip.pos_embed import get_2d_sincos_pos_embed
 
-    from mindclip.models.vision import sincos_2d_position_embedding
+    from mindclip.models.patch import sincos_2d_position_embedding
 
     np.testing.assert_allclose(sincos_2d_position_embedding(64, 5),
                                get_2d_sincos_pos_embed(64, 5, cls_token=True), atol=1e-6)

@@ -1,92 +1,13 @@
 """Vision Transformer image tower (CLIP's ViT-B/32, B/16, L/14, ...)."""
 from __future__ import annotations
 
-import numpy as np
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
 from .config import CLIPVisionCfg
 from .layers import LayerNorm, Transformer, normal_param
+from .patch import PatchDropout, PatchEmbedding, sincos_2d_position_embedding
 from .pooling import AttentionalPooler, VisionPool
-
-_matmul_nt = ops.MatMul(transpose_b=True)
-
-
-class PatchEmbedding(nn.Conv2d):
-    """The ViT's ``conv1`` (kernel = stride = patch, no bias), computed as one matmul over
-    flattened patches: (B, 3, H, W) -> (B, grid*grid, width), row-major over the grid as the
-    convolution's output flattens. Same weight and name as the Conv2d (every checkpoint
-    loads), and still a Conv2d to mixed precision's cast; MindSpore 2.10's CPU Conv2d runs a
-    32x32/stride-32 kernel at ~1 GFLOP/s, a matmul at ~150. The matmul is a 2-D one against
-    the untransposed weight: a batched ``ops.matmul`` with a 2-D operand copies the weight
-    once per image on CPU (0.3 GB for a ViT-B/32 batch of 32)."""
-
-    def __init__(self, width: int, patch_size: int, has_bias: bool = False):
-        super().__init__(3, width, kernel_size=patch_size, stride=patch_size, pad_mode="valid",
-                         has_bias=has_bias)
-        self.width = width
-        self.patch_size = patch_size
-
-    def construct(self, x):
-        b, c, h, w = x.shape
-        p = self.patch_size
-        gh, gw = h // p, w // p
-        if h != gh * p or w != gw * p:  # a strided conv ignores the remainder (SO400M/14 at 384)
-            x = x[:, :, :gh * p, :gw * p]
-        patches = x.reshape(b, c, gh, p, gw, p).transpose(0, 2, 4, 1, 3, 5).reshape(b * gh * gw, c * p * p)
-        weight = self.weight.reshape(self.width, c * p * p).astype(patches.dtype)
-        out = _matmul_nt(patches, weight)
-        if self.has_bias:  # timm's patch embedding (SigLIP) has one
-            out = out + self.bias.astype(out.dtype)
-        return out.reshape(b, gh * gw, self.width)
-
-
-def sincos_2d_position_embedding(width: int, grid: int) -> np.ndarray:
-    """The fixed 2-D sine-cosine position table of MAE (open_clip's ``sin_cos_2d``):
-    ``(grid*grid + 1, width)``, a zero row for the class token first; half the channels
-    encode the row, half the column, each as sines then cosines of geometric frequencies."""
-    if width % 4:
-        raise ValueError(f"sin_cos_2d position embedding needs a width divisible by 4, got {width}")
-    omega = 1.0 / 10000 ** (np.arange(width // 4, dtype=np.float64) / (width / 4))
-    rows, cols = np.meshgrid(np.arange(grid, dtype=np.float64), np.arange(grid, dtype=np.float64),
-                             indexing="ij")
-
-    def encode(pos):
-        angles = np.outer(pos.reshape(-1), omega)
-        return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
-
-    # MAE's meshgrid puts the column index first: its "h" half encodes columns
-    table = np.concatenate([encode(cols), encode(rows)], axis=1)
-    return np.concatenate([np.zeros((1, width)), table], axis=0).astype(np.float32)
-
-
-class PatchDropout(nn.Cell):
-    """FLIP's patch dropout (open_clip's ``PatchDropout``): in training, each image keeps a
-    random ``max(1, int(n * (1 - prob)))`` of its ``n`` patch tokens (those with the largest
-    of ``n`` standard normal draws, in that order) after the ``prefix_tokens`` (the class
-    token; none for timm's SigLIP ViTs); inference keeps all. ``prob`` may be changed before a
-    run compiles (``runner.force_patch_dropout``)."""
-
-    def __init__(self, prob: float, prefix_tokens: int = 1):
-        super().__init__()
-        self.prob = float(prob)
-        self.prefix_tokens = prefix_tokens
-
-    def construct(self, x):
-        if not self.training or self.prob == 0.0:
-            return x
-        return self.keep(x, ops.standard_normal((x.shape[0], x.shape[1] - self.prefix_tokens)))
-
-    def keep(self, x, noise):
-        """The prefix tokens and the patch tokens with the largest ``noise`` ``(B, n)``."""
-        b, n, d = x.shape
-        p = self.prefix_tokens
-        count = max(1, int((n - p) * (1 - self.prob)))
-        index = ops.topk(noise, count)[1].astype(ms.int32)
-        patches = ops.gather_elements(x[:, p:], 1, ops.broadcast_to(index.reshape(b, count, 1),
-                                                                     (b, count, d)))
-        return ops.concat((x[:, :p], patches), axis=1) if p else patches
-
 
 class VisionTransformer(nn.Cell):
     """open_clip's ViT: patchify, prepend a class token, add positions, (patch dropout),

@@ -17,7 +17,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import TruncatedNormal, initializer
 
 from ..layers import Dense, LayerNorm, PackedSelfAttention, PerHeadAttention, make_activation
-from ..vision import PatchEmbedding
+from ..patch import PatchEmbedding
 
 STD = 0.02  # timm's init of Linear weights and position tables
 

@@ -8,7 +8,7 @@ from typing import List, Optional
 from mindspore import nn, ops
 
 from ..layers import LayerNorm
-from ..vision import PatchDropout
+from ..patch import PatchDropout
 from .layers import AttentionPoolLatent, linear, pool_tokens
 from .registry import TrunkArch
 
