@@ -199,7 +199,34 @@ def test_table_is_open_clips_and_lists_what_we_build():
     assert ("ViT-B-32", "laion2b_s34b_b79k") in ours and ("ViT-H-14-378-quickgelu", "dfn5b") in ours
     assert all(name in mindclip.list_models() for name, _ in ours)
     assert ("ViT-B-16-SigLIP", "webli") in ours and ("coca_ViT-L-14", "mscoco_finetuned_laion2b_s13b_b90k") in ours
-    assert not any(name.startswith(("EVA02", "convnext")) for name, _ in ours)  # timm towers not built
+    assert ("PE-Core-bigG-14-448", "meta") in ours and ("EVA02-E-14-plus", "laion2b_s9b_b144k") in ours
+    assert ("MobileCLIP2-L-14", "dfndr2b") in ours
+    assert not any(name.startswith(("convnext", "ViTamin")) for name, _ in ours)  # timm towers not built
+
+
+def test_timm_tower_tag_loads_through_the_hub_with_its_preprocessing(offline_hub, tmp_path):
+    """A timm-tower tag (PE-Core's: squash, bilinear, 0.5 statistics) fetched from its Hub
+    repository as open_clip fetches it: open_clip's features, open_clip's transform."""
+    from PIL import Image
+
+    entry = hub.pretrained_cfg("PE-Core-T-16-384", "meta")
+    torch.manual_seed(3)
+    reference_model = open_clip.create_model("PE-Core-T-16-384").eval()
+    with torch.no_grad():
+        for p in reference_model.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    put_in_hf_cache(offline_hub, entry["hf_hub"].rstrip("/"),
+                    {"open_clip_model.safetensors": weights_bytes(reference_model, tmp_path)})
+    model, preprocess = mindclip.create_model_from_pretrained("PE-Core-T-16-384", pretrained="meta")
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 500, 3), dtype=np.uint8))
+    assert (entry["resize_mode"], entry["interpolation"], entry["mean"]) == ("squash", "bilinear", [0.5] * 3)
+    ref_preprocess = open_clip.image_transform(384, is_train=False, mean=entry["mean"], std=entry["std"],
+                                               interpolation=entry["interpolation"],
+                                               resize_mode=entry["resize_mode"])
+    pixels = ref_preprocess(img)[None]
+    np.testing.assert_allclose(preprocess(img), pixels[0].numpy(), atol=1e-5)
+    tokens = open_clip.get_tokenizer("PE-Core-T-16-384")(["a photo of a cat", "a diagram"])
+    assert_close(features(model, pixels, tokens), reference(reference_model, pixels, tokens))
 
 
 @pytest.mark.parametrize("resize_mode", ["shortest", "squash", "longest"])

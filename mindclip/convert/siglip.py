@@ -208,7 +208,8 @@ class SigLIPConverter(OpenClipFamilyConverter):
 
     family = "siglip"
     config_class = SigLIPConfig
-    marker_keys = ("visual.trunk.attn_pool.",)
+    # SigLIP's learned bias, not its MAP head: PE-Core's CLIP towers pool with one too
+    marker_keys = ("logit_bias",)
     example = "ViT-B-16-SigLIP"
     sources = ("open_clip", "hf", "mindclip")
 
