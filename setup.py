@@ -46,6 +46,8 @@ setup(
             "torch==2.14.1",
             "torchvision==0.29.1",
             "open_clip_torch",
+            "timm",            # the timm image towers' reference (open_clip's TimmModel)
+            "clip-benchmark",  # CLIP_benchmark's zero-shot numbers, the evaluation reference
             "transformers",
             "scikit-image",
         ],

@@ -22,12 +22,11 @@ def create_model_and_transforms(model_name: Optional[str] = None, pretrained: Op
     ``resize_mode`` and ``interpolation``; bicubic shortest side by default), center crop,
     the model's mean/std; the train transform is open_clip's RandomResizedCrop (scale 0.9-1).
     """
-    from .data.transforms import image_transform, resize_options, train_transform
+    from .data.transforms import model_transform, train_transform
 
     model = create_model(model_name, pretrained=pretrained, **kwargs)
-    mean, std = model.image_mean, model.image_std
-    return (model, train_transform(model.image_size, mean=mean, std=std),
-            image_transform(model.image_size, mean, std, **resize_options(model)))
+    pp = model.preprocess
+    return model, train_transform(model.image_size, mean=pp.mean, std=pp.std), model_transform(model)
 
 
 def create_model_from_pretrained(model_name: str, pretrained: Optional[str] = None,

@@ -206,9 +206,7 @@ def load_pretrained(model: Any, pretrained: str) -> Any:
     # Files saved with the weights (a tokenizer folder) are found through here.
     model.source_dir = os.path.dirname(os.path.abspath(path))
     if PREPROCESS_KEY in metadata:  # the preprocessing the weights were trained with (a tag's)
-        model.preprocess_cfg = json.loads(metadata[PREPROCESS_KEY])
-        model.image_mean = tuple(model.preprocess_cfg.get("mean", model.image_mean))
-        model.image_std = tuple(model.preprocess_cfg.get("std", model.image_std))
+        model.set_preprocess(json.loads(metadata[PREPROCESS_KEY]))
     return model
 
 
@@ -372,9 +370,18 @@ def _model_from_pretrained(cls: type, name_or_path: str) -> Any:
     return model
 
 
+def preprocess_metadata(model: Any) -> Dict[str, str]:
+    """The weight-file metadata recording a model's preprocessing record, when its weights
+    came with one (a tag, an open_clip folder): saved models keep it."""
+    if not getattr(model, "preprocess_cfg", None):
+        return {}
+    return {PREPROCESS_KEY: json.dumps(model.preprocess.to_dict(), sort_keys=True)}
+
+
 def _save_pretrained(model: Any, folder: str) -> str:
     tensors = {k: p.asnumpy() for k, p in model.parameters_dict().items()}
-    write_pretrained(folder, tensors, family_of(model), model.config, tokenizer=get_tokenizer(model))
+    write_pretrained(folder, tensors, family_of(model), model.config, tokenizer=get_tokenizer(model),
+                     metadata=preprocess_metadata(model))
     return folder
 
 

@@ -84,6 +84,14 @@ def test_coca_converts_both_ways_with_open_clips_features_and_logits(name, tmp_p
     image, text, logits, scale = model(images, tokens.astype(np.int32))
     _check((image.asnumpy(), text.asnumpy(), logits.asnumpy()), expected)
     np.testing.assert_allclose(model.encode_image(images, normalize=True).asnumpy(), expected[0], atol=FEATURE_ATOL)
+    # open_clip's CoCa normalises unless told not to (its CLIP does not): the same defaults here
+    with torch.no_grad():
+        t_images, t_tokens = torch.from_numpy(images), torch.from_numpy(tokens)
+        for ours, theirs in ((model.encode_image(images), reference.encode_image(t_images)),
+                             (model.encode_text(tokens.astype(np.int32)), reference.encode_text(t_tokens)),
+                             (model.encode_image(images, normalize=False),
+                              reference.encode_image(t_images, normalize=False))):
+            np.testing.assert_allclose(ours.asnumpy(), theirs.numpy(), atol=FEATURE_ATOL)
 
     back = tmp_path / "back"
     assert convert_cli(["--reverse", "--mindspore_path", str(tmp_path / "ms"), "--torch_path", str(back)]) == 0

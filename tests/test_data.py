@@ -365,7 +365,7 @@ def test_yfcc_meta_file_is_indexed_once_read_by_seeking_and_skips_empty_captions
 
 def test_imagenet_meta_reader_and_resize_then_crop(tmp_path):
     from mindclip.data.transforms import _normalizer, center_crop, resize_shortest
-    from mindclip.normalization import IMAGENET_MEAN, IMAGENET_STD
+    from mindclip.normalization import IMAGENET_MEAN, IMAGENET_STD, PreprocessCfg
 
     rng = np.random.default_rng(0)
     (tmp_path / "val").mkdir()
@@ -379,7 +379,8 @@ def test_imagenet_meta_reader_and_resize_then_crop(tmp_path):
     src = build_source({"type": "imagenet_meta", "path": str(tmp_path / "val_official.json"),
                         "image_root": str(tmp_path / "val")})
     assert src.class_names == ["tench", "goldfish"] and src.labels == [0, 1, 0, 1]
-    batches = list(eval_image_loader(src, 32, 4, resize_size=40, mean=IMAGENET_MEAN, std=IMAGENET_STD))
+    batches = list(eval_image_loader(src, 32, 4, resize_size=40,
+                                     preprocess=PreprocessCfg(IMAGENET_MEAN, IMAGENET_STD)))
     normalize = _normalizer(IMAGENET_MEAN, IMAGENET_STD)
     ref = np.stack([normalize(np.asarray(center_crop(resize_shortest(Image.open(p).convert("RGB"), 40), 32)))
                     for p in src.images])

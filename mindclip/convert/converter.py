@@ -15,10 +15,11 @@ from ..factory import (PREPROCESS_KEY, check_state_dict, get_model_config,
 from ..models.weights_io import FAMILY_KEY, read_weights, write_safetensors
 from .hf import hf_config_to_clip, hf_state_to_openclip
 from .infer import infer_config, matching_model_names
+from .openclip_family import openclip_preprocess_cfg, write_openclip_config
 from .naming import (align_names, detect_naming, flat_text_layout, is_custom_text_layout,
                      mindclip_to_openclip, mindformers_to_mindclip, openclip_to_mindclip,
                      strip_prefix)
-from .sources import (OPENCLIP_DIR_CONFIG, SourceCheckpoint, openclip_model_cfg_to_clip,
+from .sources import (SourceCheckpoint, openclip_model_cfg_to_clip,
                       read_source)
 
 SOURCES = ("auto", "openai", "open_clip", "hf", "mindformers", "mindclip", "declip")
@@ -138,7 +139,7 @@ def export_to_openclip(ms_path: str, out_path: str, model_name: Optional[str] = 
     from ..factory import find_weight_file, read_checkpoint_config
 
     weight_file = find_weight_file(ms_path)
-    tensors, _ = read_weights(weight_file)
+    tensors, metadata = read_weights(weight_file)
     arch = read_checkpoint_config(weight_file)
     if arch is not None and arch[0].name != "clip":
         raise ValueError(f"{ms_path} holds a {arch[0].name!r} model; --reverse writes CLIP models "
@@ -158,13 +159,8 @@ def export_to_openclip(ms_path: str, out_path: str, model_name: Optional[str] = 
     if out_path.endswith(".safetensors"):
         write_safetensors(out_path, state)
         return out_path
-    os.makedirs(out_path, exist_ok=True)
-    model_cfg = config.to_dict()
-    # mindclip's record of the Hugging Face tower's config.json: open_clip reads it from
-    # hf_model_name instead
-    model_cfg["text_cfg"].pop("hf_model_config", None)
-    with open(os.path.join(out_path, OPENCLIP_DIR_CONFIG), "w", encoding="utf-8") as f:
-        json.dump({"model_cfg": model_cfg, "preprocess_cfg": {}}, f, indent=2)
+    write_openclip_config(out_path, config,
+                          openclip_preprocess_cfg(get_family("clip"), config, metadata))
     weight_path = os.path.join(out_path, "open_clip_model.safetensors")
     write_safetensors(weight_path, state)
     return weight_path

@@ -11,8 +11,9 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 
 from ..families.base import get_family
-from ..factory import (check_state_dict, find_weight_file, get_model_config, read_architecture,
-                       read_checkpoint_config)
+from ..factory import (PREPROCESS_KEY, check_state_dict, find_weight_file, get_model_config,
+                       read_architecture, read_checkpoint_config)
+from ..normalization import PreprocessCfg
 from ..models.weights_io import FAMILY_KEY, read_weights, write_safetensors
 from ..tokenizer.hf import HFTokenizer, is_tokenizer_folder
 from .naming import TIMM_TRUNK, align_names, mindclip_to_openclip, openclip_to_mindclip, strip_prefix
@@ -104,26 +105,25 @@ class OpenClipFamilyConverter:
         return None
 
     @classmethod
-    def read_ms(cls, ms_path: str, model_name: Optional[str]) -> Tuple[Dict, Any, str]:
-        """``(open_clip state dict, architecture, source folder)`` of a mindclip checkpoint."""
+    def read_ms(cls, ms_path: str, model_name: Optional[str]) -> Tuple[Dict, Any, str, Dict]:
+        """``(open_clip state dict, architecture, source folder, open_clip preprocess_cfg)``
+        of a mindclip checkpoint."""
         weight_file = find_weight_file(ms_path)
         arch = read_checkpoint_config(weight_file)
         config = get_model_config(model_name) if model_name else (arch[1] if arch else None)
         if not isinstance(config, cls.config_class):
             raise ValueError(f"{ms_path} is not a mindclip {cls.family} checkpoint")
-        tensors, _ = read_weights(weight_file)
+        tensors, metadata = read_weights(weight_file)
         check_state_dict(expected_shapes(cls.family, config), tensors, weight_file)
-        return ms_to_openclip(tensors, config), config, os.path.dirname(os.path.abspath(weight_file))
+        return (ms_to_openclip(tensors, config), config, os.path.dirname(os.path.abspath(weight_file)),
+                openclip_preprocess_cfg(get_family(cls.family), config, metadata))
 
     @staticmethod
-    def write_openclip(state: Dict[str, np.ndarray], config: Any, out_path: str, source_dir: str) -> str:
+    def write_openclip(state: Dict[str, np.ndarray], config: Any, out_path: str, source_dir: str,
+                       preprocess: Dict[str, Any]) -> str:
         """An open_clip folder: ``open_clip_config.json`` + ``open_clip_model.safetensors``
         (what ``open_clip.create_model("local-dir:...")`` loads), tokenizer files beside."""
-        os.makedirs(out_path, exist_ok=True)
-        model_cfg = config.to_dict()
-        model_cfg["text_cfg"].pop("hf_model_config", None)
-        with open(os.path.join(out_path, OPENCLIP_DIR_CONFIG), "w", encoding="utf-8") as f:
-            json.dump({"model_cfg": model_cfg, "preprocess_cfg": {}}, f, indent=2)
+        write_openclip_config(out_path, config, preprocess)
         write_safetensors(os.path.join(out_path, "open_clip_model.safetensors"), state)
         copy_tokenizer(source_dir, out_path)
         return out_path
@@ -131,8 +131,28 @@ class OpenClipFamilyConverter:
     @classmethod
     def reverse(cls, ms_path: str, out_path: str, model_name: Optional[str] = None) -> str:
         """A mindclip checkpoint of this family -> an open_clip folder."""
-        state, config, source_dir = cls.read_ms(ms_path, model_name)
-        return cls.write_openclip(state, config, out_path, source_dir)
+        state, config, source_dir, preprocess = cls.read_ms(ms_path, model_name)
+        return cls.write_openclip(state, config, out_path, source_dir, preprocess)
+
+
+def openclip_preprocess_cfg(family: Any, config: Any, metadata: Dict[str, str]) -> Dict[str, Any]:
+    """open_clip's ``preprocess_cfg`` of a mindclip checkpoint: the record its weights carry
+    (a tag's, an open_clip folder's), else the family's statistics with the default resize."""
+    record = json.loads(metadata[PREPROCESS_KEY]) if PREPROCESS_KEY in metadata else {}
+    model_class = family.model_class
+    cfg = PreprocessCfg.from_dict(record, model_class.image_mean, model_class.image_std).to_dict()
+    return {"size": config.vision_cfg.image_size, "mode": "RGB", **cfg}
+
+
+def write_openclip_config(out_path: str, config: Any, preprocess: Dict[str, Any]) -> None:
+    """``open_clip_config.json``: the architecture and its preprocessing record."""
+    os.makedirs(out_path, exist_ok=True)
+    model_cfg = config.to_dict()
+    # mindclip's record of a Hugging Face tower's config.json: open_clip reads it from
+    # hf_model_name instead
+    model_cfg["text_cfg"].pop("hf_model_config", None)
+    with open(os.path.join(out_path, OPENCLIP_DIR_CONFIG), "w", encoding="utf-8") as f:
+        json.dump({"model_cfg": model_cfg, "preprocess_cfg": preprocess}, f, indent=2)
 
 
 def copy_tokenizer(source_dir: str, out_path: str) -> None:

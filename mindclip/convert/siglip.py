@@ -237,13 +237,13 @@ class SigLIPConverter(OpenClipFamilyConverter):
                 layout: str = "open_clip") -> str:
         """A mindclip SigLIP checkpoint -> an open_clip folder or, with ``layout="hf"``, a
         folder ``SiglipModel.from_pretrained`` loads."""
-        state, config, source_dir = cls.read_ms(ms_path, model_name)
+        state, config, source_dir, preprocess = cls.read_ms(ms_path, model_name)
         if layout != "hf":
             if not config.vision_cfg.timm_model_name:
                 raise ValueError("open_clip builds a timm image tower from its timm_model_name; "
                                  "this architecture has none (it came from a Hugging Face folder): "
                                  "write it with --reverse_layout hf")
-            return cls.write_openclip(state, config, out_path, source_dir)
+            return cls.write_openclip(state, config, out_path, source_dir, preprocess)
         hf = {**openclip_vision_to_hf({k: v for k, v in state.items() if k.startswith("visual.")}),
               **_openclip_text_to_hf(state),
               "logit_scale": state["logit_scale"].reshape(1), "logit_bias": state["logit_bias"].reshape(1)}

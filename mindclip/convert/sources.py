@@ -36,7 +36,7 @@ class SourceCheckpoint:
     preprocess: Optional[Dict[str, Any]] = None
 
 
-PREPROCESS_FIELDS = ("mean", "std", "interpolation", "resize_mode")
+PREPROCESS_FIELDS = ("mean", "std", "interpolation", "resize_mode", "fill_color")
 
 
 def preprocess_fields(cfg: Dict[str, Any]) -> Dict[str, Any]:

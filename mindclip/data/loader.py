@@ -27,7 +27,9 @@ import numpy as np
 from .base import (ImageTextSource, check_skip_fraction, LabeledImageSource, StreamingImageTextSource,
                    read_image_bytes)
 from .batch import SampleBuilder
-from .transforms import OPENAI_MEAN, OPENAI_STD, Augment, apply_color, apply_crop, augment_draws
+from ..normalization import PreprocessCfg
+from .transforms import (OPENAI_MEAN, OPENAI_STD, Augment, apply_color, apply_crop, augment_draws,
+                         image_transform)
 
 Source = Union[ImageTextSource, LabeledImageSource, StreamingImageTextSource]
 _UNREADABLE = np.frombuffer(b"unreadable", np.uint8)  # fails decoding -> skipped and counted
@@ -248,6 +250,16 @@ def _two_views(image: np.ndarray):
     return image, image.copy()
 
 
+class _EvalTransform:
+    """open_clip's eval transform of a preprocessing record on a decoded HWC uint8 image."""
+
+    def __init__(self, size: int, preprocess: PreprocessCfg):
+        self.transform = image_transform(size, preprocess=preprocess)
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        return self.transform(image)
+
+
 class _CenterCrop:
     """torchvision's center crop offsets (``round((h - size) / 2)``, half to even); MindSpore's
     C++ CenterCrop floors them, a one-pixel shift for odd margins."""
@@ -284,7 +296,7 @@ class Loader:
                  skip_batches: int = 0, random_access: bool = True, recolor: bool = False,
                  random_crop: bool = True, views: int = 1,
                  mean: Sequence[float] = OPENAI_MEAN, std: Sequence[float] = OPENAI_STD,
-                 resize_size: Optional[int] = None):
+                 resize_size: Optional[int] = None, preprocess: Optional[PreprocessCfg] = None):
         import mindspore.dataset as ds
         from mindspore.dataset import vision
 
@@ -308,8 +320,16 @@ class Loader:
         if views == 2:
             dataset = dataset.map(_two_views, input_columns=["image"],
                                   output_columns=["image", "image2"], num_parallel_workers=1)
+        # open_clip's other resize modes and interpolations run through its exact PIL transform
+        # (MindSpore's C++ bilinear resize does not antialias as PIL's does); the default,
+        # bicubic shortest side + crop, stays on the C++ ops, which equal PIL's bicubic.
+        pil_eval = (not train and preprocess is not None and not preprocess.is_default_resize
+                    and resize_size is None)
         for image, crop in zip(images, draws or [None] * views):
-            if train and random_crop:
+            if pil_eval:
+                dataset = dataset.map(_EvalTransform(image_size, preprocess), input_columns=[image],
+                                      num_parallel_workers=workers)
+            elif train and random_crop:
                 dataset = dataset.map(_crop_keep_draws, input_columns=[image, crop],
                                       output_columns=[image, crop], num_parallel_workers=1)
                 dataset = dataset.map([vision.Resize((image_size, image_size), vision.Inter.PILCUBIC)],
@@ -323,7 +343,7 @@ class Loader:
                 dataset = dataset.map(apply_color, input_columns=[image, crop],
                                       output_columns=[image], num_parallel_workers=1)
         dataset = dataset.project(images + columns)
-        for image in images:
+        for image in images if not pil_eval else []:
             dataset = dataset.map(_normalize_ops(mean, std), input_columns=[image],
                                   num_parallel_workers=workers)
         dataset = dataset.batch(batch_size, drop_remainder=False)
@@ -413,18 +433,22 @@ def train_loader(source: Union[ImageTextSource, StreamingImageTextSource],
 
 def eval_image_loader(source: Union[ImageTextSource, LabeledImageSource], image_size: int,
                       batch_size: int, num_workers: int = 2, rank: int = 0, world: int = 1,
-                      mean: Sequence[float] = OPENAI_MEAN, std: Sequence[float] = OPENAI_STD,
+                      preprocess: PreprocessCfg = PreprocessCfg(),
                       resize_size: Optional[int] = None) -> Loader:
-    """Evaluation batches in dataset order with the reference (deterministic) transform.
+    """Evaluation batches in dataset order with the reference (deterministic) transform of
+    the model's preprocessing record (``model.preprocess``: mean, std, interpolation, resize
+    mode, fill), equal to open_clip's and CLIP_benchmark's.
 
     Labelled sources give ``(images, labels)``; caption sources ``(images, sample indices)``
     so that retrieval can leave out the captions of an image that could not be read.
-    ``resize_size``: shortest side before the center crop (default ``image_size``).
+    ``resize_size``: shortest side before the center crop (default ``image_size``; DeCLIP's
+    ImageNet protocol resizes to 256 then crops 224).
     """
     order = epoch_order(len(source), 0, 0, False, rank, world, False)
     second = "label" if isinstance(source, LabeledImageSource) else "index"
     return Loader(_EvalSamples(source, order), (second,), batch_size, False, num_workers, image_size,
-                  False, _is_encoded(source), mean=mean, std=std, resize_size=resize_size)
+                  False, _is_encoded(source), mean=preprocess.mean, std=preprocess.std,
+                  resize_size=resize_size, preprocess=preprocess)
 
 
 def build_source(dataset_cfg: dict) -> Source:

@@ -16,7 +16,7 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 import numpy as np
 from PIL import Image
 
-from ..normalization import OPENAI_MEAN, OPENAI_STD
+from ..normalization import OPENAI_MEAN, OPENAI_STD, PreprocessCfg
 
 
 def to_pil(image: Union[str, Image.Image, np.ndarray]) -> Image.Image:
@@ -56,14 +56,15 @@ def resize_shortest(img: Image.Image, size: int, interpolation: str = "bicubic")
     return img.resize((new_w, new_h), INTERPOLATIONS[interpolation])
 
 
-def resize_longest_and_pad(img: Image.Image, size: int, interpolation: str = "bicubic") -> Image.Image:
+def resize_longest_and_pad(img: Image.Image, size: int, interpolation: str = "bicubic",
+                           fill_color: int = 0) -> Image.Image:
     """open_clip's ``resize_mode: longest``: the longest side to ``size`` (rounded as its
-    ``ResizeKeepRatio``), then zero padding to a centred square."""
+    ``ResizeKeepRatio``), then padding with ``fill_color`` to a centred square."""
     w, h = img.size
     scale = size / max(w, h)
     new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
     img = img.resize((new_w, new_h), INTERPOLATIONS[interpolation])
-    canvas = Image.new(img.mode, (size, size))
+    canvas = Image.new(img.mode, (size, size), (fill_color,) * len(img.getbands()))
     canvas.paste(img, ((size - new_w) // 2, (size - new_h) // 2))
     return canvas
 
@@ -90,33 +91,28 @@ def _normalizer(mean: Sequence[float], std: Sequence[float]) -> Callable[[np.nda
     return normalize
 
 
-RESIZE_MODES = ("shortest", "squash", "longest")
-
-
-def resize_options(model) -> dict:
-    """The ``interpolation``/``resize_mode`` a model's weights were trained with (a pretrained
-    tag's ``preprocess_cfg``; open_clip's defaults otherwise), for :func:`image_transform`."""
-    pp = getattr(model, "preprocess_cfg", None) or {}
-    return {"interpolation": pp.get("interpolation", "bicubic"),
-            "resize_mode": pp.get("resize_mode", "shortest")}
+def model_transform(model) -> Callable[..., np.ndarray]:
+    """The eval transform of a model's weights: its image size and preprocessing record."""
+    return image_transform(model.image_size, preprocess=model.preprocess)
 
 
 def image_transform(image_size: int, mean: Sequence[float] = OPENAI_MEAN,
                     std: Sequence[float] = OPENAI_STD, interpolation: str = "bicubic",
-                    resize_mode: str = "shortest") -> Callable[..., np.ndarray]:
+                    resize_mode: str = "shortest", fill_color: int = 0,
+                    preprocess: Optional[PreprocessCfg] = None) -> Callable[..., np.ndarray]:
     """Eval transform: image (path, PIL or uint8 array) -> float32 CHW array, with open_clip's
     ``resize_mode`` (``shortest`` side + center crop, ``squash`` to a square, ``longest``
-    side + padding) and ``interpolation`` (``bicubic``, ``bilinear``, ``nearest``)."""
-    if resize_mode not in RESIZE_MODES or interpolation not in INTERPOLATIONS:
-        raise ValueError(f"resize_mode {resize_mode!r} / interpolation {interpolation!r}: valid "
-                         f"are {RESIZE_MODES} / {tuple(INTERPOLATIONS)}")
+    side + padding with ``fill_color``) and ``interpolation`` (``bicubic``, ``bilinear``,
+    ``nearest``); ``preprocess`` (a model's record) gives all of them at once."""
+    pp = preprocess or PreprocessCfg(mean, std, interpolation, resize_mode, fill_color)
+    mean, std, interpolation, resize_mode = pp.mean, pp.std, pp.interpolation, pp.resize_mode
     normalize = _normalizer(mean, std)
 
     def resize(img: Image.Image) -> Image.Image:
         if resize_mode == "squash":
             return img.resize((image_size, image_size), INTERPOLATIONS[interpolation])
         if resize_mode == "longest":
-            return resize_longest_and_pad(img, image_size, interpolation)
+            return resize_longest_and_pad(img, image_size, interpolation, pp.fill_color)
         return center_crop(resize_shortest(img, image_size, interpolation), image_size)
 
     def transform(image) -> np.ndarray:

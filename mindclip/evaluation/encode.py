@@ -27,7 +27,7 @@ def encode_image_batch(model: Any, images: np.ndarray, batch_size: int) -> np.nd
     out = []
     for start in range(0, len(images), batch_size):
         chunk = images[start:start + batch_size]
-        feats = model.encode_image(ms.Tensor(_pad(chunk.astype(np.float32), batch_size)))
+        feats = model.encode_image(ms.Tensor(_pad(chunk.astype(np.float32), batch_size)), normalize=False)
         out.append(feats.asnumpy()[:len(chunk)])
     return _normalize(np.concatenate(out).astype(np.float32)) if out else np.zeros((0, 0), np.float32)
 
@@ -39,7 +39,7 @@ def encode_texts(model: Any, tokenizer: Callable, texts: Sequence[str],
     for start in range(0, len(texts), batch_size):
         chunk = list(texts[start:start + batch_size])
         inputs = split_text_inputs(tokenizer(chunk))
-        feats = model.encode_text(*(_pad(np.asarray(x), batch_size) for x in inputs))
+        feats = model.encode_text(*(_pad(np.asarray(x), batch_size) for x in inputs), normalize=False)
         out.append(feats.asnumpy()[:len(chunk)])
     return _normalize(np.concatenate(out).astype(np.float32))
 

@@ -41,7 +41,7 @@ def evaluate_zero_shot(model: Any, dataset_cfg: Dict, batch_size: int = 64,
     classifier = build_classifier(model, tokenizer, names, templates, batch_size, cache=cache)
     loader = eval_image_loader(source, model.image_size, batch_size,
                                num_workers=int(dataset_cfg.get("num_workers") or 2),
-                               mean=model.image_mean, std=model.image_std,
+                               preprocess=model.preprocess,
                                resize_size=dataset_cfg.get("resize_size"))
     metrics = zero_shot_evaluate(model, loader, classifier, names, batch_size, top_k)
     metrics.update(task="zero_shot_image_classification", dataset=source.name,
@@ -60,7 +60,7 @@ def evaluate_retrieval(model: Any, dataset_cfg: Dict, batch_size: int = 64,
     tokenizer = get_tokenizer(model)
     loader = eval_image_loader(source, model.image_size, batch_size,
                                num_workers=int(dataset_cfg.get("num_workers") or 2),
-                               mean=model.image_mean, std=model.image_std,
+                               preprocess=model.preprocess,
                                resize_size=dataset_cfg.get("resize_size"))
     metrics = retrieval_evaluate(model, tokenizer, source, loader, batch_size, batch_size)
     metrics.update(task="image_text_retrieval", dataset=source.name)
@@ -82,7 +82,7 @@ def evaluate_captioning(model: Any, dataset_cfg: Dict, batch_size: int = 64,
     model.set_train(False)
     loader = eval_image_loader(source, model.image_size, batch_size,
                                num_workers=int(dataset_cfg.get("num_workers") or 2),
-                               mean=model.image_mean, std=model.image_std,
+                               preprocess=model.preprocess,
                                resize_size=dataset_cfg.get("resize_size"))
     indices, captions = generate_captions(model, get_tokenizer(model), loader, dict(generation or {}))
     metrics = caption_scores([source.captions[i] for i in indices], captions)

@@ -72,9 +72,12 @@ class CoCaModel(CLIPModel):
     ``model(images, tokens)`` -> ``(image_features, text_features, logits, logit_scale)``
     with unit features and the decoder's next-token logits ``(B, L - 1, vocab)`` for the
     tokens ``tokens[:, :-1]`` (open_clip's ``forward``; the labels are ``tokens[:, 1:]``).
-    ``generate(images, ...)`` writes captions (open_clip's arguments and outputs)."""
+    ``generate(images, ...)`` writes captions (open_clip's arguments and outputs).
+    ``encode_image``/``encode_text`` return unit-length features unless ``normalize=False``,
+    as open_clip's ``CoCa`` does (CLIP's return raw ones)."""
 
     family = "coca"
+    normalize_by_default = True
 
     def __init__(self, config: CoCaConfig):
         super().__init__(config)

@@ -72,24 +72,33 @@ def as_tensor(x: Any, ids: bool = False) -> Any:
 
 
 class PublicCallsMixin:
-    """``encode_image(images, normalize=False)``, ``encode_text(*text, normalize=False)`` and
+    """``encode_image(images, normalize=...)``, ``encode_text(*text, normalize=...)`` and
     ``model(images, *text)``, checked and compiled, for every family's model class, which
     provides ``image_features``/``text_features`` (graph-level, what other graphs call),
-    ``construct``, ``image_size`` and ``check_text(*text)``."""
+    ``construct``, ``image_size`` and ``check_text(*text)``.
 
-    def encode_image(self, images: Any, normalize: bool = False) -> ms.Tensor:
+    ``normalize`` defaults to what open_clip's class of the same model does
+    (``normalize_by_default``: False for CLIP, True for CoCa), so that code ported from
+    open_clip keeps its meaning."""
+
+    normalize_by_default = False
+
+    def encode_image(self, images: Any, normalize: Optional[bool] = None) -> ms.Tensor:
         """Image features ``(B, embed_dim)`` of a float batch ``(B, 3, S, S)``; unit length
-        when ``normalize``."""
+        when ``normalize`` (default: ``normalize_by_default``, open_clip's)."""
         images = as_tensor(images)
         check_images(images, self.image_size)
-        return compiled(self, "image", normalize)(images)
+        return compiled(self, "image", self._normalize(normalize))(images)
 
-    def encode_text(self, *text: Any, normalize: bool = False) -> ms.Tensor:
+    def encode_text(self, *text: Any, normalize: Optional[bool] = None) -> ms.Tensor:
         """Text features ``(B, embed_dim)`` of what the model's tokenizer returns; unit length
-        when ``normalize``."""
+        when ``normalize`` (default: ``normalize_by_default``, open_clip's)."""
         text = tuple(as_tensor(t, ids=True) for t in text)
         self.check_text(*text)
-        return compiled(self, "text", normalize)(*text)
+        return compiled(self, "text", self._normalize(normalize))(*text)
+
+    def _normalize(self, normalize: Optional[bool]) -> bool:
+        return self.normalize_by_default if normalize is None else bool(normalize)
 
     def __call__(self, *inputs: Any, **kwargs: Any) -> Tuple[ms.Tensor, ...]:
         if kwargs or not inputs:  # MindSpore's own keyword calls: not the public form

@@ -10,7 +10,9 @@ imported, so the model layer imports nothing above it.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional
+
+from ..normalization import PreprocessCfg
 
 _FRONT_DOORS: Dict[str, Callable[..., Any]] = {}
 
@@ -29,6 +31,22 @@ class PretrainedModelMixin:
     """Mixed into each family's model class (which sets ``family``)."""
 
     family: str = ""
+    # the weights' preprocessing as loaded (a tag's, an open_clip folder's), else None: the
+    # family's statistics (image_mean / image_std) with open_clip's default resize
+    preprocess_cfg: Optional[Dict[str, Any]] = None
+
+    @property
+    def preprocess(self) -> PreprocessCfg:
+        """The one preprocessing record of this model's weights (mean, std, interpolation,
+        resize mode, fill), which every loader, pipeline and transform takes whole."""
+        return PreprocessCfg.from_dict(self.preprocess_cfg or {}, self.image_mean, self.image_std)
+
+    def set_preprocess(self, cfg: Dict[str, Any]) -> None:
+        """Record the preprocessing the weights were trained with (validated as a
+        :class:`PreprocessCfg`); ``save_pretrained`` writes it with the weights."""
+        record = PreprocessCfg.from_dict(cfg, self.image_mean, self.image_std)
+        self.preprocess_cfg = record.to_dict()
+        self.image_mean, self.image_std = record.mean, record.std
 
     @classmethod
     def from_pretrained(cls, name_or_path: str) -> Any:

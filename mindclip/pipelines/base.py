@@ -6,7 +6,7 @@ from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ..data.transforms import image_transform, resize_options
+from ..data.transforms import model_transform
 from ..evaluation.encode import encode_image_batch, encode_texts
 from ..factory import create_model, get_tokenizer, list_models
 
@@ -36,8 +36,7 @@ class ImagePipeline:
     def __init__(self, model: Any, pretrained: Optional[str] = None, batch_size: int = 8):
         self.model = resolve_model(model, pretrained)
         self.tokenizer = get_tokenizer(self.model)
-        self.transform = image_transform(self.model.image_size, self.model.image_mean,
-                                         self.model.image_std, **resize_options(self.model))
+        self.transform = model_transform(self.model)
         self.batch_size = int(batch_size)
 
     @staticmethod
