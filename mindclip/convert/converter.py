@@ -8,14 +8,14 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from ..families.base import Family, get_family
+from ..families.base import get_family
 from ..models.config import CLIPConfig
 from ..factory import (PREPROCESS_KEY, check_state_dict, get_model_config,
                               read_architecture, write_pretrained)
 from ..models.weights_io import FAMILY_KEY, read_weights, write_safetensors
 from .hf import hf_config_to_clip, hf_state_to_openclip
 from .infer import infer_config, matching_model_names
-from .openclip_family import openclip_preprocess_cfg, write_openclip_config
+from .openclip_family import expected_shapes, openclip_preprocess_cfg, write_openclip_config
 from .naming import (align_names, detect_naming, flat_text_layout, is_custom_text_layout,
                      mindclip_to_openclip, mindformers_to_mindclip, openclip_to_mindclip,
                      strip_prefix)
@@ -23,11 +23,6 @@ from .sources import (SourceCheckpoint, openclip_model_cfg_to_clip,
                       read_source)
 
 SOURCES = ("auto", "openai", "open_clip", "hf", "mindformers", "mindclip", "declip")
-
-
-def expected_shapes(family: Family, config: Any) -> Dict[str, tuple]:
-    """Parameter shapes of a model of ``family`` with architecture ``config``."""
-    return {k: tuple(p.shape) for k, p in family.build_model(config).parameters_dict().items()}
 
 
 def _source_config(source: SourceCheckpoint) -> Optional[CLIPConfig]:

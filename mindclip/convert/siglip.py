@@ -239,7 +239,7 @@ class SigLIPConverter(OpenClipFamilyConverter):
         folder ``SiglipModel.from_pretrained`` loads."""
         state, config, source_dir, preprocess = cls.read_ms(ms_path, model_name)
         if layout != "hf":
-            if not config.vision_cfg.timm_model_name:
+            if isinstance(config.vision_cfg, TimmVisionCfg) and not config.vision_cfg.timm_model_name:
                 raise ValueError("open_clip builds a timm image tower from its timm_model_name; "
                                  "this architecture has none (it came from a Hugging Face folder): "
                                  "write it with --reverse_layout hf")

@@ -64,6 +64,17 @@ def _torch_to_numpy(obj: Dict[str, Any]) -> Dict[str, np.ndarray]:
     return out
 
 
+def _torch_load(torch, path: str):
+    """``torch.load`` of weights only, memory-mapped where the file allows (the zip format
+    every recent release uses): fp32 tensors then become numpy views of the file's pages."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as exc:
+        if "mmap" not in str(exc):
+            raise
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def read_torch_file(path: str, allow_torchscript: bool = False) -> SourceCheckpoint:
     """A ``.pt``/``.pth``/``.bin`` file: a plain (or training) state dict, or TorchScript."""
     try:
@@ -80,7 +91,7 @@ def read_torch_file(path: str, allow_torchscript: bool = False) -> SourceCheckpo
         module = torch.jit.load(path, map_location="cpu")
         return SourceCheckpoint(_torch_to_numpy(module.state_dict()), "torchscript")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = _torch_load(torch, path)
     except Exception as exc:
         raise ValueError(f"cannot read {path} as a PyTorch state dict with weights_only=True "
                          f"(untrusted pickles are never fully unpickled): {exc}") from None
@@ -108,7 +119,9 @@ def _first_existing(directory: str, names) -> str:
 
 def _read_weight_file(path: str, allow_torchscript: bool) -> SourceCheckpoint:
     if path.endswith(".safetensors"):
-        tensors, metadata = read_safetensors(path)
+        # read tensor by tensor as the conversion writes them: a 10 GB checkpoint converts in
+        # about its own size of memory, not several copies of it
+        tensors, metadata = read_safetensors(path, lazy=True)
         return SourceCheckpoint(tensors, "safetensors", metadata, path)
     if path.endswith(".ckpt"):
         tensors, metadata = read_ckpt(path)
@@ -134,7 +147,9 @@ def read_source(path: str, allow_torchscript: bool = False) -> SourceCheckpoint:
             with open(hf_cfg, encoding="utf-8") as f:
                 cfg = json.load(f)
             src = _read_weight_file(_first_existing(path, HF_DIR_WEIGHTS), False)
-            return SourceCheckpoint(src.tensors, "hf_dir", cfg, path)
+            # Hugging Face layouts are repacked (q/k/v concatenated): read whole
+            tensors = {k: np.asarray(v) for k, v in src.tensors.items()}
+            return SourceCheckpoint(tensors, "hf_dir", cfg, path)
         raise FileNotFoundError(
             f"{path} is a directory but neither an open_clip folder ({OPENCLIP_DIR_CONFIG} + "
             f"{' or '.join(OPENCLIP_DIR_WEIGHTS)}) nor a Hugging Face CLIPModel folder "

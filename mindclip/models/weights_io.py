@@ -29,13 +29,18 @@ class CorruptCheckpointError(ValueError):
     cannot be parsed at all (truncated, overwritten)."""
 
 
+def _hash_tensor(digest, name: str, arr: np.ndarray) -> None:
+    arr = np.ascontiguousarray(arr)
+    digest.update(f"{name}|{arr.dtype.str}|{arr.shape}|".encode())
+    digest.update(arr.data)
+
+
 def tensor_checksum(tensors: Mapping[str, np.ndarray]) -> str:
-    """sha256 over every tensor's name, dtype, shape and bytes, in name order."""
+    """sha256 over every tensor's name, dtype, shape and bytes, in name order (one tensor
+    read at a time from a lazy mapping)."""
     digest = hashlib.sha256()
     for name in sorted(tensors):
-        arr = np.ascontiguousarray(tensors[name])
-        digest.update(f"{name}|{arr.dtype.str}|{arr.shape}|".encode())
-        digest.update(arr.data)
+        _hash_tensor(digest, name, np.asarray(tensors[name]))
     return digest.hexdigest()
 
 
@@ -93,8 +98,54 @@ def atomic_write(path: str, write_fn) -> None:
         raise
 
 
-def read_safetensors(path: str) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
-    """Return ``(tensors, metadata)``; bf16 tensors come back as fp32."""
+class LazyTensor:
+    """One tensor of a weight file, read when asked (``np.asarray``, :meth:`load`): conversion
+    passes names, shapes and these handles around and reads one tensor at a time, so its
+    memory is the largest tensor, not the checkpoint (the converter's streaming path)."""
+
+    def __init__(self, path: str, offset: int, nbytes: int, st_dtype: str, shape: Tuple[int, ...]):
+        self.path, self.offset, self.nbytes, self.st_dtype = path, offset, nbytes, st_dtype
+        self.shape = tuple(shape)
+        # bf16 reads back as fp32 (numpy has no bf16)
+        self.dtype = np.dtype(np.float32) if st_dtype == "BF16" else np.dtype(_ST_TO_NP[st_dtype])
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    def __getitem__(self, index):
+        return self.load()[index]
+
+    def __getattr__(self, name: str):
+        # anything else numpy arrays have (astype, T, ...) reads the tensor
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.load(), name)
+
+    def load(self) -> np.ndarray:
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            buf = f.read(self.nbytes)
+        if len(buf) != self.nbytes:
+            raise CorruptCheckpointError(f"{self.path} is truncated (an interrupted download or copy?)")
+        if self.st_dtype == "BF16":
+            return bf16_bits_to_fp32(np.frombuffer(buf, dtype=np.uint16)).reshape(self.shape)
+        return np.frombuffer(buf, dtype=self.dtype).reshape(self.shape).copy()
+
+    def reshape(self, *shape):
+        return self.load().reshape(*shape)
+
+    def __array__(self, dtype=None, copy=None):
+        arr = self.load()
+        return arr if dtype is None else arr.astype(dtype)
+
+
+def _safetensors_header(path: str) -> Tuple[Dict, int, int]:
+    """``(header, start of the data, file size)``, the data's extent checked."""
     with open(path, "rb") as f:
         raw = f.read(8)
         if len(raw) != 8:
@@ -106,60 +157,89 @@ def read_safetensors(path: str) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
             header = json.loads(f.read(header_len))
         except ValueError as exc:
             raise ValueError(f"{path} is not a safetensors file: {exc}") from None
-        data = f.read()
-    metadata = header.pop("__metadata__", None) or {}
-    tensors = {}
-    end_of_data = max((info["data_offsets"][1] for info in header.values()), default=0)
-    if len(data) < end_of_data:
+    size = os.path.getsize(path)
+    start = 8 + header_len
+    end_of_data = max((info["data_offsets"][1] for k, info in header.items() if k != "__metadata__"),
+                      default=0)
+    if size - start < end_of_data:
         raise CorruptCheckpointError(
             f"{path} is truncated: its header describes {end_of_data} bytes of tensors, the "
-            f"file holds {len(data)} (an interrupted download or copy?)")
+            f"file holds {size - start} (an interrupted download or copy?)")
+    return header, start, size
+
+
+def read_safetensors(path: str, lazy: bool = False) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
+    """Return ``(tensors, metadata)``; bf16 tensors come back as fp32. ``lazy``: each tensor
+    a :class:`LazyTensor` read when used (the checksum, if any, is verified tensor by
+    tensor when the file is read eagerly, and by whoever consumes a lazy one)."""
+    header, start, _ = _safetensors_header(path)
+    metadata = header.pop("__metadata__", None) or {}
+    tensors = {}
     for name, info in header.items():
-        start, end = info["data_offsets"]
-        buf = data[start:end]
-        dtype = info["dtype"]
-        if dtype == "BF16":
-            arr = bf16_bits_to_fp32(np.frombuffer(buf, dtype=np.uint16))
-        elif dtype in _ST_TO_NP:
-            arr = np.frombuffer(buf, dtype=_ST_TO_NP[dtype]).copy()
-        else:
-            raise ValueError(f"{path}: tensor {name!r} has unsupported dtype {dtype}")
-        tensors[name] = arr.reshape(info["shape"])
-    return _verified(path, tensors, metadata)
+        if info["dtype"] != "BF16" and info["dtype"] not in _ST_TO_NP:
+            raise ValueError(f"{path}: tensor {name!r} has unsupported dtype {info['dtype']}")
+        begin, end = info["data_offsets"]
+        tensors[name] = LazyTensor(path, start + begin, end - begin, info["dtype"], info["shape"])
+    if lazy:
+        return tensors, metadata
+    return _verified(path, {k: v.load() for k, v in tensors.items()}, metadata)
+
+
+def _written(arr: np.ndarray, dtype: str) -> Tuple[np.ndarray, str]:
+    """The array as written (``dtype`` for floats; integers kept) and its safetensors dtype."""
+    if np.issubdtype(arr.dtype, np.floating):
+        if dtype == "bf16":
+            return fp32_to_bf16_bits(arr), "BF16"
+        arr = arr.astype(np.float16 if dtype == "fp16" else np.float32)
+    return np.ascontiguousarray(arr), _NP_TO_ST[arr.dtype]
+
+
+def _written_dtype(src_dtype: np.dtype, dtype: str) -> Tuple[np.dtype, str]:
+    if np.issubdtype(src_dtype, np.floating):
+        if dtype == "bf16":
+            return np.dtype(np.uint16), "BF16"
+        src_dtype = np.dtype(np.float16 if dtype == "fp16" else np.float32)
+    return np.dtype(src_dtype), _NP_TO_ST[np.dtype(src_dtype)]
 
 
 def write_safetensors(path: str, tensors: Mapping[str, np.ndarray], dtype: str = "fp32",
                       metadata: Optional[Mapping[str, str]] = None) -> None:
-    """Write float tensors as ``dtype`` (fp32/fp16/bf16); integer tensors are kept as they are."""
+    """Write float tensors as ``dtype`` (fp32/fp16/bf16); integer tensors are kept as they are.
+
+    Streams: the header comes from the tensors' shapes and dtypes, then each tensor is read
+    (a :class:`LazyTensor` from its file), converted, hashed and written before the next, so
+    a conversion holds one tensor at a time; the checksum is patched into the header last."""
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {_DTYPES}, got {dtype!r}")
-    header, chunks, offset = {}, [], 0
-    for name in sorted(tensors):
-        arr = np.asarray(tensors[name])
-        if np.issubdtype(arr.dtype, np.floating):
-            if dtype == "bf16":
-                blob, st_dtype = fp32_to_bf16_bits(arr).tobytes(), "BF16"
-            else:
-                arr = arr.astype(np.float16 if dtype == "fp16" else np.float32)
-                blob, st_dtype = np.ascontiguousarray(arr).tobytes(), _NP_TO_ST[arr.dtype]
-        else:
-            blob, st_dtype = np.ascontiguousarray(arr).tobytes(), _NP_TO_ST[arr.dtype]
-        header[name] = {"dtype": st_dtype, "shape": list(arr.shape),
-                        "data_offsets": [offset, offset + len(blob)]}
-        chunks.append(blob)
-        offset += len(blob)
-    checksum = tensor_checksum({k: _as_read_back(v, dtype) for k, v in tensors.items()})
+    names = sorted(tensors)
+    header, offset = {}, 0
+    for name in names:
+        value = tensors[name]
+        np_dtype, st_dtype = _written_dtype(np.dtype(value.dtype), dtype)
+        nbytes = int(np.prod(value.shape, dtype=np.int64)) * np_dtype.itemsize
+        header[name] = {"dtype": st_dtype, "shape": [int(x) for x in value.shape],
+                        "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    placeholder = "0" * 64  # sha256 hex, patched in once every tensor is written
     header["__metadata__"] = {**{str(k): str(v) for k, v in (metadata or {}).items()},
-                              CHECKSUM_KEY: checksum}
+                              CHECKSUM_KEY: placeholder}
     head = json.dumps(header, separators=(",", ":")).encode("utf-8")
     head += b" " * (-len(head) % 8)
+    where = head.index(f'"{CHECKSUM_KEY}":"{placeholder}"'.encode()) + len(CHECKSUM_KEY) + 4
 
     def write(tmp):
+        digest = hashlib.sha256()
         with open(tmp, "wb") as f:
             f.write(struct.pack("<Q", len(head)))
             f.write(head)
-            for blob in chunks:
-                f.write(blob)
+            for name in names:
+                arr, st_dtype = _written(np.asarray(tensors[name]), dtype)
+                # hashed as it reads back (bf16 as fp32), as tensor_checksum is verified
+                _hash_tensor(digest, name, bf16_bits_to_fp32(arr) if st_dtype == "BF16" else arr)
+                f.write(arr.tobytes())
+                del arr
+            f.seek(8 + where)
+            f.write(digest.hexdigest().encode())
 
     atomic_write(path, write)
 
