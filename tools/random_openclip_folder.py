@@ -27,8 +27,8 @@ class _Random:
         self.shape, self.dtype, self.seed = tuple(shape), np.dtype(np.float32), seed
 
     def __array__(self, dtype=None, copy=None):
-        arr = np.random.default_rng(self.seed).standard_normal(self.shape, dtype=np.float32) * 0.02
-        return arr if dtype is None else arr.astype(dtype)
+        draws = np.random.default_rng(self.seed).standard_normal(self.shape, dtype=np.float32)
+        return np.asarray(draws * np.float32(0.02), dtype=dtype or np.float32)
 
 
 def main(argv=None) -> int:
@@ -46,7 +46,7 @@ def main(argv=None) -> int:
         print(f"error: {args.model!r} is not an open_clip architecture", file=sys.stderr)
         return 2
     with torch.device("meta"):
-        model = open_clip.create_model(args.model)
+        model = open_clip.create_model(args.model, device="meta")
     state = {name: _Random(t.shape, i) for i, (name, t) in enumerate(model.state_dict().items())}
     os.makedirs(args.output, exist_ok=True)
     write_safetensors(os.path.join(args.output, "open_clip_model.safetensors"), state)

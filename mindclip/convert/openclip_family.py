@@ -16,10 +16,9 @@ from ..factory import (PREPROCESS_KEY, check_state_dict, find_weight_file, get_m
 from ..normalization import PreprocessCfg
 from ..models.weights_io import FAMILY_KEY, read_weights, write_safetensors
 from ..tokenizer.hf import HFTokenizer, is_tokenizer_folder
-from .naming import TIMM_TRUNK, align_names, mindclip_to_openclip, openclip_to_mindclip, strip_prefix
+from .naming import align_names, mindclip_to_openclip, openclip_to_mindclip, strip_prefix
 from .sources import OPENCLIP_DIR_CONFIG, SourceCheckpoint
 
-_PT_SUFFIXES = {"gamma": "weight", "beta": "bias"}
 SCALARS = ("logit_scale", "logit_bias")
 
 
@@ -43,15 +42,10 @@ def openclip_to_ms(state: Dict[str, np.ndarray], expected) -> Dict[str, np.ndarr
 
 def ms_to_openclip(tensors: Dict[str, np.ndarray], config: Any) -> Dict[str, np.ndarray]:
     """mindclip names -> open_clip's ``CustomTextCLIP``/``CoCa`` layout (the text tower under
-    ``text.``); norms outside CLIP's own module names get PyTorch's suffixes back."""
+    ``text.``, timm trunks' norms with PyTorch's suffixes), floats as fp32."""
     state = mindclip_to_openclip(tensors, custom_text=True, hf_text=bool(config.text_cfg.hf_model_name))
-    out = {}
-    for name, value in state.items():
-        if not name.startswith(("text.", TIMM_TRUNK)):
-            stem, _, last = name.rpartition(".")
-            name = f"{stem}.{_PT_SUFFIXES.get(last, last)}" if stem else name
-        out[name] = np.asarray(value, np.float32) if np.issubdtype(value.dtype, np.floating) else value
-    return out
+    return {name: np.asarray(value, np.float32) if np.issubdtype(value.dtype, np.floating) else value
+            for name, value in state.items()}
 
 
 class OpenClipFamilyConverter:
