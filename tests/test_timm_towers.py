@@ -165,22 +165,48 @@ def test_smallest_full_size_model_of_each_trunk_kind_in_graph_mode(name, size):
     ((4, 7), (24, 24), 1.0, "xy"),   # PE-Core: offset grid, x before y
     ((2, 6), None, 0.0, "ij")])
 def test_rope_tables_and_rotation_equal_timms_on_a_grid_that_is_not_square(grid, ref, offset, indexing):
+    """The tables, and the rotation with its gradient, both ways it runs: the fused CPU kernel
+    and MindSpore's ops (what other backends run)."""
     from timm.layers.pos_embed_sincos import RotaryEmbeddingCat, apply_rot_embed_cat
 
-    from mindclip.models.timm.layers import apply_rope, rope_tables
+    from mindclip.models.timm.layers import ApplyRope, rope_tables
 
     head_dim, heads, prefix = 32, 3, 1
     emb = RotaryEmbeddingCat(dim=head_dim, in_pixels=False, feat_shape=list(grid), ref_feat_shape=ref,
                              grid_offset=offset, grid_indexing=indexing).get_embed()
     n = grid[0] * grid[1]
-    x = np.random.default_rng(0).standard_normal((2, prefix + n, heads * head_dim)).astype(np.float32)
-    per_head = torch.from_numpy(x).reshape(2, prefix + n, heads, head_dim).transpose(1, 2)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, prefix + n, heads * head_dim)).astype(np.float32)
+    weights = rng.standard_normal(x.shape).astype(np.float32)
+    t = torch.from_numpy(x).requires_grad_(True)
+    per_head = t.reshape(2, prefix + n, heads, head_dim).transpose(1, 2)
     want = torch.cat([per_head[:, :, :prefix], apply_rot_embed_cat(per_head[:, :, prefix:], emb)], dim=2)
-    want = want.transpose(1, 2).reshape(2, prefix + n, heads * head_dim).numpy()
-    cos, sin = rope_tables(grid, head_dim, heads, prefix, ref_grid=ref, grid_offset=offset,
-                           grid_indexing=indexing)
-    got = apply_rope(ms.Tensor(x), ms.Tensor(cos), ms.Tensor(sin)).asnumpy()
-    assert np.abs(got - want).max() <= 1e-5
+    want = want.transpose(1, 2).reshape(2, prefix + n, heads * head_dim)
+    (want * torch.from_numpy(weights)).sum().backward()
+    cos, sin = (ms.Tensor(a) for a in rope_tables(grid, head_dim, heads, prefix, ref_grid=ref,
+                                                   grid_offset=offset, grid_indexing=indexing))
+    rope = ApplyRope()
+    assert rope.fused  # the CPU kernel is what runs here
+    for fused in (True, False):
+        rope.fused = fused
+        got = rope(ms.Tensor(x), cos, sin).asnumpy()
+        assert np.abs(got - want.detach().numpy()).max() <= 1e-5, fused
+        grad = ms.grad(_Weighted(rope, cos, sin, ms.Tensor(weights)))(ms.Tensor(x)).asnumpy()
+        assert np.abs(grad - t.grad.numpy()).max() <= 1e-5, fused
+
+
+class _Weighted(ms.nn.Cell):
+    """``sum(cell(x, *args) * weights)``: a scalar to differentiate in either mode."""
+
+    def __init__(self, cell, *args_and_weights):
+        super().__init__()
+        self.cell = cell
+        self.args = args_and_weights[:-1] if args_and_weights else ()
+        self.weights = args_and_weights[-1] if args_and_weights else None
+
+    def construct(self, x):
+        y = self.cell(x, *self.args)
+        return (y * self.weights).sum() if self.weights is not None else y.sum()
 
 
 def _load_torch(ours, ref):
@@ -221,6 +247,17 @@ def test_swiglu_glumlp_and_qk_norm_attention_equal_timms():
         with torch.no_grad():
             want = ref(torch.from_numpy(x)).numpy()
         assert np.abs(ours(ms.Tensor(x)).asnumpy() - want).max() <= FEATURE_ATOL, type(ours).__name__
+
+    from mindclip.models.layers import make_activation
+
+    v = np.linspace(-12, 12, 4001, dtype=np.float32)
+    t = torch.from_numpy(v).requires_grad_(True)
+    torch.nn.functional.silu(t).sum().backward()
+    silu = make_activation("silu")
+    assert silu.fused  # SwiGLU's gate runs the fused CPU kernel
+    assert np.abs(silu(ms.Tensor(v)).asnumpy() - torch.nn.functional.silu(t).detach().numpy()).max() <= 1e-6
+    grad = ms.grad(_Weighted(silu))(ms.Tensor(v)).asnumpy()
+    assert np.abs(grad - t.grad.numpy()).max() <= 1e-5
 
 
 def test_unknown_timm_names_and_options_are_refused_by_name():

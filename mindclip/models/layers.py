@@ -137,7 +137,7 @@ class GELUTanh(_Activation):
 class SiLU(_Activation):
     """``x * sigmoid(x)`` (SwiGLU's gate activation, timm's ``nn.SiLU``)."""
 
-    _kernel = None
+    _kernel = "Silu"
 
     def formula(self, x):
         return x * ops.sigmoid(x)
