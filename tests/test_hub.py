@@ -200,7 +200,9 @@ def test_table_is_open_clips_and_lists_what_we_build():
     assert all(name in mindclip.list_models() for name, _ in ours)
     assert ("ViT-B-16-SigLIP", "webli") in ours and ("coca_ViT-L-14", "mscoco_finetuned_laion2b_s13b_b90k") in ours
     assert ("PE-Core-bigG-14-448", "meta") in ours and ("EVA02-E-14-plus", "laion2b_s9b_b144k") in ours
-    assert ("MobileCLIP2-L-14", "dfndr2b") in ours
+    assert ("MobileCLIP2-L-14", "dfndr2b") in ours and ("MobileCLIP-B", "datacompdr_lt") in ours
+    mci = hub.pretrained_cfg("MobileCLIP2-B", "dfndr2b")  # MobileCLIP's 0-mean / 1-std pixels
+    assert (mci["mean"], mci["std"], mci["interpolation"]) == ([0.0] * 3, [1.0] * 3, "bilinear")
     assert not any(name.startswith(("convnext", "ViTamin")) for name, _ in ours)  # timm towers not built
 
 

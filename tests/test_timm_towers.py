@@ -68,17 +68,19 @@ def tiny_timm(name: str, depth: int = 2) -> str:
     arch = timm_arch(name)
     head = arch.width // arch.heads
     size = (3 if arch.pool_heads else 2) * arch.patch_size
+    # a conv stem's widths are fixed in timm's entry point: such a trunk keeps its width
+    width, heads = (arch.width, arch.heads) if getattr(arch, "stem", ()) else (2 * head, 2)
     tiny = f"mctest_{name}_d{depth}"
     if tiny not in _model_entrypoints:
         original = _model_entrypoints[name]
-        overrides = dict(depth=depth, embed_dim=2 * head, num_heads=2, img_size=size)
+        overrides = dict(depth=depth, embed_dim=width, num_heads=heads, img_size=size)
 
         def entry(pretrained=False, **kwargs):
             return original(pretrained=pretrained, **dict(overrides, **kwargs))
 
         entry.__name__ = tiny
         register_model(entry)
-    register_timm_model(tiny, dataclasses.replace(arch, width=2 * head, layers=depth, heads=2,
+    register_timm_model(tiny, dataclasses.replace(arch, width=width, layers=depth, heads=heads,
                                                   image_size=size))
     return tiny
 
@@ -99,7 +101,7 @@ def test_every_timm_config_of_these_groups_is_built():
     expected = {"EVA01-g-14", "EVA01-g-14-plus", "EVA02-B-16", "EVA02-L-14", "EVA02-L-14-336",
                 "EVA02-E-14", "EVA02-E-14-plus", "PE-Core-T-16-384", "PE-Core-S-16-384",
                 "PE-Core-B-16", "PE-Core-L-14-336", "PE-Core-bigG-14-448", "MobileCLIP2-L-14",
-                "vit_medium_patch16_gap_256"}
+                "MobileCLIP-B", "MobileCLIP2-B", "vit_medium_patch16_gap_256"}
     assert expected <= names <= set(list_models())
     assert get_model_config("PE-Core-bigG-14-448").vision_cfg.arch.width == 1536
     assert len(GROUPS) >= 6
@@ -130,11 +132,12 @@ def test_timm_heads_equal_open_clips(trunk, head, tmp_path):
     check_round_trip(shrink_timm(cfg), f"head-{trunk}", tmp_path)
 
 
-@pytest.mark.parametrize("name,size", [("EVA02-B-16", 224), ("PE-Core-T-16-384", 384)])
+@pytest.mark.parametrize("name,size", [("EVA02-B-16", 224), ("PE-Core-T-16-384", 384), ("MobileCLIP-B", 224)])
 def test_smallest_full_size_model_of_each_trunk_kind_in_graph_mode(name, size):
-    """EVA02 (separate q/k/v, RoPE on a 16x16 reference grid, SwiGLU, sub-LN) and PE-Core
-    (fused q/k/v, RoPE with an offset xy grid, MAP head with its own heads) at full size,
-    renamed in memory by the converter (file round trips run on the shrunk groups)."""
+    """EVA02 (separate q/k/v, RoPE on a 16x16 reference grid, SwiGLU, sub-LN), PE-Core
+    (fused q/k/v, RoPE with an offset xy grid, MAP head with its own heads) and MobileCLIP's
+    MCi (conv stem with BatchNorm, positions not over the class token) at full size, renamed
+    in memory by the converter (file round trips run on the shrunk groups)."""
     from conftest import load_openclip_state
 
     torch.manual_seed(0)
@@ -142,6 +145,10 @@ def test_smallest_full_size_model_of_each_trunk_kind_in_graph_mode(name, size):
     with torch.no_grad():
         for p in reference.parameters():
             p.add_(0.02 * torch.randn_like(p))
+        for m in reference.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
     model = create_model(name)
     load_openclip_state(model, reference, "clip")
     images = np.random.default_rng(1).standard_normal((2, 3, size, size)).astype(np.float32)

@@ -90,7 +90,8 @@ def mindformers_to_mindclip(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarra
 
 
 # MindSpore's suffixes of Hugging Face modules (norms, embeddings) <-> PyTorch's.
-_MS_SUFFIXES = {"gamma": "weight", "beta": "bias", "embedding_table": "weight"}
+_MS_SUFFIXES = {"gamma": "weight", "beta": "bias", "embedding_table": "weight",
+                "moving_mean": "running_mean", "moving_variance": "running_var"}
 
 
 def align_names(tensors: Dict[str, np.ndarray], expected) -> Dict[str, np.ndarray]:
@@ -111,10 +112,10 @@ def align_names(tensors: Dict[str, np.ndarray], expected) -> Dict[str, np.ndarra
 
 
 # timm trunks (open_clip's ``visual.trunk.``) keep timm's names; only their norms' suffixes
-# differ (``norm1``, ``fc_norm``, ``norm_pre``, ``attn.norm``, ``q_norm``...), not LayerScale's
-# ``ls1.gamma``, which is ``gamma`` in PyTorch too.
+# differ (``norm1``, ``fc_norm``, ``norm_pre``, ``attn.norm``, ``q_norm``, a conv stem's ``bn``
+# with its running statistics), not LayerScale's ``ls1.gamma``, ``gamma`` in PyTorch too.
 TIMM_TRUNK = "visual.trunk."
-_TIMM_NORM = re.compile(r"(?<=[._])(\w*norm\w*)\.(gamma|beta)$")
+_TIMM_NORM = re.compile(r"(?<=[._])(\w*norm\w*|bn)\.(gamma|beta|moving_mean|moving_variance)$")
 
 
 def timm_trunk_name_to_torch(name: str) -> str:

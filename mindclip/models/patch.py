@@ -19,11 +19,23 @@ class PatchEmbedding(nn.Conv2d):
     the untransposed weight: a batched ``ops.matmul`` with a 2-D operand copies the weight
     once per image on CPU (0.3 GB for a ViT-B/32 batch of 32)."""
 
-    def __init__(self, width: int, patch_size: int, has_bias: bool = False):
-        super().__init__(3, width, kernel_size=patch_size, stride=patch_size, pad_mode="valid",
-                         has_bias=has_bias)
+    def __init__(self, width: int, patch_size: int, has_bias: bool = False, in_channels: int = 3):
+        super().__init__(in_channels, width, kernel_size=patch_size, stride=patch_size,
+                         pad_mode="valid", has_bias=has_bias)
         self.width = width
         self.patch_size = patch_size
+
+    def channels_last(self, x):
+        """The same convolution on a channels-last map: (B, H, W, C) -> (B, H/p, W/p, width)
+        (a conv stem's later stages, whose maps stay channels last between them)."""
+        b, h, w, c = x.shape
+        p = self.patch_size
+        gh, gw = h // p, w // p
+        patches = x.reshape(b, gh, p, gw, p, c).transpose(0, 1, 3, 5, 2, 4).reshape(b * gh * gw, c * p * p)
+        out = _matmul_nt(patches, self.weight.reshape(self.width, c * p * p).astype(patches.dtype))
+        if self.has_bias:
+            out = out + self.bias.astype(out.dtype)
+        return out.reshape(b, gh, gw, self.width)
 
     def construct(self, x):
         b, c, h, w = x.shape

@@ -42,9 +42,8 @@ class _MlpHead(nn.Cell):
 class TimmImageTower(nn.Cell):
     """open_clip's ``TimmModel``: ``trunk`` (a timm trunk under timm's names) then ``head``.
     Capabilities the model asks of its tower: :meth:`set_patch_dropout`, :meth:`lock_groups`,
-    ``keeps_eval_when_locked`` (no BatchNorm in these trunks)."""
-
-    keeps_eval_when_locked = False
+    ``keeps_eval_when_locked`` (a trunk with BatchNorm, MobileCLIP's conv stem, keeps its
+    statistics when locked)."""
 
     def __init__(self, cfg, embed_dim: int):
         super().__init__()
@@ -68,6 +67,8 @@ class TimmImageTower(nn.Cell):
                 raise ValueError(f"timm_proj: none needs embed_dim == the tower's width "
                                  f"({embed_dim} != {arch.width})")
             self.head = nn.Identity()
+        self.keeps_eval_when_locked = any(isinstance(cell, (nn.BatchNorm1d, nn.BatchNorm2d))
+                                          for _, cell in self.trunk.cells_and_names())
 
     def forward_with_tokens(self, x):
         """``(pooled features (B, embed_dim), token features (B, N, width))``."""

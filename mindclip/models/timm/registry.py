@@ -82,7 +82,7 @@ def timm_arch(name: str, image_size: Optional[int] = None) -> TrunkArch:
     if name not in TIMM_MODELS:
         raise MissingTowerError(
             f"timm image tower {name!r} is not implemented (a timm image tower: ConvNeXt, FastViT "
-            f"(MobileCLIP-S*), ViTamin, Swin, MCi and relative-position ViTs are not built yet); "
+            f"(MobileCLIP-S*), ViTamin, Swin and relative-position ViTs are not built yet); "
             f"implemented: {timm_model_names()}")
     arch = TIMM_MODELS[name]
     if image_size is None:

@@ -1,17 +1,19 @@
 """timm's ``VisionTransformer`` (``vision_transformer.py``) for the names open_clip's configs
 use: SigLIP's and SigLIP 2's ViTs (no class token, the MAP head), the CLIP ViT-L/14 of
-MobileCLIP2-L-14 (``pre_norm``, no patch bias, class token) and ViT-medium with global average
-pooling and LayerScale. Parameter names are timm's (``patch_embed.proj``, ``cls_token``,
+MobileCLIP2-L-14 (``pre_norm``, no patch bias, class token), ViT-medium with global average
+pooling and LayerScale, and MobileCLIP's MCi ViT (``vision_transformer_hybrid.py``: a
+convolutional stem instead of the patch embedding, positions not over the class token). Parameter names are timm's (``patch_embed.proj``, ``cls_token``,
 ``pos_embed``, ``norm_pre``, ``blocks.N.{norm1,attn.qkv,attn.proj,ls1,norm2,mlp.fc1,mlp.fc2,
 ls2}``, ``norm``, ``attn_pool``, ``fc_norm``, ``head``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Tuple
 
 from mindspore import nn
 
-from ..layers import LayerNorm, LayerScale
+from ..layers import LayerNorm, LayerScale, make_activation
+from ..patch import PatchEmbedding
 from .layers import (STD, Attention, Mlp, PatchEmbed, drop_path_or_identity, drop_path_rates,
                      norm_or_identity, trunc_normal_param)
 from .registry import TrunkArch, register_timm_model
@@ -22,12 +24,17 @@ from .trunk import ViTTrunk
 class ViTArch(TrunkArch):
     """timm ``VisionTransformer`` ``model_args``: ``act`` (``gelu``/``gelu_tanh``),
     ``qkv_bias``, ``pre_norm`` (a LayerNorm before the blocks; the patch embedding then has no
-    bias, as timm builds it), ``init_values`` (LayerScale)."""
+    bias, as timm builds it), ``init_values`` (LayerScale), ``no_embed_class`` (positions for
+    the patches only), and a convolutional stem (``stem``: its stages' widths, ``stem_strides``
+    their kernels = strides; ``patch_size`` is then their product, the stem's total stride)."""
 
     act: str = "gelu"
     qkv_bias: bool = True
     pre_norm: bool = False
     init_values: Optional[float] = None
+    no_embed_class: bool = False
+    stem: Tuple[int, ...] = ()
+    stem_strides: Tuple[int, ...] = ()
 
     @property
     def pool_act(self) -> str:
@@ -35,6 +42,53 @@ class ViTArch(TrunkArch):
 
     def trunk_class(self):
         return VisionTransformer
+
+
+class ConvNormAct(nn.Cell):
+    """One stage of timm's ``ConvStem``: ``conv`` (kernel = stride) then ``bn`` (BatchNorm)
+    and GELU, or, for the last stage, the convolution with a bias alone. Maps stay channels
+    last, so each stage is one matmul over its patches."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, last: bool):
+        super().__init__()
+        self.conv = PatchEmbedding(out_channels, stride, has_bias=last, in_channels=in_channels)
+        self.last = last
+        if not last:
+            self.bn = nn.BatchNorm1d(out_channels, eps=1e-5, momentum=0.9)
+            self.act = make_activation("gelu")
+
+    def channels_first(self, x):
+        """The stem's first stage, on the image (B, 3, H, W)."""
+        b, _, h, w = x.shape
+        p = self.conv.patch_size
+        return self.norm_act(self.conv(x).reshape(b, h // p, w // p, self.conv.width))
+
+    def construct(self, x):
+        return self.norm_act(self.conv.channels_last(x))
+
+    def norm_act(self, x):
+        if self.last:
+            return x
+        b, h, w, c = x.shape
+        return self.act(self.bn(x.reshape(b * h * w, c))).reshape(b, h, w, c)
+
+
+class HybridEmbed(nn.Cell):
+    """timm's ``HybridEmbed`` with ``proj=False`` over a ``ConvStem`` (``backbone``): the
+    stem's last map, flattened row-major, is the token sequence (MobileCLIP's MCi)."""
+
+    def __init__(self, arch: "ViTArch"):
+        super().__init__()
+        widths = (3,) + tuple(arch.stem)
+        self.backbone = nn.CellList([
+            ConvNormAct(widths[i], widths[i + 1], stride, i == len(arch.stem) - 1)
+            for i, stride in enumerate(arch.stem_strides)])
+
+    def construct(self, x):
+        for i, stage in enumerate(self.backbone):
+            x = stage.channels_first(x) if i == 0 else stage(x)
+        b, h, w, c = x.shape
+        return x.reshape(b, h * w, c)
 
 
 class Block(nn.Cell):
@@ -66,18 +120,26 @@ class VisionTransformer(ViTTrunk):
                  pool: Optional[str] = None, drop_path: float = 0.0, patch_dropout: float = 0.0):
         super().__init__(arch, global_pool, num_classes, pool, patch_dropout)
         rows, cols = arch.grid
-        self.patch_embed = PatchEmbed(arch.width, arch.patch_size, has_bias=not arch.pre_norm)
+        if arch.stem:
+            self.patch_embed = HybridEmbed(arch)
+        else:
+            self.patch_embed = PatchEmbed(arch.width, arch.patch_size, has_bias=not arch.pre_norm)
         if arch.class_token:
             self.cls_token = trunc_normal_param((1, 1, arch.width), 1e-6, "cls_token")
-        self.pos_embed = trunc_normal_param((1, arch.prefix_tokens + rows * cols, arch.width), STD,
-                                            "pos_embed")
+        self.no_embed_class = arch.no_embed_class
+        positions = rows * cols + (0 if arch.no_embed_class else arch.prefix_tokens)
+        self.pos_embed = trunc_normal_param((1, positions, arch.width), STD, "pos_embed")
         self.norm_pre = norm_or_identity(arch.width, arch.norm_eps, arch.pre_norm)
         self.blocks = nn.CellList([Block(arch, rate) for rate in drop_path_rates(drop_path, arch.layers)])
         self._build_head(num_classes)
 
     def forward_features(self, x):
-        x = self.prefix(self.patch_embed(x))
-        x = self.patch_drop(x + self.pos_embed.astype(x.dtype))
+        x = self.patch_embed(x)
+        if self.no_embed_class:  # positions for the patches, then the class token
+            x = self.prefix(x + self.pos_embed.astype(x.dtype))
+        else:
+            x = self.prefix(x) + self.pos_embed.astype(x.dtype)
+        x = self.patch_drop(x)
         x = self.norm_pre(x)
         for block in self.blocks:
             x = block(x)
@@ -117,3 +179,8 @@ register_timm_model("vit_medium_patch16_gap_256",
                     ViTArch(patch_size=16, width=512, layers=12, heads=8, image_size=256,
                             class_token=False, global_pool="avg", qkv_bias=False, init_values=1e-6,
                             fc_norm=False))
+
+# MobileCLIP-B / MobileCLIP2-B: ViT-B/16-sized blocks over a 3-stage conv stem of stride 16
+register_timm_model("vit_base_mci_224",
+                    ViTArch(patch_size=16, no_embed_class=True, stem=(192, 192, 768),
+                            stem_strides=(4, 2, 2), **_B))
