@@ -18,7 +18,7 @@ import mindspore as ms
 from mindspore import nn, ops
 from mindspore.common.initializer import Normal
 
-from .layers import GELU, Dense, LayerNorm, PerHeadAttention, attention_per_head
+from .layers import Dense, LayerNorm, PerHeadAttention, attention_per_head, make_activation
 
 # Hugging Face model types whose position ids follow RoBERTa's rule.
 ROBERTA_TYPES = ("roberta", "xlm-roberta", "camembert")
@@ -79,14 +79,6 @@ class BertConfig:
 
 def _dense(cfg: BertConfig, n_in: int, n_out: int) -> Dense:
     return Dense(n_in, n_out, weight_init=Normal(cfg.initializer_range), bias_init="zeros")
-
-
-def _activation(name: str) -> nn.Cell:
-    if name == "gelu":
-        return GELU()
-    if name == "gelu_new":
-        return nn.GELU(approximate=True)
-    return nn.ReLU()
 
 
 class BertEmbeddings(nn.Cell):
@@ -169,7 +161,7 @@ class BertIntermediate(nn.Cell):
     def __init__(self, cfg: BertConfig):
         super().__init__()
         self.dense = _dense(cfg, cfg.hidden_size, cfg.intermediate_size)
-        self.act = _activation(cfg.hidden_act)
+        self.act = make_activation(cfg.hidden_act)
 
     def construct(self, x):
         return self.act(self.dense(x))

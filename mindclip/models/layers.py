@@ -147,13 +147,32 @@ class SiLU(_Activation):
         return s + x * s * (1.0 - s)
 
 
-ACTIVATIONS = {"gelu": GELU, "quick_gelu": QuickGELU, "gelu_tanh": GELUTanh, "silu": SiLU}
+class ReLU(_Activation):
+    """``max(x, 0)`` (T5's and NLLB's feed-forward)."""
+
+    _kernel = None
+
+    def formula(self, x):
+        return ops.relu(x)
+
+    def derivative(self, x):
+        return (x > 0).astype(x.dtype)
+
+
+ACTIVATIONS = {"gelu": GELU, "quick_gelu": QuickGELU, "gelu_tanh": GELUTanh, "silu": SiLU,
+               "relu": ReLU}
+# Hugging Face's ``hidden_act`` / ``activation_function`` names for the same functions
+# (``gelu_new`` is the tanh approximation, computed here without MindSpore's inexact tanh)
+HF_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "swish": "silu"}
 
 
 def make_activation(name: str) -> nn.Cell:
-    """The activation Cell named ``gelu`` (exact), ``quick_gelu``, ``gelu_tanh`` or ``silu``."""
+    """The activation Cell named ``gelu`` (exact), ``quick_gelu``, ``gelu_tanh``, ``silu`` or
+    ``relu``, or by a Hugging Face name of one of them (``gelu_new``, ``gelu_pytorch_tanh``,
+    ``swish``): one factory for every tower."""
+    name = HF_ACTIVATIONS.get(name, name)
     if name not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; valid: {sorted(ACTIVATIONS)}")
+        raise ValueError(f"unknown activation {name!r}; valid: {sorted(ACTIVATIONS) + sorted(HF_ACTIVATIONS)}")
     return ACTIVATIONS[name]()
 
 

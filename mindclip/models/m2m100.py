@@ -14,10 +14,10 @@ import mindspore as ms
 from mindspore import Tensor, nn, ops
 from mindspore.common.initializer import Normal
 
-from .layers import GELU, Dense, LayerNorm, PerHeadAttention
+from .layers import Dense, LayerNorm, PerHeadAttention, make_activation
 
 _NEG = float(np.finfo(np.float32).min)
-_ACTIVATIONS = {"relu": nn.ReLU, "gelu": GELU}
+_ACTIVATIONS = ("relu", "gelu")
 
 
 @dataclass
@@ -80,7 +80,7 @@ class M2M100EncoderLayer(nn.Cell):
         self.self_attn_layer_norm = LayerNorm(d)
         self.fc1 = Dense(d, cfg.encoder_ffn_dim, weight_init=Normal(cfg.init_std))
         self.fc2 = Dense(cfg.encoder_ffn_dim, d, weight_init=Normal(cfg.init_std))
-        self.act = _ACTIVATIONS[cfg.activation_function]()
+        self.act = make_activation(cfg.activation_function)
         self.final_layer_norm = LayerNorm(d)
 
     def construct(self, x, mask):

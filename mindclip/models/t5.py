@@ -15,7 +15,7 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import Normal, initializer
 
-from .layers import Dense, GELUTanh
+from .layers import Dense, make_activation
 
 _NEG = float(np.finfo(np.float32).min)
 
@@ -132,10 +132,10 @@ class _DenseReluDense(nn.Cell):
         if self.gated:
             self.wi_0 = _linear(cfg.d_model, cfg.d_ff)
             self.wi_1 = _linear(cfg.d_model, cfg.d_ff)
-            self.act = GELUTanh()
+            self.act = make_activation("gelu_tanh")
         else:
             self.wi = _linear(cfg.d_model, cfg.d_ff)
-            self.act = nn.ReLU()
+            self.act = make_activation("relu")
         self.wo = _linear(cfg.d_ff, cfg.d_model)
 
     def construct(self, x):
