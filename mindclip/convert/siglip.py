@@ -69,7 +69,7 @@ def _rename(name: str, table) -> Optional[str]:
     return None
 
 
-def hf_vision_to_openclip(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+def hf_siglip_vision_to_timm(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
     """HF ``vision_model.*`` -> open_clip's ``visual.trunk.*`` (timm's names)."""
     out: Dict[str, np.ndarray] = {}
     qkv: Dict[str, Dict[str, np.ndarray]] = {}
@@ -100,8 +100,8 @@ def hf_vision_to_openclip(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]
     return out
 
 
-def openclip_vision_to_hf(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-    """The inverse of :func:`hf_vision_to_openclip`."""
+def timm_siglip_vision_to_hf(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """The inverse of :func:`hf_siglip_vision_to_timm`."""
     out: Dict[str, np.ndarray] = {}
     pool_in: Dict[str, Dict[str, np.ndarray]] = {}
     for name, value in state.items():
@@ -227,7 +227,7 @@ class SigLIPConverter(OpenClipFamilyConverter):
         tensors = strip_prefix(source.tensors)
         config = get_model_config(model_name) if model_name else config_from_hf(
             source.raw_config, _tokenizer_name(source))
-        state = {**hf_vision_to_openclip({k: v for k, v in tensors.items() if k.startswith("vision_model.")}),
+        state = {**hf_siglip_vision_to_timm({k: v for k, v in tensors.items() if k.startswith("vision_model.")}),
                  **hf_text_to_openclip({k: v for k, v in tensors.items() if k.startswith("text_model.")}),
                  **{k: tensors[k] for k in ("logit_scale", "logit_bias") if k in tensors}}
         return cls.finish(state, config, source.path)
@@ -244,7 +244,7 @@ class SigLIPConverter(OpenClipFamilyConverter):
                                  "this architecture has none (it came from a Hugging Face folder): "
                                  "write it with --reverse_layout hf")
             return cls.write_openclip(state, config, out_path, source_dir, preprocess)
-        hf = {**openclip_vision_to_hf({k: v for k, v in state.items() if k.startswith("visual.")}),
+        hf = {**timm_siglip_vision_to_hf({k: v for k, v in state.items() if k.startswith("visual.")}),
               **_openclip_text_to_hf(state),
               "logit_scale": state["logit_scale"].reshape(1), "logit_bias": state["logit_bias"].reshape(1)}
         os.makedirs(out_path, exist_ok=True)
