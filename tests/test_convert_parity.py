@@ -235,9 +235,12 @@ def test_reverse_conversion_round_trip(tmp_path, name):
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("dtype,st_dtype,atol", [("fp16", "F16", 2e-3), ("bf16", "BF16", 2e-2)])
-def test_half_precision_outputs(tmp_path, tiny_openclip, dtype, st_dtype, atol):
-    src = write_source(tiny_openclip, "ViT-Tiny-8", "pt", str(tmp_path))
+@pytest.mark.parametrize("dtype,st_dtype,atol,fmt", [("fp16", "F16", 2e-3, "pt"), ("bf16", "BF16", 2e-2, "pt"),
+                                                     ("bf16", "BF16", 2e-2, "safetensors")])
+def test_half_precision_outputs(tmp_path, tiny_openclip, dtype, st_dtype, atol, fmt):
+    """Half-precision outputs from a pickle (memory-mapped) and from a safetensors source
+    (read and written one tensor at a time, the checksum patched into the header last)."""
+    src = write_source(tiny_openclip, "ViT-Tiny-8", fmt, str(tmp_path))
     out = convert(src, str(tmp_path / "h.safetensors"), "--model", "ViT-Tiny-8", "--dtype", dtype)
     with open(out, "rb") as f:
         (n,) = struct.unpack("<Q", f.read(8))
