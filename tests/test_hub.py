@@ -212,11 +212,10 @@ def test_timm_tower_tag_loads_through_the_hub_with_its_preprocessing(offline_hub
     from PIL import Image
 
     entry = hub.pretrained_cfg("PE-Core-T-16-384", "meta")
+    from test_openclip_zoo import perturbed
+
     torch.manual_seed(3)
-    reference_model = open_clip.create_model("PE-Core-T-16-384").eval()
-    with torch.no_grad():
-        for p in reference_model.parameters():
-            p.add_(0.02 * torch.randn_like(p))
+    reference_model = perturbed(open_clip.create_model("PE-Core-T-16-384"), scale=0.02)
     put_in_hf_cache(offline_hub, entry["hf_hub"].rstrip("/"),
                     {"open_clip_model.safetensors": weights_bytes(reference_model, tmp_path)})
     model, preprocess = mindclip.create_model_from_pretrained("PE-Core-T-16-384", pretrained="meta")

@@ -140,20 +140,25 @@ def shrink(cfg, vocab=1000, folder=None):
     return cfg
 
 
-def build_reference(cfg, name, seed=0):
-    """open_clip's own model for ``cfg`` through ``open_clip.create_model``, every parameter
-    (norms, LayerScale, logit bias included) moved off its initial value."""
-    open_clip.factory._MODEL_CONFIGS[name] = cfg
-    torch.manual_seed(seed)
-    model = open_clip.create_model(name, pretrained_text=False)
+def perturbed(model, scale=0.05):
+    """``model`` in eval mode with every parameter (norms, LayerScale, logit bias included)
+    moved off its initial value by ``scale`` standard normals, and BatchNorm statistics drawn,
+    so that a converter that dropped or swapped any of them could not pass."""
     with torch.no_grad():
         for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+            p.add_(scale * torch.randn_like(p))
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.normal_(0, 0.1)
                 m.running_var.uniform_(0.5, 1.5)
     return model.eval()
+
+
+def build_reference(cfg, name, seed=0):
+    """open_clip's own model for ``cfg`` through ``open_clip.create_model``, perturbed."""
+    open_clip.factory._MODEL_CONFIGS[name] = cfg
+    torch.manual_seed(seed)
+    return perturbed(open_clip.create_model(name, pretrained_text=False))
 
 
 def hub_folder(model, cfg, path):

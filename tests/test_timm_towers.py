@@ -24,7 +24,7 @@ from conftest import FEATURE_ATOL
 from mindclip import create_model, get_model_config, list_models
 from mindclip.models.exceptions import MissingTowerError
 from mindclip.models.timm import register_timm_model, timm_arch, timm_model_names
-from test_openclip_zoo import OPENCLIP_CONFIGS, _openclip_configs, check_round_trip
+from test_openclip_zoo import OPENCLIP_CONFIGS, _openclip_configs, check_round_trip, perturbed
 
 SIZE_FIELDS = {"width", "layers", "heads", "image_size", "patch_size", "ref_grid"}
 TEXT_SIZES = {"context_length", "vocab_size", "width", "heads", "layers", "mlp_ratio",
@@ -141,14 +141,7 @@ def test_smallest_full_size_model_of_each_trunk_kind_in_graph_mode(name, size):
     from conftest import load_openclip_state
 
     torch.manual_seed(0)
-    reference = open_clip.create_model(name).eval()
-    with torch.no_grad():
-        for p in reference.parameters():
-            p.add_(0.02 * torch.randn_like(p))
-        for m in reference.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
+    reference = perturbed(open_clip.create_model(name), scale=0.02)  # full size: smaller steps
     model = create_model(name)
     load_openclip_state(model, reference, "clip")
     images = np.random.default_rng(1).standard_normal((2, 3, size, size)).astype(np.float32)
