@@ -378,10 +378,16 @@ def preprocess_metadata(model: Any) -> Dict[str, str]:
     return {PREPROCESS_KEY: json.dumps(model.preprocess.to_dict(), sort_keys=True)}
 
 
-def _save_pretrained(model: Any, folder: str) -> str:
+def write_model(model: Any, path: str) -> str:
+    """Write a model's weights with its family, architecture, preprocessing record and text
+    processor (:func:`write_pretrained`); returns the weight file."""
     tensors = {k: p.asnumpy() for k, p in model.parameters_dict().items()}
-    write_pretrained(folder, tensors, family_of(model), model.config, tokenizer=get_tokenizer(model),
-                     metadata=preprocess_metadata(model))
+    return write_pretrained(path, tensors, family_of(model), model.config,
+                            tokenizer=get_tokenizer(model), metadata=preprocess_metadata(model))
+
+
+def _save_pretrained(model: Any, folder: str) -> str:
+    write_model(model, folder)
     return folder
 
 

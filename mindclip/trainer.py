@@ -6,9 +6,7 @@ import os
 from typing import Any, Dict, List, Optional, Union
 
 from .config import DEFAULTS, load_config
-from .families.base import family_of
-from .factory import (create_model, get_tokenizer, load_pretrained, preprocess_metadata,
-                      write_pretrained)
+from .factory import create_model, load_pretrained, write_model
 from .models.store import WEIGHT_FILES
 from .models.weights_io import atomic_write
 
@@ -184,10 +182,7 @@ class Trainer:
         """Write the model's weights with its family and architecture, loadable by
         ``create_model(pretrained=path)``: a ``.ckpt``/``.safetensors`` file, or a folder
         (``save_pretrained``: weights, config.json and tokenizer files)."""
-        tensors = {k: p.asnumpy() for k, p in self.model.parameters_dict().items()}
-        return write_pretrained(path, tensors, family_of(self.model), self.model.config,
-                                tokenizer=get_tokenizer(self.model),
-                                metadata=preprocess_metadata(self.model))
+        return write_model(self.model, path)
 
     def evaluate(self, eval_checkpoint: Union[str, bool, None] = None) -> Dict:
         """Run the task's evaluation on ``eval_dataset``; prints nothing, returns the metrics

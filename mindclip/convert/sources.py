@@ -7,6 +7,7 @@ opened when the caller allows it explicitly.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import zipfile
@@ -16,6 +17,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 
 from ..models.config import CLIPConfig
+from ..normalization import PreprocessCfg
 from ..models.weights_io import read_ckpt, read_safetensors
 
 OPENCLIP_DIR_CONFIG = "open_clip_config.json"
@@ -36,7 +38,7 @@ class SourceCheckpoint:
     preprocess: Optional[Dict[str, Any]] = None
 
 
-PREPROCESS_FIELDS = ("mean", "std", "interpolation", "resize_mode", "fill_color")
+PREPROCESS_FIELDS = tuple(f.name for f in dataclasses.fields(PreprocessCfg))
 
 
 def preprocess_fields(cfg: Dict[str, Any]) -> Dict[str, Any]:

@@ -250,16 +250,6 @@ def _two_views(image: np.ndarray):
     return image, image.copy()
 
 
-class _EvalTransform:
-    """open_clip's eval transform of a preprocessing record on a decoded HWC uint8 image."""
-
-    def __init__(self, size: int, preprocess: PreprocessCfg):
-        self.transform = image_transform(size, preprocess=preprocess)
-
-    def __call__(self, image: np.ndarray) -> np.ndarray:
-        return self.transform(image)
-
-
 class _CenterCrop:
     """torchvision's center crop offsets (``round((h - size) / 2)``, half to even); MindSpore's
     C++ CenterCrop floors them, a one-pixel shift for odd margins."""
@@ -327,7 +317,7 @@ class Loader:
                     and resize_size is None)
         for image, crop in zip(images, draws or [None] * views):
             if pil_eval:
-                dataset = dataset.map(_EvalTransform(image_size, preprocess), input_columns=[image],
+                dataset = dataset.map(image_transform(image_size, preprocess=preprocess), input_columns=[image],
                                       num_parallel_workers=workers)
             elif train and random_crop:
                 dataset = dataset.map(_crop_keep_draws, input_columns=[image, crop],

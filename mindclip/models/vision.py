@@ -1,7 +1,6 @@
 """Vision Transformer image tower (CLIP's ViT-B/32, B/16, L/14, ...)."""
 from __future__ import annotations
 
-import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
 from .config import CLIPVisionCfg

@@ -136,9 +136,6 @@ class LazyTensor:
             return bf16_bits_to_fp32(np.frombuffer(buf, dtype=np.uint16)).reshape(self.shape)
         return np.frombuffer(buf, dtype=self.dtype).reshape(self.shape).copy()
 
-    def reshape(self, *shape):
-        return self.load().reshape(*shape)
-
     def __array__(self, dtype=None, copy=None):
         arr = self.load()
         return arr if dtype is None else arr.astype(dtype)
@@ -185,21 +182,22 @@ def read_safetensors(path: str, lazy: bool = False) -> Tuple[Dict[str, np.ndarra
     return _verified(path, {k: v.load() for k, v in tensors.items()}, metadata)
 
 
-def _written(arr: np.ndarray, dtype: str) -> Tuple[np.ndarray, str]:
-    """The array as written (``dtype`` for floats; integers kept) and its safetensors dtype."""
-    if np.issubdtype(arr.dtype, np.floating):
-        if dtype == "bf16":
-            return fp32_to_bf16_bits(arr), "BF16"
-        arr = arr.astype(np.float16 if dtype == "fp16" else np.float32)
-    return np.ascontiguousarray(arr), _NP_TO_ST[arr.dtype]
-
-
 def _written_dtype(src_dtype: np.dtype, dtype: str) -> Tuple[np.dtype, str]:
+    """The numpy dtype a tensor of ``src_dtype`` is stored as (``dtype`` for floats, bf16 as
+    its uint16 bits; integers kept) and its safetensors name."""
     if np.issubdtype(src_dtype, np.floating):
         if dtype == "bf16":
             return np.dtype(np.uint16), "BF16"
         src_dtype = np.dtype(np.float16 if dtype == "fp16" else np.float32)
     return np.dtype(src_dtype), _NP_TO_ST[np.dtype(src_dtype)]
+
+
+def _written(arr: np.ndarray, dtype: str) -> Tuple[np.ndarray, str]:
+    """The array as stored and its safetensors dtype (see :func:`_written_dtype`)."""
+    np_dtype, st_dtype = _written_dtype(arr.dtype, dtype)
+    if st_dtype == "BF16":
+        return fp32_to_bf16_bits(arr), st_dtype
+    return np.ascontiguousarray(arr, dtype=np_dtype), st_dtype
 
 
 def write_safetensors(path: str, tensors: Mapping[str, np.ndarray], dtype: str = "fp32",

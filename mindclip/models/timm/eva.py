@@ -12,8 +12,8 @@ from typing import Optional, Tuple
 from mindspore import nn
 
 from ..layers import LayerNorm
-from .layers import (STD, Attention, GluMlp, Mlp, PatchEmbed, RotaryEmbeddingCat, SwiGLU,
-                     drop_path_or_identity, drop_path_rates, norm_or_identity, trunc_normal_param)
+from .layers import (STD, Attention, GluMlp, Mlp, RotaryEmbeddingCat, SwiGLU, drop_path_or_identity,
+                     drop_path_rates)
 from .registry import TrunkArch, register_timm_model
 from .trunk import ViTTrunk
 
@@ -22,8 +22,7 @@ from .trunk import ViTTrunk
 class EvaArch(TrunkArch):
     """timm ``Eva`` ``model_args``: ``attn_type`` (``eva``: no k bias; ``rope``: timm's
     ``AttentionRope``), ``qkv_fused``, ``swiglu_mlp``/``scale_mlp``/``scale_attn_inner``
-    (EVA02), ``post_norm`` (EVA02-E), ``pre_norm`` (``use_pre_transformer_norm``: PE-Core;
-    the patch embedding then has no bias), and the rotary embedding's ``rope`` switch,
+    (EVA02), ``post_norm`` (EVA02-E), and the rotary embedding's ``rope`` switch,
     ``ref_grid`` (``ref_feat_shape``), ``rope_grid_offset`` and ``rope_grid_indexing``."""
 
     attn_type: str = "eva"
@@ -32,7 +31,6 @@ class EvaArch(TrunkArch):
     scale_mlp: bool = False
     scale_attn_inner: bool = False
     post_norm: bool = False
-    pre_norm: bool = False
     rope: bool = False
     ref_grid: Optional[Tuple[int, int]] = None
     rope_grid_offset: float = 0.0
@@ -82,24 +80,16 @@ class Eva(ViTTrunk):
 
     def __init__(self, arch: EvaArch, global_pool: str, num_classes: int = 0,
                  pool: Optional[str] = None, drop_path: float = 0.0, patch_dropout: float = 0.0):
-        if patch_dropout and arch.rope:
-            raise ValueError("patch dropout is not implemented for timm towers with rotary "
-                             "position embeddings (EVA02, PE-Core)")
-        super().__init__(arch, global_pool, num_classes, pool, patch_dropout)
-        rows, cols = arch.grid
-        self.patch_embed = PatchEmbed(arch.width, arch.patch_size, has_bias=not arch.pre_norm)
-        if arch.class_token:
-            self.cls_token = trunc_normal_param((1, 1, arch.width), STD, "cls_token")
-        self.pos_embed = trunc_normal_param((1, arch.prefix_tokens + rows * cols, arch.width), STD,
-                                            "pos_embed")
+        super().__init__(arch, global_pool, pool)
+        self.use_rope = arch.rope
+        self._build_embed(None, cls_std=STD)
         if arch.rope:
             self.rope = RotaryEmbeddingCat(arch.grid, arch.width // arch.heads, arch.heads,
                                            arch.prefix_tokens, arch.ref_grid, arch.rope_grid_offset,
                                            arch.rope_grid_indexing)
-        self.use_rope = arch.rope
-        self.norm_pre = norm_or_identity(arch.width, arch.norm_eps, arch.pre_norm)
         self.blocks = nn.CellList([EvaBlock(arch, rate) for rate in drop_path_rates(drop_path, arch.layers)])
         self._build_head(num_classes)
+        self.set_patch_dropout(patch_dropout)
 
     def set_patch_dropout(self, prob: float) -> None:
         if prob and self.use_rope:
@@ -108,9 +98,7 @@ class Eva(ViTTrunk):
         super().set_patch_dropout(prob)
 
     def forward_features(self, x):
-        x = self.prefix(self.patch_embed(x))
-        x = self.patch_drop(x + self.pos_embed.astype(x.dtype))
-        x = self.norm_pre(x)
+        x = self.embed(x)
         rope = self.rope() if self.use_rope else None
         for block in self.blocks:
             x = block(x, rope)

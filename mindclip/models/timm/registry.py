@@ -31,6 +31,8 @@ class TrunkArch:
     global_pool: str = "token"
     class_token: bool = True
     fc_norm: Optional[bool] = None          # None: timm's rule (a norm after pooling for avg)
+    pre_norm: bool = False                  # a LayerNorm before the blocks; no patch bias then
+    no_embed_class: bool = False            # positions for the patches only, not the class token
     pool_heads: Optional[int] = None        # the MAP head's own head count (PE-Core: 8)
     pool_mlp_ratio: Optional[float] = None
 

@@ -1,6 +1,7 @@
-"""What timm's ViT-shaped trunks (``VisionTransformer``, ``Eva``) share after their blocks:
-the classifier head timm builds from ``global_pool`` and ``num_classes`` (the MAP head
-``attn_pool``, ``fc_norm``, ``head``), its layer groups, and patch dropout."""
+"""What timm's ViT-shaped trunks (``VisionTransformer``, ``Eva``) share around their blocks:
+the embedding (patches, class token, positions, patch dropout, ``norm_pre``), the classifier
+head timm builds from ``global_pool`` and ``num_classes`` (the MAP head ``attn_pool``,
+``fc_norm``, ``head``) and the layer groups."""
 from __future__ import annotations
 
 from typing import List, Optional
@@ -9,14 +10,15 @@ from mindspore import nn, ops
 
 from ..layers import LayerNorm
 from ..patch import PatchDropout
-from .layers import AttentionPoolLatent, linear, pool_tokens
+from .layers import (STD, AttentionPoolLatent, PatchEmbed, linear, norm_or_identity, pool_tokens,
+                     trunc_normal_param)
 from .registry import TrunkArch
 
 
 class ViTTrunk(nn.Cell):
-    """A timm ViT-shaped trunk: subclasses build ``patch_embed``, the prefix tokens,
-    ``pos_embed``, ``norm_pre``, ``blocks`` and ``norm``, and define :meth:`forward_features`;
-    this class builds what comes after, as timm does:
+    """A timm ViT-shaped trunk: subclasses call :meth:`_build_embed`, build ``blocks``, call
+    :meth:`_build_head`, and define :meth:`forward_features` (:meth:`embed`, blocks, ``norm``);
+    the head is built as timm builds it:
 
     - ``global_pool`` (what the trunk is built with) decides ``fc_norm``: after pooling for
       ``avg``, else the final ``norm`` on every token (unless the arch says otherwise);
@@ -27,8 +29,7 @@ class ViTTrunk(nn.Cell):
       ``timm_proj: null`` uses it as the projection).
     """
 
-    def __init__(self, arch: TrunkArch, global_pool: str, num_classes: int = 0,
-                 pool: Optional[str] = None, patch_dropout: float = 0.0):
+    def __init__(self, arch: TrunkArch, global_pool: str, pool: Optional[str] = None):
         super().__init__()
         pool = global_pool if pool is None else pool
         for what, value in (("global_pool", global_pool), ("pool", pool)):
@@ -43,7 +44,29 @@ class ViTTrunk(nn.Cell):
         self.pool = pool
         self.prefix_tokens = arch.prefix_tokens
         self.use_fc_norm = arch.fc_norm if arch.fc_norm is not None else global_pool == "avg"
-        self.patch_drop = PatchDropout(patch_dropout, arch.prefix_tokens)
+        self.patch_drop = PatchDropout(0.0, arch.prefix_tokens)  # set_patch_dropout sets it
+
+    def _build_embed(self, patch_embed: Optional[nn.Cell], cls_std: float) -> None:
+        """``patch_embed`` (timm's ``PatchEmbed`` unless given: a conv stem), ``cls_token``,
+        ``pos_embed`` (over the class token too unless ``no_embed_class``), ``norm_pre``."""
+        arch = self.arch
+        rows, cols = arch.grid
+        self.patch_embed = patch_embed or PatchEmbed(arch.width, arch.patch_size, has_bias=not arch.pre_norm)
+        if arch.class_token:
+            self.cls_token = trunc_normal_param((1, 1, arch.width), cls_std, "cls_token")
+        positions = rows * cols + (0 if arch.no_embed_class else arch.prefix_tokens)
+        self.pos_embed = trunc_normal_param((1, positions, arch.width), STD, "pos_embed")
+        self.norm_pre = norm_or_identity(arch.width, arch.norm_eps, arch.pre_norm)
+
+    def embed(self, x):
+        """Image -> tokens before the blocks: patches, positions, class token, patch dropout,
+        ``norm_pre``."""
+        x = self.patch_embed(x)
+        if self.arch.no_embed_class:  # positions for the patches, then the class token
+            x = self.prefix(x + self.pos_embed.astype(x.dtype))
+        else:
+            x = self.prefix(x) + self.pos_embed.astype(x.dtype)
+        return self.norm_pre(self.patch_drop(x))
 
     def _build_head(self, num_classes: int) -> None:
         # after the subclass built its blocks, so that parameter order follows timm's

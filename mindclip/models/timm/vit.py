@@ -14,25 +14,20 @@ from mindspore import nn
 
 from ..layers import LayerNorm, LayerScale, make_activation
 from ..patch import PatchEmbedding
-from .layers import (STD, Attention, Mlp, PatchEmbed, drop_path_or_identity, drop_path_rates,
-                     norm_or_identity, trunc_normal_param)
+from .layers import Attention, Mlp, drop_path_or_identity, drop_path_rates
 from .registry import TrunkArch, register_timm_model
 from .trunk import ViTTrunk
 
 
 @dataclass(frozen=True)
 class ViTArch(TrunkArch):
-    """timm ``VisionTransformer`` ``model_args``: ``act`` (``gelu``/``gelu_tanh``),
-    ``qkv_bias``, ``pre_norm`` (a LayerNorm before the blocks; the patch embedding then has no
-    bias, as timm builds it), ``init_values`` (LayerScale), ``no_embed_class`` (positions for
-    the patches only), and a convolutional stem (``stem``: its stages' widths, ``stem_strides``
+    """timm ``VisionTransformer`` ``model_args`` beyond :class:`TrunkArch`'s: ``act``
+    (``gelu``/``gelu_tanh``), ``qkv_bias``, ``init_values`` (LayerScale), and a convolutional stem (``stem``: its stages' widths, ``stem_strides``
     their kernels = strides; ``patch_size`` is then their product, the stem's total stride)."""
 
     act: str = "gelu"
     qkv_bias: bool = True
-    pre_norm: bool = False
     init_values: Optional[float] = None
-    no_embed_class: bool = False
     stem: Tuple[int, ...] = ()
     stem_strides: Tuple[int, ...] = ()
 
@@ -118,29 +113,14 @@ class VisionTransformer(ViTTrunk):
 
     def __init__(self, arch: ViTArch, global_pool: str, num_classes: int = 0,
                  pool: Optional[str] = None, drop_path: float = 0.0, patch_dropout: float = 0.0):
-        super().__init__(arch, global_pool, num_classes, pool, patch_dropout)
-        rows, cols = arch.grid
-        if arch.stem:
-            self.patch_embed = HybridEmbed(arch)
-        else:
-            self.patch_embed = PatchEmbed(arch.width, arch.patch_size, has_bias=not arch.pre_norm)
-        if arch.class_token:
-            self.cls_token = trunc_normal_param((1, 1, arch.width), 1e-6, "cls_token")
-        self.no_embed_class = arch.no_embed_class
-        positions = rows * cols + (0 if arch.no_embed_class else arch.prefix_tokens)
-        self.pos_embed = trunc_normal_param((1, positions, arch.width), STD, "pos_embed")
-        self.norm_pre = norm_or_identity(arch.width, arch.norm_eps, arch.pre_norm)
+        super().__init__(arch, global_pool, pool)
+        self._build_embed(HybridEmbed(arch) if arch.stem else None, cls_std=1e-6)
         self.blocks = nn.CellList([Block(arch, rate) for rate in drop_path_rates(drop_path, arch.layers)])
         self._build_head(num_classes)
+        self.set_patch_dropout(patch_dropout)
 
     def forward_features(self, x):
-        x = self.patch_embed(x)
-        if self.no_embed_class:  # positions for the patches, then the class token
-            x = self.prefix(x + self.pos_embed.astype(x.dtype))
-        else:
-            x = self.prefix(x) + self.pos_embed.astype(x.dtype)
-        x = self.patch_drop(x)
-        x = self.norm_pre(x)
+        x = self.embed(x)
         for block in self.blocks:
             x = block(x)
         return self.norm(x)
