@@ -19,7 +19,7 @@ from ..families.base import get_family
 from ..models.config import CLIPConfig
 from ..models.declip import DeCLIPConfig
 from ..factory import check_state_dict, get_model_config
-from .converter import expected_shapes
+from .openclip_family import expected_shapes
 from .infer import infer_config
 from .naming import openclip_to_mindclip, strip_prefix
 from .sources import SourceCheckpoint

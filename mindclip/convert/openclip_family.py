@@ -1,7 +1,9 @@
-"""open_clip's layout for the families built on CLIP's towers (SigLIP, CoCa): state dicts and
-Hub / ``local-dir`` folders in, open_clip folders out. A family's converter subclasses
+"""The one open_clip-layout converter, for every family open_clip builds (CLIP, SigLIP, CoCa):
+state dicts and Hub / ``local-dir`` folders in, open_clip state dicts and folders out, driven
+by the model's own parameter names (mindclip's differ from open_clip's only by MindSpore's
+norm suffixes), so a new tower needs no converter code. A family's converter subclasses
 :class:`OpenClipFamilyConverter` with its name, config class and the keys that mark its
-state dicts; mindclip's names differ from open_clip's only by MindSpore's norm suffixes."""
+state dicts; CLIP's adds the other layouts it reads (OpenAI, Hugging Face, MindFormers)."""
 from __future__ import annotations
 
 import json
@@ -40,10 +42,13 @@ def openclip_to_ms(state: Dict[str, np.ndarray], expected) -> Dict[str, np.ndarr
     return align_names(openclip_to_mindclip(state), expected)
 
 
-def ms_to_openclip(tensors: Dict[str, np.ndarray], config: Any) -> Dict[str, np.ndarray]:
-    """mindclip names -> open_clip's ``CustomTextCLIP``/``CoCa`` layout (the text tower under
-    ``text.``, timm trunks' norms with PyTorch's suffixes), floats as fp32."""
-    state = mindclip_to_openclip(tensors, custom_text=True, hf_text=bool(config.text_cfg.hf_model_name))
+def ms_to_openclip(tensors: Dict[str, np.ndarray], config: Any,
+                   custom_text: bool = True) -> Dict[str, np.ndarray]:
+    """mindclip names -> open_clip's (with ``custom_text`` the ``CustomTextCLIP``/``CoCa``
+    layout: the text tower under ``text.``), timm trunks' norms with PyTorch's suffixes,
+    floats as fp32."""
+    state = mindclip_to_openclip(tensors, custom_text=custom_text,
+                                 hf_text=bool(config.text_cfg.hf_model_name))
     return {name: np.asarray(value, np.float32) if np.issubdtype(value.dtype, np.floating) else value
             for name, value in state.items()}
 
@@ -67,9 +72,17 @@ class OpenClipFamilyConverter:
         return any(k.startswith(cls.marker_keys) or k.startswith(tuple("module." + m for m in cls.marker_keys))
                    for k in source.tensors)
 
+    @staticmethod
+    def custom_text(config: Any) -> bool:
+        """Whether open_clip lays this architecture's text tower out under ``text.``."""
+        del config
+        return True
+
     @classmethod
-    def openclip_source(cls, source: SourceCheckpoint, model_name: Optional[str]) -> Tuple[Dict, Any]:
+    def openclip_source(cls, source: SourceCheckpoint, model_name: Optional[str],
+                        src: str = "auto", quick_gelu: Optional[bool] = None) -> Tuple[Dict, Any]:
         """``(open_clip state dict, architecture)`` of an open_clip-layout source."""
+        del src, quick_gelu
         if model_name:
             config = get_model_config(model_name)
         elif source.kind == "open_clip_dir":
@@ -92,8 +105,10 @@ class OpenClipFamilyConverter:
 
     @classmethod
     def convert(cls, source: SourceCheckpoint, src: str = "auto", model_name: Optional[str] = None,
-                **_: Any) -> Tuple[Dict[str, np.ndarray], Any]:
-        return cls.finish(*cls.openclip_source(source, model_name), source.path)
+                quick_gelu: Optional[bool] = None, **_: Any) -> Tuple[Dict[str, np.ndarray], Any]:
+        """A source checkpoint -> ``(mindclip tensors, architecture)``, checked against a model
+        of that architecture: every weight present, none extra, all shapes equal."""
+        return cls.finish(*cls.openclip_source(source, model_name, src, quick_gelu), source.path)
 
     @staticmethod
     def assets(source: SourceCheckpoint) -> Optional[str]:
@@ -105,25 +120,42 @@ class OpenClipFamilyConverter:
         del tensors
         return None
 
+    @staticmethod
+    def ms_names(tensors: Dict[str, np.ndarray], path: str) -> Dict[str, np.ndarray]:
+        """A MindSpore checkpoint's tensors under mindclip's names."""
+        del path
+        return tensors
+
     @classmethod
     def read_ms(cls, ms_path: str, model_name: Optional[str]) -> Tuple[Dict, Any, str, Dict]:
         """``(open_clip state dict, architecture, source folder, open_clip preprocess_cfg)``
         of a mindclip checkpoint."""
         weight_file = find_weight_file(ms_path)
         arch = read_checkpoint_config(weight_file)
+        if arch is not None and not model_name and arch[0].name != cls.family:
+            raise ValueError(f"{ms_path} holds a {arch[0].name!r} model, not a {cls.family} one")
         config = get_model_config(model_name) if model_name else (arch[1] if arch else None)
+        if config is None:
+            raise ValueError(f"{ms_path} records no architecture; pass --model")
         if not isinstance(config, cls.config_class):
             raise ValueError(f"{ms_path} is not a mindclip {cls.family} checkpoint")
         tensors, metadata = read_weights(weight_file)
+        tensors = cls.ms_names(tensors, ms_path)
         check_state_dict(expected_shapes(cls.family, config), tensors, weight_file)
-        return (ms_to_openclip(tensors, config), config, os.path.dirname(os.path.abspath(weight_file)),
+        return (ms_to_openclip(tensors, config, cls.custom_text(config)), config,
+                os.path.dirname(os.path.abspath(weight_file)),
                 openclip_preprocess_cfg(get_family(cls.family), config, metadata))
 
     @staticmethod
     def write_openclip(state: Dict[str, np.ndarray], config: Any, out_path: str, source_dir: str,
                        preprocess: Dict[str, Any]) -> str:
-        """An open_clip folder: ``open_clip_config.json`` + ``open_clip_model.safetensors``
-        (what ``open_clip.create_model("local-dir:...")`` loads), tokenizer files beside."""
+        """``out_path`` ending in ``.safetensors``: the bare state dict. Otherwise an open_clip
+        folder: ``open_clip_config.json`` + ``open_clip_model.safetensors`` (what
+        ``open_clip.create_model("local-dir:...")`` loads), tokenizer files beside. Returns
+        what was written (the file or the folder)."""
+        if out_path.endswith(".safetensors"):
+            write_safetensors(out_path, state)
+            return out_path
         write_openclip_config(out_path, config, preprocess)
         write_safetensors(os.path.join(out_path, "open_clip_model.safetensors"), state)
         copy_tokenizer(source_dir, out_path)
@@ -131,7 +163,8 @@ class OpenClipFamilyConverter:
 
     @classmethod
     def reverse(cls, ms_path: str, out_path: str, model_name: Optional[str] = None) -> str:
-        """A mindclip checkpoint of this family -> an open_clip folder."""
+        """A mindclip checkpoint of this family -> an open_clip state dict (``.safetensors``)
+        or ``local-dir`` folder."""
         state, config, source_dir, preprocess = cls.read_ms(ms_path, model_name)
         return cls.write_openclip(state, config, out_path, source_dir, preprocess)
 
