@@ -260,6 +260,57 @@ def test_swiglu_glumlp_and_qk_norm_attention_equal_timms():
     assert np.abs(grad - t.grad.numpy()).max() <= 1e-5
 
 
+def test_relpos_block_values_and_gradients_equal_timms_on_a_grid_that_is_not_square():
+    """timm's ``RelPosBlock`` (relative log-coordinate MLP bias, class token unbiased, LayerScale):
+    outputs, input gradients and every parameter's gradient, the bias MLP's included (the
+    attention core's hand-written backward returns the per-head bias gradient)."""
+    from timm.layers import RelPosMlp as TimmRelPosMlp
+    from timm.models.vision_transformer_relpos import RelPosBlock as TimmRelPosBlock
+
+    from mindclip.models.timm.vit import Block
+    from mindclip.models.timm.vit_relpos import RelPosArch, RelPosMlp
+
+    grid, width, heads = (3, 2), 64, 4
+    arch = RelPosArch(patch_size=16, width=width, layers=1, heads=heads, qkv_bias=False, rel_pos_dim=16)
+    ours = Block(arch, rel_pos=RelPosMlp(grid, heads, 16, prefix_tokens=1))
+    ref = _randomised(TimmRelPosBlock(
+        width, heads, qkv_bias=False, init_values=1e-6,
+        rel_pos_cls=functools.partial(TimmRelPosMlp, window_size=grid, hidden_dim=16, prefix_tokens=1),
+        norm_layer=functools.partial(torch.nn.LayerNorm, eps=1e-6)))
+    with torch.no_grad():  # LayerScale at 1e-6 would hide every branch's gradient
+        ref.ls1.gamma.fill_(0.7)
+        ref.ls2.gamma.fill_(0.4)
+    _load_torch(ours, ref)
+    ours.set_train(False)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 1 + 6, width)).astype(np.float32)
+    w = rng.standard_normal((2, 1 + 6, width)).astype(np.float32)
+    xt = torch.from_numpy(x).requires_grad_(True)
+    out = ref(xt)
+    (out * torch.from_numpy(w)).sum().backward()
+    assert np.abs(ours(ms.Tensor(x)).asnumpy() - out.detach().numpy()).max() <= FEATURE_ATOL
+    batched = Block(arch, rel_pos=RelPosMlp(grid, heads, 16, prefix_tokens=1))  # Ascend/GPU's layout
+    batched.attn.per_head = False
+    _load_torch(batched, ref)
+    batched.set_train(False)
+    assert np.abs(batched(ms.Tensor(x)).asnumpy() - out.detach().numpy()).max() <= FEATURE_ATOL
+
+    net = _Weighted(ours, ms.Tensor(w))
+    params = net.trainable_params()
+    dx, grads = ms.grad(net, grad_position=0, weights=params)(ms.Tensor(x))
+    assert np.abs(dx.asnumpy() - xt.grad.numpy()).max() <= 1e-4
+    from mindclip.convert.naming import align_names
+
+    want = align_names({k: v.grad.numpy() for k, v in ref.named_parameters()},
+                       {p.name[len("cell."):]: p for p in params})
+    assert {p.name for p in params if "rel_pos" in p.name} == {
+        f"cell.attn.rel_pos.mlp.{m}.{t}" for m in ("fc1", "fc2") for t in ("weight", "bias")}
+    for p, g in zip(params, grads):
+        expected = want[p.name[len("cell."):]]
+        scale = max(1.0, float(np.abs(expected).max()))
+        assert np.abs(g.asnumpy() - expected).max() <= 1e-4 * scale, p.name
+
+
 def test_unknown_timm_names_and_options_are_refused_by_name():
     from mindclip.models.config import CLIPConfig
 
@@ -307,3 +358,7 @@ def test_timm_tower_trains_with_lit_drop_path_and_patch_dropout():
     rope["vision_cfg"].update(timm_model_name=tiny_timm("eva02_base_patch16_clip_224"), image_size=32)
     with pytest.raises(ValueError, match="patch dropout is not implemented.*rotary"):
         create_model(config=rope).set_patch_dropout(0.5)
+    relpos = copy.deepcopy(cfg)
+    relpos["vision_cfg"].update(timm_model_name=tiny_timm("vit_relpos_medium_patch16_cls_224"), image_size=32)
+    with pytest.raises(ValueError, match="relative-position ViTs.*have no patch dropout"):
+        create_model(config=relpos).set_patch_dropout(0.5)

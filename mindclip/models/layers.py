@@ -292,7 +292,9 @@ _bmm_tn = ops.BatchMatMul(transpose_a=True)
 class PerHeadAttention(nn.Cell):
     """``softmax(q k^T / sqrt(d) + mask) v`` head by head on ``(B, L, D)`` queries, keys and
     values, heads concatenated back to ``(B, L, D)``; ``mask`` is additive and broadcasts
-    against one head's ``(B, L, L)`` scores (a 0-d zero for none).
+    against one head's ``(B, L, L)`` scores (a 0-d zero for none), a constant. With
+    ``head_bias`` it is instead a learned ``(heads, L, L)`` bias, one per head (relative
+    position biases), and gets its gradient.
 
     The attention of the CLIP and BERT towers on CPU. Column slices of a projection are the
     heads' ``(B, L, head_dim)`` matrices already, so no transposes are needed: MindSpore
@@ -305,13 +307,16 @@ class PerHeadAttention(nn.Cell):
     that both ``construct`` and ``bprop`` call.
     """
 
-    def __init__(self, heads: int, head_dim: int):
+    def __init__(self, heads: int, head_dim: int, head_bias: bool = False):
         super().__init__()
         self.heads = heads
         self.head_dim = head_dim
         self.scale = head_dim ** -0.5
+        self.head_bias = head_bias
         self.split_heads = ops.Split(axis=-1, output_num=heads)
+        self.split_bias = ops.Split(axis=0, output_num=heads)
         self.concat = ops.Concat(axis=-1)
+        self.concat_bias = ops.Concat(axis=0)
         self.softmax = ops.Softmax(axis=-1)
         self.cast = ops.Cast()
         self.row_sum = ops.ReduceSum(keep_dims=True)
@@ -331,11 +336,18 @@ class PerHeadAttention(nn.Cell):
             scores = scores + mask
         return self.softmax(scores)
 
+    def _masks(self, mask):
+        """Each head's mask: its slice of a per-head bias, else the shared one."""
+        if self.head_bias:
+            return self.split_bias(mask)
+        return (mask,) * self.heads
+
     def construct(self, q, k, v, mask):
         qs, ks, vs = self.split_heads(q * self.scale), self.split_heads(k), self.split_heads(v)
+        masks = self._masks(mask)
         outs = []
         for i in range(self.heads):
-            outs.append(_bmm(self._to(self.probs(qs[i], ks[i], mask), v.dtype), vs[i]))
+            outs.append(_bmm(self._to(self.probs(qs[i], ks[i], masks[i]), v.dtype), vs[i]))
         return self.concat(outs)
 
     def bprop(self, q, k, v, mask, out, dout):
@@ -343,16 +355,20 @@ class PerHeadAttention(nn.Cell):
         qs = self.split_heads(self._to(q, f32) * self.scale)
         ks, vs = self.split_heads(self._to(k, f32)), self.split_heads(self._to(v, f32))
         douts = self.split_heads(self._to(dout, f32))
-        grads_q, grads_k, grads_v = [], [], []
+        masks = self._masks(mask)
+        grads_q, grads_k, grads_v, grads_bias = [], [], [], []
         for i in range(self.heads):
-            p = self.probs(qs[i], ks[i], mask)
+            p = self.probs(qs[i], ks[i], masks[i])
             grads_v.append(_bmm_tn(p, douts[i]))
             dp = _bmm_nt(douts[i], vs[i])
             dz = p * (dp - self.row_sum(dp * p, -1))
             grads_q.append(_bmm(dz, ks[i]) * self.scale)
             grads_k.append(_bmm_tn(dz, qs[i]))
+            if self.head_bias:  # the bias is added to every sample's scores
+                grads_bias.append(self.row_sum(dz, 0))
+        dmask = self.concat_bias(grads_bias) if self.head_bias else mask * 0.0
         return (self._to(self.concat(grads_q), q.dtype), self._to(self.concat(grads_k), k.dtype),
-                self._to(self.concat(grads_v), v.dtype), mask * 0.0)
+                self._to(self.concat(grads_v), v.dtype), dmask)
 
 
 class PackedSelfAttention(nn.Cell):
@@ -362,19 +378,21 @@ class PackedSelfAttention(nn.Cell):
     ``in_proj``/``out_proj``, timm's ``qkv``/``proj``).
 
     Softmax runs in fp32 so that fp16 activations keep PyTorch's accuracy. ``mask`` is
-    additive, ``(L, L)`` or ``(B, L, L)``, or a 0-d zero for none.
+    additive, ``(L, L)`` or ``(B, L, L)``, or a 0-d zero for none; with ``head_bias`` a
+    learned ``(heads, L, L)`` bias (relative positions).
 
     On CPU the heads run one by one on slices of the projection (``per_head``,
     :class:`PerHeadAttention`, which says why); Ascend and GPU keep the batched layout their
     fused kernels expect. Both give the same results to float rounding.
     """
 
-    def __init__(self, width: int, heads: int):
+    def __init__(self, width: int, heads: int, head_bias: bool = False):
         super().__init__()
         self.heads = heads
         self.head_dim = width // heads
         self.per_head = attention_per_head()
-        self.core = PerHeadAttention(heads, self.head_dim)
+        self.head_bias = head_bias
+        self.core = PerHeadAttention(heads, self.head_dim, head_bias)
         self.split_qkv = ops.Split(axis=-1, output_num=3)
         self.no_mask = Tensor(0.0, ms.float32)
 
@@ -391,7 +409,7 @@ class PackedSelfAttention(nn.Cell):
         if self.per_head:
             return self.core(q, k, v, mask)
         b, n, d = q.shape
-        if mask.ndim == 3:
+        if mask.ndim == 3 and not self.head_bias:  # one mask per sample, for every head
             mask = mask.reshape(b, 1, n, n)
         attn = self.core.probs(self._heads(q) * self.core.scale, self._heads(k), mask).astype(q.dtype)
         return ops.matmul(attn, self._heads(v)).transpose(0, 2, 1, 3).reshape(b, n, d)

@@ -48,19 +48,22 @@ class PatchEmbed(nn.Cell):
 
 
 class Mlp(nn.Cell):
-    """timm's ``Mlp``: ``fc2(norm(act(fc1(x))))``; ``norm`` is NormFormer's scale norm
-    (EVA02's ``scale_mlp``), an identity otherwise."""
+    """timm's ``Mlp``: ``fc2(norm(drop1(act(fc1(x)))))``; ``norm`` is NormFormer's scale norm
+    (EVA02's ``scale_mlp``), an identity otherwise; ``drop1`` a dropout in training (timm's
+    ``drop=(p, 0)``)."""
 
     def __init__(self, width: int, hidden: int, act: str = "gelu", norm_eps: Optional[float] = None,
-                 out_dim: Optional[int] = None, bias: Tuple[bool, bool] = (True, True)):
+                 out_dim: Optional[int] = None, bias: Tuple[bool, bool] = (True, True),
+                 drop: float = 0.0):
         super().__init__()
         self.fc1 = linear(width, hidden, bias[0])
         self.act = make_activation(act)
+        self.drop1 = nn.Dropout(p=drop) if drop else nn.Identity()
         self.norm = norm_or_identity(hidden, norm_eps or 0.0, norm_eps is not None)
         self.fc2 = linear(hidden, out_dim or width, bias[1])
 
     def construct(self, x):
-        return self.fc2(self.norm(self.act(self.fc1(x))))
+        return self.fc2(self.norm(self.drop1(self.act(self.fc1(x)))))
 
 
 class SwiGLU(nn.Cell):
@@ -235,13 +238,14 @@ class Attention(PackedSelfAttention):
       (EVA02);
 
     then ``q_norm``/``k_norm`` (per head), the rotary embedding (the tokens after the class
-    token), the attention core, ``norm`` (EVA02's ``scale_attn_inner``) and ``proj``.
+    token), the attention core with ``rel_pos``'s learned per-head bias if given
+    (``RelPosAttention``), ``norm`` (EVA02's ``scale_attn_inner``) and ``proj``.
     """
 
     def __init__(self, width: int, heads: int, qkv_bias: bool = True, fused: bool = True,
                  k_bias: bool = True, qk_norm: bool = False, scale_norm: bool = False,
-                 norm_eps: float = 1e-6):
-        super().__init__(width, heads)
+                 norm_eps: float = 1e-6, rel_pos: Optional[nn.Cell] = None):
+        super().__init__(width, heads, head_bias=rel_pos is not None)
         self.fused = fused
         self.eva_bias = fused and qkv_bias and not k_bias
         if fused:
@@ -258,6 +262,8 @@ class Attention(PackedSelfAttention):
         self.q_norm = HeadNorm(heads, head_dim, norm_eps) if qk_norm else nn.Identity()
         self.k_norm = HeadNorm(heads, head_dim, norm_eps) if qk_norm else nn.Identity()
         self.norm = norm_or_identity(width, norm_eps, scale_norm)
+        if rel_pos is not None:
+            self.rel_pos = rel_pos
         self.proj = linear(width, width)
         self.rope = ApplyRope()
 
@@ -275,7 +281,8 @@ class Attention(PackedSelfAttention):
         q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q, k = self.rope(q, rope[0], rope[1]), self.rope(k, rope[0], rope[1])
-        return self.proj(self.norm(self.attend_split(q, k, v)))
+        bias = self.rel_pos() if self.head_bias else None
+        return self.proj(self.norm(self.attend_split(q, k, v, bias)))
 
 
 class AttentionPoolLatent(nn.Cell):

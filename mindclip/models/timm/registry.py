@@ -33,6 +33,7 @@ class TrunkArch:
     fc_norm: Optional[bool] = None          # None: timm's rule (a norm after pooling for avg)
     pre_norm: bool = False                  # a LayerNorm before the blocks; no patch bias then
     no_embed_class: bool = False            # positions for the patches only, not the class token
+    pos_embed: bool = True                  # learned absolute positions (not with relative ones)
     pool_heads: Optional[int] = None        # the MAP head's own head count (PE-Core: 8)
     pool_mlp_ratio: Optional[float] = None
 
@@ -61,7 +62,7 @@ class TrunkArch:
 
 
 TIMM_MODELS: Dict[str, TrunkArch] = {}
-TRUNK_MODULES = ("vit", "eva")  # the files that register names, imported on first lookup
+TRUNK_MODULES = ("vit", "vit_relpos", "eva")  # the files that register names, imported on first lookup
 
 
 def _load_trunks() -> None:
@@ -84,7 +85,7 @@ def timm_arch(name: str, image_size: Optional[int] = None) -> TrunkArch:
     if name not in TIMM_MODELS:
         raise MissingTowerError(
             f"timm image tower {name!r} is not implemented (a timm image tower: ConvNeXt, FastViT "
-            f"(MobileCLIP-S*), ViTamin, Swin and relative-position ViTs are not built yet); "
+            f"(MobileCLIP-S*), ViTamin and Swin are not built yet); "
             f"implemented: {timm_model_names()}")
     arch = TIMM_MODELS[name]
     if image_size is None:

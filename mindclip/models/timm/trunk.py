@@ -48,21 +48,25 @@ class ViTTrunk(nn.Cell):
 
     def _build_embed(self, patch_embed: Optional[nn.Cell], cls_std: float) -> None:
         """``patch_embed`` (timm's ``PatchEmbed`` unless given: a conv stem), ``cls_token``,
-        ``pos_embed`` (over the class token too unless ``no_embed_class``), ``norm_pre``."""
+        ``pos_embed`` (over the class token too unless ``no_embed_class``; none for relative
+        positions), ``norm_pre``."""
         arch = self.arch
         rows, cols = arch.grid
         self.patch_embed = patch_embed or PatchEmbed(arch.width, arch.patch_size, has_bias=not arch.pre_norm)
         if arch.class_token:
             self.cls_token = trunc_normal_param((1, 1, arch.width), cls_std, "cls_token")
-        positions = rows * cols + (0 if arch.no_embed_class else arch.prefix_tokens)
-        self.pos_embed = trunc_normal_param((1, positions, arch.width), STD, "pos_embed")
+        if arch.pos_embed:
+            positions = rows * cols + (0 if arch.no_embed_class else arch.prefix_tokens)
+            self.pos_embed = trunc_normal_param((1, positions, arch.width), STD, "pos_embed")
         self.norm_pre = norm_or_identity(arch.width, arch.norm_eps, arch.pre_norm)
 
     def embed(self, x):
         """Image -> tokens before the blocks: patches, positions, class token, patch dropout,
         ``norm_pre``."""
         x = self.patch_embed(x)
-        if self.arch.no_embed_class:  # positions for the patches, then the class token
+        if not self.arch.pos_embed:
+            x = self.prefix(x)
+        elif self.arch.no_embed_class:  # positions for the patches, then the class token
             x = self.prefix(x + self.pos_embed.astype(x.dtype))
         else:
             x = self.prefix(x) + self.pos_embed.astype(x.dtype)

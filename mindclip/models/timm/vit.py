@@ -87,14 +87,15 @@ class HybridEmbed(nn.Cell):
 
 
 class Block(nn.Cell):
-    """timm's pre-norm ``Block``: ``x + ls1(attn(norm1(x)))`` then ``x + ls2(mlp(norm2(x)))``."""
+    """timm's pre-norm ``Block``: ``x + ls1(attn(norm1(x)))`` then ``x + ls2(mlp(norm2(x)))``
+    (``RelPosBlock`` when the attention has a relative position bias ``rel_pos``)."""
 
-    def __init__(self, arch: ViTArch, drop_path: float = 0.0):
+    def __init__(self, arch: ViTArch, drop_path: float = 0.0, rel_pos: Optional[nn.Cell] = None):
         super().__init__()
         w, eps = arch.width, arch.norm_eps
         scaled = arch.init_values is not None
         self.norm1 = LayerNorm(w, eps)
-        self.attn = Attention(w, arch.heads, qkv_bias=arch.qkv_bias, norm_eps=eps)
+        self.attn = Attention(w, arch.heads, qkv_bias=arch.qkv_bias, norm_eps=eps, rel_pos=rel_pos)
         self.ls1 = LayerScale(w, arch.init_values) if scaled else nn.Identity()
         self.drop_path1 = drop_path_or_identity(drop_path)
         self.norm2 = LayerNorm(w, eps)
@@ -115,9 +116,13 @@ class VisionTransformer(ViTTrunk):
                  pool: Optional[str] = None, drop_path: float = 0.0, patch_dropout: float = 0.0):
         super().__init__(arch, global_pool, pool)
         self._build_embed(HybridEmbed(arch) if arch.stem else None, cls_std=1e-6)
-        self.blocks = nn.CellList([Block(arch, rate) for rate in drop_path_rates(drop_path, arch.layers)])
+        self.blocks = nn.CellList([self._block(arch, rate) for rate in drop_path_rates(drop_path, arch.layers)])
         self._build_head(num_classes)
         self.set_patch_dropout(patch_dropout)
+
+    @staticmethod
+    def _block(arch: ViTArch, drop_path: float) -> nn.Cell:
+        return Block(arch, drop_path)
 
     def forward_features(self, x):
         x = self.embed(x)
