@@ -23,6 +23,7 @@ import torch
 from conftest import FEATURE_ATOL
 from mindclip import create_model, get_model_config, list_models
 from mindclip.models.exceptions import MissingTowerError
+from mindclip.models.patch import PatchDropout
 from mindclip.models.timm import register_timm_model, timm_arch, timm_model_names
 from test_openclip_zoo import OPENCLIP_CONFIGS, _openclip_configs, check_round_trip, perturbed
 
@@ -311,6 +312,50 @@ def test_relpos_block_values_and_gradients_equal_timms_on_a_grid_that_is_not_squ
         assert np.abs(g.asnumpy() - expected).max() <= 1e-4 * scale, p.name
 
 
+class _FixedPatchDrop(PatchDropout):
+    """Patch dropout keeping the patches ``noise`` ranks first (so both sides keep the same)."""
+
+    def __init__(self, prob, prefix_tokens, noise):
+        super().__init__(prob, prefix_tokens)
+        self.noise = ms.Tensor(noise)
+
+    def indices(self, x):
+        return self.indices_of(self.noise)
+
+
+@pytest.mark.parametrize("trunk", ["eva02_base_patch16_clip_224", "vit_pe_core_tiny_patch16_384"])
+def test_patch_dropout_on_rope_trunks_keeps_the_kept_patches_rotary_rows_as_timm(trunk, monkeypatch):
+    """A training forward under patch dropout equals timm + open_clip's (``patch_drop_rate``:
+    ``PatchDropoutWithIndices`` gathers the RoPE rows of the kept patches) given the same kept
+    patches, in their order; timm draws ``torch.randn`` and keeps the smallest."""
+    from conftest import load_openclip_state
+    from test_openclip_zoo import build_reference
+
+    with open(os.path.join(OPENCLIP_CONFIGS, "EVA02-B-16.json")) as f:
+        cfg = json.load(f)
+    cfg["vision_cfg"] = dict(timm_model_name=trunk, image_size=timm_arch(trunk).image_size, patch_dropout=0.5)
+    cfg = shrink_timm(cfg)
+    size, arch = cfg["vision_cfg"]["image_size"], timm_arch(cfg["vision_cfg"]["timm_model_name"])
+    patches = (size // arch.patch_size) ** 2
+    noise = np.random.default_rng(2).standard_normal((2, patches)).astype(np.float32)
+    images = np.random.default_rng(3).standard_normal((2, 3, size, size)).astype(np.float32)
+
+    reference = build_reference(cfg, f"pdrop-{trunk}").train()
+    monkeypatch.setattr(torch, "randn", lambda *a, **k: torch.from_numpy(-noise))
+    with torch.no_grad():
+        want = reference.encode_image(torch.from_numpy(images)).numpy()
+    monkeypatch.undo()
+    model = create_model(config=cfg)
+    load_openclip_state(model, reference, "clip")
+    trunk_cell = model.visual.trunk
+    trunk_cell.patch_drop = _FixedPatchDrop(0.5, trunk_cell.prefix_tokens, noise)
+    model.set_train(True)
+    got = model.encode_image(ms.Tensor(images)).asnumpy()
+    assert np.abs(got - want).max() <= FEATURE_ATOL
+    model.set_train(False)  # and inference keeps every patch: a different result
+    assert np.abs(model.encode_image(ms.Tensor(images)).asnumpy() - want).max() > 1e-3
+
+
 def test_unknown_timm_names_and_options_are_refused_by_name():
     from mindclip.models.config import CLIPConfig
 
@@ -354,10 +399,6 @@ def test_timm_tower_trains_with_lit_drop_path_and_patch_dropout():
     assert tokens.shape == (2, 1 + 2, 8)
     images = np.random.default_rng(0).standard_normal((2, 3, 28, 28)).astype(np.float32)
     assert model.visual(ms.Tensor(images)).shape == (2, 32)
-    rope = copy.deepcopy(cfg)
-    rope["vision_cfg"].update(timm_model_name=tiny_timm("eva02_base_patch16_clip_224"), image_size=32)
-    with pytest.raises(ValueError, match="patch dropout is not implemented.*rotary"):
-        create_model(config=rope).set_patch_dropout(0.5)
     relpos = copy.deepcopy(cfg)
     relpos["vision_cfg"].update(timm_model_name=tiny_timm("vit_relpos_medium_patch16_cls_224"), image_size=32)
     with pytest.raises(ValueError, match="relative-position ViTs.*have no patch dropout"):

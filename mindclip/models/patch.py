@@ -85,14 +85,27 @@ class PatchDropout(nn.Cell):
     def construct(self, x):
         if not self.training or self.prob == 0.0:
             return x
-        return self.keep(x, ops.standard_normal((x.shape[0], x.shape[1] - self.prefix_tokens)))
+        return self.take(x, self.indices(x))
 
-    def keep(self, x, noise):
-        """The prefix tokens and the patch tokens with the largest ``noise`` ``(B, n)``."""
-        b, n, d = x.shape
+    def indices(self, x):
+        """Which patch tokens of ``x`` ``(B, L, D)`` a training step keeps: ``(B, count)``."""
+        return self.indices_of(ops.standard_normal((x.shape[0], x.shape[1] - self.prefix_tokens)))
+
+    def indices_of(self, noise):
+        """The patch tokens with the largest ``noise`` ``(B, n)``."""
+        count = max(1, int(noise.shape[1] * (1 - self.prob)))
+        return ops.topk(noise, count)[1].astype(ms.int32)
+
+    def take(self, x, index):
+        """The prefix tokens and the patch tokens ``index`` of ``x`` ``(B, L, D)``; also any
+        per-token table laid out as the tokens (timm applies the same indices to RoPE's)."""
+        b, _, d = x.shape
         p = self.prefix_tokens
-        count = max(1, int((n - p) * (1 - self.prob)))
-        index = ops.topk(noise, count)[1].astype(ms.int32)
+        count = index.shape[1]
         patches = ops.gather_elements(x[:, p:], 1, ops.broadcast_to(index.reshape(b, count, 1),
                                                                      (b, count, d)))
         return ops.concat((x[:, :p], patches), axis=1) if p else patches
+
+    def keep(self, x, noise):
+        """The prefix tokens and the patch tokens with the largest ``noise`` ``(B, n)``."""
+        return self.take(x, self.indices_of(noise))

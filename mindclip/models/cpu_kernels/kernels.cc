@@ -227,8 +227,9 @@ MINDCLIP_AOT(SiluBackward) {
 
 namespace {
 
-// 2-D rotary embedding in timm's interleaved layout, one pass: for row r of x (..., N, D),
-// token t = r mod N, y[j] = x[j] * c[t, j] + x[j ^ 1] * s[t, k(j)], where the sign of timm's
+// 2-D rotary embedding in timm's interleaved layout, one pass: for row r of x (..., N, D) and
+// tables of T rows ((N, D) shared by every sample, or (B, N, D): each sample's kept patches
+// under patch dropout), t = r mod T, y[j] = x[j] * c[t, j] + x[j ^ 1] * s[t, k(j)], where the sign of timm's
 // rot() is in s and k(j) = j (forward) or j ^ 1 (backward: the transpose of the pair swap).
 // MindSpore's reshape + flip for the swap ran at ~1 GB/s: a quarter of an EVA02 forward.
 int Rope(void **params, int *ndims, int64_t **shapes, bool transpose) {
@@ -237,7 +238,7 @@ int Rope(void **params, int *ndims, int64_t **shapes, bool transpose) {
   const float *s = static_cast<const float *>(params[2]);
   float *y = static_cast<float *>(params[3]);
   const int64_t width = shapes[1][ndims[1] - 1];
-  const int64_t tokens = shapes[1][ndims[1] - 2];
+  const int64_t tokens = Numel(ndims[1], shapes[1]) / width;
   const int64_t rows = Numel(ndims[0], shapes[0]) / width;
 #pragma omp parallel for schedule(static) if (rows * width >= kParallelFrom)
   for (int64_t r = 0; r < rows; ++r) {
@@ -264,7 +265,7 @@ int Rope(void **params, int *ndims, int64_t **shapes, bool transpose) {
 
 }  // namespace
 
-// params: x (..., N, D), cos (N, D), signed sin (N, D), y
+// params: x (..., N, D), cos (N, D) or (B, N, D), signed sin (as cos), y
 MINDCLIP_AOT(RopeForward) { return Rope(params, ndims, shapes, false); }
 
 // params: dy, cos, signed sin, dx

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-from mindspore import nn
+from mindspore import nn, ops
 
 from ..layers import LayerNorm
 from .layers import (STD, Attention, GluMlp, Mlp, RotaryEmbeddingCat, SwiGLU, drop_path_or_identity,
@@ -76,7 +76,8 @@ class EvaBlock(nn.Cell):
 
 class Eva(ViTTrunk):
     """timm's ``Eva``: patches, class token, learned positions, the rotary tables, patch
-    dropout (trunks without RoPE), ``norm_pre``, blocks, then the head of :class:`ViTTrunk`."""
+    dropout, ``norm_pre``, blocks, then the head of :class:`ViTTrunk`. Patch dropout keeps
+    the rotary tables' rows of the kept patches, as timm's ``PatchDropoutWithIndices`` does."""
 
     def __init__(self, arch: EvaArch, global_pool: str, num_classes: int = 0,
                  pool: Optional[str] = None, drop_path: float = 0.0, patch_dropout: float = 0.0):
@@ -91,18 +92,25 @@ class Eva(ViTTrunk):
         self._build_head(num_classes)
         self.set_patch_dropout(patch_dropout)
 
-    def set_patch_dropout(self, prob: float) -> None:
-        if prob and self.use_rope:
-            raise ValueError("patch dropout is not implemented for timm towers with rotary "
-                             "position embeddings (EVA02, PE-Core)")
-        super().set_patch_dropout(prob)
-
     def forward_features(self, x):
-        x = self.embed(x)
-        rope = self.rope() if self.use_rope else None
+        if self.use_rope and self.training and self.patch_drop.prob > 0.0:
+            x, rope = self.embed_with_rope(x)
+        else:
+            x = self.embed(x)
+            rope = self.rope() if self.use_rope else None
         for block in self.blocks:
             x = block(x, rope)
         return self.norm(x)
+
+    def embed_with_rope(self, x):
+        """:meth:`embed` under patch dropout, with each sample's rotary tables: the prefix
+        rows and the kept patches' rows, ``(B, kept, D)``."""
+        x = self.tokens(x)
+        keep = self.patch_drop.indices(x)
+        cos, sin = self.rope()
+        tables = [self.patch_drop.take(ops.broadcast_to(t, (x.shape[0],) + t.shape), keep)
+                  for t in (cos, sin)]
+        return self.norm_pre(self.patch_drop.take(x, keep)), (tables[0], tables[1])
 
 
 _CLIP02 = dict(mlp_ratio=4 * 2 / 3, qkv_fused=False, swiglu_mlp=True, scale_mlp=True,

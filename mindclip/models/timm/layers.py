@@ -199,15 +199,16 @@ def _swap_pairs(x):
 
 
 def apply_rope(x, cos, sin):
-    """``x * cos + rot(x) * sin`` for a ``(B, L, D)`` tensor and ``(L, D)`` tables: each pair
-    of columns swapped (timm's interleaved ``rot``; the sign is in ``sin``)."""
+    """``x * cos + rot(x) * sin`` for a ``(B, L, D)`` tensor and ``(L, D)`` or ``(B, L, D)``
+    tables: each pair of columns swapped (timm's interleaved ``rot``; the sign is in ``sin``)."""
     return x * cos.astype(x.dtype) + _swap_pairs(x) * sin.astype(x.dtype)
 
 
 class ApplyRope(nn.Cell):
     """:func:`apply_rope` as one fused pass each way on CPU (float32; MindSpore's reshape +
     flip for the pair swap cost a quarter of an EVA02 forward), through ``ops`` elsewhere.
-    Its backward is the rotation's transpose, ``dout * cos + swap(dout * sin)``."""
+    Its backward is the rotation's transpose, ``dout * cos + swap(dout * sin)``. The tables
+    are ``(L, D)``, or ``(B, L, D)`` under patch dropout (each sample's kept patches)."""
 
     def __init__(self):
         super().__init__()

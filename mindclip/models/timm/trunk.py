@@ -63,14 +63,16 @@ class ViTTrunk(nn.Cell):
     def embed(self, x):
         """Image -> tokens before the blocks: patches, positions, class token, patch dropout,
         ``norm_pre``."""
+        return self.norm_pre(self.patch_drop(self.tokens(x)))
+
+    def tokens(self, x):
+        """Image -> patch tokens with their positions and the class token."""
         x = self.patch_embed(x)
         if not self.arch.pos_embed:
-            x = self.prefix(x)
-        elif self.arch.no_embed_class:  # positions for the patches, then the class token
-            x = self.prefix(x + self.pos_embed.astype(x.dtype))
-        else:
-            x = self.prefix(x) + self.pos_embed.astype(x.dtype)
-        return self.norm_pre(self.patch_drop(x))
+            return self.prefix(x)
+        if self.arch.no_embed_class:  # positions for the patches, then the class token
+            return self.prefix(x + self.pos_embed.astype(x.dtype))
+        return self.prefix(x) + self.pos_embed.astype(x.dtype)
 
     def _build_head(self, num_classes: int) -> None:
         # after the subclass built its blocks, so that parameter order follows timm's
