@@ -26,7 +26,7 @@ def create_model_and_transforms(model_name: Optional[str] = None, pretrained: Op
 
     model = create_model(model_name, pretrained=pretrained, **kwargs)
     pp = model.preprocess
-    return model, train_transform(model.image_size, mean=pp.mean, std=pp.std), model_transform(model)
+    return model, train_transform(model.image_size, preprocess=pp), model_transform(model)
 
 
 def create_model_from_pretrained(model_name: str, pretrained: Optional[str] = None,

@@ -259,6 +259,25 @@ def test_loader_is_deterministic_and_epochs_differ(tmp_path):
     np.testing.assert_array_equal(resumed[0], a[1])
 
 
+def test_training_batches_normalise_with_the_models_preprocessing_record(tmp_path):
+    """Training normalises with the record's mean and std (MobileCLIP's 0 / 1, say) and, as
+    open_clip's training transform, crops and resizes alike whatever its resize mode."""
+    from mindclip.normalization import OPENAI_MEAN, OPENAI_STD, PreprocessCfg
+
+    items = []
+    for i in range(4):
+        make_image(tmp_path / f"{i}.jpg", i, size=(64, 48))
+        items.append({"image": f"{i}.jpg", "caption": [f"a {i}"]})
+    (tmp_path / "t.json").write_text(json.dumps(items))
+    src = build_source({"type": "json", "path": str(tmp_path / "t.json")})
+    record = PreprocessCfg(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), resize_mode="squash")
+    ours = np.concatenate([b for b, _ in train_loader(src, CLIPTokenizer(), 32, 4, seed=3, preprocess=record)])
+    plain = np.concatenate([b for b, _ in train_loader(src, CLIPTokenizer(), 32, 4, seed=3)])
+    mean, std = np.reshape(OPENAI_MEAN, (1, 3, 1, 1)), np.reshape(OPENAI_STD, (1, 3, 1, 1))
+    np.testing.assert_allclose(ours, plain * std + mean, atol=1e-5)
+    assert 0.0 <= ours.min() and ours.max() <= 1.0
+
+
 def test_random_resized_crop_rule():
     img = np.arange(100 * 80 * 3, dtype=np.uint8).reshape(100, 80, 3)
     rng = np.random.default_rng(0)

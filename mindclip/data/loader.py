@@ -28,7 +28,7 @@ from .base import (ImageTextSource, check_skip_fraction, LabeledImageSource, Str
                    read_image_bytes)
 from .batch import SampleBuilder
 from ..normalization import PreprocessCfg
-from .transforms import (OPENAI_MEAN, OPENAI_STD, Augment, apply_color, apply_crop, augment_draws,
+from .transforms import (Augment, apply_color, apply_crop, augment_draws,
                          image_transform)
 
 Source = Union[ImageTextSource, LabeledImageSource, StreamingImageTextSource]
@@ -285,8 +285,7 @@ class Loader:
                  num_workers: int, image_size: int, train: bool, encoded: bool,
                  skip_batches: int = 0, random_access: bool = True, recolor: bool = False,
                  random_crop: bool = True, views: int = 1,
-                 mean: Sequence[float] = OPENAI_MEAN, std: Sequence[float] = OPENAI_STD,
-                 resize_size: Optional[int] = None, preprocess: Optional[PreprocessCfg] = None):
+                 resize_size: Optional[int] = None, preprocess: PreprocessCfg = PreprocessCfg()):
         import mindspore.dataset as ds
         from mindspore.dataset import vision
 
@@ -313,8 +312,7 @@ class Loader:
         # open_clip's other resize modes and interpolations run through its exact PIL transform
         # (MindSpore's C++ bilinear resize does not antialias as PIL's does); the default,
         # bicubic shortest side + crop, stays on the C++ ops, which equal PIL's bicubic.
-        pil_eval = (not train and preprocess is not None and not preprocess.is_default_resize
-                    and resize_size is None)
+        pil_eval = not train and not preprocess.is_default_resize and resize_size is None
         for image, crop in zip(images, draws or [None] * views):
             if pil_eval:
                 dataset = dataset.map(image_transform(image_size, preprocess=preprocess), input_columns=[image],
@@ -334,7 +332,7 @@ class Loader:
                                       output_columns=[image], num_parallel_workers=1)
         dataset = dataset.project(images + columns)
         for image in images if not pil_eval else []:
-            dataset = dataset.map(_normalize_ops(mean, std), input_columns=[image],
+            dataset = dataset.map(_normalize_ops(preprocess.mean, preprocess.std), input_columns=[image],
                                   num_parallel_workers=workers)
         dataset = dataset.batch(batch_size, drop_remainder=False)
         if skip_batches:
@@ -398,13 +396,14 @@ def train_loader(source: Union[ImageTextSource, StreamingImageTextSource],
                  builder: Union[SampleBuilder, Callable], image_size: int, batch_size: int,
                  epoch: int = 0, seed: int = 0, rank: int = 0, world: int = 1,
                  augment: Optional[Augment] = None, shuffle: bool = True, num_workers: int = 2,
-                 skip_batches: int = 0, mean: Sequence[float] = OPENAI_MEAN,
-                 std: Sequence[float] = OPENAI_STD) -> Loader:
+                 skip_batches: int = 0, preprocess: PreprocessCfg = PreprocessCfg()) -> Loader:
     """Training batches of one epoch: one random caption per image, RandomResizedCrop (and
     the optional color augmentation of ``augment``), and the text columns of ``builder``
     (a family's :class:`SampleBuilder`; a plain tokenizer gives one ``tokens`` column).
     A builder with ``views = 2`` gets two independently augmented views of each image
-    (batches ``(view1, view2, *columns)``); ``mean``/``std`` are the model's."""
+    (batches ``(view1, view2, *columns)``). Of the model's preprocessing record
+    (``model.preprocess``) training uses the mean and std: open_clip's training transform
+    always crops and resizes this way (bicubic), whatever the record's resize mode."""
     augment = augment or Augment()
     if not isinstance(builder, SampleBuilder):
         builder = SampleBuilder(builder)
@@ -413,12 +412,12 @@ def train_loader(source: Union[ImageTextSource, StreamingImageTextSource],
         samples = _StreamSamples(source, builder, augment, seed, epoch, rank, world)
         return Loader(samples, builder.columns, batch_size, True, num_workers, image_size, True,
                       True, skip_batches, random_access=False, recolor=augment.recolors,
-                      random_crop=augment.random_crop, views=views, mean=mean, std=std)
+                      random_crop=augment.random_crop, views=views, preprocess=preprocess)
     order = epoch_order(len(source), seed, epoch, shuffle, rank, world, True)
     samples = _CaptionSamples(source, order, builder, augment, seed, epoch)
     return Loader(samples, builder.columns, batch_size, True, num_workers, image_size, True,
                   _is_encoded(source), skip_batches, recolor=augment.recolors,
-                  random_crop=augment.random_crop, views=views, mean=mean, std=std)
+                  random_crop=augment.random_crop, views=views, preprocess=preprocess)
 
 
 def eval_image_loader(source: Union[ImageTextSource, LabeledImageSource], image_size: int,
@@ -437,8 +436,7 @@ def eval_image_loader(source: Union[ImageTextSource, LabeledImageSource], image_
     order = epoch_order(len(source), 0, 0, False, rank, world, False)
     second = "label" if isinstance(source, LabeledImageSource) else "index"
     return Loader(_EvalSamples(source, order), (second,), batch_size, False, num_workers, image_size,
-                  False, _is_encoded(source), mean=preprocess.mean, std=preprocess.std,
-                  resize_size=resize_size, preprocess=preprocess)
+                  False, _is_encoded(source), resize_size=resize_size, preprocess=preprocess)
 
 
 def build_source(dataset_cfg: dict) -> Source:

@@ -241,14 +241,15 @@ def apply_crop(image: np.ndarray, draws: np.ndarray) -> np.ndarray:
 
 
 def train_transform(image_size: int, augment: Optional[Augment] = None,
-                    mean: Sequence[float] = OPENAI_MEAN, std: Sequence[float] = OPENAI_STD,
+                    preprocess: PreprocessCfg = PreprocessCfg(),
                     seed: Optional[int] = None) -> Callable[..., np.ndarray]:
     """open_clip's training transform in PIL: RandomResizedCrop (``augment.scale``, default
-    0.9-1) with bicubic resampling, optional color augmentation, normalise. ``seed`` makes
+    0.9-1) with bicubic resampling whatever the record's resize mode (as open_clip's),
+    optional color augmentation, normalise with the record's mean and std. ``seed`` makes
     it reproducible. (The training loader applies the same rule with C++ resizing.)"""
     augment = augment or Augment()
     rng = np.random.default_rng(seed)
-    normalize = _normalizer(mean, std)
+    normalize = _normalizer(preprocess.mean, preprocess.std)
 
     def transform(image) -> np.ndarray:
         draws = augment_draws(rng, augment)

@@ -185,7 +185,7 @@ class TrainingRunner:
                                       rank=self.rank, world=self.world, augment=augment,
                                       shuffle=bool(self.cfg["train_dataset"]["shuffle"]),
                                       num_workers=int(self.cfg["train_dataset"]["num_workers"]),
-                                      mean=self.model.image_mean, std=self.model.image_std,
+                                      preprocess=self.model.preprocess,
                                       skip_batches=batch_in_epoch)
                 finished_early = False
                 for batch in loader:
