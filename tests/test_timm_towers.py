@@ -25,9 +25,10 @@ from mindclip import create_model, get_model_config, list_models
 from mindclip.models.exceptions import MissingTowerError
 from mindclip.models.patch import PatchDropout
 from mindclip.models.timm import register_timm_model, timm_arch, timm_model_names
+from mindclip.models.timm.convnext import ConvNeXtArch
 from test_openclip_zoo import OPENCLIP_CONFIGS, _openclip_configs, check_round_trip, perturbed
 
-SIZE_FIELDS = {"width", "layers", "heads", "image_size", "patch_size", "ref_grid"}
+SIZE_FIELDS = {"width", "layers", "heads", "image_size", "patch_size", "ref_grid", "depths", "dims"}
 TEXT_SIZES = {"context_length", "vocab_size", "width", "heads", "layers", "mlp_ratio",
               "hf_tokenizer_name", "tokenizer_kwargs"}
 
@@ -43,7 +44,8 @@ def _timm_configs():
 def _signature(cfg):
     arch = timm_arch(cfg["vision_cfg"]["timm_model_name"])
     trunk = {k: v for k, v in dataclasses.asdict(arch).items() if k not in SIZE_FIELDS}
-    trunk["head_width"] = arch.width // arch.heads
+    if hasattr(arch, "heads"):
+        trunk["head_width"] = arch.width // arch.heads
     vision = {k: v for k, v in cfg["vision_cfg"].items() if k not in ("timm_model_name", "image_size")}
     text = {k: v for k, v in cfg["text_cfg"].items() if k not in TEXT_SIZES}
     return json.dumps([type(arch).__name__, trunk, vision, text], sort_keys=True)
@@ -59,30 +61,39 @@ def timm_groups():
 GROUPS = timm_groups()
 
 
-def tiny_timm(name: str, depth: int = 2) -> str:
-    """timm model ``name`` shrunk (``depth`` blocks, two heads of its head width, images of two
-    patches a side, three for PE-Core's offset grid) and registered under one new name in timm
-    (what open_clip builds) and in mindclip; every other argument is the name's own."""
-    from timm.models import register_model
-    from timm.models._registry import _model_entrypoints
-
-    arch = timm_arch(name)
+def _shrunk(arch, depth: int):
+    """``(timm's overrides, our architecture)`` of a shrunk trunk. ViT-shaped: ``depth``
+    blocks, two heads of its head width, images of two patches a side (three for PE-Core's
+    offset grid). ConvNeXt: one block a stage (``depth`` in the third), widths an eighth
+    (their ratios kept), 64-pixel images (a 2x2 last map)."""
+    if isinstance(arch, ConvNeXtArch):
+        depths, dims = (1, 1, depth, 1), tuple(d // 8 for d in arch.dims)
+        return dict(depths=depths, dims=dims), dataclasses.replace(arch, depths=depths, dims=dims, image_size=64)
     head = arch.width // arch.heads
     size = (3 if arch.pool_heads else 2) * arch.patch_size
     # a conv stem's widths are fixed in timm's entry point: such a trunk keeps its width
     width, heads = (arch.width, arch.heads) if getattr(arch, "stem", ()) else (2 * head, 2)
+    return (dict(depth=depth, embed_dim=width, num_heads=heads, img_size=size),
+            dataclasses.replace(arch, width=width, layers=depth, heads=heads, image_size=size))
+
+
+def tiny_timm(name: str, depth: int = 2) -> str:
+    """timm model ``name`` shrunk (:func:`_shrunk`) and registered under one new name in timm
+    (what open_clip builds) and in mindclip; every other argument is the name's own."""
+    from timm.models import register_model
+    from timm.models._registry import _model_entrypoints
+
+    overrides, ours = _shrunk(timm_arch(name), depth)
     tiny = f"mctest_{name}_d{depth}"
     if tiny not in _model_entrypoints:
         original = _model_entrypoints[name]
-        overrides = dict(depth=depth, embed_dim=width, num_heads=heads, img_size=size)
 
         def entry(pretrained=False, **kwargs):
             return original(pretrained=pretrained, **dict(overrides, **kwargs))
 
         entry.__name__ = tiny
         register_model(entry)
-    register_timm_model(tiny, dataclasses.replace(arch, width=width, layers=depth, heads=heads,
-                                                  image_size=size))
+    register_timm_model(tiny, ours)
     return tiny
 
 
@@ -102,7 +113,10 @@ def test_every_timm_config_of_these_groups_is_built():
     expected = {"EVA01-g-14", "EVA01-g-14-plus", "EVA02-B-16", "EVA02-L-14", "EVA02-L-14-336",
                 "EVA02-E-14", "EVA02-E-14-plus", "PE-Core-T-16-384", "PE-Core-S-16-384",
                 "PE-Core-B-16", "PE-Core-L-14-336", "PE-Core-bigG-14-448", "MobileCLIP2-L-14",
-                "MobileCLIP-B", "MobileCLIP2-B", "vit_medium_patch16_gap_256"}
+                "MobileCLIP-B", "MobileCLIP2-B", "vit_medium_patch16_gap_256",
+                "vit_relpos_medium_patch16_cls_224", "convnext_tiny", "convnext_small", "convnext_base",
+                "convnext_base_w", "convnext_base_w_320", "convnext_large", "convnext_large_d",
+                "convnext_large_d_320", "convnext_xlarge", "convnext_xxlarge", "convnext_xxlarge_320"}
     assert expected <= names <= set(list_models())
     assert get_model_config("PE-Core-bigG-14-448").vision_cfg.arch.width == 1536
     assert len(GROUPS) >= 6
@@ -133,7 +147,8 @@ def test_timm_heads_equal_open_clips(trunk, head, tmp_path):
     check_round_trip(shrink_timm(cfg), f"head-{trunk}", tmp_path)
 
 
-@pytest.mark.parametrize("name,size", [("EVA02-B-16", 224), ("PE-Core-T-16-384", 384), ("MobileCLIP-B", 224)])
+@pytest.mark.parametrize("name,size", [("EVA02-B-16", 224), ("PE-Core-T-16-384", 384), ("MobileCLIP-B", 224),
+                                       ("convnext_tiny", 224)])
 def test_smallest_full_size_model_of_each_trunk_kind_in_graph_mode(name, size):
     """EVA02 (separate q/k/v, RoPE on a 16x16 reference grid, SwiGLU, sub-LN), PE-Core
     (fused q/k/v, RoPE with an offset xy grid, MAP head with its own heads) and MobileCLIP's
@@ -356,11 +371,50 @@ def test_patch_dropout_on_rope_trunks_keeps_the_kept_patches_rotary_rows_as_timm
     assert np.abs(model.encode_image(ms.Tensor(images)).asnumpy() - want).max() > 1e-3
 
 
+@pytest.mark.parametrize("fused", [True, False], ids=["cpu-kernel", "grouped-conv2d"])
+def test_convnext_block_values_and_gradients_equal_timms(fused):
+    """timm's ``ConvNeXtBlock`` on a map that is not square, a width not a multiple of the
+    kernel's channel block: outputs, the input's and every parameter's gradient (the
+    depthwise convolution's fused backward), and its other path (MindSpore's grouped Conv2D,
+    what Ascend/GPU and exported MindIR run)."""
+    from timm.models.convnext import ConvNeXtBlock as TimmBlock
+
+    from mindclip.models.timm.convnext import ConvNeXtBlock
+
+    width = 40
+    arch = ConvNeXtArch(depths=(1,), dims=(width,))
+    ours = ConvNeXtBlock(arch, width, 0.0)
+    ours.conv_dw.fused = ours.conv_dw.fused and fused
+    ref = _randomised(TimmBlock(width, ls_init_value=0.5))
+    _load_torch(ours, ref)
+    ours.set_train(False)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, width, 9, 6)).astype(np.float32)
+    w = rng.standard_normal((2, width, 9, 6)).astype(np.float32)
+    xt = torch.from_numpy(x).requires_grad_(True)
+    out = ref(xt)
+    (out * torch.from_numpy(w)).sum().backward()
+    to_nhwc = (0, 2, 3, 1)
+    got = ours(ms.Tensor(x.transpose(to_nhwc))).asnumpy()
+    assert np.abs(got - out.detach().numpy().transpose(to_nhwc)).max() <= FEATURE_ATOL
+    net = _Weighted(ours, ms.Tensor(w.transpose(to_nhwc)))
+    params = net.trainable_params()
+    dx, grads = ms.grad(net, grad_position=0, weights=params)(ms.Tensor(x.transpose(to_nhwc)))
+    assert np.abs(dx.asnumpy() - xt.grad.numpy().transpose(to_nhwc)).max() <= 1e-4
+    want = {k: v.grad.numpy() for k, v in ref.named_parameters()}
+    assert len(params) == len(want) == 9
+    for p, g in zip(params, grads):
+        expected = want[p.name[len("cell."):]]
+        scale = max(1.0, float(np.abs(expected).max()))
+        assert np.abs(g.asnumpy() - expected).max() <= 1e-4 * scale, p.name
+
+
 def test_unknown_timm_names_and_options_are_refused_by_name():
     from mindclip.models.config import CLIPConfig
 
-    with pytest.raises(MissingTowerError, match="'convnext_base' is not implemented.*eva02_base_patch16_clip_224"):
-        create_model("convnext_base")
+    with pytest.raises(MissingTowerError,
+                       match="'swin_base_patch4_window7_224' is not implemented.*eva02_base_patch16_clip_224"):
+        create_model("swin_base_patch4_window7_224")
     with pytest.raises(MissingTowerError, match="timm image tower 'vit_nonexistent'"):
         CLIPConfig.from_dict({"vision_cfg": {"timm_model_name": "vit_nonexistent"}})
     base = {"timm_model_name": "eva02_base_patch16_clip_224"}

@@ -58,7 +58,9 @@ def openclip_to_mindclip(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
     for name, value in flat_text_layout(state).items():
         if name in IGNORED_KEYS or name.endswith("num_batches_tracked"):
             continue
-        new = _apply(name, _RULES)
+        # a timm trunk keeps timm's names (align_names gives MindSpore's suffixes where the
+        # model has them); CLIP's rules would rename, say, ConvNeXt's downsample.1 as a BatchNorm
+        new = name if name.startswith(TIMM_TRUNK) else _apply(name, _RULES)
         if new.startswith(TEXT_ROOTS):
             new = "text." + new
         out[new] = value

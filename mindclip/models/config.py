@@ -188,9 +188,12 @@ class TimmVisionCfg:
         arch = self.arch  # a name must be known, explicit numbers complete
         # an image size that is not a multiple of the patch is timm's too: the last pixels
         # are not seen (ViT-SO400M-14-SigLIP-384)
-        if arch.width % arch.heads:
+        if getattr(arch, "heads", None) and arch.width % arch.heads:
             raise ValueError(f"{where} width {arch.width} is not a multiple of heads {arch.heads}")
-        if self.timm_pool == "token" and not arch.class_token:
+        if self.timm_pool not in arch.POOLS:
+            raise ValueError(f"{where}.timm_pool {self.timm_pool!r}: timm's {self.timm_model_name} "
+                             f"pools with one of {list(arch.POOLS)}")
+        if self.timm_pool == "token" and not getattr(arch, "class_token", False):
             raise ValueError(f"{where}.timm_pool token: timm's {self.timm_model_name} has no class token")
 
     @property
@@ -199,7 +202,7 @@ class TimmVisionCfg:
 
     @property
     def arch(self):
-        """The trunk's architecture (a :class:`~mindclip.models.timm.TrunkArch`): the timm
+        """The trunk's architecture (a :class:`~mindclip.models.timm.TimmArch`): the timm
         name's row, or a SigLIP ViT of the explicit numbers."""
         from .timm.vit import ViTArch
 

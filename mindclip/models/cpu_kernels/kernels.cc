@@ -270,3 +270,151 @@ MINDCLIP_AOT(RopeForward) { return Rope(params, ndims, shapes, false); }
 
 // params: dy, cos, signed sin, dx
 MINDCLIP_AOT(RopeBackward) { return Rope(params, ndims, shapes, true); }
+
+namespace {
+
+// Depthwise k x k convolution, stride 1, zero padding k / 2, on channels-last maps: the
+// 7x7 of ConvNeXt's blocks. x (B, H, W, C), w (k * k, C) (tap-major, so that the inner loop
+// runs over contiguous channels), y (B, H, W, C). MindSpore's CPU depthwise Conv2d wants
+// channels-first maps, and its 4-D transposes there cost as much as the convolution.
+struct DwShape {
+  int64_t b, h, w, c, k, p;
+};
+
+DwShape DwShapeOf(int *ndims, int64_t **shapes) {
+  DwShape s;
+  s.b = shapes[0][0];
+  s.h = shapes[0][1];
+  s.w = shapes[0][2];
+  s.c = shapes[0][3];
+  const int64_t taps = shapes[1][0];
+  s.k = 1;
+  while (s.k * s.k < taps) ++s.k;
+  s.p = s.k / 2;
+  (void)ndims;
+  return s;
+}
+
+// out[b, y, x] = bias + sum over taps (i, j) of in[b, y + sign * (i - p), x + sign * (j - p)]
+// * w[tap]: the forward pass (sign 1) and the input gradient (sign -1, the transposed
+// convolution, no bias). Output pixels are summed over the taps in registers, kBlock channels
+// of kTile neighbouring pixels at a time (each tap's weights loaded once for the tile), and
+// stored once: summing tap by tap into memory made it memory-bound at ~4 GFLOP/s.
+constexpr int64_t kBlock = 32;
+constexpr int64_t kTile = 4;
+
+// pixels x .. x + T - 1 of row (b, y), channels c0 .. c0 + n - 1 (n <= kBlock); ``inside``:
+// every tap of every pixel of the tile lies within the row, so x needs no bounds checks
+template <int64_t T, bool kFull>
+inline void DwTile(const float *in, const float *w, const float *bias, float *out, const DwShape &s,
+                   int sign, int64_t b, int64_t y, int64_t x, int64_t c0, int64_t n, bool inside) {
+  float acc[T][kBlock];
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t c = 0; c < kBlock; ++c) acc[t][c] = bias ? bias[c0 + (c < n ? c : 0)] : 0.f;
+  for (int64_t i = 0; i < s.k; ++i) {
+    const int64_t yy = y + sign * (i - s.p);
+    if (yy < 0 || yy >= s.h) continue;
+    const float *irow = in + (b * s.h + yy) * s.w * s.c + c0;
+    for (int64_t j = 0; j < s.k; ++j) {
+      const float *wt = w + (i * s.k + j) * s.c + c0;
+      const int64_t dx = sign * (j - s.p);
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t xx = x + t + dx;
+        if (!inside && (xx < 0 || xx >= s.w)) continue;
+        const float *src = irow + xx * s.c;
+        if (kFull) {
+#pragma omp simd
+          for (int64_t c = 0; c < kBlock; ++c) acc[t][c] += src[c] * wt[c];
+        } else {
+          for (int64_t c = 0; c < n; ++c) acc[t][c] += src[c] * wt[c];
+        }
+      }
+    }
+  }
+  for (int64_t t = 0; t < T; ++t) {
+    float *dst = out + ((b * s.h + y) * s.w + x + t) * s.c + c0;
+    for (int64_t c = 0; c < n; ++c) dst[c] = acc[t][c];
+  }
+}
+
+template <bool kFull>
+void DwRow(const float *in, const float *w, const float *bias, float *out, const DwShape &s,
+           int sign, int64_t b, int64_t y, int64_t c0, int64_t n) {
+  int64_t x = 0;
+  for (; x < s.p && x < s.w; ++x) DwTile<1, kFull>(in, w, bias, out, s, sign, b, y, x, c0, n, false);
+  for (; x + kTile <= s.w - s.p; x += kTile)
+    DwTile<kTile, kFull>(in, w, bias, out, s, sign, b, y, x, c0, n, true);
+  for (; x < s.w; ++x) DwTile<1, kFull>(in, w, bias, out, s, sign, b, y, x, c0, n, false);
+}
+
+void DwCorrelate(const float *in, const float *w, const float *bias, float *out, const DwShape &s,
+                 int sign) {
+  const int64_t rows = s.b * s.h;
+#pragma omp parallel for schedule(static) if (rows * s.w * s.c >= kParallelFrom)
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t b = r / s.h, y = r % s.h;
+    int64_t c0 = 0;
+    for (; c0 + kBlock <= s.c; c0 += kBlock) DwRow<true>(in, w, bias, out, s, sign, b, y, c0, kBlock);
+    if (c0 < s.c) DwRow<false>(in, w, bias, out, s, sign, b, y, c0, s.c - c0);
+  }
+}
+
+}  // namespace
+
+// params: x (B, H, W, C), w (k * k, C), bias (C), y
+MINDCLIP_AOT(DepthwiseForward) {
+  const DwShape s = DwShapeOf(ndims, shapes);
+  DwCorrelate(static_cast<const float *>(params[0]), static_cast<const float *>(params[1]),
+              static_cast<const float *>(params[2]), static_cast<float *>(params[3]), s, 1);
+  return 0;
+}
+
+// params: x, w, bias, dy, dx (as x), dw (as w), dbias (as bias)
+MINDCLIP_AOT(DepthwiseBackward) {
+  const DwShape s = DwShapeOf(ndims, shapes);
+  const float *x = static_cast<const float *>(params[0]);
+  const float *w = static_cast<const float *>(params[1]);
+  const float *dy = static_cast<const float *>(params[3]);
+  float *dx = static_cast<float *>(params[4]);
+  float *dw = static_cast<float *>(params[5]);
+  float *db = static_cast<float *>(params[6]);
+  DwCorrelate(dy, w, nullptr, dx, s, -1);
+  std::memset(db, 0, sizeof(float) * s.c);
+  for (int64_t r = 0; r < s.b * s.h * s.w; ++r) {
+    const float *g = dy + r * s.c;
+#pragma omp simd
+    for (int64_t c = 0; c < s.c; ++c) db[c] += g[c];
+  }
+  // dw[tap] = sum over b, y, x of x[b, y + i - p, x + j - p] * dy[b, y, x]: rows split over
+  // the threads, each summing into its own copy of dw, the copies added at the end
+  const int64_t taps = s.k * s.k, rows = s.b * s.h;
+  std::memset(dw, 0, sizeof(float) * taps * s.c);
+#pragma omp parallel if (rows * s.w * s.c >= kParallelFrom)
+  {
+    std::vector<float> acc(taps * s.c, 0.f);
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t b = r / s.h, y = r % s.h;
+      const float *grow = dy + r * s.w * s.c;
+      for (int64_t i = 0; i < s.k; ++i) {
+        const int64_t yy = y + i - s.p;
+        if (yy < 0 || yy >= s.h) continue;
+        const float *irow = x + (b * s.h + yy) * s.w * s.c;
+        for (int64_t j = 0; j < s.k; ++j) {
+          float *a = acc.data() + (i * s.k + j) * s.c;
+          const int64_t dx_ = j - s.p;
+          const int64_t x0 = dx_ < 0 ? -dx_ : 0, x1 = dx_ > 0 ? s.w - dx_ : s.w;
+          for (int64_t xx = x0; xx < x1; ++xx) {
+            const float *src = irow + (xx + dx_) * s.c;
+            const float *g = grow + xx * s.c;
+#pragma omp simd
+            for (int64_t c = 0; c < s.c; ++c) a[c] += src[c] * g[c];
+          }
+        }
+      }
+    }
+#pragma omp critical
+    for (int64_t t = 0; t < taps * s.c; ++t) dw[t] += acc[t];
+  }
+  return 0;
+}

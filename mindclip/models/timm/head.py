@@ -55,17 +55,17 @@ class TimmImageTower(nn.Cell):
         if proj in ("linear", "mlp"):
             self.trunk = trunk_class(arch, arch.global_pool, 0, pool or None, **options)
             if proj == "linear":
-                self.head = _LinearHead(arch.width, embed_dim, cfg.timm_proj_bias, cfg.timm_drop)
+                self.head = _LinearHead(arch.num_features, embed_dim, cfg.timm_proj_bias, cfg.timm_drop)
             else:
-                self.head = _MlpHead(arch.width, embed_dim, cfg.timm_proj_bias)
+                self.head = _MlpHead(arch.num_features, embed_dim, cfg.timm_proj_bias)
         else:
             if not pool:
                 raise ValueError("timm_pool '' with timm_proj none/null leaves the trunk unpooled: "
                                  "its output would be every token, not an embedding")
             self.trunk = trunk_class(arch, pool, embed_dim if proj is None else 0, **options)
-            if proj == "none" and arch.width != embed_dim:
+            if proj == "none" and arch.num_features != embed_dim:
                 raise ValueError(f"timm_proj: none needs embed_dim == the tower's width "
-                                 f"({embed_dim} != {arch.width})")
+                                 f"({embed_dim} != {arch.num_features})")
             self.head = nn.Identity()
         self.keeps_eval_when_locked = any(isinstance(cell, (nn.BatchNorm1d, nn.BatchNorm2d))
                                           for _, cell in self.trunk.cells_and_names())

@@ -1,32 +1,52 @@
 """timm model names -> trunk architectures, as timm's ``@register_model`` functions map a
 name to a model class and its ``model_args``.
 
-Each trunk file of this package (``vit.py``, ``eva.py``) defines an architecture record (a
-frozen dataclass, a :class:`TrunkArch`) and registers its timm names here at import; a new
+Each trunk file of this package (``vit.py``, ``eva.py``, ``convnext.py``, ...) defines an
+architecture record (a frozen dataclass, a :class:`TimmArch`; :class:`TrunkArch` for the
+ViT-shaped ones) and registers its timm names here at import; a new
 timm model is one :func:`register_timm_model` row, a new timm model family one trunk file.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 import importlib
-from typing import Dict, List, Optional, Tuple
+from typing import ClassVar, Dict, List, Optional, Tuple
 
 from ..exceptions import MissingTowerError
 
 
-@dataclass(frozen=True)
-class TrunkArch:
-    """What every timm trunk shares: sizes, its default ``global_pool`` and class token.
+@dataclass(frozen=True, kw_only=True)
+class TimmArch:
+    """What every timm trunk record holds: the image size it is built for and its default
+    ``global_pool``. Subclasses add their own fields (the arguments of timm's ``model_args``)
+    and name the Cell that builds them (``trunk_class``). ``ANY_IMAGE_SIZE``: a fully
+    convolutional trunk, built at whatever size open_clip's config gives (timm creates it
+    without an image size); the others take their name's own size only."""
 
-    Subclasses add their own fields and name the Cell that builds them (``trunk_class``, set
-    by the trunk file: the record is the arguments of timm's ``model_args``)."""
+    image_size: int = 224
+    global_pool: str = "avg"
+
+    POOLS: ClassVar[Tuple[str, ...]] = ("", "avg")  # the pools its own head implements
+    ANY_IMAGE_SIZE: ClassVar[bool] = False
+
+    @property
+    def num_features(self) -> int:
+        """The width of the trunk's pooled output (timm's ``num_features``)."""
+        raise NotImplementedError
+
+    def trunk_class(self):
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrunkArch(TimmArch):
+    """What timm's ViT-shaped trunks share: sizes, class token, positions, norms."""
 
     patch_size: int
     width: int          # embed_dim (timm's num_features)
     layers: int         # depth
     heads: int          # num_heads
     mlp_ratio: float = 4.0
-    image_size: int = 224
     norm_eps: float = 1e-6
     global_pool: str = "token"
     class_token: bool = True
@@ -38,7 +58,11 @@ class TrunkArch:
     pool_mlp_ratio: Optional[float] = None
 
     # the pools a trunk's own head implements (timm's reset_classifier), '' = no pooling
-    POOLS: Tuple[str, ...] = ("", "token", "avg", "map")
+    POOLS: ClassVar[Tuple[str, ...]] = ("", "token", "avg", "map")
+
+    @property
+    def num_features(self) -> int:
+        return self.width
 
     @property
     def mlp_dim(self) -> int:
@@ -57,12 +81,9 @@ class TrunkArch:
         """The MAP head's MLP activation."""
         return "gelu"
 
-    def trunk_class(self):
-        raise NotImplementedError
-
 
 TIMM_MODELS: Dict[str, TrunkArch] = {}
-TRUNK_MODULES = ("vit", "vit_relpos", "eva")  # the files that register names, imported on first lookup
+TRUNK_MODULES = ("vit", "vit_relpos", "eva", "convnext")  # the files that register names, imported on first lookup
 
 
 def _load_trunks() -> None:
@@ -70,7 +91,7 @@ def _load_trunks() -> None:
         importlib.import_module(f"{__package__}.{module}")
 
 
-def register_timm_model(name: str, arch: TrunkArch) -> TrunkArch:
+def register_timm_model(name: str, arch: TimmArch) -> TimmArch:
     """Make the timm model ``name`` buildable; a name already known must not change."""
     if name in TIMM_MODELS and TIMM_MODELS[name] != arch:
         raise ValueError(f"timm model {name!r} is already registered with another architecture")
@@ -78,18 +99,21 @@ def register_timm_model(name: str, arch: TrunkArch) -> TrunkArch:
     return arch
 
 
-def timm_arch(name: str, image_size: Optional[int] = None) -> TrunkArch:
-    """The architecture of timm model ``name``, whose image size must be ``image_size`` (timm
-    builds the name's own size, whatever open_clip's config says, and refuses other inputs)."""
+def timm_arch(name: str, image_size: Optional[int] = None) -> TimmArch:
+    """The architecture of timm model ``name`` for ``image_size``: a fully convolutional
+    trunk's at that size, any other's only at its own size (timm builds the name's own size,
+    whatever open_clip's config says, and refuses other inputs)."""
     _load_trunks()
     if name not in TIMM_MODELS:
         raise MissingTowerError(
-            f"timm image tower {name!r} is not implemented (a timm image tower: ConvNeXt, FastViT "
+            f"timm image tower {name!r} is not implemented (a timm image tower: FastViT "
             f"(MobileCLIP-S*), ViTamin and Swin are not built yet); "
             f"implemented: {timm_model_names()}")
     arch = TIMM_MODELS[name]
     if image_size is None:
         return arch
+    if arch.ANY_IMAGE_SIZE:
+        return replace(arch, image_size=int(image_size))
     if int(image_size) != arch.image_size:
         raise ValueError(f"image_size {image_size}: timm's {name} takes {arch.image_size}-pixel images")
     return arch
