@@ -26,9 +26,11 @@ from mindclip.models.exceptions import MissingTowerError
 from mindclip.models.patch import PatchDropout
 from mindclip.models.timm import register_timm_model, timm_arch, timm_model_names
 from mindclip.models.timm.convnext import ConvNeXtArch
+from mindclip.models.timm.vitamin import ViTaminArch
 from test_openclip_zoo import OPENCLIP_CONFIGS, _openclip_configs, check_round_trip, perturbed
 
-SIZE_FIELDS = {"width", "layers", "heads", "image_size", "patch_size", "ref_grid", "depths", "dims"}
+SIZE_FIELDS = {"width", "layers", "heads", "image_size", "patch_size", "ref_grid", "depths", "dims",
+               "stem_width", "conv_dims", "conv_depths"}
 TEXT_SIZES = {"context_length", "vocab_size", "width", "heads", "layers", "mlp_ratio",
               "hf_tokenizer_name", "tokenizer_kwargs"}
 
@@ -71,8 +73,9 @@ def _shrunk(arch, depth: int):
         return dict(depths=depths, dims=dims), dataclasses.replace(arch, depths=depths, dims=dims, image_size=64)
     head = arch.width // arch.heads
     size = (3 if arch.pool_heads else 2) * arch.patch_size
-    # a conv stem's widths are fixed in timm's entry point: such a trunk keeps its width
-    width, heads = (arch.width, arch.heads) if getattr(arch, "stem", ()) else (2 * head, 2)
+    # a conv embedding's widths are fixed in timm's entry point: such a trunk keeps its width
+    conv_embed = getattr(arch, "stem", ()) or isinstance(arch, ViTaminArch)
+    width, heads = (arch.width, arch.heads) if conv_embed else (2 * head, 2)
     return (dict(depth=depth, embed_dim=width, num_heads=heads, img_size=size),
             dataclasses.replace(arch, width=width, layers=depth, heads=heads, image_size=size))
 
@@ -116,7 +119,10 @@ def test_every_timm_config_of_these_groups_is_built():
                 "MobileCLIP-B", "MobileCLIP2-B", "vit_medium_patch16_gap_256",
                 "vit_relpos_medium_patch16_cls_224", "convnext_tiny", "convnext_small", "convnext_base",
                 "convnext_base_w", "convnext_base_w_320", "convnext_large", "convnext_large_d",
-                "convnext_large_d_320", "convnext_xlarge", "convnext_xxlarge", "convnext_xxlarge_320"}
+                "convnext_large_d_320", "convnext_xlarge", "convnext_xxlarge", "convnext_xxlarge_320",
+                "ViTamin-S", "ViTamin-S-LTT", "ViTamin-B", "ViTamin-B-LTT", "ViTamin-L", "ViTamin-L-256",
+                "ViTamin-L-336", "ViTamin-L-384", "ViTamin-L2", "ViTamin-L2-256", "ViTamin-L2-336",
+                "ViTamin-L2-384", "ViTamin-XL-256", "ViTamin-XL-336", "ViTamin-XL-384"}
     assert expected <= names <= set(list_models())
     assert get_model_config("PE-Core-bigG-14-448").vision_cfg.arch.width == 1536
     assert len(GROUPS) >= 6
@@ -148,7 +154,7 @@ def test_timm_heads_equal_open_clips(trunk, head, tmp_path):
 
 
 @pytest.mark.parametrize("name,size", [("EVA02-B-16", 224), ("PE-Core-T-16-384", 384), ("MobileCLIP-B", 224),
-                                       ("convnext_tiny", 224)])
+                                       ("convnext_tiny", 224), ("ViTamin-S", 224)])
 def test_smallest_full_size_model_of_each_trunk_kind_in_graph_mode(name, size):
     """EVA02 (separate q/k/v, RoPE on a 16x16 reference grid, SwiGLU, sub-LN), PE-Core
     (fused q/k/v, RoPE with an offset xy grid, MAP head with its own heads) and MobileCLIP's
@@ -409,11 +415,53 @@ def test_convnext_block_values_and_gradients_equal_timms(fused):
         assert np.abs(g.asnumpy() - expected).max() <= 1e-4 * scale, p.name
 
 
+@pytest.mark.parametrize("fused", [True, False], ids=["cpu-kernel", "grouped-conv2d"])
+def test_vitamin_conv_blocks_values_and_gradients_equal_timms(fused):
+    """timm's strided ``MbConvLNBlock`` (average-pool + 1x1 shortcut, depthwise 3x3 at stride
+    2) and ``StridedConv`` (LayerNorm + 3x3/2 convolution as im2col + matmul): outputs, input
+    and parameter gradients, on both paths of the depthwise and pooling sums."""
+    from timm.models.vitamin import MbConvLNBlock as TimmMbConv
+    from timm.models.vitamin import StridedConv as TimmStrided
+
+    from mindclip.models.timm.vitamin import MbConvLNBlock, StridedConv
+
+    size = 10
+    pairs = [(MbConvLNBlock(16, 24, 2, size, 0.0), TimmMbConv(16, 24, stride=2)),
+             (StridedConv(16, 40, size), TimmStrided(stride=2, in_chans=16, embed_dim=40))]
+    rng = np.random.default_rng(5)
+    to_nhwc = (0, 2, 3, 1)
+    for ours, ref in pairs:
+        for _, cell in ours.cells_and_names():
+            if hasattr(cell, "fused") and not fused:
+                cell.fused = False
+        ref = _randomised(ref)
+        _load_torch(ours, ref)
+        ours.set_train(False)
+        x = rng.standard_normal((2, 16, size, size)).astype(np.float32)
+        xt = torch.from_numpy(x).requires_grad_(True)
+        out = ref(xt)
+        w = rng.standard_normal(tuple(out.shape)).astype(np.float32)
+        (out * torch.from_numpy(w)).sum().backward()
+        got = ours(ms.Tensor(x.transpose(to_nhwc))).asnumpy()
+        name = type(ours).__name__
+        assert np.abs(got - out.detach().numpy().transpose(to_nhwc)).max() <= FEATURE_ATOL, name
+        net = _Weighted(ours, ms.Tensor(w.transpose(to_nhwc)))
+        params = net.trainable_params()
+        dx, grads = ms.grad(net, grad_position=0, weights=params)(ms.Tensor(x.transpose(to_nhwc)))
+        assert np.abs(dx.asnumpy() - xt.grad.numpy().transpose(to_nhwc)).max() <= 1e-4, name
+        want = {k: v.grad.numpy() for k, v in ref.named_parameters()}
+        assert len(params) == len(want), name
+        for p, g in zip(params, grads):
+            expected = want[p.name[len("cell."):]]
+            scale = max(1.0, float(np.abs(expected).max()))
+            assert np.abs(g.asnumpy() - expected).max() <= 1e-4 * scale, (name, p.name)
+
+
 def test_unknown_timm_names_and_options_are_refused_by_name():
     from mindclip.models.config import CLIPConfig
 
     with pytest.raises(MissingTowerError,
-                       match="'swin_base_patch4_window7_224' is not implemented.*eva02_base_patch16_clip_224"):
+                       match="'swin_base_patch4_window7_224' is not implemented.*vitamin_small_224"):
         create_model("swin_base_patch4_window7_224")
     with pytest.raises(MissingTowerError, match="timm image tower 'vit_nonexistent'"):
         CLIPConfig.from_dict({"vision_cfg": {"timm_model_name": "vit_nonexistent"}})

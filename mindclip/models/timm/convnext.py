@@ -17,7 +17,8 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn
 
 from ..patch import PatchEmbedding
-from .layers import ChannelNorm, DepthwiseConv, Mlp, drop_path_or_identity, drop_path_rates, linear
+from .conv import ChannelNorm, DepthwiseConv
+from .layers import Mlp, drop_path_or_identity, drop_path_rates, linear
 from .registry import TimmArch, register_timm_model
 
 

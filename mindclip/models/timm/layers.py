@@ -17,8 +17,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import TruncatedNormal, initializer
 
 from .. import cpu_kernels
-from ..layers import (Dense, LayerNorm, PackedSelfAttention, PerHeadAttention, _FusedLayerNorm,
-                      make_activation)
+from ..layers import Dense, LayerNorm, PackedSelfAttention, PerHeadAttention, make_activation
 from ..patch import PatchEmbedding
 
 STD = 0.02  # timm's init of Linear weights and position tables
@@ -35,73 +34,6 @@ def trunc_normal_param(shape, std: float, name: str) -> Parameter:
 
 def norm_or_identity(width: int, eps: float, enabled: bool) -> nn.Cell:
     return LayerNorm(width, eps) if enabled else nn.Identity()
-
-
-class ChannelNorm(nn.Cell):
-    """timm's ``LayerNorm`` / ``LayerNorm2d`` of its convolutional trunks: a LayerNorm over the
-    channels of a channels-last map (the last axis of any tensor), under PyTorch's parameter
-    names (``weight``, ``bias``: these trunks' norms have no telling module names), fp32, one
-    fused kernel each way on CPU."""
-
-    def __init__(self, width: int, eps: float = 1e-6):
-        super().__init__()
-        self.weight = Parameter(Tensor(np.ones(width, np.float32)), name="weight")
-        self.bias = Parameter(Tensor(np.zeros(width, np.float32)), name="bias")
-        self.kernel = _FusedLayerNorm(eps)
-        self.fused = self.kernel.available
-        self.norm = ops.LayerNorm(begin_norm_axis=-1, begin_params_axis=-1, epsilon=eps)
-
-    def construct(self, x):
-        orig = x.dtype
-        x = x.astype(ms.float32)
-        y = self.kernel(x, self.weight, self.bias) if self.fused else self.norm(x, self.weight, self.bias)[0]
-        return y.astype(orig)
-
-
-class _FusedDepthwise(nn.Cell):
-    # the CPU kernels of DepthwiseConv; the backward gives the input's and the taps' gradients
-
-    def __init__(self):
-        super().__init__()
-        self.forward = cpu_kernels.custom_op("DepthwiseForward")
-        self.backward = cpu_kernels.custom_op("DepthwiseBackward", like=(0, 1, 2))
-        self.available = self.forward is not None
-
-    def construct(self, x, taps, bias):
-        return self.forward(x, taps, bias)
-
-    def bprop(self, x, taps, bias, out, dout):
-        return self.backward(x, taps, bias, dout)
-
-
-class DepthwiseConv(nn.Cell):
-    """timm's depthwise ``conv_dw`` (``create_conv2d(..., depthwise=True)``: ``kernel`` x
-    ``kernel``, stride 1, zero padding ``kernel // 2``, a bias) on channels-last maps
-    ``(B, H, W, C)``, its weight ``(C, 1, k, k)`` as PyTorch's. On CPU one fused pass each
-    way over the channels-last map, the bias added in it (MindSpore's broadcast add over a
-    map costs twice the convolution); elsewhere MindSpore's grouped ``Conv2D`` between
-    transposes."""
-
-    def __init__(self, channels: int, kernel: int, has_bias: bool = True):
-        super().__init__()
-        self.channels, self.kernel_size = channels, kernel
-        self.weight = trunc_normal_param((channels, 1, kernel, kernel), STD, "weight")
-        self.has_bias = has_bias
-        if has_bias:
-            self.bias = Parameter(Tensor(np.zeros(channels, np.float32)), name="bias")
-        else:
-            self.zero_bias = Tensor(np.zeros(channels, np.float32))
-        self.kernel = _FusedDepthwise()
-        self.fused = self.kernel.available
-        self.conv = ops.Conv2D(out_channel=channels, kernel_size=kernel, pad_mode="pad",
-                               pad=kernel // 2, group=channels)
-
-    def construct(self, x):
-        bias = self.bias if self.has_bias else self.zero_bias
-        if self.fused and x.dtype == ms.float32:
-            return self.kernel(x, self.weight.reshape(self.channels, -1).transpose(1, 0), bias)
-        y = self.conv(x.transpose(0, 3, 1, 2), self.weight.astype(x.dtype)).transpose(0, 2, 3, 1)
-        return y + bias.astype(y.dtype)
 
 
 class PatchEmbed(nn.Cell):

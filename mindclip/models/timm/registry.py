@@ -30,6 +30,11 @@ class TimmArch:
     ANY_IMAGE_SIZE: ClassVar[bool] = False
 
     @property
+    def any_image_size(self) -> bool:
+        """Whether the trunk can be built at any image size (``ANY_IMAGE_SIZE``)."""
+        return self.ANY_IMAGE_SIZE
+
+    @property
     def num_features(self) -> int:
         """The width of the trunk's pooled output (timm's ``num_features``)."""
         raise NotImplementedError
@@ -83,7 +88,7 @@ class TrunkArch(TimmArch):
 
 
 TIMM_MODELS: Dict[str, TrunkArch] = {}
-TRUNK_MODULES = ("vit", "vit_relpos", "eva", "convnext")  # the files that register names, imported on first lookup
+TRUNK_MODULES = ("vit", "vit_relpos", "eva", "convnext", "vitamin")  # the files that register names, imported on first lookup
 
 
 def _load_trunks() -> None:
@@ -107,12 +112,12 @@ def timm_arch(name: str, image_size: Optional[int] = None) -> TimmArch:
     if name not in TIMM_MODELS:
         raise MissingTowerError(
             f"timm image tower {name!r} is not implemented (a timm image tower: FastViT "
-            f"(MobileCLIP-S*), ViTamin and Swin are not built yet); "
+            f"(MobileCLIP-S*) and Swin are not built yet); "
             f"implemented: {timm_model_names()}")
     arch = TIMM_MODELS[name]
     if image_size is None:
         return arch
-    if arch.ANY_IMAGE_SIZE:
+    if arch.any_image_size:
         return replace(arch, image_size=int(image_size))
     if int(image_size) != arch.image_size:
         raise ValueError(f"image_size {image_size}: timm's {name} takes {arch.image_size}-pixel images")

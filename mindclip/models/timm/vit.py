@@ -90,7 +90,8 @@ class Block(nn.Cell):
     """timm's pre-norm ``Block``: ``x + ls1(attn(norm1(x)))`` then ``x + ls2(mlp(norm2(x)))``
     (``RelPosBlock`` when the attention has a relative position bias ``rel_pos``)."""
 
-    def __init__(self, arch: ViTArch, drop_path: float = 0.0, rel_pos: Optional[nn.Cell] = None):
+    def __init__(self, arch: ViTArch, drop_path: float = 0.0, rel_pos: Optional[nn.Cell] = None,
+                 mlp: Optional[nn.Cell] = None):
         super().__init__()
         w, eps = arch.width, arch.norm_eps
         scaled = arch.init_values is not None
@@ -99,7 +100,7 @@ class Block(nn.Cell):
         self.ls1 = LayerScale(w, arch.init_values) if scaled else nn.Identity()
         self.drop_path1 = drop_path_or_identity(drop_path)
         self.norm2 = LayerNorm(w, eps)
-        self.mlp = Mlp(w, arch.mlp_dim, arch.act)
+        self.mlp = mlp if mlp is not None else Mlp(w, arch.mlp_dim, arch.act)
         self.ls2 = LayerScale(w, arch.init_values) if scaled else nn.Identity()
         self.drop_path2 = drop_path_or_identity(drop_path)
 
@@ -115,10 +116,15 @@ class VisionTransformer(ViTTrunk):
     def __init__(self, arch: ViTArch, global_pool: str, num_classes: int = 0,
                  pool: Optional[str] = None, drop_path: float = 0.0, patch_dropout: float = 0.0):
         super().__init__(arch, global_pool, pool)
-        self._build_embed(HybridEmbed(arch) if arch.stem else None, cls_std=1e-6)
+        self._build_embed(self._patch_embed(arch), cls_std=1e-6)
         self.blocks = nn.CellList([self._block(arch, rate) for rate in drop_path_rates(drop_path, arch.layers)])
         self._build_head(num_classes)
         self.set_patch_dropout(patch_dropout)
+
+    @staticmethod
+    def _patch_embed(arch: ViTArch) -> Optional[nn.Cell]:
+        """The embedding a subclass puts before the blocks (None: timm's ``PatchEmbed``)."""
+        return HybridEmbed(arch) if arch.stem else None
 
     @staticmethod
     def _block(arch: ViTArch, drop_path: float) -> nn.Cell:

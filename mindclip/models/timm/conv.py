@@ -1,0 +1,177 @@
+"""The convolutional pieces of timm's conv and hybrid trunks (ConvNeXt, ViTamin's MBConv
+stages), on channels-last maps ``(B, H, W, C)`` from the stem to the head: LayerNorms and
+MLPs act on the last axis as timm's channels-last blocks do, and no NCHW <-> NHWC transposes
+(slow on MindSpore's CPU backend) run between layers. Parameters keep PyTorch's shapes and
+names (``weight`` ``(out, in, k, k)``, ``bias``), so checkpoints convert by name.
+
+- :class:`ChannelNorm`: timm's ``LayerNorm`` / ``LayerNorm2d``;
+- :class:`DepthwiseConv`: a depthwise k x k convolution, one fused CPU kernel each way;
+- :class:`Conv`: any other convolution: 1x1 as one matmul, k x k as im2col (a gather of
+  the taps) + matmul, image by image so that the columns of a large map stay small;
+- :class:`AvgPool3x3`: ``AvgPool2d(3, 2, 1, count_include_pad=False)``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import mindspore as ms
+from mindspore import Parameter, Tensor, nn, ops
+from mindspore.common.initializer import Normal, initializer
+
+from .. import cpu_kernels
+from ..conv import patch_index
+from ..layers import _FusedLayerNorm
+from .layers import STD, trunc_normal_param
+
+_matmul_nt = ops.MatMul(transpose_b=True)
+
+
+class ChannelNorm(nn.Cell):
+    """timm's ``LayerNorm`` / ``LayerNorm2d`` of its convolutional trunks: a LayerNorm over the
+    channels of a channels-last map (the last axis of any tensor), under PyTorch's parameter
+    names (``weight``, ``bias``: these trunks' norms have no telling module names), fp32, one
+    fused kernel each way on CPU."""
+
+    def __init__(self, width: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = Parameter(Tensor(np.ones(width, np.float32)), name="weight")
+        self.bias = Parameter(Tensor(np.zeros(width, np.float32)), name="bias")
+        self.kernel = _FusedLayerNorm(eps)
+        self.fused = self.kernel.available
+        self.norm = ops.LayerNorm(begin_norm_axis=-1, begin_params_axis=-1, epsilon=eps)
+
+    def construct(self, x):
+        orig = x.dtype
+        x = x.astype(ms.float32)
+        y = self.kernel(x, self.weight, self.bias) if self.fused else self.norm(x, self.weight, self.bias)[0]
+        return y.astype(orig)
+
+
+class _FusedDepthwise(nn.Cell):
+    # the CPU kernels of DepthwiseConv; the backward gives the input's and the taps' gradients
+
+    def __init__(self):
+        super().__init__()
+        self.forward = cpu_kernels.custom_op("DepthwiseForward")
+        self.backward = cpu_kernels.custom_op("DepthwiseBackward", like=(0, 1, 2))
+        self.available = self.forward is not None
+
+    def construct(self, x, taps, bias):
+        return self.forward(x, taps, bias)
+
+    def bprop(self, x, taps, bias, out, dout):
+        return self.backward(x, taps, bias, dout)
+
+
+class DepthwiseConv(nn.Cell):
+    """timm's depthwise ``conv_dw`` (``create_conv2d(..., depthwise=True)``: ``kernel`` x
+    ``kernel``, stride 1, zero padding ``kernel // 2``, a bias) on channels-last maps
+    ``(B, H, W, C)``, its weight ``(C, 1, k, k)`` as PyTorch's. On CPU one fused pass each
+    way over the channels-last map, the bias added in it (MindSpore's broadcast add over a
+    map costs twice the convolution); elsewhere MindSpore's grouped ``Conv2D`` between
+    transposes."""
+
+    def __init__(self, channels: int, kernel: int, has_bias: bool = True):
+        super().__init__()
+        self.channels, self.kernel_size = channels, kernel
+        self.weight = trunc_normal_param((channels, 1, kernel, kernel), STD, "weight")
+        self.has_bias = has_bias
+        if has_bias:
+            self.bias = Parameter(Tensor(np.zeros(channels, np.float32)), name="bias")
+        else:
+            self.zero_bias = Tensor(np.zeros(channels, np.float32))
+        self.kernel = _FusedDepthwise()
+        self.fused = self.kernel.available
+        self.conv = ops.Conv2D(out_channel=channels, kernel_size=kernel, pad_mode="pad",
+                               pad=kernel // 2, group=channels)
+
+    def construct(self, x):
+        bias = self.bias if self.has_bias else self.zero_bias
+        if self.fused and x.dtype == ms.float32:
+            return self.kernel(x, self.weight.reshape(self.channels, -1).transpose(1, 0), bias)
+        y = self.conv(x.transpose(0, 3, 1, 2), self.weight.astype(x.dtype)).transpose(0, 2, 3, 1)
+        return y + bias.astype(y.dtype)
+
+
+class EveryOther(nn.Cell):
+    """Rows and columns 0, 2, 4, ... of a channels-last map of ``input_size`` pixels a side:
+    a stride-2 convolution's outputs from its stride-1 sums (with padding ``k // 2``, the same
+    windows). Gathers, not a strided slice: MindSpore's CPU StridedSliceGrad fails on it."""
+
+    def __init__(self, input_size: int):
+        super().__init__()
+        self.index = Tensor(np.arange(0, input_size, 2).astype(np.int32))
+
+    def construct(self, x):
+        return ops.gather(ops.gather(x, self.index, 1), self.index, 2)
+
+
+class Conv(nn.Cell):
+    """timm's ``nn.Conv2d`` / ``create_conv2d`` (``kernel`` x ``kernel``, ``stride``, zero
+    padding ``kernel // 2``, a bias) on channels-last maps of ``input_size`` pixels a side.
+    1x1: one matmul over the pixels. Larger: each image's taps gathered into columns (a zero
+    row standing for the padding; a gather copies at memory speed where MindSpore's strided
+    slices and its CPU Conv2D do not) and multiplied by the weight laid out (out, kh, kw, in).
+    ``on_image``: the input is the image ``(B, C, H, W)`` (the stem's first convolution)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, input_size: int = 0,
+                 has_bias: bool = True, on_image: bool = False):
+        super().__init__()
+        self.cin, self.cout, self.kernel, self.on_image = cin, cout, kernel, on_image
+        fan_out = kernel * kernel * cout  # timm's _init_conv (ViTamin) / close to ConvNeXt's
+        self.weight = Parameter(initializer(Normal((2.0 / fan_out) ** 0.5), (cout, cin, kernel, kernel),
+                                            ms.float32), name="weight")
+        self.has_bias = has_bias
+        if has_bias:
+            self.bias = Parameter(Tensor(np.zeros(cout, np.float32)), name="bias")
+        self.pointwise = kernel == 1 and stride == 1
+        if not self.pointwise:
+            index, self.out_size = patch_index(input_size, kernel, stride, kernel // 2)
+            self.index = Tensor(index)
+        self.bias_add = ops.BiasAdd()
+
+    def construct(self, x):
+        if self.on_image:
+            x = x.transpose(0, 2, 3, 1)
+        b, h, w, c = x.shape
+        if self.pointwise:
+            y = _matmul_nt(x.reshape(-1, c), self.weight.reshape(self.cout, c).astype(x.dtype))
+            oh, ow = h, w
+        else:
+            weight = self.weight.transpose(0, 2, 3, 1).reshape(self.cout, -1).astype(x.dtype)
+            zero = ops.zeros((1, c), x.dtype)
+            outs = []
+            for i in range(b):
+                rows = ops.concat((x[i].reshape(h * w, c), zero), 0)
+                cols = ops.gather(rows, self.index, 0).reshape(-1, self.kernel * self.kernel * c)
+                outs.append(_matmul_nt(cols, weight))
+            y = ops.concat(outs, 0)
+            oh = ow = self.out_size
+        if self.has_bias:
+            y = self.bias_add(y, self.bias.astype(y.dtype))
+        return y.reshape(b, oh, ow, self.cout)
+
+
+class AvgPool3x3(nn.Cell):
+    """timm's ``nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)`` on channels-last
+    maps of ``input_size`` pixels a side (even): each 3x3 window's sum (the depthwise kernel
+    with unit taps, stride 1, every other row and column kept) over its pixels inside the map."""
+
+    def __init__(self, channels: int, input_size: int):
+        super().__init__()
+        self.taps = Tensor(np.ones((9, channels), np.float32))
+        self.ones = Tensor(np.ones((channels, 1, 3, 3), np.float32))
+        self.zero_bias = Tensor(np.zeros(channels, np.float32))
+        self.kernel = _FusedDepthwise()
+        self.fused = self.kernel.available
+        self.conv = ops.Conv2D(out_channel=channels, kernel_size=3, pad_mode="pad", pad=1, group=channels)
+        self.every_other = EveryOther(input_size)
+        out = (input_size + 1) // 2
+        inside = np.minimum(np.arange(out) * 2 + 1, input_size - 1) - np.maximum(np.arange(out) * 2 - 1, 0) + 1
+        self.count = Tensor((inside[:, None] * inside[None, :]).reshape(1, out, out, 1).astype(np.float32))
+
+    def construct(self, x):
+        if self.fused and x.dtype == ms.float32:
+            sums = self.kernel(x, self.taps, self.zero_bias)
+        else:
+            sums = self.conv(x.transpose(0, 3, 1, 2), self.ones.astype(x.dtype)).transpose(0, 2, 3, 1)
+        return self.every_other(sums) / self.count.astype(x.dtype)
