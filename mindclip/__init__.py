@@ -4,6 +4,7 @@ from typing import Any, Callable, Optional, Tuple
 from .factory import (create_model, get_model_config, get_tokenizer, list_models,
                       resolve_model_name)
 from .models import CLIPConfig, CLIPModel
+from .models.reparam import reparameterize_model
 from .models.coca import CoCaConfig, CoCaModel
 from .models.dual_encoder import DualEncoderConfig, DualEncoderModel
 from .models.siglip import SigLIPConfig, SigLIPModel
@@ -53,7 +54,7 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'mindclip' has no attribute {name!r}")
 
 
-__all__ = ["Trainer", "pipeline", "CLIPConfig", "CLIPModel", "CLIPTokenizer", "CoCaConfig",
+__all__ = ["Trainer", "pipeline", "reparameterize_model", "CLIPConfig", "CLIPModel", "CLIPTokenizer", "CoCaConfig",
            "CoCaModel", "DualEncoderConfig", "DualEncoderModel", "SigLIPConfig", "SigLIPModel", "create_model", "create_model_and_transforms",
            "create_model_from_pretrained", "list_pretrained", "get_model_config",
            "get_tokenizer", "list_models", "load_image", "resolve_model_name", "tokenize",

@@ -21,6 +21,7 @@ import numpy as np
 from .families.base import Family, family_of, family_of_architecture, get_family
 from .models import pretrained as _pretrained
 from .models.exceptions import MissingTowerError
+from .models.reparam import is_reparameterized, reparameterize_model
 from .models.store import WEIGHT_FILES, fetch, installed, require_installed, store_entry
 from .models.weights_io import (FAMILY_KEY, METADATA_KEY, TRAIN_STATE_KEY, CorruptCheckpointError,
                                 read_weights)
@@ -249,7 +250,8 @@ def _canonical(name: str) -> Optional[str]:
 
 
 def create_model(model_name: Optional[str] = None, pretrained: Any = None,
-                 config: Any = None, family: Optional[str] = None) -> Any:
+                 config: Any = None, family: Optional[str] = None,
+                 reparameterize: Optional[bool] = None) -> Any:
     """Build a model of any family by architecture name, optionally loading converted weights.
 
     Args:
@@ -261,6 +263,10 @@ def create_model(model_name: Optional[str] = None, pretrained: Any = None,
             is randomly initialised (training from scratch).
         config: an explicit architecture (config object or dict) instead of a name.
         family: the family of ``config`` (default: the name's family, the checkpoint's, or CLIP).
+        reparameterize: fuse reparameterizable towers (MobileCLIP's FastViT) into their
+            inference form (:func:`~mindclip.models.reparam.reparameterize_model`). Default:
+            when pretrained weights are loaded, as MobileCLIP's README has users do; pass
+            False to fine-tune or to save the weights again.
 
     The model is returned in inference mode (``set_train(False)``).
     """
@@ -271,8 +277,9 @@ def create_model(model_name: Optional[str] = None, pretrained: Any = None,
             model_name, pretrained = None, folder
     requested = pretrained
     pretrained = resolve_pretrained(model_name, pretrained)
+    fuse = pretrained is not None if reparameterize is None else reparameterize
     try:
-        return _build(model_name, pretrained, config, family)
+        return _build(model_name, pretrained, config, family, fuse)
     except CorruptCheckpointError as exc:
         entry = store_entry(pretrained) if pretrained else None
         if entry is None:
@@ -281,11 +288,11 @@ def create_model(model_name: Optional[str] = None, pretrained: Any = None,
         # from (the Hub), or say how to reinstall them
         shutil.rmtree(entry)
         warnings.warn(f"{exc}; removed {entry} from the weight store and fetching it again")
-        return _build(model_name, resolve_pretrained(model_name, requested), config, family)
+        return _build(model_name, resolve_pretrained(model_name, requested), config, family, fuse)
 
 
 def _build(model_name: Optional[str], pretrained: Optional[str], config: Any,
-           family: Optional[str]) -> Any:
+           family: Optional[str], fuse: bool) -> Any:
     if config is not None:
         fam = get_family(family or DEFAULT_FAMILY)
         cfg = fam.config_from_dict(config)
@@ -303,7 +310,7 @@ def _build(model_name: Optional[str], pretrained: Optional[str], config: Any,
     if pretrained is not None:
         load_pretrained(model, pretrained)
     model.set_train(False)
-    return model
+    return reparameterize_model(model) if fuse else model
 
 
 def get_tokenizer(model: Any = None) -> Any:
@@ -358,12 +365,14 @@ def write_pretrained(path: str, tensors: Dict[str, np.ndarray], family: Family, 
 
 
 def _model_from_pretrained(cls: type, name_or_path: str) -> Any:
+    # Hugging Face's from_pretrained gives a model to fine-tune and save_pretrained again:
+    # the training form (reparameterize_model(model) makes the inference one)
     if _is_path(name_or_path):
-        model = create_model(pretrained=name_or_path)
+        model = create_model(pretrained=name_or_path, reparameterize=False)
     elif _has_scheme(name_or_path):
-        model = create_model(name_or_path)
+        model = create_model(name_or_path, reparameterize=False)
     else:
-        model = create_model(name_or_path, pretrained=True)
+        model = create_model(name_or_path, pretrained=True, reparameterize=False)
     if not isinstance(model, cls):
         raise ValueError(f"{name_or_path} holds a {type(model).__name__} "
                          f"({model.family} family), not a {cls.__name__}")
@@ -381,6 +390,10 @@ def preprocess_metadata(model: Any) -> Dict[str, str]:
 def write_model(model: Any, path: str) -> str:
     """Write a model's weights with its family, architecture, preprocessing record and text
     processor (:func:`write_pretrained`); returns the weight file."""
+    if is_reparameterized(model):
+        raise ValueError("this model was reparameterized for inference (its branches fused into "
+                         "single convolutions) and no longer has its checkpoint's parameters; "
+                         "save the model as loaded with create_model(..., reparameterize=False)")
     tensors = {k: p.asnumpy() for k, p in model.parameters_dict().items()}
     return write_pretrained(path, tensors, family_of(model), model.config,
                             tokenizer=get_tokenizer(model), metadata=preprocess_metadata(model))

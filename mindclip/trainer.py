@@ -133,8 +133,9 @@ class Trainer:
         if use_store and mcfg.get("name") and mcfg.get("config") is None:
             pretrained = True  # a name means its installed weights, never random ones
         # Without a name, the architecture is the one the pretrained checkpoint records.
+        # the training form (a reparameterizable tower's branches, which train and convert back)
         model = create_model(mcfg.get("name"), pretrained=pretrained, config=mcfg.get("config"),
-                             family=mcfg.get("family"))
+                             family=mcfg.get("family"), reparameterize=False)
         if self.config.get("load_checkpoint"):
             load_pretrained(model, self.config["load_checkpoint"])
         return model

@@ -203,7 +203,9 @@ def test_table_is_open_clips_and_lists_what_we_build():
     assert ("MobileCLIP2-L-14", "dfndr2b") in ours and ("MobileCLIP-B", "datacompdr_lt") in ours
     mci = hub.pretrained_cfg("MobileCLIP2-B", "dfndr2b")  # MobileCLIP's 0-mean / 1-std pixels
     assert (mci["mean"], mci["std"], mci["interpolation"]) == ([0.0] * 3, [1.0] * 3, "bilinear")
-    assert not any(name.startswith(("convnext", "ViTamin")) for name, _ in ours)  # timm towers not built
+    assert ("convnext_xxlarge", "laion2b_s34b_b82k_augreg_soup") in ours and ("ViTamin-XL-384", "datacomp1b") in ours
+    assert ("MobileCLIP2-S4", "dfndr2b") in ours and ("MobileCLIP-S1", "datacompdr") in ours
+    assert not any(name.startswith("swin") for name, _ in ours)  # the one timm tower not built
 
 
 def test_timm_tower_tag_loads_through_the_hub_with_its_preprocessing(offline_hub, tmp_path):

@@ -21,16 +21,18 @@ import pytest
 import torch
 
 from conftest import FEATURE_ATOL
+import mindclip
 from mindclip import create_model, get_model_config, list_models
 from mindclip.models.exceptions import MissingTowerError
 from mindclip.models.patch import PatchDropout
 from mindclip.models.timm import register_timm_model, timm_arch, timm_model_names
 from mindclip.models.timm.convnext import ConvNeXtArch
+from mindclip.models.timm.fastvit import FastVitArch
 from mindclip.models.timm.vitamin import ViTaminArch
 from test_openclip_zoo import OPENCLIP_CONFIGS, _openclip_configs, check_round_trip, perturbed
 
 SIZE_FIELDS = {"width", "layers", "heads", "image_size", "patch_size", "ref_grid", "depths", "dims",
-               "stem_width", "conv_dims", "conv_depths"}
+               "stem_width", "conv_dims", "conv_depths", "embed_dims"}
 TEXT_SIZES = {"context_length", "vocab_size", "width", "heads", "layers", "mlp_ratio",
               "hf_tokenizer_name", "tokenizer_kwargs"}
 
@@ -68,6 +70,11 @@ def _shrunk(arch, depth: int):
     blocks, two heads of its head width, images of two patches a side (three for PE-Core's
     offset grid). ConvNeXt: one block a stage (``depth`` in the third), widths an eighth
     (their ratios kept), 64-pixel images (a 2x2 last map)."""
+    if isinstance(arch, FastVitArch):  # widths a quarter: attention stages keep heads of 32
+        layers = tuple(depth if i == 2 else 1 for i in range(len(arch.layers)))
+        dims = tuple(d // 4 for d in arch.embed_dims)
+        return (dict(layers=layers, embed_dims=dims),
+                dataclasses.replace(arch, layers=layers, embed_dims=dims, image_size=64))
     if isinstance(arch, ConvNeXtArch):
         depths, dims = (1, 1, depth, 1), tuple(d // 8 for d in arch.dims)
         return dict(depths=depths, dims=dims), dataclasses.replace(arch, depths=depths, dims=dims, image_size=64)
@@ -122,7 +129,9 @@ def test_every_timm_config_of_these_groups_is_built():
                 "convnext_large_d_320", "convnext_xlarge", "convnext_xxlarge", "convnext_xxlarge_320",
                 "ViTamin-S", "ViTamin-S-LTT", "ViTamin-B", "ViTamin-B-LTT", "ViTamin-L", "ViTamin-L-256",
                 "ViTamin-L-336", "ViTamin-L-384", "ViTamin-L2", "ViTamin-L2-256", "ViTamin-L2-336",
-                "ViTamin-L2-384", "ViTamin-XL-256", "ViTamin-XL-336", "ViTamin-XL-384"}
+                "ViTamin-L2-384", "ViTamin-XL-256", "ViTamin-XL-336", "ViTamin-XL-384",
+                "MobileCLIP-S1", "MobileCLIP-S2", "MobileCLIP2-S0", "MobileCLIP2-S2", "MobileCLIP2-S3",
+                "MobileCLIP2-S4"}
     assert expected <= names <= set(list_models())
     assert get_model_config("PE-Core-bigG-14-448").vision_cfg.arch.width == 1536
     assert len(GROUPS) >= 6
@@ -154,7 +163,7 @@ def test_timm_heads_equal_open_clips(trunk, head, tmp_path):
 
 
 @pytest.mark.parametrize("name,size", [("EVA02-B-16", 224), ("PE-Core-T-16-384", 384), ("MobileCLIP-B", 224),
-                                       ("convnext_tiny", 224), ("ViTamin-S", 224)])
+                                       ("convnext_tiny", 224), ("ViTamin-S", 224), ("MobileCLIP2-S0", 256)])
 def test_smallest_full_size_model_of_each_trunk_kind_in_graph_mode(name, size):
     """EVA02 (separate q/k/v, RoPE on a 16x16 reference grid, SwiGLU, sub-LN), PE-Core
     (fused q/k/v, RoPE with an offset xy grid, MAP head with its own heads) and MobileCLIP's
@@ -180,6 +189,15 @@ def test_smallest_full_size_model_of_each_trunk_kind_in_graph_mode(name, size):
         ms.set_context(mode=previous)
     for what, a, b in zip(("image", "text"), got, want):
         assert np.abs(a - b).max() <= FEATURE_ATOL, (what, float(np.abs(a - b).max()))
+    if isinstance(get_model_config(name).vision_cfg.arch, FastVitArch):  # fused, as MobileCLIP's README does
+        ms.set_context(mode=ms.GRAPH_MODE)
+        try:
+            fused = mindclip.reparameterize_model(model).encode_image(images).asnumpy()
+        finally:
+            ms.set_context(mode=previous)
+        assert any("reparam_conv" in k for k in model.parameters_dict())
+        assert np.abs(fused - want[0]).max() <= FEATURE_ATOL
+        assert np.abs(fused - got[0]).max() > 0  # the fused graph ran, not the branched one
 
 
 @pytest.mark.parametrize("grid,ref,offset,indexing", [
@@ -236,7 +254,8 @@ def _load_torch(ours, ref):
     from mindclip.convert.naming import align_names
 
     expected = ours.parameters_dict()
-    state = align_names({k: v.detach().numpy() for k, v in ref.state_dict().items()}, expected)
+    state = align_names({k: v.detach().numpy() for k, v in ref.state_dict().items()
+                         if not k.endswith("num_batches_tracked")}, expected)
     missing, unexpected = ms.load_param_into_net(
         ours, {k: ms.Parameter(ms.Tensor(v)) for k, v in state.items()}, strict_load=True)
     assert not missing and not unexpected
@@ -455,6 +474,136 @@ def test_vitamin_conv_blocks_values_and_gradients_equal_timms(fused):
             expected = want[p.name[len("cell."):]]
             scale = max(1.0, float(np.abs(expected).max()))
             assert np.abs(g.asnumpy() - expected).max() <= 1e-4 * scale, (name, p.name)
+
+
+def _randomised_bn(module):
+    """timm module with random weights and BatchNorm statistics (not the identity's 0 / 1)."""
+    module = _randomised(module)
+    with torch.no_grad():
+        for name, buf in module.named_buffers():
+            if name.endswith("running_mean"):
+                buf.copy_(0.1 * torch.randn_like(buf))
+            elif name.endswith("running_var"):
+                buf.copy_(0.5 + torch.rand_like(buf))
+    return module
+
+
+def _check_block(ours, ref, x_nchw, rng, name):
+    """Outputs, input gradient and every parameter's gradient of a channels-last Cell against
+    a channels-first timm module (both in inference mode)."""
+    to_nhwc = (0, 2, 3, 1)
+    _load_torch(ours, ref)
+    ours.set_train(False)
+    xt = torch.from_numpy(x_nchw).requires_grad_(True)
+    out = ref(xt)
+    w = rng.standard_normal(tuple(out.shape)).astype(np.float32)
+    (out * torch.from_numpy(w)).sum().backward()
+    got = ours(ms.Tensor(x_nchw.transpose(to_nhwc))).asnumpy()
+    assert np.abs(got - out.detach().numpy().transpose(to_nhwc)).max() <= FEATURE_ATOL, name
+    net = _Weighted(ours, ms.Tensor(w.transpose(to_nhwc)))
+    params = net.trainable_params()
+    dx, grads = ms.grad(net, grad_position=0, weights=params)(ms.Tensor(x_nchw.transpose(to_nhwc)))
+    assert np.abs(dx.asnumpy() - xt.grad.numpy().transpose(to_nhwc)).max() <= 1e-4, name
+    want = {k: v.grad.numpy() for k, v in ref.named_parameters()}
+    assert len(params) == len(want), name
+    for p, g in zip(params, grads):
+        expected = want[p.name[len("cell."):]]
+        scale = max(1.0, float(np.abs(expected).max()))
+        assert np.abs(g.asnumpy() - expected).max() <= 1e-4 * scale, (name, p.name)
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["cpu-kernel", "grouped-conv2d"])
+def test_fastvit_blocks_values_gradients_and_fusion_equal_timms(fused):
+    """timm's FastViT pieces with random BatchNorm statistics: the stem's dense 3x3/2
+    MobileOne block, a depthwise one with squeeze-excite and two outputs per channel
+    (``final_conv``), the large-kernel downsampling, a RepMixer block and an attention block:
+    outputs and gradients; then each reparameterized (timm's fusion of the branches) equal
+    to timm's fused module."""
+    from timm.models import fastvit as tf
+
+    from mindclip.models.timm import fastvit as ours_fv
+
+    rng = np.random.default_rng(6)
+    arch = dataclasses.replace(timm_arch("fastvit_mci0"), layers=(1,), embed_dims=(64,))
+    size = 8
+    cases = [
+        ("stem", ours_fv.MobileOneBlock(3, 16, 3, 2, 1, size), tf.MobileOneBlock(3, 16, 3, stride=2), 3),
+        ("final_conv", ours_fv.MobileOneBlock(16, 32, 3, 1, 16, size, use_se=True),
+         tf.MobileOneBlock(16, 32, 3, group_size=1, use_se=True), 16),
+        ("downsample", ours_fv.PatchEmbed(16, 32, size, True),
+         tf.PatchEmbed(7, 2, 16, 32, lkc_use_act=True, use_se=True), 16),
+        ("repmixer", ours_fv.RepMixerBlock(arch, 32, 3.0, size, 0.0), tf.RepMixerBlock(32, mlp_ratio=3.0), 32),
+        ("attention", ours_fv.AttentionBlock(arch, 64, 3.0, size, 0.0), tf.AttentionBlock(64, mlp_ratio=3.0), 64)]
+    for name, ours, ref, cin in cases:
+        for _, cell in ours.cells_and_names():
+            if hasattr(cell, "fused") and not fused:
+                cell.fused = False
+        ref = _randomised_bn(ref)
+        x = rng.standard_normal((2, cin, size, size)).astype(np.float32)
+        _check_block(ours, ref, x, rng, name)
+        for module in ref.modules():
+            if hasattr(module, "reparameterize"):
+                module.reparameterize()
+        mindclip.reparameterize_model(ours)
+        with torch.no_grad():
+            want = ref(torch.from_numpy(x)).numpy().transpose(0, 2, 3, 1)
+        got = ours(ms.Tensor(x.transpose(0, 2, 3, 1))).asnumpy()
+        assert np.abs(got - want).max() <= FEATURE_ATOL, (name, "fused")
+
+
+def test_fastvit_batchnorm_trains_and_locks_as_open_clips():
+    """A training forward normalises by the batch and moves the running statistics as
+    PyTorch's BatchNorm2d (momentum 0.1, unbiased variance); a locked FastViT tower keeps
+    them (stays in eval mode), as open_clip's ResNet rule."""
+    from timm.models import fastvit as tf
+
+    from mindclip.models.timm import fastvit as ours_fv
+
+    ours, ref = ours_fv.MobileOneBlock(8, 8, 3, 1, 8, 6), _randomised_bn(tf.MobileOneBlock(8, 8, 3, group_size=1))
+    _load_torch(ours, ref)
+    x = np.random.default_rng(7).standard_normal((3, 8, 6, 6)).astype(np.float32)
+    ref.train()
+    ours.set_train(True)
+    want = ref(torch.from_numpy(x)).detach().numpy().transpose(0, 2, 3, 1)
+    got = ours(ms.Tensor(x.transpose(0, 2, 3, 1))).asnumpy()
+    assert np.abs(got - want).max() <= FEATURE_ATOL
+    for name, buf in ref.named_buffers():
+        if "running" in name:
+            ms_name = name
+            value = ours.parameters_dict()[ms_name].asnumpy()
+            assert np.abs(value - buf.numpy()).max() <= 1e-5, name
+
+    cfg = {"embed_dim": 32, "text_cfg": {"width": 64, "heads": 2, "layers": 1, "vocab_size": 100,
+                                         "context_length": 8},
+           "vision_cfg": {"timm_model_name": tiny_timm("fastvit_mci0"), "image_size": 64,
+                          "timm_pool": "avg", "timm_proj": None}}
+    model = create_model(config=cfg)
+    assert model.visual.keeps_eval_when_locked
+    model.lock_image_tower()
+    model.set_train(True)
+    assert not model.visual.training and model.text.training
+
+
+def test_fastvit_inference_form_by_default_for_named_weights_training_form_to_save(tmp_path):
+    """create_model(pretrained=...) fuses (MobileCLIP's README does), unless told not to;
+    from_pretrained and the Trainer keep the training form; a fused model refuses to be
+    saved as a checkpoint, by name."""
+    cfg = {"embed_dim": 32, "text_cfg": {"width": 64, "heads": 2, "layers": 1, "vocab_size": 100,
+                                         "context_length": 8},
+           "vision_cfg": {"timm_model_name": tiny_timm("fastvit_mci0"), "image_size": 64,
+                          "timm_pool": "avg", "timm_proj": None}}
+    model = create_model(config=cfg)
+    assert not any("reparam_conv" in k for k in model.parameters_dict())
+    saved = model.save_pretrained(str(tmp_path / "m"))
+    fused = create_model(pretrained=saved)
+    assert any("reparam_conv" in k for k in fused.parameters_dict())
+    images = np.random.default_rng(8).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    assert np.abs(fused.encode_image(images).asnumpy() - model.encode_image(images).asnumpy()).max() <= FEATURE_ATOL
+    kept = create_model(pretrained=saved, reparameterize=False)
+    assert not any("reparam_conv" in k for k in kept.parameters_dict())
+    assert not any("reparam_conv" in k for k in mindclip.CLIPModel.from_pretrained(saved).parameters_dict())
+    with pytest.raises(ValueError, match="reparameterized for inference.*reparameterize=False"):
+        fused.save_pretrained(str(tmp_path / "again"))
 
 
 def test_unknown_timm_names_and_options_are_refused_by_name():

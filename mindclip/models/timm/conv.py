@@ -6,6 +6,7 @@ names (``weight`` ``(out, in, k, k)``, ``bias``), so checkpoints convert by name
 
 - :class:`ChannelNorm`: timm's ``LayerNorm`` / ``LayerNorm2d``;
 - :class:`DepthwiseConv`: a depthwise k x k convolution, one fused CPU kernel each way;
+- :class:`BatchNorm`: PyTorch's ``BatchNorm2d`` (MobileOne's branches);
 - :class:`Conv`: any other convolution: 1x1 as one matmul, k x k as im2col (a gather of
   the taps) + matmul, image by image so that the columns of a large map stay small;
 - :class:`AvgPool3x3`: ``AvgPool2d(3, 2, 1, count_include_pad=False)``.
@@ -63,33 +64,83 @@ class _FusedDepthwise(nn.Cell):
 
 
 class DepthwiseConv(nn.Cell):
-    """timm's depthwise ``conv_dw`` (``create_conv2d(..., depthwise=True)``: ``kernel`` x
-    ``kernel``, stride 1, zero padding ``kernel // 2``, a bias) on channels-last maps
-    ``(B, H, W, C)``, its weight ``(C, 1, k, k)`` as PyTorch's. On CPU one fused pass each
-    way over the channels-last map, the bias added in it (MindSpore's broadcast add over a
-    map costs twice the convolution); elsewhere MindSpore's grouped ``Conv2D`` between
-    transposes."""
+    """timm's depthwise convolutions (``groups`` = input channels: ``conv_dw``, MobileOne's and
+    RepMixer's ``group_size=1``): ``kernel`` x ``kernel``, zero padding ``kernel // 2``,
+    ``stride`` 1 or 2, ``multiplier`` outputs per input channel, a bias or none, on
+    channels-last maps ``(B, H, W, C)`` of ``input_size`` pixels a side (for stride 2); the
+    weight ``(C * multiplier, 1, k, k)`` as PyTorch's. On CPU one fused pass each way over
+    the channels-last map, the bias added in it (MindSpore's broadcast add over a map costs
+    twice the convolution); elsewhere MindSpore's grouped ``Conv2D`` between transposes.
+    Stride 2 keeps every other row and column of the stride-1 sums (the same windows)."""
 
-    def __init__(self, channels: int, kernel: int, has_bias: bool = True):
+    def __init__(self, channels: int, kernel: int, has_bias: bool = True, stride: int = 1,
+                 input_size: int = 0, multiplier: int = 1):
         super().__init__()
-        self.channels, self.kernel_size = channels, kernel
-        self.weight = trunc_normal_param((channels, 1, kernel, kernel), STD, "weight")
+        out = channels * multiplier
+        self.channels, self.kernel_size = out, kernel
+        self.weight = trunc_normal_param((out, 1, kernel, kernel), STD, "weight")
         self.has_bias = has_bias
         if has_bias:
-            self.bias = Parameter(Tensor(np.zeros(channels, np.float32)), name="bias")
+            self.bias = Parameter(Tensor(np.zeros(out, np.float32)), name="bias")
         else:
-            self.zero_bias = Tensor(np.zeros(channels, np.float32))
+            self.zero_bias = Tensor(np.zeros(out, np.float32))
         self.kernel = _FusedDepthwise()
         self.fused = self.kernel.available
-        self.conv = ops.Conv2D(out_channel=channels, kernel_size=kernel, pad_mode="pad",
-                               pad=kernel // 2, group=channels)
+        self.conv = ops.Conv2D(out_channel=out, kernel_size=kernel, pad_mode="pad",
+                               pad=kernel // 2, group=out)
+        # output channel o reads input channel o // multiplier
+        self.multiplier = multiplier
+        self.repeat = Tensor(np.arange(out) // multiplier, ms.int32)
+        self.every_other = EveryOther(input_size) if stride == 2 else nn.Identity()
 
     def construct(self, x):
+        if self.multiplier > 1:
+            x = ops.gather(x, self.repeat, 3)
         bias = self.bias if self.has_bias else self.zero_bias
         if self.fused and x.dtype == ms.float32:
-            return self.kernel(x, self.weight.reshape(self.channels, -1).transpose(1, 0), bias)
-        y = self.conv(x.transpose(0, 3, 1, 2), self.weight.astype(x.dtype)).transpose(0, 2, 3, 1)
-        return y + bias.astype(y.dtype)
+            y = self.kernel(x, self.weight.reshape(self.channels, -1).transpose(1, 0), bias)
+        else:
+            y = self.conv(x.transpose(0, 3, 1, 2), self.weight.astype(x.dtype)).transpose(0, 2, 3, 1)
+            y = y + bias.astype(y.dtype)
+        return self.every_other(y)
+
+
+def conv2d(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1,
+           has_bias: bool = True, input_size: int = 0) -> nn.Cell:
+    """timm's ``create_conv2d`` on channels-last maps: dense (``groups`` 1) or depthwise
+    (``groups`` = ``cin``, ``cout`` a multiple of it); padding ``kernel // 2``."""
+    if groups == 1:
+        return Conv(cin, cout, kernel, stride, input_size, has_bias)
+    if groups != cin or cout % cin:
+        raise ValueError(f"grouped convolution {cin}->{cout} in {groups} groups: only dense and "
+                         "depthwise ones are implemented")
+    return DepthwiseConv(cin, kernel, has_bias, stride, input_size, cout // cin)
+
+
+class BatchNorm(nn.Cell):
+    """PyTorch's ``BatchNorm2d`` on channels-last maps (the last axis of any tensor) under its
+    names (``weight``, ``bias``, ``running_mean``, ``running_var``): in training it normalises
+    by the batch's statistics and moves the running ones by ``momentum`` (PyTorch's 0.1), in
+    inference by the running ones."""
+
+    def __init__(self, channels: int, eps: float = 1e-5, momentum: float = 0.1):
+        super().__init__()
+        self.weight = Parameter(Tensor(np.ones(channels, np.float32)), name="weight")
+        self.bias = Parameter(Tensor(np.zeros(channels, np.float32)), name="bias")
+        self.running_mean = Parameter(Tensor(np.zeros(channels, np.float32)), name="running_mean",
+                                      requires_grad=False)
+        self.running_var = Parameter(Tensor(np.ones(channels, np.float32)), name="running_var",
+                                     requires_grad=False)
+        self.eps = eps
+        self.train_norm = ops.BatchNorm(is_training=True, epsilon=eps, momentum=momentum)
+        self.eval_norm = ops.BatchNorm(is_training=False, epsilon=eps)
+
+    def construct(self, x):
+        shape = x.shape
+        rows = x.reshape(-1, shape[-1]).astype(ms.float32)
+        norm = self.train_norm if self.training else self.eval_norm
+        y = norm(rows, self.weight, self.bias, self.running_mean, self.running_var)[0]
+        return y.reshape(shape).astype(x.dtype)
 
 
 class EveryOther(nn.Cell):

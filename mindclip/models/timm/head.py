@@ -15,6 +15,7 @@ from typing import List
 
 from mindspore import nn
 
+from .conv import BatchNorm
 from .layers import Mlp, linear
 
 
@@ -67,7 +68,7 @@ class TimmImageTower(nn.Cell):
                 raise ValueError(f"timm_proj: none needs embed_dim == the tower's width "
                                  f"({embed_dim} != {arch.num_features})")
             self.head = nn.Identity()
-        self.keeps_eval_when_locked = any(isinstance(cell, (nn.BatchNorm1d, nn.BatchNorm2d))
+        self.keeps_eval_when_locked = any(isinstance(cell, (nn.BatchNorm1d, nn.BatchNorm2d, BatchNorm))
                                           for _, cell in self.trunk.cells_and_names())
 
     def forward_with_tokens(self, x):

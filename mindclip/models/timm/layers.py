@@ -247,7 +247,7 @@ class Attention(PackedSelfAttention):
                  k_bias: bool = True, qk_norm: bool = False, scale_norm: bool = False,
                  norm_eps: float = 1e-6, rel_pos: Optional[nn.Cell] = None):
         super().__init__(width, heads, head_bias=rel_pos is not None)
-        self.fused = fused
+        self.fused_qkv = fused  # (`fused` is the CPU-kernel flag cpu_kernels.portable turns off)
         self.eva_bias = fused and qkv_bias and not k_bias
         if fused:
             self.qkv = linear(width, 3 * width, qkv_bias and k_bias)
@@ -270,7 +270,7 @@ class Attention(PackedSelfAttention):
 
     def project(self, x):
         """``(q, k, v)``, each ``(B, L, width)``."""
-        if not self.fused:
+        if not self.fused_qkv:
             return self.q_proj(x), self.k_proj(x), self.v_proj(x)
         qkv = self.qkv(x)
         if self.eva_bias:

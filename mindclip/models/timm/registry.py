@@ -88,7 +88,7 @@ class TrunkArch(TimmArch):
 
 
 TIMM_MODELS: Dict[str, TrunkArch] = {}
-TRUNK_MODULES = ("vit", "vit_relpos", "eva", "convnext", "vitamin")  # the files that register names, imported on first lookup
+TRUNK_MODULES = ("vit", "vit_relpos", "eva", "convnext", "vitamin", "fastvit")  # the files that register names, imported on first lookup
 
 
 def _load_trunks() -> None:
@@ -111,8 +111,8 @@ def timm_arch(name: str, image_size: Optional[int] = None) -> TimmArch:
     _load_trunks()
     if name not in TIMM_MODELS:
         raise MissingTowerError(
-            f"timm image tower {name!r} is not implemented (a timm image tower: FastViT "
-            f"(MobileCLIP-S*) and Swin are not built yet); "
+            f"timm image tower {name!r} is not implemented (a timm image tower; of "
+            f"open_clip's, Swin is not built yet); "
             f"implemented: {timm_model_names()}")
     arch = TIMM_MODELS[name]
     if image_size is None:
