@@ -8,7 +8,7 @@ names (``weight`` ``(out, in, k, k)``, ``bias``), so checkpoints convert by name
 - :class:`DepthwiseConv`: a depthwise k x k convolution, one fused CPU kernel each way;
 - :class:`BatchNorm`: PyTorch's ``BatchNorm2d`` (MobileOne's branches);
 - :class:`Conv`: any other convolution: 1x1 as one matmul, k x k as im2col (a gather of
-  the taps) + matmul, image by image so that the columns of a large map stay small;
+  the taps) + matmul, a few images at a time so that the columns of a large map stay small;
 - :class:`AvgPool3x3`: ``AvgPool2d(3, 2, 1, count_include_pad=False)``.
 """
 from __future__ import annotations
@@ -24,6 +24,7 @@ from ..layers import _FusedLayerNorm
 from .layers import STD, trunc_normal_param
 
 _matmul_nt = ops.MatMul(transpose_b=True)
+_COLUMN_BYTES = 64 << 20  # the im2col columns one step of a k x k convolution holds
 
 
 class ChannelNorm(nn.Cell):
@@ -159,9 +160,10 @@ class EveryOther(nn.Cell):
 class Conv(nn.Cell):
     """timm's ``nn.Conv2d`` / ``create_conv2d`` (``kernel`` x ``kernel``, ``stride``, zero
     padding ``kernel // 2``, a bias) on channels-last maps of ``input_size`` pixels a side.
-    1x1: one matmul over the pixels. Larger: each image's taps gathered into columns (a zero
-    row standing for the padding; a gather copies at memory speed where MindSpore's strided
-    slices and its CPU Conv2D do not) and multiplied by the weight laid out (out, kh, kw, in).
+    1x1: one matmul over the pixels. Larger: the taps gathered into columns (a zero row
+    standing for the padding; a gather copies at memory speed where MindSpore's strided
+    slices and its CPU Conv2D do not), as many images at a time as keep the columns within
+    64 MB, and multiplied by the weight laid out (out, kh, kw, in).
     ``on_image``: the input is the image ``(B, C, H, W)`` (the stem's first convolution)."""
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, input_size: int = 0,
@@ -189,13 +191,16 @@ class Conv(nn.Cell):
             oh, ow = h, w
         else:
             weight = self.weight.transpose(0, 2, 3, 1).reshape(self.cout, -1).astype(x.dtype)
-            zero = ops.zeros((1, c), x.dtype)
+            taps = self.kernel * self.kernel * c
+            # as many images at a time as keep their columns within _COLUMN_BYTES
+            chunk = max(1, _COLUMN_BYTES // (self.out_size * self.out_size * taps * 4))
             outs = []
-            for i in range(b):
-                rows = ops.concat((x[i].reshape(h * w, c), zero), 0)
-                cols = ops.gather(rows, self.index, 0).reshape(-1, self.kernel * self.kernel * c)
+            for i in range(0, b, chunk):
+                n = min(chunk, b - i)
+                rows = ops.concat((x[i:i + n].reshape(n, h * w, c), ops.zeros((n, 1, c), x.dtype)), 1)
+                cols = ops.gather(rows, self.index, 1).reshape(-1, taps)
                 outs.append(_matmul_nt(cols, weight))
-            y = ops.concat(outs, 0)
+            y = ops.concat(outs, 0) if len(outs) > 1 else outs[0]
             oh = ow = self.out_size
         if self.has_bias:
             y = self.bias_add(y, self.bias.astype(y.dtype))
