@@ -94,6 +94,8 @@ def _peak_rss_gb() -> float:
 # cores), and into a peer's process it cost torch ~12%. What a peer or the parent needs from
 # mindclip (the architecture, the zero-shot prompts) comes from one `--_describe` child.
 DESCRIBE_ENV = "MINDCLIP_BENCH_DESCRIBE"
+# set by --reparameterize, read by the workload processes: fuse reparameterizable towers
+REPARAM_ENV = "MINDCLIP_BENCH_REPARAMETERIZE"
 
 
 def _describe(name: str) -> dict:
@@ -195,6 +197,10 @@ def _mindclip_workload(name: str, task: str, batch: int, mode: int):
 
     ms.set_context(mode=mode)
     model = _towers_as_clip(name) if task == "clip_step_same_towers" else create_model(name)
+    if os.environ.get(REPARAM_ENV) and task != "train_step":
+        from mindclip import reparameterize_model
+
+        reparameterize_model(model)
     family = family_of(model)
     rng = np.random.default_rng(0)
     size = model.image_size
@@ -247,6 +253,10 @@ def _open_clip_workload(name: str, task: str, batch: int):
     else:
         model = open_clip.model.CLIP(embed_dim=cfg["embed_dim"], vision_cfg=cfg["vision_cfg"],
                                      text_cfg=cfg["text_cfg"], quick_gelu=cfg["quick_gelu"]).eval()
+    if os.environ.get(REPARAM_ENV) and task != "train_step":
+        from timm.utils.model import reparameterize_model
+
+        model = reparameterize_model(model)
     size, ctx = cfg["vision_cfg"]["image_size"], cfg["text_cfg"]["context_length"]
     images = torch.randn(batch, 3, size, size)
     texts = torch.randint(1, cfg["text_cfg"]["vocab_size"], (batch, ctx))
@@ -769,6 +779,9 @@ def main(argv=None) -> int:
     p.add_argument("--unset_openblas_env", action="store_true",
                    help="run every process (ours and the peer's) without OPENBLAS_CORETYPE and "
                         "OPENBLAS_L2_SIZE, as on a user's machine")
+    p.add_argument("--reparameterize", action="store_true",
+                   help="fuse reparameterizable towers (MobileCLIP's FastViT) for the inference "
+                        "workloads, both sides (ours: reparameterize_model; open_clip: timm's)")
     p.add_argument("--check", action="store_true",
                    help="exit 1 when a workload's ratio falls below the README's floors table, "
                         f"or PyNative below {PYNATIVE_FLOOR} x GRAPH")
@@ -820,6 +833,8 @@ def main(argv=None) -> int:
         p.error(f"--modes {args.modes!r}: valid are {', '.join(MODES)}")
     if args.unset_openblas_env:
         UNSET_OPENBLAS_ENV[0] = True
+    if args.reparameterize:
+        os.environ[REPARAM_ENV] = "1"  # inherited by the workload processes
     models = [m.strip() for m in args.model.split(",") if m.strip()]
     results = {"date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv),
                "cpu": _cpu_name(), "processor_kind": processor_kind(), "threads": os.cpu_count(),
@@ -835,6 +850,8 @@ def main(argv=None) -> int:
         env_note = ("OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset in every process, both sides"
                     if args.unset_openblas_env else "environment as is: " + ", ".join(
                         f"{k}={os.environ.get(k)}" for k in OPENBLAS_ENV))
+        if args.reparameterize:
+            env_note += "; reparameterizable towers fused for inference, both sides"
         print(f"\nfp32, {_cpu_name()}, {os.cpu_count()} cores (MindSpore default threads; torch "
               f"threads: {torch_threads}), {results['date']}; each workload in its own process; "
               f"{env_note}")
