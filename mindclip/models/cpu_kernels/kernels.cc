@@ -302,6 +302,7 @@ DwShape DwShapeOf(int *ndims, int64_t **shapes) {
 // stored once: summing tap by tap into memory made it memory-bound at ~4 GFLOP/s.
 constexpr int64_t kBlock = 32;
 constexpr int64_t kTile = 4;
+constexpr int64_t kDwChunks = 16;  // row chunks of the weight gradient's fixed-order sum
 
 // pixels x .. x + T - 1 of row (b, y), channels c0 .. c0 + n - 1 (n <= kBlock); ``inside``:
 // every tap of every pixel of the tile lies within the row, so x needs no bounds checks
@@ -385,15 +386,17 @@ MINDCLIP_AOT(DepthwiseBackward) {
 #pragma omp simd
     for (int64_t c = 0; c < s.c; ++c) db[c] += g[c];
   }
-  // dw[tap] = sum over b, y, x of x[b, y + i - p, x + j - p] * dy[b, y, x]: rows split over
-  // the threads, each summing into its own copy of dw, the copies added at the end
+  // dw[tap] = sum over b, y, x of x[b, y + i - p, x + j - p] * dy[b, y, x]: the rows split into
+  // a fixed number of chunks, each summed into its own copy of dw, the copies added in chunk
+  // order, so that the gradient does not depend on the threads (a resumed run repeats its
+  // steps bit for bit)
   const int64_t taps = s.k * s.k, rows = s.b * s.h;
-  std::memset(dw, 0, sizeof(float) * taps * s.c);
-#pragma omp parallel if (rows * s.w * s.c >= kParallelFrom)
-  {
-    std::vector<float> acc(taps * s.c, 0.f);
-#pragma omp for schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
+  const int64_t chunks = rows < kDwChunks ? rows : kDwChunks;
+  std::vector<float> partial(chunks * taps * s.c, 0.f);
+#pragma omp parallel for schedule(static) if (rows * s.w * s.c >= kParallelFrom)
+  for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+    float *acc = partial.data() + chunk * taps * s.c;
+    for (int64_t r = chunk * rows / chunks; r < (chunk + 1) * rows / chunks; ++r) {
       const int64_t b = r / s.h, y = r % s.h;
       const float *grow = dy + r * s.w * s.c;
       for (int64_t i = 0; i < s.k; ++i) {
@@ -401,7 +404,7 @@ MINDCLIP_AOT(DepthwiseBackward) {
         if (yy < 0 || yy >= s.h) continue;
         const float *irow = x + (b * s.h + yy) * s.w * s.c;
         for (int64_t j = 0; j < s.k; ++j) {
-          float *a = acc.data() + (i * s.k + j) * s.c;
+          float *a = acc + (i * s.k + j) * s.c;
           const int64_t dx_ = j - s.p;
           const int64_t x0 = dx_ < 0 ? -dx_ : 0, x1 = dx_ > 0 ? s.w - dx_ : s.w;
           for (int64_t xx = x0; xx < x1; ++xx) {
@@ -413,7 +416,11 @@ MINDCLIP_AOT(DepthwiseBackward) {
         }
       }
     }
-#pragma omp critical
+  }
+  std::memset(dw, 0, sizeof(float) * taps * s.c);
+  for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+    const float *acc = partial.data() + chunk * taps * s.c;
+#pragma omp simd
     for (int64_t t = 0; t < taps * s.c; ++t) dw[t] += acc[t];
   }
   return 0;
