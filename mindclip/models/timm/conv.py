@@ -231,3 +231,34 @@ class AvgPool3x3(nn.Cell):
         else:
             sums = self.conv(x.transpose(0, 3, 1, 2), self.ones.astype(x.dtype)).transpose(0, 2, 3, 1)
         return self.every_other(sums) / self.count.astype(x.dtype)
+
+
+class ConvTrunk(nn.Cell):
+    """What timm's convolutional trunks share around their layers: average pooling only
+    (timm's ``global_pool='avg'``), no patch dropout, and the last map as the tokens.
+    Subclasses set ``family`` (timm's class name, for messages) and define
+    ``forward_features`` (image -> last channels-last map) and ``head``."""
+
+    family = ""
+
+    def __init__(self, arch, global_pool: str, pool, patch_dropout: float):
+        super().__init__()
+        if global_pool != "avg" or (pool or "avg") != "avg":
+            raise ValueError(f"timm's {self.family} pools by the average (global_pool 'avg'), not "
+                             f"{pool or global_pool!r}")
+        self.arch = arch
+        self.set_patch_dropout(patch_dropout)
+
+    def forward_tokens(self, x):
+        """``(pooled features, the last map as tokens (B, H*W, C))``."""
+        x = self.forward_features(x)
+        b, h, w, c = x.shape
+        return self.head(x), x.reshape(b, h * w, c)
+
+    def construct(self, x):
+        return self.head(self.forward_features(x))
+
+    def set_patch_dropout(self, prob: float) -> None:
+        if prob:
+            raise ValueError(f"timm's {self.family} has no patch dropout; set patch_dropout to 0")
+

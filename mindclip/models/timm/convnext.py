@@ -17,7 +17,7 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn
 
 from ..patch import PatchEmbedding
-from .conv import ChannelNorm, DepthwiseConv
+from .conv import ChannelNorm, ConvTrunk, DepthwiseConv
 from .layers import Mlp, drop_path_or_identity, drop_path_rates, linear
 from .registry import TimmArch, register_timm_model
 
@@ -111,20 +111,17 @@ class NormMlpClassifierHead(nn.Cell):
         return self.fc(self.norm(x.mean(axis=(1, 2))))
 
 
-class ConvNeXt(nn.Cell):
+class ConvNeXt(ConvTrunk):
     """timm's ``ConvNeXt`` (patch stem, ``conv_mlp=False``, head norm after pooling).
 
     ``forward_tokens`` gives the last map's positions as tokens ``(B, H*W, C)``, before the
     head's norm (timm's ``forward_features``)."""
 
+    family = "ConvNeXt"
+
     def __init__(self, arch: ConvNeXtArch, global_pool: str, num_classes: int = 0,
                  pool: Optional[str] = None, drop_path: float = 0.0, patch_dropout: float = 0.0):
-        super().__init__()
-        if global_pool != "avg" or (pool or "avg") != "avg":
-            raise ValueError(f"timm's ConvNeXt pools by the average (global_pool 'avg'), not "
-                             f"{pool or global_pool!r}")
-        self.arch = arch
-        self.set_patch_dropout(patch_dropout)
+        super().__init__(arch, global_pool, pool, patch_dropout)
         dims = arch.dims
         self.stem = nn.SequentialCell([PatchConv(3, dims[0], arch.patch_size, on_image=True),
                                        ChannelNorm(dims[0], arch.norm_eps)])
@@ -142,15 +139,6 @@ class ConvNeXt(nn.Cell):
     def forward_features(self, x):
         return self.norm_pre(self.stages(self.stem(x)))
 
-    def forward_tokens(self, x):
-        """``(pooled features, the last map as tokens (B, H*W, C))``."""
-        x = self.forward_features(x)
-        b, h, w, c = x.shape
-        return self.head(x), x.reshape(b, h * w, c)
-
-    def construct(self, x):
-        return self.head(self.forward_features(x))
-
     def lock_groups(self) -> List[list]:
         """timm's ``group_matcher``: the stem, then each stage's downsampling and each of its
         blocks, then the head."""
@@ -159,10 +147,6 @@ class ConvNeXt(nn.Cell):
             groups.append([stage.downsample])
             groups.extend([block] for block in stage.blocks)
         return groups + [[self.norm_pre, self.head]]
-
-    def set_patch_dropout(self, prob: float) -> None:
-        if prob:
-            raise ValueError("timm's ConvNeXt has no patch dropout; set patch_dropout to 0")
 
 
 for _name, _depths, _dims in (

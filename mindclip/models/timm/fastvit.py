@@ -21,7 +21,7 @@ from mindspore import Parameter, Tensor, nn
 
 from ..layers import make_activation
 from ..reparam import Reparameterizable
-from .conv import BatchNorm, ChannelNorm, Conv, conv2d
+from .conv import BatchNorm, ChannelNorm, Conv, ConvTrunk, conv2d
 from .layers import Attention, drop_path_or_identity, drop_path_rates, linear
 from .registry import TimmArch, register_timm_model
 
@@ -388,19 +388,16 @@ class ClassifierHead(nn.Cell):
         return self.fc(x.mean(axis=(1, 2)))
 
 
-class FastVit(nn.Cell):
+class FastVit(ConvTrunk):
     """timm's ``FastVit``: ``stem`` (three MobileOne blocks: 3x3/2 dense, 3x3/2 depthwise,
     1x1), ``stages``, ``final_conv`` (3x3 MobileOne doubling the width, squeeze-excite), then
     ``head``. Built in training form; ``reparameterize_model`` fuses it for inference."""
 
+    family = "FastViT"
+
     def __init__(self, arch: FastVitArch, global_pool: str, num_classes: int = 0,
                  pool: Optional[str] = None, drop_path: float = 0.0, patch_dropout: float = 0.0):
-        super().__init__()
-        if global_pool != "avg" or (pool or "avg") != "avg":
-            raise ValueError(f"timm's FastViT pools by the average (global_pool 'avg'), not "
-                             f"{pool or global_pool!r}")
-        self.arch = arch
-        self.set_patch_dropout(patch_dropout)
+        super().__init__(arch, global_pool, pool, patch_dropout)
         size, dim0 = arch.image_size, arch.embed_dims[0]
         half, quarter = (size + 1) // 2, (size + 3) // 4
         scale = arch.stem_use_scale_branch
@@ -422,15 +419,6 @@ class FastVit(nn.Cell):
     def forward_features(self, x):
         return self.final_conv(self.stages(self.stem(x.transpose(0, 2, 3, 1))))
 
-    def forward_tokens(self, x):
-        """``(pooled features, the last map as tokens (B, H*W, C))``."""
-        x = self.forward_features(x)
-        b, h, w, c = x.shape
-        return self.head(x), x.reshape(b, h * w, c)
-
-    def construct(self, x):
-        return self.head(self.forward_features(x))
-
     def lock_groups(self) -> List[list]:
         """timm's ``group_matcher``: the stem, then per stage its downsampling + position
         encoding and each block, then ``final_conv`` and the head."""
@@ -439,10 +427,6 @@ class FastVit(nn.Cell):
             groups.append([stage.downsample, stage.pos_emb])
             groups.extend([block] for block in stage.blocks)
         return groups + [[self.final_conv, self.head]]
-
-    def set_patch_dropout(self, prob: float) -> None:
-        if prob:
-            raise ValueError("timm's FastViT has no patch dropout; set patch_dropout to 0")
 
 
 _MCI = dict(mlp_ratios=(3, 3, 3, 3), downsamples=(False, True, True, True),
