@@ -243,13 +243,19 @@ def test_sharding_is_disjoint_and_covers(tmp_path):
     assert not set(train_parts[0]) & set(train_parts[1])
 
 
-def test_loader_is_deterministic_and_epochs_differ(tmp_path):
+def json_captions(tmp_path, n, prefixes):
+    """A JSON caption source of ``n`` 64x48 images, image ``i`` captioned ``"<prefix> i"`` for
+    each prefix."""
     items = []
-    for i in range(8):
+    for i in range(n):
         make_image(tmp_path / f"{i}.jpg", i, size=(64, 48))
-        items.append({"image": f"{i}.jpg", "caption": [f"a {i}", f"b {i}", f"c {i}"]})
+        items.append({"image": f"{i}.jpg", "caption": [f"{p} {i}" for p in prefixes]})
     (tmp_path / "t.json").write_text(json.dumps(items))
-    src = build_source({"type": "json", "path": str(tmp_path / "t.json")})
+    return build_source({"type": "json", "path": str(tmp_path / "t.json")})
+
+
+def test_loader_is_deterministic_and_epochs_differ(tmp_path):
+    src = json_captions(tmp_path, 8, ("a", "b", "c"))
     tok = CLIPTokenizer()
     run = lambda epoch, w: [t for _, t in train_loader(src, tok, 32, 4, epoch=epoch, seed=1, num_workers=w)]  # noqa
     a, b, c = run(0, 1), run(0, 2), run(1, 2)
@@ -264,12 +270,7 @@ def test_training_batches_normalise_with_the_models_preprocessing_record(tmp_pat
     open_clip's training transform, crops and resizes alike whatever its resize mode."""
     from mindclip.normalization import OPENAI_MEAN, OPENAI_STD, PreprocessCfg
 
-    items = []
-    for i in range(4):
-        make_image(tmp_path / f"{i}.jpg", i, size=(64, 48))
-        items.append({"image": f"{i}.jpg", "caption": [f"a {i}"]})
-    (tmp_path / "t.json").write_text(json.dumps(items))
-    src = build_source({"type": "json", "path": str(tmp_path / "t.json")})
+    src = json_captions(tmp_path, 4, ("a",))
     record = PreprocessCfg(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), resize_mode="squash")
     ours = np.concatenate([b for b, _ in train_loader(src, CLIPTokenizer(), 32, 4, seed=3, preprocess=record)])
     plain = np.concatenate([b for b, _ in train_loader(src, CLIPTokenizer(), 32, 4, seed=3)])
@@ -319,12 +320,7 @@ def test_color_augmentation_is_seeded_and_bounded(tmp_path):
     assert out.dtype == np.uint8 and np.array_equal(out[..., 0], out[..., 1])  # grayscale
     identity = augment_draws(np.random.default_rng(1), Augment())
     np.testing.assert_array_equal(apply_color(img, identity), img)
-    items = []
-    for i in range(8):
-        make_image(tmp_path / f"{i}.jpg", i, size=(64, 48))
-        items.append({"image": f"{i}.jpg", "caption": [f"c {i}"]})
-    (tmp_path / "t.json").write_text(json.dumps(items))
-    src = build_source({"type": "json", "path": str(tmp_path / "t.json")})
+    src = json_captions(tmp_path, 8, ("c",))
     aug = Augment(color_jitter=0.3, grayscale=0.5)
     run = lambda: np.concatenate([b for b, _ in train_loader(src, CLIPTokenizer(), 32, 4, seed=2, augment=aug)])  # noqa
     first = run()
