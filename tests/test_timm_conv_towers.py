@@ -1,5 +1,5 @@
-"""open_clip's convolutional and hybrid timm towers (ConvNeXt, ViTamin, MobileCLIP's FastViT
-MCi) against timm + open_clip themselves, each built with random weights here: every option
+"""open_clip's convolutional, hybrid and hierarchical timm towers (ConvNeXt, ViTamin,
+MobileCLIP's FastViT MCi, Swin) against timm + open_clip themselves, each built with random weights here: every option
 group of open_clip's configs shrunk (one block a stage, widths divided with their ratios kept,
 small images), both conversion directions; the smallest full-size model of each in GRAPH
 mode (MobileCLIP2-S0 fused too); one block of each kind, values and gradients, on both
@@ -7,6 +7,8 @@ convolution paths (the fused CPU kernels and MindSpore's grouped Conv2D); FastVi
 against timm's and its BatchNorm in training. Helpers are tests/test_timm_towers.py's.
 """
 import dataclasses
+import json
+import os
 
 import mindspore as ms
 import numpy as np
@@ -18,8 +20,9 @@ from conftest import FEATURE_ATOL
 from mindclip import create_model
 from mindclip.models.timm import timm_arch
 from mindclip.models.timm.convnext import ConvNeXtArch
+from test_openclip_zoo import OPENCLIP_CONFIGS
 from test_timm_towers import (GROUPS, _load_torch, _randomised, _Weighted, check_full_size,
-                              check_option_group, is_conv_group, tiny_timm)
+                              check_option_group, is_conv_group, shrink_timm, tiny_timm)
 
 
 @pytest.mark.parametrize("key", sorted(k for k in GROUPS if is_conv_group(k)), ids=lambda k: GROUPS[k])
@@ -27,7 +30,8 @@ def test_conv_option_group_converts_both_ways_with_open_clips_features(key, tmp_
     check_option_group(GROUPS[key], tmp_path)
 
 
-@pytest.mark.parametrize("name,size", [("convnext_tiny", 224), ("ViTamin-S", 224), ("MobileCLIP2-S0", 256)])
+@pytest.mark.parametrize("name,size", [("convnext_tiny", 224), ("ViTamin-S", 224), ("MobileCLIP2-S0", 256),
+                                       ("swin_base_patch4_window7_224", 224)])
 def test_smallest_full_size_model_of_each_conv_trunk_in_graph_mode(name, size):
     check_full_size(name, size)
 
@@ -75,6 +79,72 @@ def test_vitamin_conv_blocks_values_and_gradients_equal_timms(fused):
         _use_kernels(ours, fused)
         x = rng.standard_normal((2, 16, size, size)).astype(np.float32)
         _check_block(ours, _randomised(ref), x, rng, type(ours).__name__)
+
+
+def test_swin_blocks_values_and_gradients_equal_timms():
+    """timm's ``SwinTransformerBlock`` with shifted windows (the region mask, the roll both
+    ways), unshifted, clamped to a map no larger than the window, and ``PatchMerging``:
+    outputs, the input's and every parameter's gradient (the relative position table too)."""
+    from timm.models import swin_transformer as ts
+
+    from mindclip.models.timm import swin
+
+    arch = dataclasses.replace(timm_arch("swin_base_patch4_window7_224"), window_size=4)
+    rng = np.random.default_rng(7)
+    cases = [("shifted", swin.SwinTransformerBlock(arch, 64, 2, 8, True, 0.0),
+              ts.SwinTransformerBlock(64, (8, 8), num_heads=2, window_size=4, shift_size=2), 8, 64),
+             ("unshifted", swin.SwinTransformerBlock(arch, 64, 2, 8, False, 0.0),
+              ts.SwinTransformerBlock(64, (8, 8), num_heads=2, window_size=4, shift_size=0), 8, 64),
+             ("one window", swin.SwinTransformerBlock(arch, 64, 2, 3, True, 0.0),
+              ts.SwinTransformerBlock(64, (3, 3), num_heads=2, window_size=4, shift_size=2), 3, 64),
+             ("merging", swin.PatchMerging(32, 8, 1e-5), ts.PatchMerging(32), 8, 32)]
+    for name, ours, ref, size, dim in cases:
+        ref = _randomised(ref)
+        _load_torch(ours, ref)
+        ours.set_train(False)
+        x = rng.standard_normal((2, size, size, dim)).astype(np.float32)
+        xt = torch.from_numpy(x).requires_grad_(True)
+        out = ref(xt)
+        w = rng.standard_normal(tuple(out.shape)).astype(np.float32)
+        (out * torch.from_numpy(w)).sum().backward()
+        tokens = ms.Tensor(x.reshape(2, size * size, dim))
+        got = ours(tokens).asnumpy()
+        assert np.abs(got - out.detach().numpy().reshape(got.shape)).max() <= FEATURE_ATOL, name
+        net = _Weighted(ours, ms.Tensor(w.reshape(got.shape)))
+        params = net.trainable_params()
+        dx, grads = ms.grad(net, grad_position=0, weights=params)(tokens)
+        assert np.abs(dx.asnumpy() - xt.grad.numpy().reshape(dx.shape)).max() <= 1e-4, name
+        want = {k: v.grad.numpy() for k, v in ref.named_parameters()}
+        assert len(params) == len(want), name
+        for p, g in zip(params, grads):
+            expected = want[p.name[len("cell."):].replace(".gamma", ".weight").replace(".beta", ".bias")]
+            assert np.abs(g.asnumpy() - expected).max() <= 1e-4 * max(1.0, float(np.abs(expected).max())), \
+                (name, p.name)
+
+
+def test_swin_keeps_timms_stochastic_depth_and_layer_groups():
+    """open_clip's Swin config sets no ``timm_drop_path``: timm's default 0.1 applies, rising
+    over the blocks; LiT's layer groups are timm's ``group_matcher`` (a stage's merging in its
+    first block's group)."""
+    from open_clip.model import CLIP
+    from timm.models._manipulate import group_parameters
+
+    from mindclip.models.timm.layers import DropPath
+
+    with open(os.path.join(OPENCLIP_CONFIGS, "swin_base_patch4_window7_224.json")) as f:
+        cfg = shrink_timm(json.load(f))
+    ref = CLIP(**cfg).visual.trunk
+    model = create_model(config=cfg)
+    rates = [float(getattr(b.drop_path1, "drop_prob", 0.0)) for st in ref.layers for b in st.blocks]
+    ours = [b.drop_path1.keep if isinstance(b.drop_path1, DropPath) else 1.0
+            for st in model.visual.trunk.layers for b in st.blocks]
+    assert max(rates) == pytest.approx(0.1) and np.allclose([1 - k for k in ours], rates)
+    groups = group_parameters(ref, ref.group_matcher())
+    want = [sorted(names) for _, names in sorted(groups.items())]
+    got = [sorted(p.name[len("visual.trunk."):].replace(".gamma", ".weight").replace(".beta", ".bias")
+                  for cell in group for p in cell.get_parameters())
+           for group in model.visual.trunk.lock_groups()]
+    assert got == want
 
 
 def _randomised_bn(module):

@@ -29,6 +29,7 @@ from mindclip.models.patch import PatchDropout
 from mindclip.models.timm import register_timm_model, timm_arch, timm_model_names
 from mindclip.models.timm.convnext import ConvNeXtArch
 from mindclip.models.timm.fastvit import FastVitArch
+from mindclip.models.timm.swin import SwinArch
 from mindclip.models.timm.vitamin import ViTaminArch
 from test_openclip_zoo import OPENCLIP_CONFIGS, _openclip_configs, check_round_trip, perturbed
 
@@ -70,7 +71,17 @@ def _shrunk(arch, depth: int):
     """``(timm's overrides, our architecture)`` of a shrunk trunk. ViT-shaped: ``depth``
     blocks, two heads of its head width, images of two patches a side (three for PE-Core's
     offset grid). ConvNeXt: one block a stage (``depth`` in the third), widths an eighth
-    (their ratios kept), 64-pixel images (a 2x2 last map)."""
+    (their ratios kept), 64-pixel images (a 2x2 last map). Swin: two blocks a stage (a
+    shifted one; ``depth`` in the third), a quarter of the width with heads of its head
+    width, 4x4 windows on 64-pixel images (maps of 16, 8, 4, 2: shifted windows in the first
+    two stages, one window in the last two, as timm clamps them)."""
+    if isinstance(arch, SwinArch):
+        head = arch.embed_dim // arch.num_heads[0]
+        depths, embed = (2, 2, depth, 2), arch.embed_dim // 4
+        heads = tuple(embed * 2 ** i // head for i in range(4))
+        return (dict(depths=depths, embed_dim=embed, num_heads=heads, window_size=4, img_size=64),
+                dataclasses.replace(arch, depths=depths, embed_dim=embed, num_heads=heads, window_size=4,
+                                    image_size=64))
     if isinstance(arch, FastVitArch):  # widths a quarter: attention stages keep heads of 32
         layers = tuple(depth if i == 2 else 1 for i in range(len(arch.layers)))
         dims = tuple(d // 4 for d in arch.embed_dims)
@@ -132,7 +143,7 @@ def test_every_timm_config_of_these_groups_is_built():
                 "ViTamin-L-336", "ViTamin-L-384", "ViTamin-L2", "ViTamin-L2-256", "ViTamin-L2-336",
                 "ViTamin-L2-384", "ViTamin-XL-256", "ViTamin-XL-336", "ViTamin-XL-384",
                 "MobileCLIP-S1", "MobileCLIP-S2", "MobileCLIP2-S0", "MobileCLIP2-S2", "MobileCLIP2-S3",
-                "MobileCLIP2-S4"}
+                "MobileCLIP2-S4", "swin_base_patch4_window7_224"}
     assert expected <= names <= set(list_models())
     assert get_model_config("PE-Core-bigG-14-448").vision_cfg.arch.width == 1536
     assert len(GROUPS) >= 6
@@ -140,7 +151,7 @@ def test_every_timm_config_of_these_groups_is_built():
 
 # the convolutional and hybrid trunks' groups and blocks: tests/test_timm_conv_towers.py
 # (a file per pytest-xdist worker: the two files run side by side)
-CONV_ARCHS = (ConvNeXtArch, ViTaminArch, FastVitArch)
+CONV_ARCHS = (ConvNeXtArch, ViTaminArch, FastVitArch, SwinArch)
 
 
 def is_conv_group(key) -> bool:
@@ -418,8 +429,8 @@ def test_unknown_timm_names_and_options_are_refused_by_name():
     from mindclip.models.config import CLIPConfig
 
     with pytest.raises(MissingTowerError,
-                       match="'swin_base_patch4_window7_224' is not implemented.*vitamin_small_224"):
-        create_model("swin_base_patch4_window7_224")
+                       match="'swin_tiny_patch4_window7_224' is not implemented.*vitamin_small_224"):
+        CLIPConfig.from_dict({"vision_cfg": {"timm_model_name": "swin_tiny_patch4_window7_224"}})
     with pytest.raises(MissingTowerError, match="timm image tower 'vit_nonexistent'"):
         CLIPConfig.from_dict({"vision_cfg": {"timm_model_name": "vit_nonexistent"}})
     base = {"timm_model_name": "eva02_base_patch16_clip_224"}

@@ -9,7 +9,9 @@ names (``weight`` ``(out, in, k, k)``, ``bias``), so checkpoints convert by name
 - :class:`BatchNorm`: PyTorch's ``BatchNorm2d`` (MobileOne's branches);
 - :class:`Conv`: any other convolution: 1x1 as one matmul, k x k as im2col (a gather of
   the taps) + matmul, a few images at a time so that the columns of a large map stay small;
-- :class:`AvgPool3x3`: ``AvgPool2d(3, 2, 1, count_include_pad=False)``.
+- :class:`AvgPool3x3`: ``AvgPool2d(3, 2, 1, count_include_pad=False)``;
+- :class:`ClassifierHead`, :class:`ConvTrunk`: what the trunks with a map at the end
+  (ConvNeXt, FastViT, Swin) share.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from mindspore.common.initializer import Normal, initializer
 from .. import cpu_kernels
 from ..conv import patch_index
 from ..layers import _FusedLayerNorm
-from .layers import STD, trunc_normal_param
+from .layers import STD, linear, trunc_normal_param
 
 _matmul_nt = ops.MatMul(transpose_b=True)
 _COLUMN_BYTES = 64 << 20  # the im2col columns one step of a k x k convolution holds
@@ -233,9 +235,22 @@ class AvgPool3x3(nn.Cell):
         return self.every_other(sums) / self.count.astype(x.dtype)
 
 
+class ClassifierHead(nn.Cell):
+    """timm's ``ClassifierHead``: the average over the map, then ``fc`` (a Linear when
+    ``num_classes`` > 0)."""
+
+    def __init__(self, width: int, num_classes: int):
+        super().__init__()
+        self.fc = linear(width, num_classes) if num_classes > 0 else nn.Identity()
+
+    def construct(self, x):
+        return self.fc(x.mean(axis=(1, 2)))
+
+
 class ConvTrunk(nn.Cell):
-    """What timm's convolutional trunks share around their layers: average pooling only
-    (timm's ``global_pool='avg'``), no patch dropout, and the last map as the tokens.
+    """What timm's trunks with a map at the end share around their layers (the convolutional
+    ones, and Swin's windowed transformer): average pooling only (timm's
+    ``global_pool='avg'``), no patch dropout, and the last map as the tokens.
     Subclasses set ``family`` (timm's class name, for messages) and define
     ``forward_features`` (image -> last channels-last map) and ``head``."""
 

@@ -21,8 +21,8 @@ from mindspore import Parameter, Tensor, nn
 
 from ..layers import make_activation
 from ..reparam import Reparameterizable
-from .conv import BatchNorm, ChannelNorm, Conv, ConvTrunk, conv2d
-from .layers import Attention, drop_path_or_identity, drop_path_rates, linear
+from .conv import BatchNorm, ChannelNorm, ClassifierHead, Conv, ConvTrunk, conv2d
+from .layers import Attention, drop_path_or_identity, drop_path_rates
 from .registry import TimmArch, register_timm_model
 
 
@@ -374,18 +374,6 @@ class FastVitStage(nn.Cell):
 
     def construct(self, x):
         return self.blocks(self.pos_emb(self.downsample(x)))
-
-
-class ClassifierHead(nn.Cell):
-    """timm's ``ClassifierHead``: the average over the map, then ``fc`` (a Linear when
-    ``num_classes`` > 0)."""
-
-    def __init__(self, width: int, num_classes: int):
-        super().__init__()
-        self.fc = linear(width, num_classes) if num_classes > 0 else nn.Identity()
-
-    def construct(self, x):
-        return self.fc(x.mean(axis=(1, 2)))
 
 
 class FastVit(ConvTrunk):

@@ -52,7 +52,8 @@ class TimmImageTower(nn.Cell):
         self.image_size = cfg.image_size
         pool, proj = cfg.timm_pool, cfg.timm_proj
         trunk_class = arch.trunk_class()
-        options = dict(drop_path=cfg.timm_drop_path or 0.0, patch_dropout=cfg.patch_dropout)
+        drop_path = arch.drop_path_rate if cfg.timm_drop_path is None else cfg.timm_drop_path
+        options = dict(drop_path=drop_path, patch_dropout=cfg.patch_dropout)
         if proj in ("linear", "mlp"):
             self.trunk = trunk_class(arch, arch.global_pool, 0, pool or None, **options)
             if proj == "linear":

@@ -25,6 +25,7 @@ class TimmArch:
 
     image_size: int = 224
     global_pool: str = "avg"
+    drop_path_rate: float = 0.0  # timm's default stochastic depth, when open_clip sets none
 
     POOLS: ClassVar[Tuple[str, ...]] = ("", "avg")  # the pools its own head implements
     ANY_IMAGE_SIZE: ClassVar[bool] = False
@@ -88,7 +89,7 @@ class TrunkArch(TimmArch):
 
 
 TIMM_MODELS: Dict[str, TrunkArch] = {}
-TRUNK_MODULES = ("vit", "vit_relpos", "eva", "convnext", "vitamin", "fastvit")  # the files that register names, imported on first lookup
+TRUNK_MODULES = ("vit", "vit_relpos", "eva", "convnext", "vitamin", "fastvit", "swin")  # the files that register names, imported on first lookup
 
 
 def _load_trunks() -> None:
@@ -111,9 +112,7 @@ def timm_arch(name: str, image_size: Optional[int] = None) -> TimmArch:
     _load_trunks()
     if name not in TIMM_MODELS:
         raise MissingTowerError(
-            f"timm image tower {name!r} is not implemented (a timm image tower; of "
-            f"open_clip's, Swin is not built yet); "
-            f"implemented: {timm_model_names()}")
+            f"timm image tower {name!r} is not implemented; implemented: {timm_model_names()}")
     arch = TIMM_MODELS[name]
     if image_size is None:
         return arch
