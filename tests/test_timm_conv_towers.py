@@ -81,10 +81,21 @@ def test_vitamin_conv_blocks_values_and_gradients_equal_timms(fused):
         _check_block(ours, _randomised(ref), x, rng, type(ours).__name__)
 
 
-def test_swin_blocks_values_and_gradients_equal_timms():
+@pytest.mark.parametrize("mode", [ms.PYNATIVE_MODE, ms.GRAPH_MODE], ids=["pynative", "graph"])
+def test_swin_blocks_values_and_gradients_equal_timms(mode):
     """timm's ``SwinTransformerBlock`` with shifted windows (the region mask, the roll both
     ways), unshifted, clamped to a map no larger than the window, and ``PatchMerging``:
-    outputs, the input's and every parameter's gradient (the relative position table too)."""
+    outputs, the input's and every parameter's gradient (the relative position table too),
+    in both modes (the train step's backward is compiled)."""
+    previous = ms.get_context("mode")
+    ms.set_context(mode=mode)
+    try:
+        _check_swin_blocks()
+    finally:
+        ms.set_context(mode=previous)
+
+
+def _check_swin_blocks():
     from timm.models import swin_transformer as ts
 
     from mindclip.models.timm import swin
