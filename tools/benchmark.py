@@ -759,7 +759,7 @@ README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--section", choices=("models", "data", "zero_shot", "declip", "ops", "all"),
-                   default="all")
+                   default=None, help="default: all; models when --workloads names some")
     p.add_argument("--declip_model", default="DeCLIP-ViT-B-32")
     p.add_argument("--model", default="ViT-B-32,RN50",
                    help="comma-separated architectures of the models section (zero_shot: the first)")
@@ -796,6 +796,8 @@ def main(argv=None) -> int:
     p.add_argument("--_ops", nargs=3, default=None, help=argparse.SUPPRESS)
     p.add_argument("--_matmul", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.section is None:  # naming workloads asks for the models section's, not every section
+        args.section = "models" if args.workloads else "all"
     if args.images is not None and not os.path.isdir(args.images):
         p.error(f"--images {args.images}: not a folder of images")
     if args.peer_python is not None and not os.access(args.peer_python, os.X_OK):
