@@ -124,7 +124,9 @@ class BatchNorm(nn.Cell):
     """PyTorch's ``BatchNorm2d`` on channels-last maps (the last axis of any tensor) under its
     names (``weight``, ``bias``, ``running_mean``, ``running_var``): in training it normalises
     by the batch's statistics and moves the running ones by ``momentum`` (PyTorch's 0.1), in
-    inference by the running ones."""
+    inference by the running ones. Inference on a CPU map is one fused pass, ``x * scale +
+    shift`` (the depthwise kernel with 1x1 taps; gradients reach ``weight`` and ``bias``
+    through ``scale`` and ``shift``): MindSpore's CPU BatchNorm over a map is ~18x slower."""
 
     def __init__(self, channels: int, eps: float = 1e-5, momentum: float = 0.1):
         super().__init__()
@@ -137,8 +139,14 @@ class BatchNorm(nn.Cell):
         self.eps = eps
         self.train_norm = ops.BatchNorm(is_training=True, epsilon=eps, momentum=momentum)
         self.eval_norm = ops.BatchNorm(is_training=False, epsilon=eps)
+        self.kernel = _FusedDepthwise()
+        self.fused = self.kernel.available
 
     def construct(self, x):
+        if not self.training and self.fused and x.dtype == ms.float32 and x.ndim == 4:
+            scale = self.weight / ops.sqrt(self.running_var + self.eps)
+            shift = self.bias - self.running_mean * scale
+            return self.kernel(x, scale.reshape(1, -1), shift)
         shape = x.shape
         rows = x.reshape(-1, shape[-1]).astype(ms.float32)
         norm = self.train_norm if self.training else self.eval_norm
