@@ -18,7 +18,7 @@ from mindspore import Parameter, Tensor, nn
 
 from ..patch import PatchEmbedding
 from .conv import ChannelNorm, ConvTrunk, DepthwiseConv
-from .layers import Mlp, drop_path_or_identity, drop_path_rates, linear
+from .layers import Mlp, drop_path_or_identity, linear, stage_drop_path_rates
 from .registry import TimmArch, register_timm_model
 
 
@@ -125,13 +125,9 @@ class ConvNeXt(ConvTrunk):
         dims = arch.dims
         self.stem = nn.SequentialCell([PatchConv(3, dims[0], arch.patch_size, on_image=True),
                                        ChannelNorm(dims[0], arch.norm_eps)])
-        rates = drop_path_rates(drop_path, sum(arch.depths))
-        stages, start = [], 0
-        for i, depth in enumerate(arch.depths):
-            cin = dims[max(i - 1, 0)]
-            stages.append(ConvNeXtStage(arch, cin, dims[i], 2 if i > 0 else 1, rates[start:start + depth]))
-            start += depth
-        self.stages = nn.SequentialCell(stages)
+        self.stages = nn.SequentialCell([
+            ConvNeXtStage(arch, dims[max(i - 1, 0)], dims[i], 2 if i > 0 else 1, rates)
+            for i, rates in enumerate(stage_drop_path_rates(drop_path, arch.depths))])
         self.norm_pre = nn.Identity()
         self.head = NormMlpClassifierHead(dims[-1], num_classes, arch.norm_eps)
         self.num_features = num_classes if num_classes > 0 else dims[-1]

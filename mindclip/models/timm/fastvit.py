@@ -22,7 +22,7 @@ from mindspore import Parameter, Tensor, nn
 from ..layers import make_activation
 from ..reparam import Reparameterizable
 from .conv import BatchNorm, ChannelNorm, ClassifierHead, Conv, ConvTrunk, conv2d
-from .layers import Attention, drop_path_or_identity, drop_path_rates
+from .layers import Attention, drop_path_or_identity, stage_drop_path_rates
 from .registry import TimmArch, register_timm_model
 
 
@@ -393,12 +393,11 @@ class FastVit(ConvTrunk):
             MobileOneBlock(3, dim0, 3, 2, 1, size, use_scale_branch=scale),
             MobileOneBlock(dim0, dim0, 3, 2, dim0, half, use_scale_branch=scale),
             MobileOneBlock(dim0, dim0, 1, 1, 1, quarter, use_scale_branch=scale)])
-        rates = drop_path_rates(drop_path, sum(arch.layers))
-        stages, cin, size, start = [], dim0, quarter, 0
-        for i, depth in enumerate(arch.layers):
-            stage = FastVitStage(arch, i, cin, size, rates[start:start + depth])
+        stages, cin, size = [], dim0, quarter
+        for i, rates in enumerate(stage_drop_path_rates(drop_path, arch.layers)):
+            stage = FastVitStage(arch, i, cin, size, rates)
             stages.append(stage)
-            cin, size, start = arch.embed_dims[i], stage.output_size, start + depth
+            cin, size = arch.embed_dims[i], stage.output_size
         self.stages = nn.SequentialCell(stages)
         self.final_conv = MobileOneBlock(cin, arch.num_features, 3, 1, cin, size, use_se=True)
         self.head = ClassifierHead(arch.num_features, num_classes)

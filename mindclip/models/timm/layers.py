@@ -9,7 +9,7 @@ on CPU.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import mindspore as ms
@@ -125,6 +125,16 @@ def drop_path_or_identity(prob: float) -> nn.Cell:
 def drop_path_rates(rate: float, depth: int) -> Sequence[float]:
     """timm's stochastic depth decay rule: linear from 0 to ``rate`` over the blocks."""
     return [float(x) for x in np.linspace(0.0, rate, depth)] if depth > 1 else [float(rate)] * depth
+
+
+def stage_drop_path_rates(rate: float, depths: Sequence[int]) -> List[List[float]]:
+    """The same rule over staged blocks (timm's ``calculate_drop_path_rates(stagewise=True)``):
+    linear over all of them, split into the stages' ``depths``."""
+    rates, start, stages = drop_path_rates(rate, sum(depths)), 0, []
+    for depth in depths:
+        stages.append(list(rates[start:start + depth]))
+        start += depth
+    return stages
 
 
 class HeadNorm(LayerNorm):

@@ -21,7 +21,8 @@ from mindspore import Tensor, nn, ops
 
 from ..layers import LayerNorm
 from .conv import ClassifierHead, ConvTrunk
-from .layers import STD, Mlp, PatchEmbed, drop_path_or_identity, drop_path_rates, linear, trunc_normal_param
+from .layers import (STD, Mlp, PatchEmbed, drop_path_or_identity, linear, stage_drop_path_rates,
+                     trunc_normal_param)
 from .registry import TimmArch, register_timm_model
 from .vit_relpos import relative_position_index
 
@@ -148,7 +149,7 @@ class SwinTransformerBlock(nn.Cell):
         shift = arch.window_size // 2 if shifted and size > arch.window_size else 0
         if size % window:
             raise ValueError(f"Swin: a {size}x{size} map does not split into {window}x{window} windows")
-        self.size, self.window, self.shift = size, window, shift
+        self.window = window
         self.norm1 = LayerNorm(dim, arch.norm_eps)
         self.attn = WindowAttention(dim, heads, window, shift_mask(size, window, shift) if shift else None)
         self.drop_path1 = drop_path_or_identity(drop_path)
@@ -233,12 +234,8 @@ class SwinTransformer(ConvTrunk):
         if arch.image_size % (arch.patch_size * 2 ** (len(arch.depths) - 1)):
             raise ValueError(f"Swin: {arch.image_size}-pixel images do not halve into every stage")
         self.patch_embed = SwinPatchEmbed(arch.embed_dim, arch.patch_size, arch.norm_eps)
-        rates = drop_path_rates(drop_path, sum(arch.depths))
-        stages, start = [], 0
-        for i, depth in enumerate(arch.depths):
-            stages.append(SwinTransformerStage(arch, i, rates[start:start + depth]))
-            start += depth
-        self.layers = nn.SequentialCell(stages)
+        self.layers = nn.SequentialCell([SwinTransformerStage(arch, i, rates) for i, rates
+                                         in enumerate(stage_drop_path_rates(drop_path, arch.depths))])
         self.norm = LayerNorm(arch.num_features, arch.norm_eps)
         self.head = ClassifierHead(arch.num_features, num_classes)
         self.num_features = num_classes if num_classes > 0 else arch.num_features
