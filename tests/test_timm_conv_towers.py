@@ -18,6 +18,7 @@ import torch
 import mindclip
 from conftest import FEATURE_ATOL
 from mindclip import create_model
+from mindclip.convert.naming import timm_trunk_name_to_torch
 from mindclip.models.timm import timm_arch
 from mindclip.models.timm.convnext import ConvNeXtArch
 from test_openclip_zoo import OPENCLIP_CONFIGS
@@ -110,27 +111,8 @@ def _check_swin_blocks():
               ts.SwinTransformerBlock(64, (3, 3), num_heads=2, window_size=4, shift_size=2), 3, 64),
              ("merging", swin.PatchMerging(32, 8, 1e-5), ts.PatchMerging(32), 8, 32)]
     for name, ours, ref, size, dim in cases:
-        ref = _randomised(ref)
-        _load_torch(ours, ref)
-        ours.set_train(False)
         x = rng.standard_normal((2, size, size, dim)).astype(np.float32)
-        xt = torch.from_numpy(x).requires_grad_(True)
-        out = ref(xt)
-        w = rng.standard_normal(tuple(out.shape)).astype(np.float32)
-        (out * torch.from_numpy(w)).sum().backward()
-        tokens = ms.Tensor(x.reshape(2, size * size, dim))
-        got = ours(tokens).asnumpy()
-        assert np.abs(got - out.detach().numpy().reshape(got.shape)).max() <= FEATURE_ATOL, name
-        net = _Weighted(ours, ms.Tensor(w.reshape(got.shape)))
-        params = net.trainable_params()
-        dx, grads = ms.grad(net, grad_position=0, weights=params)(tokens)
-        assert np.abs(dx.asnumpy() - xt.grad.numpy().reshape(dx.shape)).max() <= 1e-4, name
-        want = {k: v.grad.numpy() for k, v in ref.named_parameters()}
-        assert len(params) == len(want), name
-        for p, g in zip(params, grads):
-            expected = want[p.name[len("cell."):].replace(".gamma", ".weight").replace(".beta", ".bias")]
-            assert np.abs(g.asnumpy() - expected).max() <= 1e-4 * max(1.0, float(np.abs(expected).max())), \
-                (name, p.name)
+        _check_block(ours, _randomised(ref), x, rng, name, to_ours=_tokens)
 
 
 def test_swin_keeps_timms_stochastic_depth_and_layer_groups():
@@ -152,7 +134,7 @@ def test_swin_keeps_timms_stochastic_depth_and_layer_groups():
     assert max(rates) == pytest.approx(0.1) and np.allclose([1 - k for k in ours], rates)
     groups = group_parameters(ref, ref.group_matcher())
     want = [sorted(names) for _, names in sorted(groups.items())]
-    got = [sorted(p.name[len("visual.trunk."):].replace(".gamma", ".weight").replace(".beta", ".bias")
+    got = [sorted(timm_trunk_name_to_torch(p.name)[len("visual.trunk."):]
                   for cell in group for p in cell.get_parameters())
            for group in model.visual.trunk.lock_groups()]
     assert got == want
@@ -170,26 +152,36 @@ def _randomised_bn(module):
     return module
 
 
-def _check_block(ours, ref, x_nchw, rng, name):
-    """Outputs, input gradient and every parameter's gradient of a channels-last Cell against
-    a channels-first timm module (both in inference mode)."""
-    to_nhwc = (0, 2, 3, 1)
+def _nhwc(a):
+    return a.transpose(0, 2, 3, 1)
+
+
+def _tokens(a):
+    """A timm Swin map ``(B, H, W, C)`` as our row-major tokens ``(B, H*W, C)``."""
+    return a.reshape(a.shape[0], -1, a.shape[-1])
+
+
+def _check_block(ours, ref, x, rng, name, to_ours=_nhwc):
+    """Outputs, input gradient and every parameter's gradient of our Cell against a timm
+    module (both in inference mode); ``to_ours`` turns an array of timm's layout into ours
+    (channels first -> channels last by default)."""
     _load_torch(ours, ref)
     ours.set_train(False)
-    xt = torch.from_numpy(x_nchw).requires_grad_(True)
+    xt = torch.from_numpy(x).requires_grad_(True)
     out = ref(xt)
     w = rng.standard_normal(tuple(out.shape)).astype(np.float32)
     (out * torch.from_numpy(w)).sum().backward()
-    got = ours(ms.Tensor(x_nchw.transpose(to_nhwc))).asnumpy()
-    assert np.abs(got - out.detach().numpy().transpose(to_nhwc)).max() <= FEATURE_ATOL, name
-    net = _Weighted(ours, ms.Tensor(w.transpose(to_nhwc)))
+    x_ours = ms.Tensor(to_ours(x))
+    got = ours(x_ours).asnumpy()
+    assert np.abs(got - to_ours(out.detach().numpy())).max() <= FEATURE_ATOL, name
+    net = _Weighted(ours, ms.Tensor(to_ours(w)))
     params = net.trainable_params()
-    dx, grads = ms.grad(net, grad_position=0, weights=params)(ms.Tensor(x_nchw.transpose(to_nhwc)))
-    assert np.abs(dx.asnumpy() - xt.grad.numpy().transpose(to_nhwc)).max() <= 1e-4, name
+    dx, grads = ms.grad(net, grad_position=0, weights=params)(x_ours)
+    assert np.abs(dx.asnumpy() - to_ours(xt.grad.numpy())).max() <= 1e-4, name
     want = {k: v.grad.numpy() for k, v in ref.named_parameters()}
     assert len(params) == len(want), name
     for p, g in zip(params, grads):
-        expected = want[p.name[len("cell."):]]
+        expected = want[timm_trunk_name_to_torch(p.name)[len("cell."):]]
         scale = max(1.0, float(np.abs(expected).max()))
         assert np.abs(g.asnumpy() - expected).max() <= 1e-4 * scale, (name, p.name)
 
