@@ -22,6 +22,7 @@ from .families.base import Family, family_of, family_of_architecture, get_family
 from .models import pretrained as _pretrained
 from .models.exceptions import MissingTowerError
 from .models.reparam import is_reparameterized, reparameterize_model
+from .models.rng import weight_parameters
 from .models.store import WEIGHT_FILES, fetch, installed, require_installed, store_entry
 from .models.weights_io import (FAMILY_KEY, METADATA_KEY, TRAIN_STATE_KEY, CorruptCheckpointError,
                                 read_weights)
@@ -191,7 +192,7 @@ def load_pretrained(model: Any, pretrained: str) -> Any:
         if diff:
             raise ValueError(f"checkpoint {path} was converted for a different architecture "
                              f"(checkpoint vs model): " + "; ".join(diff))
-    params = model.parameters_dict()
+    params = weight_parameters(model)
     if not set(params) <= set(tensors):
         for converter in family.converters:
             adapted = converter.adapt(tensors)
@@ -394,7 +395,7 @@ def write_model(model: Any, path: str) -> str:
         raise ValueError("this model was reparameterized for inference (its branches fused into "
                          "single convolutions) and no longer has its checkpoint's parameters; "
                          "save the model as loaded with create_model(..., reparameterize=False)")
-    tensors = {k: p.asnumpy() for k, p in model.parameters_dict().items()}
+    tensors = {k: p.asnumpy() for k, p in weight_parameters(model).items()}
     return write_pretrained(path, tensors, family_of(model), model.config,
                             tokenizer=get_tokenizer(model), metadata=preprocess_metadata(model))
 

@@ -122,7 +122,7 @@ def test_swin_keeps_timms_stochastic_depth_and_layer_groups():
     from open_clip.model import CLIP
     from timm.models._manipulate import group_parameters
 
-    from mindclip.models.timm.layers import DropPath
+    from mindclip.models.rng import DropPath
 
     with open(os.path.join(OPENCLIP_CONFIGS, "swin_base_patch4_window7_224.json")) as f:
         cfg = shrink_timm(json.load(f))

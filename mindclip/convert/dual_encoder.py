@@ -18,6 +18,7 @@ from ..families.base import get_family
 from ..models.bert import ROBERTA_TYPES, BertConfig
 from ..models.dual_encoder import DualEncoderConfig
 from ..factory import check_state_dict, find_weight_file, read_checkpoint_config
+from ..models.rng import weight_parameters
 from ..models.weights_io import read_weights, write_safetensors
 from ..tokenizer.hf import HFTokenizer, is_tokenizer_folder
 from .hf import hf_state_to_openclip, hf_vision_cfg, hf_vision_config_dict, openclip_vision_to_hf
@@ -121,7 +122,7 @@ def _split_dual_state(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
 
 def _expected(config: DualEncoderConfig) -> Dict[str, tuple]:
     model = get_family("dual_encoder").build_model(config)
-    return {k: tuple(p.shape) for k, p in model.parameters_dict().items()}
+    return {k: tuple(p.shape) for k, p in weight_parameters(model).items()}
 
 
 class DualEncoderConverter:

@@ -16,6 +16,7 @@ from ..families.base import get_family
 from ..factory import (PREPROCESS_KEY, check_state_dict, find_weight_file, get_model_config,
                        read_architecture, read_checkpoint_config)
 from ..normalization import PreprocessCfg
+from ..models.rng import weight_parameters
 from ..models.weights_io import FAMILY_KEY, read_weights, write_safetensors
 from ..tokenizer.hf import HFTokenizer, is_tokenizer_folder
 from .naming import align_names, mindclip_to_openclip, openclip_to_mindclip, strip_prefix
@@ -33,7 +34,7 @@ def expected_shapes(family: Any, config: Any) -> Dict[str, tuple]:
     family = get_family(family) if isinstance(family, str) else family
     with no_init_parameters():
         model = family.build_model(config)
-    return {k: tuple(p.shape) for k, p in model.parameters_dict().items()}
+    return {k: tuple(p.shape) for k, p in weight_parameters(model).items()}
 
 
 def openclip_to_ms(state: Dict[str, np.ndarray], expected) -> Dict[str, np.ndarray]:

@@ -7,6 +7,8 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn, ops
 
+from .rng import Stochastic
+
 _matmul_nt = ops.MatMul(transpose_b=True)
 
 
@@ -73,15 +75,16 @@ def sincos_2d_position_embedding(width: int, grid: int) -> np.ndarray:
     return np.concatenate([np.zeros((1, width)), table], axis=0).astype(np.float32)
 
 
-class PatchDropout(nn.Cell):
+class PatchDropout(Stochastic):
     """FLIP's patch dropout (open_clip's ``PatchDropout``): in training, each image keeps a
     random ``max(1, int(n * (1 - prob)))`` of its ``n`` patch tokens (those with the largest
-    of ``n`` standard normal draws, in that order) after the ``prefix_tokens`` (the class
-    token; none for timm's SigLIP ViTs); inference keeps all. ``prob`` may be changed before a
-    run compiles (``runner.force_patch_dropout``)."""
+    of ``n`` independent draws, in that order: open_clip draws normal numbers, this uniform
+    ones, the same distribution of kept tokens) after the ``prefix_tokens`` (the class token;
+    none for timm's SigLIP ViTs); inference keeps all. A tower changes ``prob`` before a run
+    compiles (``runner.force_patch_dropout``) by building a new one."""
 
     def __init__(self, prob: float, prefix_tokens: int = 1):
-        super().__init__()
+        super().__init__(active=prob > 0.0)
         self.prob = float(prob)
         self.prefix_tokens = prefix_tokens
 
@@ -92,7 +95,7 @@ class PatchDropout(nn.Cell):
 
     def indices(self, x):
         """Which patch tokens of ``x`` ``(B, L, D)`` a training step keeps: ``(B, count)``."""
-        return self.indices_of(ops.standard_normal((x.shape[0], x.shape[1] - self.prefix_tokens)))
+        return self.indices_of(self.uniform((x.shape[0], x.shape[1] - self.prefix_tokens)))
 
     def indices_of(self, noise):
         """The patch tokens with the largest ``noise`` ``(B, n)``."""

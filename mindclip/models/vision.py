@@ -73,7 +73,7 @@ class VisionTransformer(nn.Cell):
         return self.forward_with_tokens(x)[0]
 
     def set_patch_dropout(self, prob: float) -> None:
-        self.patch_dropout.prob = float(prob)
+        self.patch_dropout = PatchDropout(prob).set_train(self.training)
 
     def lock_groups(self) -> list:
         """open_clip's layer groups for locking: embeddings, each block, final norm + projection."""

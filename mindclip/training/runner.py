@@ -11,6 +11,7 @@ from ..data.loader import build_source, train_loader
 from ..data.transforms import Augment
 from ..families.base import family_of
 from ..factory import architecture_metadata
+from ..models.rng import seed_rng_states
 from ..registry import build
 from ..errors import Preempted
 from .checkpoint import read_resumable, restore, save_training_checkpoint
@@ -70,6 +71,8 @@ class TrainingRunner:
                 raise ValueError(f"runner.force_patch_dropout: the {self.family.name!r} family's "
                                  "model has no set_patch_dropout()")
             model.set_patch_dropout(float(run["force_patch_dropout"]))
+        # stochastic depth, dropout and patch dropout draw from states the checkpoints hold
+        seed_rng_states(model, int(cfg["seed"]), self.rank)
         self.precision = resolve_precision(run["precision"])
         cast_compute(model, self.precision)
         self.loss_scale = build_loss_scale(run, self.precision)

@@ -18,7 +18,8 @@ from mindspore import Parameter, Tensor, nn
 
 from ..patch import PatchEmbedding
 from .conv import ChannelNorm, ConvTrunk, DepthwiseConv
-from .layers import Mlp, drop_path_or_identity, linear, stage_drop_path_rates
+from ..rng import drop_path_or_identity
+from .layers import Mlp, linear, stage_drop_path_rates
 from .registry import TimmArch, register_timm_model
 
 

@@ -12,7 +12,8 @@ from typing import Optional, Tuple
 from mindspore import nn, ops
 
 from ..layers import LayerNorm
-from .layers import (STD, Attention, GluMlp, Mlp, RotaryEmbeddingCat, SwiGLU, drop_path_or_identity,
+from ..rng import drop_path_or_identity
+from .layers import (STD, Attention, GluMlp, Mlp, RotaryEmbeddingCat, SwiGLU,
                      drop_path_rates)
 from .registry import TrunkArch, register_timm_model
 from .trunk import ViTTrunk

@@ -22,7 +22,8 @@ from mindspore import Parameter, Tensor, nn
 from ..layers import make_activation
 from ..reparam import Reparameterizable
 from .conv import BatchNorm, ChannelNorm, ClassifierHead, Conv, ConvTrunk, conv2d
-from .layers import Attention, drop_path_or_identity, stage_drop_path_rates
+from ..rng import drop_path_or_identity
+from .layers import Attention, stage_drop_path_rates
 from .registry import TimmArch, register_timm_model
 
 

@@ -15,6 +15,7 @@ from typing import List
 
 from mindspore import nn
 
+from ..rng import dropout_or_identity
 from .conv import BatchNorm
 from .layers import Mlp, linear
 
@@ -23,7 +24,7 @@ class _LinearHead(nn.Cell):
     # open_clip's head Sequential(drop, proj)
     def __init__(self, width: int, embed_dim: int, has_bias: bool, drop: float):
         super().__init__()
-        self.drop = nn.Dropout(p=drop) if drop > 0 else nn.Identity()
+        self.drop = dropout_or_identity(drop)
         self.proj = linear(width, embed_dim, has_bias)
 
     def construct(self, x):

@@ -19,6 +19,7 @@ from mindspore.common.initializer import TruncatedNormal, initializer
 from .. import cpu_kernels
 from ..layers import Dense, LayerNorm, PackedSelfAttention, PerHeadAttention, make_activation
 from ..patch import PatchEmbedding
+from ..rng import dropout_or_identity
 
 STD = 0.02  # timm's init of Linear weights and position tables
 
@@ -58,7 +59,7 @@ class Mlp(nn.Cell):
         super().__init__()
         self.fc1 = linear(width, hidden, bias[0])
         self.act = make_activation(act)
-        self.drop1 = nn.Dropout(p=drop) if drop else nn.Identity()
+        self.drop1 = dropout_or_identity(drop)
         self.norm = norm_or_identity(hidden, norm_eps or 0.0, norm_eps is not None)
         self.fc2 = linear(hidden, out_dim or width, bias[1])
 
@@ -99,27 +100,6 @@ class GluMlp(nn.Cell):
     def construct(self, x):
         gate, value = self.split(self.fc1(x))
         return self.fc2(self.norm(self.act(gate) * value))
-
-
-class DropPath(nn.Cell):
-    """Stochastic depth (timm's ``DropPath``): in training, a residual branch is dropped for
-    a whole sample with probability ``prob`` and the kept ones scaled by ``1 / (1 - prob)``."""
-
-    def __init__(self, prob: float):
-        super().__init__()
-        self.keep = 1.0 - float(prob)
-        self.uniform = ops.UniformReal()
-
-    def construct(self, x):
-        if not self.training:
-            return x
-        shape = (x.shape[0],) + (1,) * (x.ndim - 1)
-        mask = ops.floor(self.uniform(shape) + self.keep).astype(x.dtype)
-        return x * mask / self.keep
-
-
-def drop_path_or_identity(prob: float) -> nn.Cell:
-    return DropPath(prob) if prob > 0 else nn.Identity()
 
 
 def drop_path_rates(rate: float, depth: int) -> Sequence[float]:

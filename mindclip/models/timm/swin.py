@@ -21,7 +21,8 @@ from mindspore import Tensor, nn, ops
 
 from ..layers import LayerNorm
 from .conv import ClassifierHead, ConvTrunk
-from .layers import (STD, Mlp, PatchEmbed, drop_path_or_identity, linear, stage_drop_path_rates,
+from ..rng import drop_path_or_identity
+from .layers import (STD, Mlp, PatchEmbed, linear, stage_drop_path_rates,
                      trunc_normal_param)
 from .registry import TimmArch, register_timm_model
 from .vit_relpos import relative_position_index

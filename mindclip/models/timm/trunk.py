@@ -118,4 +118,4 @@ class ViTTrunk(nn.Cell):
         return [stem] + [[b] for b in self.blocks] + [rest]
 
     def set_patch_dropout(self, prob: float) -> None:
-        self.patch_drop.prob = float(prob)
+        self.patch_drop = PatchDropout(prob, self.patch_drop.prefix_tokens).set_train(self.training)

@@ -14,7 +14,8 @@ from mindspore import nn
 
 from ..layers import LayerNorm, LayerScale, make_activation
 from ..patch import PatchEmbedding
-from .layers import Attention, Mlp, drop_path_or_identity, drop_path_rates
+from ..rng import drop_path_or_identity
+from .layers import Attention, Mlp, drop_path_rates
 from .registry import TrunkArch, register_timm_model
 from .trunk import ViTTrunk
 

@@ -13,7 +13,8 @@ from mindspore import nn
 
 from ..layers import LayerNorm, make_activation
 from .conv import AvgPool3x3, ChannelNorm, Conv, DepthwiseConv, EveryOther
-from .layers import drop_path_or_identity, linear
+from ..rng import drop_path_or_identity
+from .layers import linear
 from .registry import register_timm_model
 from .vit import Block, ViTArch, VisionTransformer
 
