@@ -8,7 +8,6 @@ write never leaves a truncated checkpoint behind.
 """
 from __future__ import annotations
 
-import binascii
 import hashlib
 import json
 import os
@@ -17,6 +16,8 @@ import tempfile
 from typing import Dict, Mapping, Optional, Tuple
 
 import numpy as np
+
+from . import ckpt_stream
 
 METADATA_KEY = "mindclip_config"       # the architecture, as JSON
 FAMILY_KEY = "mindclip_family"         # the model family's registry name
@@ -29,9 +30,15 @@ class CorruptCheckpointError(ValueError):
     cannot be parsed at all (truncated, overwritten)."""
 
 
+def _checksum_header(name: str, dtype: np.dtype, shape: Tuple[int, ...]) -> bytes:
+    # a scalar is hashed as shape (1,): np.ascontiguousarray makes 0-d arrays 1-d, and every
+    # checksum written so far was taken through it
+    return f"{name}|{dtype.str}|{tuple(shape) or (1,)}|".encode()
+
+
 def _hash_tensor(digest, name: str, arr: np.ndarray) -> None:
     arr = np.ascontiguousarray(arr)
-    digest.update(f"{name}|{arr.dtype.str}|{arr.shape}|".encode())
+    digest.update(_checksum_header(name, arr.dtype, arr.shape))
     digest.update(arr.data)
 
 
@@ -70,7 +77,9 @@ _DTYPES = ("fp32", "fp16", "bf16")
 
 
 def bf16_bits_to_fp32(bits: np.ndarray) -> np.ndarray:
-    return (bits.astype(np.uint32) << 16).view(np.float32)
+    bits = np.asarray(bits)
+    wide = bits.reshape(-1).astype(np.uint32) << np.uint32(16)  # 1-d: a 0-d array has no view
+    return wide.view(np.float32).reshape(bits.shape)
 
 
 def fp32_to_bf16_bits(x: np.ndarray) -> np.ndarray:
@@ -242,86 +251,95 @@ def write_safetensors(path: str, tensors: Mapping[str, np.ndarray], dtype: str =
     atomic_write(path, write)
 
 
-# MindSpore's checkpoint proto tensor types as numpy dtypes; BFloat16 is read as its bits.
-_CKPT_TO_NP = {
-    "Int8": np.int8, "UInt8": np.uint8, "Int16": np.int16, "UInt16": np.uint16, "Int32": np.int32,
-    "UInt32": np.uint32, "Int64": np.int64, "UInt64": np.uint64, "Float16": np.float16,
-    "Float32": np.float32, "Float64": np.float64, "Bool": np.bool_, "BFloat16": np.uint16,
-}
-_CRC_MARK = b"crc_num"
+def _ckpt_index(f, path: str) -> Dict[str, ckpt_stream.Entry]:
+    try:
+        return ckpt_stream.index(f, os.fstat(f.fileno()).st_size)
+    except ckpt_stream.FormatError as exc:
+        raise CorruptCheckpointError(f"cannot read MindSpore checkpoint {path}: {exc}") from None
 
 
 def read_ckpt(path: str) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
     """Read a MindSpore ``.ckpt``; string entries (``append_dict``) are returned as metadata.
 
-    The protobuf is parsed here rather than through ``ms.load_checkpoint``, which refuses any
-    file larger than the machine's *free* pages (``SC_AVPHYS_PAGES``): page cache does not count
-    as free, so after a few GB of file reads a 600 MB ViT-B/32 checkpoint was refused on a
-    machine with 20 GB available. Tensors come back as numpy arrays, not Parameters, which
-    also skips one copy of every weight.
+    Parsed here (:mod:`ckpt_stream`) rather than by ``ms.load_checkpoint``, which refuses any
+    file larger than the machine's *free* pages (page cache does not count as free), or by the
+    protobuf reader, which holds the file and its parse beside the tensors: each tensor is
+    read straight into its own array. The checksum written with the tensors is verified.
     """
-    import google.protobuf.message
-    from mindspore.train.checkpoint_pb2 import Checkpoint
-
-    try:
-        with open(path, "rb") as f:
-            content = f.read()
-        if content[-17:-10] == _CRC_MARK:  # save_checkpoint(crc_check=True) appends a CRC32
-            expected_crc = int.from_bytes(content[-10:], byteorder="big")
-            content = content[:-17]
-            if binascii.crc32(content, 0) != expected_crc:
-                raise CorruptCheckpointError(f"{path} is damaged: its CRC does not match")
-        proto = Checkpoint()
-        proto.ParseFromString(content)
-        del content
-    except google.protobuf.message.DecodeError as exc:
-        raise CorruptCheckpointError(f"cannot read MindSpore checkpoint {path}: {exc}") from None
     tensors, metadata = {}, {}
-    # Large tensors are saved in segments under one tag, one after another.
-    segments, values = [], proto.value
-    for i, element in enumerate(values):
-        if not element.HasField("tensor"):
-            raise CorruptCheckpointError(f"{path}: entry {element.tag!r} is a map parameter; "
-                                         "only tensor checkpoints hold model weights")
-        segments.append(element.tensor.tensor_content)
-        if i + 1 < len(values) and values[i + 1].tag == element.tag:
-            continue
-        data, segments = b"".join(segments), []
-        kind = element.tensor.tensor_type
-        if kind == "str":
-            metadata[element.tag] = str(np.frombuffer(data, f"U{len(data) // 4}")[0])
-            continue
-        if kind not in _CKPT_TO_NP:
-            raise CorruptCheckpointError(f"{path}: tensor {element.tag!r} has type {kind!r}; "
-                                         f"readable types are {sorted(_CKPT_TO_NP)}")
-        dims = [] if list(element.tensor.dims) == [0] else list(element.tensor.dims)
+    with open(path, "rb") as f:
+        entries = _ckpt_index(f, path)
         try:
-            arr = np.frombuffer(data, _CKPT_TO_NP[kind])
-            arr = bf16_bits_to_fp32(arr) if kind == "BFloat16" else arr.copy()
-            tensors[element.tag] = arr.reshape(dims)
-        except ValueError as exc:
-            raise CorruptCheckpointError(f"cannot read MindSpore checkpoint {path}: tensor "
-                                         f"{element.tag!r}: {exc}") from None
+            for name, entry in entries.items():
+                if entry.kind == "str":
+                    metadata[name] = ckpt_stream.read_string(f, entry)
+                    continue
+                arr = ckpt_stream.read_entry(f, entry)
+                tensors[name] = bf16_bits_to_fp32(arr) if entry.kind == "BFloat16" else arr
+        except ckpt_stream.FormatError as exc:
+            raise CorruptCheckpointError(f"cannot read MindSpore checkpoint {path}: {exc}") from None
     return _verified(path, tensors, metadata)
+
+
+def verify_ckpt(path: str) -> Dict[str, str]:
+    """Check a ``.ckpt`` against the checksum written with it, reading its tensors in chunks
+    (never one whole: verifying a checkpoint just written costs no memory); returns its string
+    metadata. Raises :class:`CorruptCheckpointError` for a damaged file."""
+    with open(path, "rb") as f:
+        entries = _ckpt_index(f, path)
+        metadata = {k: ckpt_stream.read_string(f, e) for k, e in entries.items() if e.kind == "str"}
+        expected = metadata.get(CHECKSUM_KEY)
+        if expected is None:
+            return metadata
+
+        def header(entry):
+            dtype = np.dtype(np.float32) if entry.kind == "BFloat16" else ckpt_stream.CKPT_TO_NP.get(entry.kind)
+            if dtype is None:
+                raise ckpt_stream.FormatError(f"tensor {entry.name!r} has type {entry.kind!r}")
+            return _checksum_header(entry.name, dtype, entry.shape)
+
+        digest = hashlib.sha256()
+        try:
+            ckpt_stream.hash_entries(f, entries, digest, header, widen_bf16=bf16_bits_to_fp32)
+        except ckpt_stream.FormatError as exc:
+            raise CorruptCheckpointError(f"cannot read MindSpore checkpoint {path}: {exc}") from None
+    if digest.hexdigest() != expected:
+        raise CorruptCheckpointError(f"{path} is damaged: its tensors do not match the checksum "
+                                     "written with them")
+    return metadata
 
 
 def write_ckpt(path: str, tensors: Mapping[str, np.ndarray], dtype: str = "fp32",
                metadata: Optional[Mapping[str, str]] = None) -> None:
-    import mindspore as ms
-
+    """Write a MindSpore ``.ckpt`` (``mindspore.load_checkpoint`` reads it) with float tensors
+    as ``dtype``, one tensor at a time: each value of ``tensors`` (an array, or anything with
+    ``asnumpy()``: a Parameter) is fetched, converted, hashed and written before the next, so
+    the memory beyond the tensors is one tensor's conversion; the checksum goes last."""
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {_DTYPES}, got {dtype!r}")
-    target = {"fp32": ms.float32, "fp16": ms.float16, "bf16": ms.bfloat16}[dtype]
-    items = []
-    for name in sorted(tensors):
-        arr = np.asarray(tensors[name])
-        t = ms.Tensor(arr)
-        if np.issubdtype(arr.dtype, np.floating):
-            t = ms.Tensor(arr.astype(np.float32)).astype(target)
-        items.append({"name": name, "data": t})
-    checksum = tensor_checksum({k: _as_read_back(v, dtype) for k, v in tensors.items()})
-    atomic_write(path, lambda tmp: ms.save_checkpoint(
-        items, tmp, append_dict={**dict(metadata or {}), CHECKSUM_KEY: checksum}))
+
+    def write(tmp):
+        digest = hashlib.sha256()
+        with open(tmp, "wb") as f:
+            for name in sorted(tensors):
+                value = tensors[name]
+                arr = value.asnumpy() if hasattr(value, "asnumpy") else np.asarray(value)
+                shape, kind = arr.shape, None
+                if np.issubdtype(arr.dtype, np.floating):
+                    if dtype == "bf16":
+                        arr, kind = fp32_to_bf16_bits(arr), "BFloat16"
+                    else:
+                        arr = arr.astype(np.float16 if dtype == "fp16" else np.float32, copy=False)
+                arr = np.ascontiguousarray(arr).reshape(shape)  # (ascontiguousarray: 0-d -> 1-d)
+                back = bf16_bits_to_fp32(arr) if kind else arr  # hashed as it reads back
+                _hash_tensor(digest, name, back)
+                del back
+                ckpt_stream.write_tensor(f, name, arr, kind)
+                del arr, value
+            for key, text in {**dict(metadata or {}), CHECKSUM_KEY: digest.hexdigest()}.items():
+                ckpt_stream.write_string(f, str(key), str(text))
+
+    atomic_write(path, write)
 
 
 def read_weights(path: str) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:

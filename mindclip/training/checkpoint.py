@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import StorageError
 from ..models.weights_io import TRAIN_STATE_KEY as STATE_KEY
-from ..models.weights_io import CorruptCheckpointError, atomic_write, read_ckpt, write_ckpt
+from ..models.weights_io import CorruptCheckpointError, atomic_write, read_ckpt, verify_ckpt, write_ckpt
 
 LATEST = "latest"
 
@@ -58,14 +58,14 @@ def save_training_checkpoint(output_dir: str, params: Iterable, state: Dict, kee
     directory = checkpoint_dir(output_dir)
     name = f"step_{int(state['global_step']):08d}.ckpt"
     path = os.path.join(directory, name)
-    tensors = {p.name: p.asnumpy() for p in params}
+    tensors = {p.name: p for p in params}  # fetched one at a time by the writer
     try:
         os.makedirs(directory, exist_ok=True)
         write_ckpt(path, tensors, metadata={**(architecture or {}), STATE_KEY: json.dumps(state)})
     except OSError as exc:
         raise storage_error(path, exc) from None
     try:
-        read_ckpt(path)  # what resume will read: the file must verify before anything trusts it
+        verify_ckpt(path)  # what resume will read must verify before anything trusts it
     except CorruptCheckpointError as exc:
         os.remove(path)
         raise StorageError(f"the checkpoint just written does not read back intact ({exc}); "
