@@ -258,26 +258,52 @@ def _ckpt_index(f, path: str) -> Dict[str, ckpt_stream.Entry]:
         raise CorruptCheckpointError(f"cannot read MindSpore checkpoint {path}: {exc}") from None
 
 
+class CkptReader:
+    """A MindSpore ``.ckpt`` opened to read its tensors one at a time, each straight into its
+    own array (``with CkptReader(path) as ckpt: ckpt.shapes, ckpt.read(name)``)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.file = open(path, "rb")
+        try:
+            self.entries = _ckpt_index(self.file, path)
+        except BaseException:
+            self.file.close()
+            raise
+        self.shapes = {k: e.shape for k, e in self.entries.items() if e.kind != "str"}
+
+    def __enter__(self) -> "CkptReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.file.close()
+
+    def metadata(self) -> Dict[str, str]:
+        """The string entries (``append_dict``)."""
+        return {k: ckpt_stream.read_string(self.file, e) for k, e in self.entries.items()
+                if e.kind == "str"}
+
+    def read(self, name: str) -> np.ndarray:
+        """Tensor ``name`` (bfloat16 widened to float32)."""
+        entry = self.entries[name]
+        try:
+            arr = ckpt_stream.read_entry(self.file, entry)
+        except ckpt_stream.FormatError as exc:
+            raise CorruptCheckpointError(f"cannot read MindSpore checkpoint {self.path}: {exc}") from None
+        return bf16_bits_to_fp32(arr) if entry.kind == "BFloat16" else arr
+
+
 def read_ckpt(path: str) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
     """Read a MindSpore ``.ckpt``; string entries (``append_dict``) are returned as metadata.
 
     Parsed here (:mod:`ckpt_stream`) rather than by ``ms.load_checkpoint``, which refuses any
     file larger than the machine's *free* pages (page cache does not count as free), or by the
-    protobuf reader, which holds the file and its parse beside the tensors: each tensor is
-    read straight into its own array. The checksum written with the tensors is verified.
+    protobuf reader, which holds the file and its parse beside the tensors. The checksum
+    written with the tensors is verified.
     """
-    tensors, metadata = {}, {}
-    with open(path, "rb") as f:
-        entries = _ckpt_index(f, path)
-        try:
-            for name, entry in entries.items():
-                if entry.kind == "str":
-                    metadata[name] = ckpt_stream.read_string(f, entry)
-                    continue
-                arr = ckpt_stream.read_entry(f, entry)
-                tensors[name] = bf16_bits_to_fp32(arr) if entry.kind == "BFloat16" else arr
-        except ckpt_stream.FormatError as exc:
-            raise CorruptCheckpointError(f"cannot read MindSpore checkpoint {path}: {exc}") from None
+    with CkptReader(path) as ckpt:
+        tensors = {name: ckpt.read(name) for name in ckpt.shapes}
+        metadata = ckpt.metadata()
     return _verified(path, tensors, metadata)
 
 
@@ -285,9 +311,8 @@ def verify_ckpt(path: str) -> Dict[str, str]:
     """Check a ``.ckpt`` against the checksum written with it, reading its tensors in chunks
     (never one whole: verifying a checkpoint just written costs no memory); returns its string
     metadata. Raises :class:`CorruptCheckpointError` for a damaged file."""
-    with open(path, "rb") as f:
-        entries = _ckpt_index(f, path)
-        metadata = {k: ckpt_stream.read_string(f, e) for k, e in entries.items() if e.kind == "str"}
+    with CkptReader(path) as ckpt:
+        f, entries, metadata = ckpt.file, ckpt.entries, ckpt.metadata()
         expected = metadata.get(CHECKSUM_KEY)
         if expected is None:
             return metadata

@@ -12,11 +12,9 @@ import re
 import shutil
 from typing import Dict, Iterable, List, Optional, Tuple
 
-import numpy as np
-
 from ..errors import StorageError
 from ..models.weights_io import TRAIN_STATE_KEY as STATE_KEY
-from ..models.weights_io import CorruptCheckpointError, atomic_write, read_ckpt, verify_ckpt, write_ckpt
+from ..models.weights_io import CkptReader, CorruptCheckpointError, atomic_write, verify_ckpt, write_ckpt
 
 LATEST = "latest"
 
@@ -106,41 +104,42 @@ def latest_checkpoint(output_dir: str) -> Optional[str]:
     return found[0] if found else None
 
 
-def read_resumable(output_dir: str) -> Tuple[Optional[str], Optional[Tuple[Dict, Dict]], List[str]]:
-    """``(path, (tensors, metadata), skipped)`` of the newest checkpoint that reads and verifies;
-    ``skipped`` says which were passed over and why. ``(None, None, [])`` when there is none
-    at all; an error naming every file when none of them is intact."""
+def read_resumable(output_dir: str) -> Tuple[Optional[str], Optional[Dict[str, str]], List[str]]:
+    """``(path, metadata, skipped)`` of the newest checkpoint that verifies (read in chunks:
+    no tensor is held); ``skipped`` says which were passed over and why. ``(None, None, [])``
+    when there is none at all; an error naming every file when none of them is intact."""
     skipped = []
     candidates = candidate_checkpoints(output_dir)
     for path in candidates:
         try:
-            tensors, metadata = read_ckpt(path)
+            metadata = verify_ckpt(path)
         except CorruptCheckpointError as exc:
             skipped.append(f"skipped {os.path.basename(path)}: {exc}")
             continue
         if STATE_KEY not in metadata:
             skipped.append(f"skipped {os.path.basename(path)}: no run state (not a training checkpoint)")
             continue
-        return path, (tensors, metadata), skipped
+        return path, metadata, skipped
     if candidates:
         raise ValueError(f"--resume: no intact checkpoint in {checkpoint_dir(output_dir)}: "
                          + "; ".join(skipped))
     return None, None, []
 
 
-def restore(path: str, contents: Tuple[Dict, Dict], params: Iterable) -> Dict:
-    """Set every Parameter in ``params`` from a checkpoint read by :func:`read_resumable`;
-    returns the saved run state. Missing or mis-shaped entries are an error naming them."""
+def restore(path: str, metadata: Dict[str, str], params: Iterable) -> Dict:
+    """Set every Parameter in ``params`` from the checkpoint :func:`read_resumable` chose, one
+    tensor at a time; returns the saved run state. Missing or mis-shaped entries are an error
+    naming them."""
     import mindspore as ms
 
-    tensors, metadata = contents
     params = list(params)
-    missing = [p.name for p in params if p.name not in tensors]
-    misshaped = [f"{p.name}: {tensors[p.name].shape} vs {tuple(p.shape)}" for p in params
-                 if p.name in tensors and tuple(tensors[p.name].shape) != tuple(p.shape)]
-    if missing or misshaped:
-        raise ValueError(f"checkpoint {path} does not fit this run: missing {missing}, "
-                         f"wrong shape {misshaped}")
-    for p in params:
-        p.set_data(ms.Tensor(np.asarray(tensors[p.name])).astype(p.dtype))
+    with CkptReader(path) as ckpt:
+        missing = [p.name for p in params if p.name not in ckpt.shapes]
+        misshaped = [f"{p.name}: {ckpt.shapes[p.name]} vs {tuple(p.shape)}" for p in params
+                     if p.name in ckpt.shapes and tuple(ckpt.shapes[p.name]) != tuple(p.shape)]
+        if missing or misshaped:
+            raise ValueError(f"checkpoint {path} does not fit this run: missing {missing}, "
+                             f"wrong shape {misshaped}")
+        for p in params:
+            p.set_data(ms.Tensor(ckpt.read(p.name)).astype(p.dtype))
     return json.loads(metadata[STATE_KEY])

@@ -120,10 +120,10 @@ class TrainingRunner:
     def _resume(self):
         """``(epoch, batch_in_epoch, global_step, notes)`` of the newest checkpoint that
         verifies (all zero without one); ``notes`` name the damaged ones passed over."""
-        path, contents, skipped = read_resumable(self.output_dir)
+        path, metadata, skipped = read_resumable(self.output_dir)
         if path is None:
             return 0, 0, 0, [f"--resume: no checkpoint in {self.output_dir}: starting at step 0"]
-        state = restore(path, contents, self.state_parameters())
+        state = restore(path, metadata, self.state_parameters())
         for key in ("seed", "world_size", "batch_size"):
             mine = {"seed": self.cfg["seed"], "world_size": self.world, "batch_size": self.batch_size}[key]
             if state.get(key) != mine:
