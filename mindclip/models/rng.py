@@ -76,24 +76,6 @@ def _mix(x):
     return x
 
 
-def mix_numpy(x: np.ndarray) -> np.ndarray:
-    """The hash on ``uint64`` arrays holding 32-bit values (the reference the tests hold the
-    graph's integer ops to)."""
-    x = np.asarray(x, dtype=np.uint64)
-    x = x ^ (x >> np.uint64(SHIFTS[0]))
-    for multiplier, s in zip(MULTIPLIERS, SHIFTS[1:]):
-        x = (x * np.uint64(multiplier)) & np.uint64(MASK)
-        x = x ^ (x >> np.uint64(s))
-    return x
-
-
-def uniform_numpy(key: int, counter: int, count: int) -> np.ndarray:
-    """The ``count`` uniform numbers draw number ``counter`` of state ``key`` gives."""
-    base = mix_numpy(np.uint64(key) ^ mix_numpy(np.uint64(counter)))
-    bits = mix_numpy(mix_numpy(np.arange(count, dtype=np.uint64) ^ base) ^ np.uint64(key))
-    return (bits >> np.uint64(8)).astype(np.float32) * np.float32(2.0 ** -24)
-
-
 class Stochastic(nn.Cell):
     """Base of a layer that draws random numbers in training: ``uniform(shape)`` gives
     float32 numbers in [0, 1) and advances the layer's ``rng_state``. A layer built inactive
@@ -117,22 +99,6 @@ class Stochastic(nn.Cell):
         return ops.depend(values.reshape(shape), advanced)
 
 
-class DropPath(Stochastic):
-    """Stochastic depth (timm's ``DropPath``): in training, a residual branch is dropped for
-    a whole sample with probability ``prob`` and the kept ones scaled by ``1 / (1 - prob)``."""
-
-    def __init__(self, prob: float):
-        super().__init__()
-        self.keep = 1.0 - float(prob)
-
-    def construct(self, x):
-        if not self.training:
-            return x
-        shape = (x.shape[0],) + (1,) * (x.ndim - 1)
-        mask = ops.floor(self.uniform(shape) + self.keep).astype(x.dtype)
-        return x * mask / self.keep
-
-
 class Dropout(Stochastic):
     """Dropout (``torch.nn.Dropout``): in training, each element is zeroed with probability
     ``prob`` and the kept ones scaled by ``1 / (1 - prob)``."""
@@ -141,11 +107,22 @@ class Dropout(Stochastic):
         super().__init__()
         self.keep = 1.0 - float(prob)
 
+    def mask_shape(self, x) -> Tuple[int, ...]:
+        return x.shape
+
     def construct(self, x):
         if not self.training:
             return x
-        mask = ops.floor(self.uniform(x.shape) + self.keep).astype(x.dtype)
+        mask = ops.floor(self.uniform(self.mask_shape(x)) + self.keep).astype(x.dtype)
         return x * mask / self.keep
+
+
+class DropPath(Dropout):
+    """Stochastic depth (timm's ``DropPath``): in training, a residual branch is dropped for
+    a whole sample with probability ``prob`` and the kept ones scaled by ``1 / (1 - prob)``."""
+
+    def mask_shape(self, x) -> Tuple[int, ...]:
+        return (x.shape[0],) + (1,) * (x.ndim - 1)
 
 
 def drop_path_or_identity(prob: float) -> nn.Cell:
