@@ -12,6 +12,7 @@ data pipelines next to a plain PIL + numpy loop.
     python tools/benchmark.py --section zero_shot --model ViT-B-32   # end-to-end CIFAR-100 zero-shot
     python tools/benchmark.py --section declip                       # DeCLIP step vs CLIP step
     python tools/benchmark.py --section ops                          # one ViT block, op by op
+    python tools/benchmark.py --section checkpoint --model ViT-B-32  # memory a checkpoint save adds
 
 fp32 throughout. ``--section models`` measures what users call (``encode_image``,
 ``encode_text``, the train step, ``generate``) from a Python process in MindSpore's default
@@ -36,6 +37,7 @@ groups, 30 tokens) in captions/s; open_clip 3.3's ``generate`` needs transformer
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -746,6 +748,85 @@ def _ops_isolated(side: str, batch: int, iters: int) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+class _RssSampler:
+    """Peak resident set size of this process while a block runs, sampled every 5 ms from
+    /proc (ru_maxrss is the process's lifetime peak, which model building may have set)."""
+
+    def __enter__(self):
+        import threading
+
+        self.peak, self.done = self.rss(), False
+        self.before = self.peak
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+        return self
+
+    @staticmethod
+    def rss() -> int:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+
+    def _sample(self):
+        while not self.done:
+            self.peak = max(self.peak, self.rss())
+            time.sleep(0.005)
+
+    def __exit__(self, *exc):
+        self.done = True
+        self.thread.join()
+        self.peak = max(self.peak, self.rss())
+
+
+def _checkpoint_save(who: str, name: str) -> dict:
+    """One side's training-checkpoint save of ``name``'s model + AdamW state (both moments),
+    in this process: the state's size and what the save added to the resident set."""
+    folder = tempfile.mkdtemp(prefix="ckpt-bench-")
+    try:
+        if who == "mindclip":
+            import mindspore as ms
+
+            import mindclip
+            from mindclip.training.checkpoint import save_training_checkpoint
+
+            model = mindclip.create_model(name)
+            params = list(model.get_parameters())
+            moments = [ms.Parameter(ms.Tensor(np.zeros(p.shape, np.float32)), name=f"{tag}.{p.name}")
+                       for tag in ("adam_m", "adam_v") for p in params]
+            state = params + moments
+            nbytes = sum(p.asnumpy().nbytes for p in state)
+            with _RssSampler() as rss:
+                save_training_checkpoint(folder, state, {"global_step": 1})
+        else:
+            import open_clip
+            import torch
+
+            model = open_clip.create_model(name)
+            optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+            model.zero_grad()
+            for p in model.parameters():
+                p.grad = torch.zeros_like(p)
+            optimizer.step()  # its moments exist from the first step on
+            nbytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+            nbytes += sum(v.numel() * v.element_size() for st in optimizer.state.values()
+                          for v in st.values() if torch.is_tensor(v) and v.dim())
+            with _RssSampler() as rss:  # open_clip's train.py checkpoint
+                torch.save({"epoch": 1, "name": name, "state_dict": model.state_dict(),
+                            "optimizer": optimizer.state_dict()}, os.path.join(folder, "epoch_1.pt"))
+        return {"state_gb": nbytes / 1024 ** 3, "added_gb": (rss.peak - rss.before) / 1024 ** 3}
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def bench_checkpoint(name: str) -> dict:
+    """Memory a training-checkpoint save adds, each side in a fresh process."""
+    rows = {}
+    for who in ("mindclip", "peer"):
+        proc = _child(["--_checkpoint", who, name], sys.executable if who == "mindclip" else PEER_PYTHON[0])
+        rows[who] = (json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else
+                     {"note": (proc.stderr.strip().splitlines() or ["failed"])[-1][:80]})
+    return rows
+
+
 def _cpu_name() -> str:
     return _cpuinfo().get("model name", "unknown CPU")
 
@@ -758,7 +839,8 @@ README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--section", choices=("models", "data", "zero_shot", "declip", "ops", "all"),
+    p.add_argument("--section", choices=("models", "data", "zero_shot", "declip", "ops", "checkpoint",
+                                         "all"),
                    default=None, help="default: all; models when --workloads names some")
     p.add_argument("--declip_model", default="DeCLIP-ViT-B-32")
     p.add_argument("--model", default="ViT-B-32,RN50",
@@ -795,6 +877,7 @@ def main(argv=None) -> int:
     p.add_argument("--_describe", default=None, help=argparse.SUPPRESS)
     p.add_argument("--_ops", nargs=3, default=None, help=argparse.SUPPRESS)
     p.add_argument("--_matmul", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--_checkpoint", nargs=2, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.section is None:  # naming workloads asks for the models section's, not every section
         args.section = "models" if args.workloads else "all"
@@ -808,6 +891,9 @@ def main(argv=None) -> int:
     if args._ops:  # child process: one side's op timings
         side, batch, iters = args._ops
         print(json.dumps(bench_ops(side, int(batch), int(iters))))
+        return 0
+    if args._checkpoint:  # child process: one side's checkpoint save
+        print(json.dumps(_checkpoint_save(*args._checkpoint)))
         return 0
     if args._matmul:  # child process: one side's matmul GFLOP/s
         print(_matmul_gflops(args._matmul))
@@ -936,6 +1022,17 @@ def main(argv=None) -> int:
             print(f"{label:34s} {r['mindclip_ms']:10.2f} {r['torch_ms']:8.2f}")
         print(f"{'sum':34s} {sum(ours.values()):10.2f} {sum(theirs.values()):8.2f}")
         results["ops"] = {"batch": args.image_batch, **rows}
+    if args.section in ("checkpoint", "all"):
+        rows = bench_checkpoint(model)
+        print(f"\ntraining checkpoint of {model}: model + AdamW moments, what the save adds to "
+              "the resident set [GB] (mindclip: write, hash, read back and verify; open_clip: "
+              "torch.save of its train.py checkpoint)")
+        for who, label in (("mindclip", "mindclip"), ("peer", "open_clip")):
+            r = rows[who]
+            print(f"{label:10s} " + (f"state {r['state_gb']:.2f}  added {r['added_gb']:.2f} "
+                                     f"({r['added_gb'] / r['state_gb']:.2f} x state)"
+                                     if "state_gb" in r else r["note"]))
+        results["checkpoint"] = {"model": model, **rows}
     if args.section in ("data", "all"):
         folder = args.images
         tmp = None
