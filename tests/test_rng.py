@@ -179,3 +179,32 @@ def test_conv_tower_with_stochastic_depth_and_dropout_resumes_exactly(tmp_path, 
         assert len(states) == 6 and all(int(v[1]) == 30 for v in states.values()), states
     final, _ = read_weights(os.path.join(tmp_path, "killed", "mindclip_model.safetensors"))
     assert not any(k.endswith("rng_state") for k in final)
+
+
+def test_a_checkpoint_without_draw_states_restores_the_weights_and_says_so(tmp_path):
+    """A training checkpoint written before draw states were saved: the weights come back,
+    the states keep their seeded values, and the note says the run is no longer exact; a
+    missing weight is still an error."""
+    from mindclip.models.rng import is_rng_state
+    from mindclip.training.checkpoint import read_resumable, restore, save_training_checkpoint
+
+    model = _tiny_convnext_clip(timm_drop_path=0.5)
+    seed_rng_states(model, seed=3)
+    params = list(model.get_parameters())
+    weights = [p for p in params if not is_rng_state(p.name)]
+    save_training_checkpoint(str(tmp_path), weights, {"global_step": 4, "epoch": 0, "batch_in_epoch": 4})
+    fresh = _tiny_convnext_clip(timm_drop_path=0.5)
+    seed_rng_states(fresh, seed=3)
+    seeded = {k: p.asnumpy().copy() for k, p in fresh.parameters_dict().items() if is_rng_state(k)}
+    path, metadata, skipped = read_resumable(str(tmp_path))
+    state, notes = restore(path, metadata, list(fresh.get_parameters()))
+    assert state["global_step"] == 4 and not skipped
+    assert len(notes) == 1 and "holds no draw state for 5 stochastic layer(s)" in notes[0]
+    for k, p in fresh.parameters_dict().items():
+        expected = seeded[k] if is_rng_state(k) else model.parameters_dict()[k].asnumpy()
+        np.testing.assert_array_equal(p.asnumpy(), expected, err_msg=k)
+
+    save_training_checkpoint(str(tmp_path), weights[1:], {"global_step": 8})
+    path, metadata, _ = read_resumable(str(tmp_path))
+    with pytest.raises(ValueError, match=f"missing \\['{weights[0].name}'\\]"):
+        restore(path, metadata, list(fresh.get_parameters()))

@@ -13,6 +13,7 @@ import shutil
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from ..errors import StorageError
+from ..models.rng import is_rng_state
 from ..models.weights_io import TRAIN_STATE_KEY as STATE_KEY
 from ..models.weights_io import CkptReader, CorruptCheckpointError, atomic_write, verify_ckpt, write_ckpt
 
@@ -126,20 +127,28 @@ def read_resumable(output_dir: str) -> Tuple[Optional[str], Optional[Dict[str, s
     return None, None, []
 
 
-def restore(path: str, metadata: Dict[str, str], params: Iterable) -> Dict:
+def restore(path: str, metadata: Dict[str, str], params: Iterable) -> Tuple[Dict, List[str]]:
     """Set every Parameter in ``params`` from the checkpoint :func:`read_resumable` chose, one
-    tensor at a time; returns the saved run state. Missing or mis-shaped entries are an error
-    naming them."""
+    tensor at a time; returns the saved run state and notes for the log. Missing or
+    mis-shaped weights are an error naming them; missing draw states (a checkpoint written
+    before they were saved) keep their seeded values, and a note says the run is then not
+    exactly the uninterrupted one."""
     import mindspore as ms
 
     params = list(params)
     with CkptReader(path) as ckpt:
-        missing = [p.name for p in params if p.name not in ckpt.shapes]
+        absent = [p.name for p in params if p.name not in ckpt.shapes]
+        fresh = {name for name in absent if is_rng_state(name)}
+        missing = [name for name in absent if name not in fresh]
         misshaped = [f"{p.name}: {ckpt.shapes[p.name]} vs {tuple(p.shape)}" for p in params
                      if p.name in ckpt.shapes and tuple(ckpt.shapes[p.name]) != tuple(p.shape)]
         if missing or misshaped:
             raise ValueError(f"checkpoint {path} does not fit this run: missing {missing}, "
                              f"wrong shape {misshaped}")
         for p in params:
-            p.set_data(ms.Tensor(ckpt.read(p.name)).astype(p.dtype))
-    return json.loads(metadata[STATE_KEY])
+            if p.name not in fresh:
+                p.set_data(ms.Tensor(ckpt.read(p.name)).astype(p.dtype))
+    notes = [f"{os.path.basename(path)} holds no draw state for {len(fresh)} stochastic layer(s) "
+             "(it was written before draw states were saved): their drop path / dropout draws "
+             "start anew, so from here the run differs from an uninterrupted one"] if fresh else []
+    return json.loads(metadata[STATE_KEY]), notes

@@ -119,17 +119,18 @@ class TrainingRunner:
 
     def _resume(self):
         """``(epoch, batch_in_epoch, global_step, notes)`` of the newest checkpoint that
-        verifies (all zero without one); ``notes`` name the damaged ones passed over."""
+        verifies (all zero without one); ``notes`` name the damaged ones passed over and
+        what the chosen one could not restore exactly."""
         path, metadata, skipped = read_resumable(self.output_dir)
         if path is None:
             return 0, 0, 0, [f"--resume: no checkpoint in {self.output_dir}: starting at step 0"]
-        state = restore(path, metadata, self.state_parameters())
+        state, notes = restore(path, metadata, self.state_parameters())
         for key in ("seed", "world_size", "batch_size"):
             mine = {"seed": self.cfg["seed"], "world_size": self.world, "batch_size": self.batch_size}[key]
             if state.get(key) != mine:
                 raise ValueError(f"cannot resume {path}: it was written with {key}={state.get(key)}, "
                                  f"this run has {mine}; the data order would differ")
-        return state["epoch"], state["batch_in_epoch"], state["global_step"], skipped
+        return state["epoch"], state["batch_in_epoch"], state["global_step"], skipped + notes
 
     def _check_skips(self, epoch: int, skipped: int, batches: int, names) -> None:
         """Stop when more than ``train_dataset.max_skip_fraction`` of an epoch's images could
