@@ -130,30 +130,29 @@ def _fields(f: BinaryIO, end: int) -> Iterable[Tuple[int, int, int]]:
             raise FormatError(f"wire type {wire} is not protobuf's")
 
 
-def _data_end(f: BinaryIO, size: int, check_crc: bool) -> int:
-    """Where the messages end: before save_checkpoint's CRC trailer, checked when asked."""
+def _data_end(f: BinaryIO, size: int) -> int:
+    """Where the messages end: before save_checkpoint's CRC trailer, which is checked."""
     if size < 17:
         return size
     f.seek(size - 17)
     tail = f.read(17)
     if tail[:7] != CRC_MARK:
         return size
-    if check_crc:
-        crc, left = 0, size - 17
-        f.seek(0)
-        while left:
-            block = f.read(min(CHUNK, left))
-            crc, left = binascii.crc32(block, crc), left - len(block)
-        if crc != int.from_bytes(tail[7:], byteorder="big"):
-            raise FormatError("its CRC does not match")
+    crc, left = 0, size - 17
+    f.seek(0)
+    while left:
+        block = f.read(min(CHUNK, left))
+        crc, left = binascii.crc32(block, crc), left - len(block)
+    if crc != int.from_bytes(tail[7:], byteorder="big"):
+        raise FormatError("its CRC does not match")
     return size - 17
 
 
-def index(f: BinaryIO, size: int, check_crc: bool = True) -> Dict[str, Entry]:
+def index(f: BinaryIO, size: int) -> Dict[str, Entry]:
     """Every tag of the checkpoint ``f`` (``size`` bytes) with where its content lies, reading
     headers only; consecutive values under one tag are one tensor's slices."""
     entries: Dict[str, Entry] = {}
-    end, last = _data_end(f, size, check_crc), None
+    end, last = _data_end(f, size), None
     f.seek(0)
     for field, wire, length in _fields(f, end):
         if field != 1 or wire != 2:

@@ -51,16 +51,6 @@ def tensor_checksum(tensors: Mapping[str, np.ndarray]) -> str:
     return digest.hexdigest()
 
 
-def _as_read_back(arr: np.ndarray, dtype: str) -> np.ndarray:
-    """The array a reader gets back after writing ``arr`` as ``dtype`` (bf16 reads as fp32)."""
-    arr = np.asarray(arr)
-    if not np.issubdtype(arr.dtype, np.floating):
-        return arr
-    if dtype == "bf16":
-        return bf16_bits_to_fp32(fp32_to_bf16_bits(arr))
-    return arr.astype(np.float16 if dtype == "fp16" else np.float32)
-
-
 def _verified(path: str, tensors: Dict[str, np.ndarray], metadata: Dict[str, str]):
     expected = metadata.get(CHECKSUM_KEY)
     if expected is not None and tensor_checksum(tensors) != expected:
@@ -201,12 +191,22 @@ def _written_dtype(src_dtype: np.dtype, dtype: str) -> Tuple[np.dtype, str]:
     return np.dtype(src_dtype), _NP_TO_ST[np.dtype(src_dtype)]
 
 
+def _stored(arr: np.ndarray, dtype: str) -> Tuple[np.ndarray, bool]:
+    """``(array as a file stores it, whether it is bf16 bits)``: floats as ``dtype`` (bf16 as
+    its uint16 bits), other dtypes kept; C-contiguous, its shape kept (np.ascontiguousarray
+    makes a 0-d array 1-d)."""
+    shape = arr.shape
+    if np.issubdtype(arr.dtype, np.floating):
+        if dtype == "bf16":
+            return fp32_to_bf16_bits(arr).reshape(shape), True
+        arr = arr.astype(np.float16 if dtype == "fp16" else np.float32, copy=False)
+    return np.ascontiguousarray(arr).reshape(shape), False
+
+
 def _written(arr: np.ndarray, dtype: str) -> Tuple[np.ndarray, str]:
     """The array as stored and its safetensors dtype (see :func:`_written_dtype`)."""
-    np_dtype, st_dtype = _written_dtype(arr.dtype, dtype)
-    if st_dtype == "BF16":
-        return fp32_to_bf16_bits(arr), st_dtype
-    return np.ascontiguousarray(arr, dtype=np_dtype), st_dtype
+    stored, bf16 = _stored(arr, dtype)
+    return stored, "BF16" if bf16 else _NP_TO_ST[stored.dtype]
 
 
 def write_safetensors(path: str, tensors: Mapping[str, np.ndarray], dtype: str = "fp32",
@@ -348,18 +348,11 @@ def write_ckpt(path: str, tensors: Mapping[str, np.ndarray], dtype: str = "fp32"
         with open(tmp, "wb") as f:
             for name in sorted(tensors):
                 value = tensors[name]
-                arr = value.asnumpy() if hasattr(value, "asnumpy") else np.asarray(value)
-                shape, kind = arr.shape, None
-                if np.issubdtype(arr.dtype, np.floating):
-                    if dtype == "bf16":
-                        arr, kind = fp32_to_bf16_bits(arr), "BFloat16"
-                    else:
-                        arr = arr.astype(np.float16 if dtype == "fp16" else np.float32, copy=False)
-                arr = np.ascontiguousarray(arr).reshape(shape)  # (ascontiguousarray: 0-d -> 1-d)
-                back = bf16_bits_to_fp32(arr) if kind else arr  # hashed as it reads back
-                _hash_tensor(digest, name, back)
-                del back
-                ckpt_stream.write_tensor(f, name, arr, kind)
+                arr, bf16 = _stored(value.asnumpy() if hasattr(value, "asnumpy") else np.asarray(value),
+                                    dtype)
+                # hashed as it reads back (bf16 as fp32), as the checksum is verified
+                _hash_tensor(digest, name, bf16_bits_to_fp32(arr) if bf16 else arr)
+                ckpt_stream.write_tensor(f, name, arr, "BFloat16" if bf16 else None)
                 del arr, value
             for key, text in {**dict(metadata or {}), CHECKSUM_KEY: digest.hexdigest()}.items():
                 ckpt_stream.write_string(f, str(key), str(text))
