@@ -80,6 +80,8 @@ DEFAULTS: Dict[str, Any] = {
         # FLIP's patch dropout for this run (open_clip's --force-patch-dropout): the fraction
         # of patch tokens each training image drops; null = the architecture's patch_dropout
         "force_patch_dropout": None,
+        # open_clip's --grad-checkpointing: recompute each residual block in the backward pass
+        "grad_checkpointing": False,
         "log_interval": 10, "save_interval": 0, "keep_checkpoints": 3,
         "eval_interval": 1, "progress_bar": True,
     },

@@ -98,6 +98,8 @@ def _peak_rss_gb() -> float:
 DESCRIBE_ENV = "MINDCLIP_BENCH_DESCRIBE"
 # set by --reparameterize, read by the workload processes: fuse reparameterizable towers
 REPARAM_ENV = "MINDCLIP_BENCH_REPARAMETERIZE"
+# set by --grad_checkpointing, read by the workload processes: recompute blocks in train steps
+CHECKPOINTING_ENV = "MINDCLIP_BENCH_GRAD_CHECKPOINTING"
 
 
 def _describe(name: str) -> dict:
@@ -214,6 +216,8 @@ def _mindclip_workload(name: str, task: str, batch: int, mode: int):
         return lambda: model.encode_text(*texts).asnumpy()
     if task == "caption":
         return lambda: np.asarray(model.generate(images, **CAPTION_ARGS))
+    if os.environ.get(CHECKPOINTING_ENV):
+        model.set_grad_checkpointing(True)
     model.set_train(True)
     objective = family.build_objective(model, load_config(), 0, 1)
     opt = AdamW(model.trainable_params(), np.full(1000, 1e-5, np.float32))
@@ -268,6 +272,8 @@ def _open_clip_workload(name: str, task: str, batch: int):
         return _no_grad(lambda: fn(arg))
     if task == "caption":
         return _no_grad(lambda: model.generate(images, **CAPTION_ARGS))
+    if os.environ.get(CHECKPOINTING_ENV):
+        model.set_grad_checkpointing(True)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
     if family == "coca":  # open_clip's default weights, as our CoCa objective's
@@ -307,6 +313,8 @@ def _transformers_dual_workload(name: str, task: str, batch: int):
         return _no_grad(lambda: model.get_image_features(pixel_values=images))
     if task == "text_encode":
         return _no_grad(lambda: model.get_text_features(input_ids=ids, attention_mask=mask))
+    if os.environ.get(CHECKPOINTING_ENV):
+        model.set_grad_checkpointing(True)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
 
@@ -864,6 +872,9 @@ def main(argv=None) -> int:
     p.add_argument("--reparameterize", action="store_true",
                    help="fuse reparameterizable towers (MobileCLIP's FastViT) for the inference "
                         "workloads, both sides (ours: reparameterize_model; open_clip: timm's)")
+    p.add_argument("--grad_checkpointing", action="store_true",
+                   help="train steps recompute each residual block in the backward pass, both "
+                        "sides (set_grad_checkpointing, open_clip's --grad-checkpointing)")
     p.add_argument("--check", action="store_true",
                    help="exit 1 when a workload's ratio falls below the README's floors table, "
                         f"or PyNative below {PYNATIVE_FLOOR} x GRAPH")
@@ -923,6 +934,8 @@ def main(argv=None) -> int:
         UNSET_OPENBLAS_ENV[0] = True
     if args.reparameterize:
         os.environ[REPARAM_ENV] = "1"  # inherited by the workload processes
+    if args.grad_checkpointing:
+        os.environ[CHECKPOINTING_ENV] = "1"
     models = [m.strip() for m in args.model.split(",") if m.strip()]
     results = {"date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv),
                "cpu": _cpu_name(), "processor_kind": processor_kind(), "threads": os.cpu_count(),
@@ -940,6 +953,8 @@ def main(argv=None) -> int:
                         f"{k}={os.environ.get(k)}" for k in OPENBLAS_ENV))
         if args.reparameterize:
             env_note += "; reparameterizable towers fused for inference, both sides"
+        if args.grad_checkpointing:
+            env_note += "; train steps with grad checkpointing, both sides"
         print(f"\nfp32, {_cpu_name()}, {os.cpu_count()} cores (MindSpore default threads; torch "
               f"threads: {torch_threads}), {results['date']}; each workload in its own process; "
               f"{env_note}")

@@ -18,6 +18,7 @@ import mindspore as ms
 from mindspore import nn, ops
 from mindspore.common.initializer import Normal
 
+from .checkpointing import Blocks
 from .layers import Dense, LayerNorm, PerHeadAttention, attention_per_head, make_activation
 
 # Hugging Face model types whose position ids follow RoBERTa's rule.
@@ -182,12 +183,10 @@ class BertLayer(nn.Cell):
 class BertEncoder(nn.Cell):
     def __init__(self, cfg: BertConfig):
         super().__init__()
-        self.layer = nn.CellList([BertLayer(cfg) for _ in range(cfg.num_hidden_layers)])
+        self.layer = Blocks(BertLayer(cfg) for _ in range(cfg.num_hidden_layers))
 
     def construct(self, x, additive_mask):
-        for block in self.layer:
-            x = block(x, additive_mask)
-        return x
+        return self.layer(x, additive_mask)
 
 
 class BertPooler(nn.Cell):

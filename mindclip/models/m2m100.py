@@ -14,6 +14,7 @@ import mindspore as ms
 from mindspore import Tensor, nn, ops
 from mindspore.common.initializer import Normal
 
+from .checkpointing import Blocks
 from .layers import Dense, LayerNorm, PerHeadAttention, make_activation
 
 _NEG = float(np.finfo(np.float32).min)
@@ -100,7 +101,7 @@ class M2M100Encoder(nn.Cell):
         self.positions = Tensor(sinusoidal_positions(cfg.max_position_embeddings + 2, cfg.d_model,
                                                      cfg.pad_token_id))
         self.pad = cfg.pad_token_id
-        self.layers = nn.CellList([M2M100EncoderLayer(cfg) for _ in range(cfg.encoder_layers)])
+        self.layers = Blocks(M2M100EncoderLayer(cfg) for _ in range(cfg.encoder_layers))
         self.layer_norm = LayerNorm(cfg.d_model)
 
     def hidden_states(self, input_ids, attention_mask):
@@ -110,6 +111,4 @@ class M2M100Encoder(nn.Cell):
         x = self.embed_tokens(input_ids) * self.embed_scale + ops.gather(self.positions, position_ids, 0)
         keys = (1.0 - attention_mask.astype(ms.float32)) * _NEG
         mask = ops.broadcast_to(keys.reshape(b, 1, n), (b, n, n))
-        for layer in self.layers:
-            x = layer(x, mask)
-        return self.layer_norm(x)
+        return self.layer_norm(self.layers(x, mask))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from mindspore import nn, ops
 
+from .checkpointing import Blocks
 from .layers import (MLP, BlockCfg, LayerNorm, LayerScale, ResidualAttentionBlock, causal_mask,
                      linear_2d, normal_param)
 from .pooling import CrossAttention
@@ -48,10 +49,11 @@ class MultimodalDecoder(nn.Cell):
                  block: BlockCfg, vocab_size: int):
         super().__init__()
         self.context_length = context_length
-        self.resblocks = nn.CellList([ResidualAttentionBlock(width, heads, mlp_ratio, block, layers)
-                                      for _ in range(layers)])
-        self.cross_attn = nn.CellList([CrossAttentionBlock(width, heads, mlp_ratio, block, layers)
-                                       for _ in range(layers)])
+        self.layers = layers
+        self.resblocks = Blocks(ResidualAttentionBlock(width, heads, mlp_ratio, block, layers)
+                                for _ in range(layers))
+        self.cross_attn = Blocks(CrossAttentionBlock(width, heads, mlp_ratio, block, layers)
+                                 for _ in range(layers))
         self.ln_final = LayerNorm(width, block.norm_eps)
         self.text_projection = normal_param((width, vocab_size), width ** -0.5, "text_projection")
         self.attn_mask = causal_mask(context_length)
@@ -61,9 +63,9 @@ class MultimodalDecoder(nn.Cell):
         n = text_embs.shape[1]
         mask = ops.broadcast_to(self.attn_mask[:n, :n], (text_embs.shape[0], n, n))
         x = text_embs
-        for block, cross in zip(self.resblocks, self.cross_attn):
-            x = block(x, mask)
-            x = cross(x, image_embs)
+        for i in range(self.layers):
+            x = self.resblocks.call(i, x, mask)
+            x = self.cross_attn.call(i, x, image_embs)
         return self.ln_final(x)
 
     def context_kv(self, image_embs):
@@ -71,7 +73,7 @@ class MultimodalDecoder(nn.Cell):
         k1, v1, ...)``: decoding computes them once per generation instead of once per step
         (at CoCa ViT-B/32's 257 image tokens, most of a step's work)."""
         out = ()
-        for cross in self.cross_attn:
+        for cross in self.cross_attn.cell_list:
             out = out + cross.context_kv(image_embs)
         return out
 
@@ -80,7 +82,7 @@ class MultimodalDecoder(nn.Cell):
         n = text_embs.shape[1]
         mask = ops.broadcast_to(self.attn_mask[:n, :n], (text_embs.shape[0], n, n))
         x = text_embs
-        for i, (block, cross) in enumerate(zip(self.resblocks, self.cross_attn)):
+        for i, (block, cross) in enumerate(zip(self.resblocks.cell_list, self.cross_attn.cell_list)):
             x = block(x, mask)
             x = cross.attend(x, context_kv[2 * i], context_kv[2 * i + 1])
         return self.ln_final(x)

@@ -11,6 +11,7 @@ from collections import OrderedDict
 import mindspore as ms
 from mindspore import nn, ops
 
+from .checkpointing import Blocks
 from .config import CLIPVisionCfg
 from .conv import Conv2d, choose_paths
 from .layers import dense, normal_param
@@ -118,7 +119,7 @@ class ModifiedResNet(nn.Cell):
         layers = [Bottleneck(self._inplanes, planes, stride, input_size)]
         self._inplanes = planes * Bottleneck.expansion
         layers += [Bottleneck(self._inplanes, planes, 1, input_size // stride) for _ in range(1, blocks)]
-        return nn.SequentialCell(layers)
+        return Blocks(layers)
 
     def construct(self, x):
         x = self.relu(self.bn1(self.conv1(x)))

@@ -15,6 +15,7 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import Normal, initializer
 
+from .checkpointing import Blocks
 from .layers import Dense, make_activation
 
 _NEG = float(np.finfo(np.float32).min)
@@ -171,7 +172,7 @@ class T5Encoder(nn.Cell):
         super().__init__()
         self.config = cfg
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.d_model, embedding_table=Normal(1.0))
-        self.block = nn.CellList([T5Block(cfg, i == 0) for i in range(cfg.num_layers)])
+        self.block = Blocks(T5Block(cfg, i == 0) for i in range(cfg.num_layers))
         self.final_layer_norm = T5LayerNorm(cfg.d_model, cfg.layer_norm_epsilon)
         self.buckets = Tensor(relative_position_buckets(max_length, cfg.relative_attention_num_buckets,
                                                         cfg.relative_attention_max_distance))
@@ -180,7 +181,5 @@ class T5Encoder(nn.Cell):
         b, n = input_ids.shape
         x = self.embed_tokens(input_ids)
         keys = (1.0 - attention_mask.astype(ms.float32)) * _NEG
-        bias = self.block[0].layer[0].SelfAttention.bias(self.buckets[:n, :n]) + keys.reshape(b, 1, 1, n)
-        for block in self.block:
-            x = block(x, bias)
-        return self.final_layer_norm(x)
+        bias = self.block.cell_list[0].layer[0].SelfAttention.bias(self.buckets[:n, :n]) + keys.reshape(b, 1, 1, n)
+        return self.final_layer_norm(self.block(x, bias))

@@ -71,6 +71,11 @@ class TrainingRunner:
                 raise ValueError(f"runner.force_patch_dropout: the {self.family.name!r} family's "
                                  "model has no set_patch_dropout()")
             model.set_patch_dropout(float(run["force_patch_dropout"]))
+        if run["grad_checkpointing"]:
+            if not hasattr(model, "set_grad_checkpointing"):
+                raise ValueError(f"runner.grad_checkpointing: the {self.family.name!r} family's "
+                                 "model has no set_grad_checkpointing()")
+            model.set_grad_checkpointing(True)
         # stochastic depth, dropout and patch dropout draw from states the checkpoints hold
         seed_rng_states(model, int(cfg["seed"]), self.rank)
         self.precision = resolve_precision(run["precision"])

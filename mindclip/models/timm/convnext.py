@@ -16,6 +16,7 @@ from typing import ClassVar, List, Optional, Tuple
 import numpy as np
 from mindspore import Parameter, Tensor, nn
 
+from ..checkpointing import Blocks
 from ..patch import PatchEmbedding
 from .conv import ChannelNorm, ConvTrunk, DepthwiseConv
 from ..rng import drop_path_or_identity
@@ -93,7 +94,7 @@ class ConvNeXtStage(nn.Cell):
         super().__init__()
         self.downsample = (nn.SequentialCell([ChannelNorm(cin, arch.norm_eps), PatchConv(cin, cout, stride)])
                            if stride > 1 or cin != cout else nn.Identity())
-        self.blocks = nn.SequentialCell([ConvNeXtBlock(arch, cout, rate) for rate in rates])
+        self.blocks = Blocks(ConvNeXtBlock(arch, cout, rate) for rate in rates)
 
     def construct(self, x):
         return self.blocks(self.downsample(x))

@@ -11,6 +11,7 @@ from typing import Optional, Tuple
 
 from mindspore import nn, ops
 
+from ..checkpointing import Blocks
 from ..layers import LayerNorm
 from ..rng import drop_path_or_identity
 from .layers import (STD, Attention, GluMlp, Mlp, RotaryEmbeddingCat, SwiGLU,
@@ -67,7 +68,9 @@ class EvaBlock(nn.Cell):
         self.mlp = _mlp(arch)
         self.drop_path2 = drop_path_or_identity(drop_path)
 
-    def construct(self, x, rope=None):
+    def construct(self, x, cos=None, sin=None):
+        # the rotary tables come as two tensors: a recomputed block takes tensors, not tuples
+        rope = None if cos is None else (cos, sin)
         if self.post_norm:
             x = x + self.drop_path1(self.norm1(self.attn(x, rope)))
             return x + self.drop_path2(self.norm2(self.mlp(x)))
@@ -89,7 +92,10 @@ class Eva(ViTTrunk):
             self.rope = RotaryEmbeddingCat(arch.grid, arch.width // arch.heads, arch.heads,
                                            arch.prefix_tokens, arch.ref_grid, arch.rope_grid_offset,
                                            arch.rope_grid_indexing)
-        self.blocks = nn.CellList([EvaBlock(arch, rate) for rate in drop_path_rates(drop_path, arch.layers)])
+        self.blocks = Blocks(EvaBlock(arch, rate) for rate in drop_path_rates(drop_path, arch.layers))
+        if arch.rope:
+            self.blocks.graph_mode_limit = ("MindSpore 2.10's recompute pass builds a cycle around the "
+                                            "rotary embedding's fused backward (EVA02, PE-Core)")
         self._build_head(num_classes)
         self.set_patch_dropout(patch_dropout)
 
@@ -99,9 +105,9 @@ class Eva(ViTTrunk):
         else:
             x = self.embed(x)
             rope = self.rope() if self.use_rope else None
-        for block in self.blocks:
-            x = block(x, rope)
-        return self.norm(x)
+        if rope is None:
+            return self.norm(self.blocks(x))
+        return self.norm(self.blocks(x, rope[0], rope[1]))
 
     def embed_with_rope(self, x):
         """:meth:`embed` under patch dropout, with each sample's rotary tables: the prefix

@@ -19,6 +19,7 @@ from typing import ClassVar, List, Optional, Tuple
 import numpy as np
 from mindspore import Parameter, Tensor, nn
 
+from ..checkpointing import Blocks
 from ..layers import make_activation
 from ..reparam import Reparameterizable
 from .conv import BatchNorm, ChannelNorm, ClassifierHead, Conv, ConvTrunk, conv2d
@@ -371,7 +372,7 @@ class FastVitStage(nn.Cell):
         self.output_size = size
         self.pos_emb = RepConditionalPosEnc(dim, size) if arch.pos_embs[i] else nn.Identity()
         block = RepMixerBlock if arch.token_mixers[i] == "repmixer" else AttentionBlock
-        self.blocks = nn.SequentialCell([block(arch, dim, arch.mlp_ratios[i], size, rate) for rate in rates])
+        self.blocks = Blocks(block(arch, dim, arch.mlp_ratios[i], size, rate) for rate in rates)
 
     def construct(self, x):
         return self.blocks(self.pos_emb(self.downsample(x)))

@@ -19,6 +19,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 
+from ..checkpointing import Blocks
 from ..layers import LayerNorm
 from .conv import ClassifierHead, ConvTrunk
 from ..rng import drop_path_or_identity
@@ -203,7 +204,7 @@ class SwinTransformerStage(nn.Cell):
         dim, size = arch.dims[index], arch.resolutions[index]
         self.downsample = (PatchMerging(arch.dims[index - 1], arch.resolutions[index - 1], arch.norm_eps)
                            if index > 0 else nn.Identity())
-        self.blocks = nn.SequentialCell([
+        self.blocks = Blocks([
             SwinTransformerBlock(arch, dim, arch.num_heads[index], size, i % 2 == 1, rate)
             for i, rate in enumerate(rates)])
 

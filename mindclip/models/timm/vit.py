@@ -12,6 +12,7 @@ from typing import Optional, Tuple
 
 from mindspore import nn
 
+from ..checkpointing import Blocks
 from ..layers import LayerNorm, LayerScale, make_activation
 from ..patch import PatchEmbedding
 from ..rng import drop_path_or_identity
@@ -118,7 +119,7 @@ class VisionTransformer(ViTTrunk):
                  pool: Optional[str] = None, drop_path: float = 0.0, patch_dropout: float = 0.0):
         super().__init__(arch, global_pool, pool)
         self._build_embed(self._patch_embed(arch), cls_std=1e-6)
-        self.blocks = nn.CellList([self._block(arch, rate) for rate in drop_path_rates(drop_path, arch.layers)])
+        self.blocks = Blocks(self._block(arch, rate) for rate in drop_path_rates(drop_path, arch.layers))
         self._build_head(num_classes)
         self.set_patch_dropout(patch_dropout)
 
@@ -132,10 +133,7 @@ class VisionTransformer(ViTTrunk):
         return Block(arch, drop_path)
 
     def forward_features(self, x):
-        x = self.embed(x)
-        for block in self.blocks:
-            x = block(x)
-        return self.norm(x)
+        return self.norm(self.blocks(self.embed(x)))
 
 
 _B = dict(width=768, layers=12, heads=12)

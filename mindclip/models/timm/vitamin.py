@@ -11,6 +11,7 @@ from typing import Optional, Tuple
 
 from mindspore import nn
 
+from ..checkpointing import Blocks
 from ..layers import LayerNorm, make_activation
 from .conv import AvgPool3x3, ChannelNorm, Conv, DepthwiseConv, EveryOther
 from ..rng import drop_path_or_identity
@@ -126,7 +127,7 @@ class MbConvStages(nn.Cell):
             for d in range(depth):
                 blocks.append(MbConvLNBlock(cin if d == 0 else dim, dim, 2 if d == 0 else 1, size, 0.0))
                 size = (size + 1) // 2 if d == 0 else size
-            stages.append(nn.SequentialCell(blocks))
+            stages.append(Blocks(blocks))
             cin = dim
         self.stages = nn.SequentialCell(stages)
         self.pool = StridedConv(cin, arch.width, size)
