@@ -196,6 +196,13 @@ class Objective(nn.Cell):
     def construct(self, *batch):
         return self.loss(*self.features(*batch))
 
+    def loss_parameter_names(self) -> Tuple[str, ...]:
+        """Parameters that ``loss`` reads and ``features`` does not (the temperature and bias
+        of the contrastive losses). Under accumulation every micro-batch's loss sees the whole
+        batch, so their gradient is taken from one micro-batch, not summed over all of them
+        (open_clip's ``--accum-freq`` counts it once per micro-batch)."""
+        return tuple(name for name in ("logit_scale", "logit_bias") if hasattr(self.model, name))
+
     def extra_parameters(self) -> List[Parameter]:
         """Parameters of the objective beyond the model's (trainable ones such as SigLIP's
         bias, and state such as a memory bank): saved in training checkpoints."""

@@ -257,6 +257,8 @@ def test_logit_scale_clamped_after_the_gradients_before_the_update(model, ref, t
                                 memory_size=16, logit_scale_bounds=(1.0, 2.5))
     objective.memory.bank.set_data(ms.Tensor(ref["nn_bank"]))
     lr = 0.01
+    with pytest.raises(ValueError, match="nn term reads the FIFO memory"):  # named, not run wrong
+        TrainStep(objective, AdamW(model.trainable_params(), np.full(4, lr, np.float32)), accumulate_steps=2)
     step = TrainStep(objective, AdamW(model.trainable_params(), np.full(4, lr, np.float32)))
     loss, _, _, scale = step(*_batch(ref))
     assert float(loss.asnumpy()) == pytest.approx(terms["total"], rel=LOSS_RTOL)

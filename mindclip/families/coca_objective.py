@@ -1,6 +1,13 @@
 """CoCa's training objective (open_clip's ``CoCaLoss``): ``clip`` weight x the contrastive loss
 of the pooled features + ``caption`` weight x the cross-entropy of the decoder's next-token
-logits against the caption shifted by one, padding ignored."""
+logits against the caption shifted by one, padding ignored.
+
+Split as every objective is (:class:`~mindclip.losses.Objective`): ``features`` gives per
+sample the normalised features, the summed next-token loss and the number of tokens it
+covers; ``loss`` the weighted terms of a whole batch. Gradient accumulation therefore caches
+two numbers per sample instead of its vocabulary-wide logits, and gives open_clip's
+``--accum-freq`` result: every micro-batch scored against all cached negatives, and the
+caption loss the mean over all tokens of the full batch."""
 from __future__ import annotations
 
 from typing import Any, Dict, Optional
@@ -14,11 +21,18 @@ from ..models.clip import l2_normalize
 DEFAULT_WEIGHTS = {"clip": 1.0, "caption": 2.0}  # open_clip's --coca-*-loss-weight defaults
 
 
-class CaptionCrossEntropy(nn.Cell):
-    """Mean next-token cross-entropy over the labels that are not ``pad_id`` (PyTorch's
-    ``CrossEntropyLoss(ignore_index=pad_id)``), in fp32, ``logsumexp - picked logit``.
+def caption_token_counts(labels, pad_id: int):
+    """Labels per sample that are not ``pad_id``, float32 ``(B,)``."""
+    return ops.not_equal(labels, pad_id).astype(ms.float32).sum(axis=1)
 
-    Its gradient, ``(softmax - one_hot) * keep / count``, is written by hand: differentiating
+
+class CaptionNLL(nn.Cell):
+    """Per sample, the summed next-token negative log-likelihood over the labels that are not
+    ``pad_id``, float32 ``(B,)`` (``logsumexp - picked logit``); PyTorch's
+    ``CrossEntropyLoss(ignore_index=pad_id)`` is its sum over the batch divided by
+    :func:`caption_token_counts`' sum.
+
+    Its gradient, ``(softmax - one_hot) * keep * dout``, is written by hand: differentiating
     ``log_softmax`` + ``gather_elements`` keeps several vocabulary-wide tensors alive and takes
     most of a small CoCa's train step on CPU (0.87 s of forward + backward for 64 x 15 x 49408
     logits, against ~0.3 s this way)."""
@@ -28,18 +42,15 @@ class CaptionCrossEntropy(nn.Cell):
         self.pad_id = int(pad_id)
 
     def _keep(self, labels):
-        keep = ops.not_equal(labels, self.pad_id).astype(ms.float32)
-        return keep, ops.maximum(keep.sum(), 1.0)
+        return ops.not_equal(labels, self.pad_id).astype(ms.float32)
 
     def construct(self, logits, labels):
-        keep, count = self._keep(labels)
         logp = ops.log_softmax(logits.astype(ms.float32), axis=-1)
         picked = ops.gather_elements(logp, 2, labels.reshape(labels.shape + (1,))).squeeze(-1)
-        return -(picked * keep).sum() / count
+        return -(picked * self._keep(labels)).sum(axis=1)
 
     def bprop(self, logits, labels, out, dout):
-        keep, count = self._keep(labels)
-        weight = (keep * (dout / count)).reshape(keep.shape + (1,))
+        weight = (self._keep(labels) * dout.reshape(-1, 1)).reshape(labels.shape + (1,))
         grad = ops.softmax(logits.astype(ms.float32), axis=-1) * weight
         index = labels.reshape(labels.shape + (1,))
         grad = ops.tensor_scatter_elements(grad, index, -weight, axis=2, reduction="add")
@@ -47,15 +58,14 @@ class CaptionCrossEntropy(nn.Cell):
 
 
 def caption_cross_entropy(logits, labels, pad_id: int):
-    """:class:`CaptionCrossEntropy` as a function (tests, one-off calls)."""
-    return CaptionCrossEntropy(pad_id)(logits, labels)
+    """Mean next-token cross-entropy over the labels that are not ``pad_id`` (tests, one-off
+    calls)."""
+    return CaptionNLL(pad_id)(logits, labels).sum() / ops.maximum(
+        caption_token_counts(labels, pad_id).sum(), 1.0)
 
 
 class CoCaObjective(Objective):
     """``(images, tokens) -> (total, (contrastive, caption))``, each term already weighted."""
-
-    # the per-sample logits (L x vocab each) are too large to cache across micro-batches
-    supports_accumulation = False
 
     def __init__(self, model: Any, weights: Optional[Dict[str, float]], local_loss: bool,
                  gather_with_grad: bool, rank: int, world: int, bounds):
@@ -68,13 +78,18 @@ class CoCaObjective(Objective):
         self.caption_weight = float(weights["caption"])
         self.clip_loss = ClipLoss(local_loss=local_loss, gather_with_grad=gather_with_grad,
                                   rank=rank, world_size=world)
-        self.caption_loss = CaptionCrossEntropy(model.pad_id)
+        self.caption_nll = CaptionNLL(model.pad_id)
+        self.pad_id = int(model.pad_id)
 
-    def construct(self, images, text):
+    def features(self, images, text):
         image_features, text_features, logits = self.model.forward_features(images, text)
+        labels = text[:, 1:]
+        return (l2_normalize(image_features).astype(ms.float32),
+                l2_normalize(text_features).astype(ms.float32),
+                self.caption_nll(logits, labels), caption_token_counts(labels, self.pad_id))
+
+    def loss(self, image_features, text_features, nll, counts):
         scale = ops.exp(self.model.logit_scale)
-        contrastive = self.clip_weight * self.clip_loss(
-            l2_normalize(image_features).astype(ms.float32),
-            l2_normalize(text_features).astype(ms.float32), scale)
-        caption = self.caption_weight * self.caption_loss(logits, text[:, 1:])
+        contrastive = self.clip_weight * self.clip_loss(image_features, text_features, scale)
+        caption = self.caption_weight * nll.sum() / ops.maximum(counts.sum(), 1.0)
         return contrastive + caption, (contrastive, caption)

@@ -94,7 +94,10 @@ class DeCLIPObjective(Objective):
     """``construct(view1, view2, tokens, mlm_positions, mlm_targets, tokens_aug)`` ->
     ``(total, (clip, simsiam, mlm, nn))``; see the module doc."""
 
-    supports_accumulation = False  # the memory advances once per batch
+    supports_accumulation = False
+    accumulation_refusal = ("its nn term reads the FIFO memory of caption features and enqueues "
+                            "the batch once per step, which a micro-batch split would break; its "
+                            "loss is not split into per-sample features and a whole-batch loss")
 
     def __init__(self, model: nn.Cell, weights: Dict[str, float], memory_size: int,
                  gather_with_grad: bool = True, rank: int = 0, world_size: int = 1,

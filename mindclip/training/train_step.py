@@ -7,7 +7,8 @@ The step knows nothing about towers: it differentiates ``objective`` (see
 micro-batches are computed first without gradients, then each micro-batch is re-run with
 gradients against the cached features of the others, so the accumulated gradient is that of
 the full-batch loss (every sample sees every other as a negative), not a sum of small-batch
-losses.
+losses; the parameters only the loss reads (``logit_scale``) take their gradient from one
+micro-batch, as the full batch would give it.
 """
 from __future__ import annotations
 
@@ -50,8 +51,9 @@ class TrainStep(nn.Cell):
                  grad_reducer: Optional[nn.Cell] = None):
         super().__init__(auto_prefix=False)
         if accumulate_steps > 1 and not objective.supports_accumulation:
-            raise ValueError(f"{type(objective).__name__} does not support gradient "
-                             "accumulation; set runner.accumulate_steps to 1")
+            reason = getattr(objective, "accumulation_refusal", "")
+            raise ValueError(f"{type(objective).__name__} does not support gradient accumulation"
+                             + (f" ({reason})" if reason else "") + "; set runner.accumulate_steps to 1")
         self.objective = objective
         self.optimizer = optimizer
         self.weights = optimizer.parameters
@@ -60,6 +62,8 @@ class TrainStep(nn.Cell):
         self.loss_scale = loss_scale
         self.grad_reducer = grad_reducer
         self.shapes = tuple(tuple(p.shape) for p in self.weights)
+        once = set(objective.loss_parameter_names())
+        self.once = tuple(p.name in once for p in self.weights)
         self.logit_scale = getattr(objective.model, "logit_scale", None)
         bounds = objective.logit_scale_bounds if self.logit_scale is not None else None
         self.clamp = bounds is not None
@@ -113,7 +117,7 @@ class TrainStep(nn.Cell):
             (loss, terms), grads = self.chunk_value_and_grad(factor, self._micro(batch, 0), cache, 0)
             for j in range(1, self.accumulate_steps):
                 _, chunk_grads = self.chunk_value_and_grad(factor, self._micro(batch, j), cache, j)
-                grads = tuple(a + b for a, b in zip(grads, chunk_grads))
+                grads = tuple(a if once else a + b for a, b, once in zip(grads, chunk_grads, self.once))
         if scaled:
             grads = tuple(g.astype(ms.float32) / factor for g in grads)
             loss = loss / factor
