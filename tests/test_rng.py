@@ -150,8 +150,9 @@ def test_states_are_seeded_by_path_and_left_out_of_weight_files(tmp_path):
 
 def test_conv_tower_with_stochastic_depth_and_dropout_resumes_exactly(tmp_path, monkeypatch):
     """A shrunk convnext_base (drop path 0.5, head dropout 0.3) through run_mindformer.py in
-    GRAPH mode, killed with SIGKILL after a checkpoint and resumed: every step's loss equals
-    the uninterrupted run's, and every stochastic layer drew once a step."""
+    GRAPH mode, with activation recomputation, killed with SIGKILL after a checkpoint and
+    resumed: every step's loss equals the uninterrupted run's, and every stochastic layer drew
+    once a step (not again when its block is recomputed)."""
     from mindclip.models.weights_io import read_weights
 
     monkeypatch.setenv("PYTHONPATH", os.path.join(ROOT, "tests"))
@@ -166,7 +167,7 @@ def test_conv_tower_with_stochastic_depth_and_dropout_resumes_exactly(tmp_path, 
     args = ["--config", str(config), "--train_dataset.num_samples", "80", "--runner.batch_size", "8",
             "--runner.epochs", "3", "--runner.save_interval", "4", "--runner.log_interval", "1",
             "--runner.progress_bar", "false", "--eval_dataset.type", "null",
-            "--eval.retrieval_dataset.type", "null"]
+            "--eval.retrieval_dataset.type", "null", "--runner.grad_checkpointing", "true"]
     reference, records = kill_and_resume(tmp_path, args)
     losses = {r["step"]: r["loss"] for r in reference}
     for r in records:

@@ -146,3 +146,14 @@ def set_grad_checkpointing(model: nn.Cell, enable: bool = True) -> int:
             cell.set_grad_checkpointing(enable)
             count += len(cell)
     return count
+
+
+def graph_mode_limits(model: nn.Cell) -> List[str]:
+    """Why the recomputation switched on in ``model`` cannot run in GRAPH mode (empty: it can)."""
+    return sorted({cell.graph_mode_limit for _, cell in model.cells_and_names()
+                   if isinstance(cell, Blocks) and cell.grad_checkpointing and cell.graph_mode_limit})
+
+
+def recomputes(model: nn.Cell) -> bool:
+    """Whether recomputation is switched on anywhere in ``model``."""
+    return any(isinstance(cell, Blocks) and cell.grad_checkpointing for _, cell in model.cells_and_names())
