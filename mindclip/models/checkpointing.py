@@ -12,7 +12,9 @@ inputs: it sets them back before running the block, and afterwards keeps what th
 only on the forward pass. A recomputation is told apart from the forward pass because there
 the states still hold what was read just before the call, while when the block is recomputed
 they already hold what the forward pass (and any later call of the block) wrote; a state the
-block did not change comes out equal either way.
+block did not change comes out equal either way. In GRAPH mode BatchNorm updates its statistics
+inside its kernel, where the replay does not reach, so its primitive is kept out of the
+recomputation there (its outputs are kept instead).
 """
 from __future__ import annotations
 
