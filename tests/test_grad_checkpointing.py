@@ -80,6 +80,16 @@ def _steps(cfg, init, checkpointing, steps=2):
     return results, states
 
 
+def _recomputing_train_step(model, accumulate_steps=1):
+    """A CLIP train step over ``model`` with recomputation switched on."""
+    from mindclip.losses import ClipLoss, ContrastiveObjective
+    from mindclip.training import AdamW, TrainStep
+
+    model.set_grad_checkpointing(True)
+    return TrainStep(ContrastiveObjective(model, ClipLoss()), AdamW(model.trainable_params(), [1e-5]),
+                     accumulate_steps=accumulate_steps)
+
+
 # GRAPH mode (where the train step runs) for each way a block is recomputed: stateless with
 # a mask input (ViT), BatchNorm kept out of the recomputation (ResNet), draws replayed
 # (ConvNeXt), block by block through call() (CoCa's decoder), and the refusal; the other
@@ -101,12 +111,8 @@ def test_recomputed_blocks_give_the_same_gradients_and_states(name, mode, tmp_pa
                 model.set_grad_checkpointing(True)
             return
         if name in GRAPH_MODE_LIMITS:  # the train step runs in GRAPH mode: refused there too
-            from mindclip.losses import ClipLoss, ContrastiveObjective
-            from mindclip.training import AdamW, TrainStep
-
-            model.set_grad_checkpointing(True)
             with pytest.raises(ValueError, match=GRAPH_MODE_LIMITS[name]):
-                TrainStep(ContrastiveObjective(model, ClipLoss()), AdamW(model.trainable_params(), [1e-5]))
+                _recomputing_train_step(model)
         plain, plain_states = _steps(cfg, init, False)
         recomputed, states = _steps(cfg, init, True)
     finally:
@@ -119,13 +125,8 @@ def test_recomputed_blocks_give_the_same_gradients_and_states(name, mode, tmp_pa
     for key, value in plain_states.items():
         np.testing.assert_array_equal(states[key], value, err_msg=key)
     if name == "ViT-B-32" and mode == "pynative":  # a combination MindSpore cannot compile
-        from mindclip.losses import ClipLoss, ContrastiveObjective
-        from mindclip.training import AdamW, TrainStep
-
-        model.set_grad_checkpointing(True)
         with pytest.raises(ValueError, match="with runner.accumulate_steps > 1"):
-            TrainStep(ContrastiveObjective(model, ClipLoss()), AdamW(model.trainable_params(), [1e-5]),
-                      accumulate_steps=2)
+            _recomputing_train_step(model, accumulate_steps=2)
     drawn = [k for k in states if is_rng_state(k)]
     if KINDS[name][1].get("timm_drop_path") or name.startswith("swin"):
         assert drawn and all(states[k][1] == 2 for k in drawn)  # one draw per step, not two

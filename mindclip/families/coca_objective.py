@@ -21,9 +21,13 @@ from ..models.clip import l2_normalize
 DEFAULT_WEIGHTS = {"clip": 1.0, "caption": 2.0}  # open_clip's --coca-*-loss-weight defaults
 
 
+def _kept(labels, pad_id: int):
+    return ops.not_equal(labels, pad_id).astype(ms.float32)
+
+
 def caption_token_counts(labels, pad_id: int):
     """Labels per sample that are not ``pad_id``, float32 ``(B,)``."""
-    return ops.not_equal(labels, pad_id).astype(ms.float32).sum(axis=1)
+    return _kept(labels, pad_id).sum(axis=1)
 
 
 class CaptionNLL(nn.Cell):
@@ -41,16 +45,13 @@ class CaptionNLL(nn.Cell):
         super().__init__()
         self.pad_id = int(pad_id)
 
-    def _keep(self, labels):
-        return ops.not_equal(labels, self.pad_id).astype(ms.float32)
-
     def construct(self, logits, labels):
         logp = ops.log_softmax(logits.astype(ms.float32), axis=-1)
         picked = ops.gather_elements(logp, 2, labels.reshape(labels.shape + (1,))).squeeze(-1)
-        return -(picked * self._keep(labels)).sum(axis=1)
+        return -(picked * _kept(labels, self.pad_id)).sum(axis=1)
 
     def bprop(self, logits, labels, out, dout):
-        weight = (self._keep(labels) * dout.reshape(-1, 1)).reshape(labels.shape + (1,))
+        weight = (_kept(labels, self.pad_id) * dout.reshape(-1, 1)).reshape(labels.shape + (1,))
         grad = ops.softmax(logits.astype(ms.float32), axis=-1) * weight
         index = labels.reshape(labels.shape + (1,))
         grad = ops.tensor_scatter_elements(grad, index, -weight, axis=2, reduction="add")

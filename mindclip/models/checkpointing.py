@@ -117,8 +117,9 @@ class Blocks(nn.Cell):
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         if enable and self.graph_mode_limit and ms.get_context("mode") == ms.GRAPH_MODE:
-            raise ValueError(f"grad checkpointing in GRAPH mode: {self.graph_mode_limit}; "
-                             "run it in PyNative mode (context.mode: 1) or leave it off")
+            raise ValueError(f"grad checkpointing in GRAPH mode: {self.graph_mode_limit}; it runs "
+                             "only in a PyNative loop of your own (the train step always runs in "
+                             "GRAPH mode): leave it off otherwise")
         if enable and not self.recomputed:
             self.recomputed = [_Recomputed(b) for b in self.cell_list]
         self.grad_checkpointing = bool(enable)
@@ -138,24 +139,25 @@ class Blocks(nn.Cell):
         return x
 
 
+def _all_blocks(model: nn.Cell) -> List[Blocks]:
+    return [cell for _, cell in model.cells_and_names() if isinstance(cell, Blocks)]
+
+
 def set_grad_checkpointing(model: nn.Cell, enable: bool = True) -> int:
     """Turn recomputation on (or off) for every :class:`Blocks` in ``model``; returns how many
     blocks it covers. Call it before the first training step: a compiled graph keeps the
     setting it was compiled with."""
-    count = 0
-    for _, cell in model.cells_and_names():
-        if isinstance(cell, Blocks):
-            cell.set_grad_checkpointing(enable)
-            count += len(cell)
-    return count
+    found = _all_blocks(model)
+    for blocks in found:
+        blocks.set_grad_checkpointing(enable)
+    return sum(len(blocks) for blocks in found)
+
+
+def recomputed_blocks(model: nn.Cell) -> List[Blocks]:
+    """The :class:`Blocks` of ``model`` with recomputation switched on."""
+    return [blocks for blocks in _all_blocks(model) if blocks.grad_checkpointing]
 
 
 def graph_mode_limits(model: nn.Cell) -> List[str]:
     """Why the recomputation switched on in ``model`` cannot run in GRAPH mode (empty: it can)."""
-    return sorted({cell.graph_mode_limit for _, cell in model.cells_and_names()
-                   if isinstance(cell, Blocks) and cell.grad_checkpointing and cell.graph_mode_limit})
-
-
-def recomputes(model: nn.Cell) -> bool:
-    """Whether recomputation is switched on anywhere in ``model``."""
-    return any(isinstance(cell, Blocks) and cell.grad_checkpointing for _, cell in model.cells_and_names())
+    return sorted({b.graph_mode_limit for b in recomputed_blocks(model) if b.graph_mode_limit})

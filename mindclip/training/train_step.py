@@ -17,7 +17,7 @@ from typing import Optional
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 
-from ..models.checkpointing import graph_mode_limits, recomputes
+from ..models.checkpointing import graph_mode_limits, recomputed_blocks
 from .precision import LossScale, all_finite
 
 
@@ -55,7 +55,7 @@ class TrainStep(nn.Cell):
             reason = getattr(objective, "accumulation_refusal", "")
             raise ValueError(f"{type(objective).__name__} does not support gradient accumulation"
                              + (f" ({reason})" if reason else "") + "; set runner.accumulate_steps to 1")
-        if accumulate_steps > 1 and recomputes(objective.model):
+        if accumulate_steps > 1 and recomputed_blocks(objective.model):
             raise ValueError("runner.grad_checkpointing with runner.accumulate_steps > 1: MindSpore 2.10 "
                              "fails to compile recomputed blocks in the accumulation's step ('Illegal "
                              "AnfNode for evaluating'); use one of the two")
