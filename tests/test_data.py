@@ -104,7 +104,7 @@ def test_json_csv_coco_yfcc_readers(tmp_path):
     assert list(src.captions) == [["y0"], ["y1"], ["y2"]]
 
 
-def write_shards(tmp_path, n_shards=3, per_shard=4):
+def write_shards(tmp_path, n_shards=3, per_shard=4, caption=lambda i: f"colour {i % len(COLORS)}"):
     for s in range(n_shards):
         with tarfile.open(tmp_path / f"shard-{s:05d}.tar", "w") as tar:
             for j in range(per_shard):
@@ -112,7 +112,7 @@ def write_shards(tmp_path, n_shards=3, per_shard=4):
                 buf = io.BytesIO()
                 Image.new("RGB", (20, 20), COLORS[i % len(COLORS)]).save(buf, "JPEG")
                 for name, data in ((f"{i:06d}.jpg", buf.getvalue()),
-                                   (f"{i:06d}.txt", f"colour {i % len(COLORS)}".encode()),
+                                   (f"{i:06d}.txt", caption(i).encode()),
                                    (f"{i:06d}.json", b"{}")):
                     info = tarfile.TarInfo(name)
                     info.size = len(data)

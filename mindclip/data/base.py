@@ -110,7 +110,6 @@ class StreamingImageTextSource:
     num_samples: int
     resampled: bool = False
     name: str = "webdataset"
-    errors: List[str] = field(default_factory=list)
     invalid: List[str] = field(default_factory=list)  # shards missing when read, named
 
     def __len__(self) -> int:

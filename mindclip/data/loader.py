@@ -27,6 +27,7 @@ import numpy as np
 from .base import (ImageTextSource, check_skip_fraction, LabeledImageSource, StreamingImageTextSource,
                    read_image_bytes)
 from .batch import SampleBuilder
+from .shards import ShardError
 from ..normalization import PreprocessCfg
 from .transforms import (Augment, apply_color, apply_crop, augment_draws,
                          image_transform)
@@ -205,6 +206,9 @@ class _StreamSamples(_Counted):
     def __iter__(self) -> Iterator:
         shards = list(self.source.shards)
         rng = _rng(self.seed, self.epoch, self.rank, 11)
+        # Ranks read disjoint shards when there are enough of them, else every rank reads all
+        # shards and keeps every world-th sample (resampled ranks draw shards on their own).
+        split_samples = not self.source.resampled and len(shards) < self.world
         produced, rounds = 0, 0
         while produced < self.num_rows:
             if self.source.resampled:
@@ -212,18 +216,25 @@ class _StreamSamples(_Counted):
             else:
                 perm = _rng(self.seed, self.epoch, rounds).permutation(len(shards))
                 chosen = [shards[int(i)] for i in perm]
-                if len(chosen) >= self.world:  # split shards across ranks when there are enough
+                if not split_samples:
                     chosen = chosen[self.rank::self.world]
             rounds += 1
-            got_any = False
+            got_any, n = False, -1
             for data, captions, key in self.source.iterate(chosen):
+                if isinstance(key, ShardError):  # a failed shard: counted, named, not a sample
+                    self.count()
+                    self.flag(str(key))
+                    yield (_UNREADABLE, *self.builder("", _rng(0)),
+                           *view_draws(_rng(0), self.augment, self.builder), np.array(False))
+                    continue
+                n += 1
+                if split_samples and n % self.world != self.rank:
+                    continue
                 got_any = True
                 self.count()
                 sample_rng = _rng(self.seed, self.epoch, self.rank, produced, 13)
                 text = self.builder(captions[0] if captions else "",
                                     _rng(self.seed, self.epoch, self.rank, produced, 17))
-                if data is None:
-                    self.source.errors.append(key)
                 image, ok = _image_column(data) if data is not None else (_UNREADABLE, np.array(False))
                 if not ok:
                     self.flag(str(key))
@@ -232,7 +243,8 @@ class _StreamSamples(_Counted):
                 if produced >= self.num_rows:
                     return
             if not got_any:
-                raise ValueError(f"WebDataset shards {chosen[:3]} hold no samples")
+                raise ValueError(f"WebDataset shards {chosen[:3]} hold no samples"
+                                 + (f"; read errors: {self.unreadable[-3:]}" if self.unreadable else ""))
 
 
 def view_draws(rng: np.random.Generator, augment: Augment, builder: SampleBuilder) -> List[np.ndarray]:

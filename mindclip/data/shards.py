@@ -1,0 +1,159 @@
+"""Tar shards wherever they are kept: local paths, ``pipe:`` commands, http(s) and object stores.
+
+open_clip and CLIP_benchmark read shards through ``webdataset``. We read the same URLs, but do not
+import it: with PyTorch installed (as it is for weight conversion), importing ``webdataset``
+imports ``torch`` too, ~0.5 GB of resident memory in a MindSpore process that never uses it.
+The transports come from the standard library and ``fsspec`` (a dependency of
+``huggingface_hub``), the tar stream from ``tarfile``:
+
+- ``/data/00001.tar``, ``file:///data/00001.tar``: the local file;
+- ``pipe:CMD``: the standard output of a shell command, open_clip's way to stream object storage
+  (``pipe:aws s3 cp s3://bucket/00001.tar -``, ``pipe:obsutil cat obs://...``). A command that
+  exits with an error is a failed shard, even when its output looked like a tar;
+- ``http://``, ``https://``: streamed with ``urllib`` (proxies from the environment); a response
+  cut short of its ``Content-Length`` is a failed shard;
+- any other ``scheme://`` that ``fsspec`` knows: ``s3://`` (``pip install s3fs``; Huawei OBS and
+  MinIO through ``FSSPEC_S3_ENDPOINT_URL``), ``gs://``, ``hf://``, ...
+
+A failure (cannot open, cut mid-stream, damaged tar) ends that shard; the samples read before it
+stay, and the failure is reported once, naming the shard, for the caller to count.
+"""
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import subprocess
+import tarfile
+from typing import BinaryIO, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+Sample = Dict[str, bytes]  # extension ("jpg", "txt", "cls", ...) -> the member's bytes
+_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
+_PIPE_BROKEN = 141  # 128 + SIGPIPE: the reader stopped early on purpose (a partial epoch)
+
+
+class ShardError(IOError):
+    """A shard that could not be read to its end (the message names it)."""
+
+
+def is_local(url: str) -> bool:
+    """True for a path on this machine (a plain path or ``file://``)."""
+    return not url.startswith("pipe:") and _scheme(url) in (None, "file")
+
+
+def local_path(url: str) -> str:
+    return url[len("file://"):] if url.startswith("file://") else url
+
+
+def _scheme(url: str) -> Optional[str]:
+    match = _SCHEME.match(url)
+    return match.group(1).lower() if match else None
+
+
+class _Command:
+    """The standard output of a shell command; closing it checks how the command ended."""
+
+    def __init__(self, url: str, command: str):
+        self.url = url
+        # The command is the user's own (their config or command line), as in open_clip.
+        self.proc = subprocess.Popen(command, shell=True, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE)
+
+    def read(self, n: int = -1) -> bytes:
+        return self.proc.stdout.read(n)
+
+    def close(self, finished: bool = True) -> None:
+        """Raise :class:`ShardError` when the command failed; ``finished=False`` (the reader
+        stopped early) stops it first and accepts the broken pipe that causes."""
+        if not finished and self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.stdout.close()
+        status = self.proc.wait()
+        error = self.proc.stderr.read().decode("utf-8", "replace").strip()
+        self.proc.stderr.close()
+        if finished and status not in (0, _PIPE_BROKEN):
+            raise ShardError(f"{self.url}: command exited with status {status}"
+                             + (f": {error.splitlines()[-1]}" if error else ""))
+
+
+def open_shard(url: str) -> BinaryIO:
+    """A readable byte stream of the shard at ``url`` (see the module docstring for the kinds)."""
+    if url.startswith("pipe:"):
+        return _Command(url, url[len("pipe:"):])
+    scheme = _scheme(url)
+    if scheme in (None, "file"):
+        return open(local_path(url), "rb")
+    if scheme in ("http", "https"):
+        import urllib.request
+
+        return urllib.request.urlopen(url, timeout=float(os.environ.get("MINDCLIP_SHARD_TIMEOUT", 60)))
+    import fsspec
+
+    try:
+        return fsspec.open(url, "rb").open()
+    except ImportError as exc:  # fsspec names the package that serves the scheme
+        raise ShardError(f"{url}: {exc}") from exc
+    except ValueError as exc:
+        raise ShardError(f"{url}: no transport for {scheme}:// ({exc}); use a local path, "
+                         "pipe:COMMAND, http(s):// or a scheme fsspec knows (s3:// with s3fs)") from exc
+
+
+def _close(stream, finished: bool) -> None:
+    if isinstance(stream, _Command):
+        stream.close(finished)
+    else:
+        stream.close()
+
+
+def _key_and_extension(name: str) -> Tuple[Optional[str], str]:
+    """``dir/00012.seg.jpg`` -> (``dir/00012``, ``seg.jpg``): webdataset's grouping rule (the
+    key ends at the first dot of the file name)."""
+    directory, base = os.path.split(name)
+    if "." not in base or base.startswith("__"):
+        return None, ""
+    stem, ext = base.split(".", 1)
+    return os.path.join(directory, stem), ext.lower()
+
+
+def shard_samples(urls: Sequence[str]) -> Iterator[Union[Tuple[str, Sample], ShardError]]:
+    """Samples of the shards in order, as ``(key, {extension: bytes})``: consecutive members
+    sharing a key are one sample. A shard that fails yields a :class:`ShardError` in the
+    stream (after the samples read before the failure) and the next shard follows."""
+    for url in urls:
+        key, parts, stream, finished = None, {}, None, False
+        try:
+            stream = open_shard(url)
+            with tarfile.open(fileobj=stream, mode="r|*") as tar:
+                for member in tar:
+                    if not member.isfile():
+                        continue
+                    member_key, ext = _key_and_extension(member.name)
+                    if member_key is None:
+                        continue
+                    if member_key != key:
+                        if key is not None:
+                            yield key, parts
+                        key, parts = member_key, {}
+                    parts[ext] = tar.extractfile(member).read()
+            finished = True
+            _close(stream, finished)
+        except GeneratorExit:
+            if stream is not None:
+                _close(stream, False)
+            raise
+        except (tarfile.TarError, OSError, EOFError, ValueError, http.client.HTTPException) as exc:
+            if stream is not None and not finished:
+                try:
+                    _close(stream, True)
+                except (ShardError, OSError) as close_exc:
+                    exc = close_exc  # the command's own failure says more than the tar error
+            parts = {}  # a sample cut by the failure is incomplete: dropped
+            yield exc if isinstance(exc, ShardError) else ShardError(f"{url}: {exc}")
+            continue
+        if key is not None:
+            yield key, parts
+
+
+def missing_local(urls: Sequence[str]) -> List[str]:
+    """The local shards of ``urls`` that do not exist (remote ones are found out when read)."""
+    return [u for u in urls if is_local(u) and not os.path.isfile(local_path(u))]
