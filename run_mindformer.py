@@ -30,6 +30,9 @@ def parse_args(argv=None):
     p.add_argument("--device_target", default=None, choices=("CPU", "GPU", "Ascend"))
     p.add_argument("--mode", type=int, default=None, choices=(0, 1), help="0 GRAPH, 1 PYNATIVE")
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--datasets", default=None, help="benchmark suite entries to run: wds/a,wds/b")
+    p.add_argument("--dataset_root", default=None,
+                   help="local copies of the suite's datasets, e.g. /data/wds_{dataset_cleaned}")
     p.add_argument("--resume", action="store_true", help="continue from <output_dir>/checkpoints/latest")
     p.add_argument("--debug", action="store_true", help="show the traceback of a user error too")
     p.add_argument("--options", nargs="*", default=[], metavar="KEY=VALUE",
@@ -58,7 +61,8 @@ def parse_args(argv=None):
     for flag, key in (("train_dataset_dir", "train_dataset.path"), ("eval_dataset_dir", "eval_dataset.path"),
                       ("predict_data", "predict_data"), ("load_checkpoint", "load_checkpoint"),
                       ("output_dir", "output_dir"), ("device_target", "context.device_target"),
-                      ("mode", "context.mode"), ("seed", "seed")):
+                      ("mode", "context.mode"), ("seed", "seed"), ("datasets", "suite.datasets"),
+                      ("dataset_root", "suite.dataset_root")):
         if getattr(args, flag) is not None:
             overrides[key] = getattr(args, flag)
     if args.resume:
@@ -108,8 +112,15 @@ def _run(args, overrides) -> int:
             print("wrote " + ", ".join(written))
     elif mode == "eval":
         metrics = trainer.evaluate()
-        print(json.dumps(_headline(metrics), indent=2))
-        print(f"wrote {os.path.join(trainer.config['output_dir'], 'eval_metrics.json')}")
+        out = trainer.config["output_dir"]
+        if "suite" in metrics:
+            from mindclip.evaluation.suite import format_table
+
+            print(format_table(metrics["suite"]))
+            print("wrote " + ", ".join(os.path.join(out, f) for f in ("results.jsonl", "results.csv", "results.png")))
+        else:
+            print(json.dumps(_headline(metrics), indent=2))
+            print(f"wrote {os.path.join(out, 'eval_metrics.json')}")
     else:
         results = trainer.predict()
         data = cfg["predict_data"]

@@ -14,6 +14,8 @@ setup(
         "mindclip": ["pretrained_tags.json"],  # open_clip's tags -> Hub files (tools/make_pretrained_table.py)
         "mindclip.tokenizer": ["bpe_simple_vocab_16e6.txt.gz", "NOTICE"],
         "mindclip.models": ["model_configs/*.json", "model_configs/NOTICE"],
+        # CLIP_benchmark's class names and templates (MIT, its NOTICE), the packaged suite lists
+        "mindclip.evaluation": ["imagenet_zero_shot.json", "benchmark_prompts/*.json", "benchmark_prompts/NOTICE", "suites/*.yaml"],
         "mindclip.models.cpu_kernels": ["*.cc"],  # compiled on first use (see its __init__)
     },
     install_requires=[
@@ -48,6 +50,7 @@ setup(
             "open_clip_torch",
             "timm",            # the timm image towers' reference (open_clip's TimmModel)
             "clip-benchmark",  # CLIP_benchmark's zero-shot numbers, the evaluation reference
+            "requests",        # imported by clip_benchmark's dataset builder, not declared by it
             "transformers",
             "scikit-image",
         ],

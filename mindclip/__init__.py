@@ -11,6 +11,7 @@ from .models.siglip import SigLIPConfig, SigLIPModel
 from .tokenizer import CLIPTokenizer, tokenize
 from .tools.image_tools import load_image
 from .hub import list_pretrained  # also registers the Hub as a source of named weights
+from .suite import evaluate_suite
 
 __version__ = "0.1.0"
 
@@ -58,4 +59,4 @@ __all__ = ["Trainer", "pipeline", "reparameterize_model", "CLIPConfig", "CLIPMod
            "CoCaModel", "DualEncoderConfig", "DualEncoderModel", "SigLIPConfig", "SigLIPModel", "create_model", "create_model_and_transforms",
            "create_model_from_pretrained", "list_pretrained", "get_model_config",
            "get_tokenizer", "list_models", "load_image", "resolve_model_name", "tokenize",
-           "__version__"]
+           "evaluate_suite", "__version__"]

@@ -90,6 +90,12 @@ DEFAULTS: Dict[str, Any] = {
     "eval": {"batch_size": 64, "top_k": [1, 5], "plots": True, "generation": {},
              # an image-caption set evaluated for retrieval besides eval_dataset
              "retrieval_dataset": dict(copy.deepcopy(_DATASET), split="test", shuffle=False)},
+    # --run_mode eval over a benchmark suite (configs/eval/): file = a packaged suite name
+    # (openclip) or a YAML file with a datasets list; datasets = the entries to run
+    # ("wds/cifar10,wds/vtab/pets"); dataset_root = local copies ("/data/wds_{dataset_cleaned}"),
+    # null = fetched from the Hugging Face Hub; language: en | ar | cn | it | jp
+    "suite": {"file": None, "datasets": None, "dataset_root": None, "split": "test", "language": "en",
+              "num_workers": 2, "max_skip_fraction": 0.05, "progress_bar": True},
     "predict": {"top_k": 5},
     "context": {"mode": 0, "device_target": "CPU", "device_id": 0, "threads": None},
     "parallel": {"data_parallel": "auto"},

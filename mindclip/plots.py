@@ -101,3 +101,31 @@ def plot_per_class_accuracy(per_class: Dict[str, float], out_png: str, title: st
     fig.savefig(out_png, dpi=100)
     plt.close(fig)
     return out_png
+
+
+def plot_suite(records: List[Dict], out_png: str, title: str = "") -> str:
+    """Horizontal bars of each dataset's main metric in a benchmark suite (missing ones
+    labelled, without a bar)."""
+    labels = [r.get("column") or r["dataset"] for r in records]
+    scores = [r["score"] if r.get("status") == "ok" else 0.0 for r in records]
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, max(2.5, 0.3 * len(labels) + 1)))
+    ax.barh(range(len(labels)), scores, color="tab:blue")
+    for i, r in enumerate(records):
+        if r.get("status") == "ok":
+            ax.text(scores[i] + 0.01, i, f"{scores[i]:.3f}", va="center", fontsize=7)
+        else:
+            ax.text(0.01, i, "missing", va="center", fontsize=7, color="tab:red")
+    ax.set_yticks(range(len(labels)))
+    ax.set_yticklabels([f"{n} ({r.get('main_metric', '')})" if r.get("status") == "ok" else n
+                        for n, r in zip(labels, records)], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1.1)
+    ax.set_xlabel("main metric")
+    ax.set_title(title or "benchmark suite")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(out_png)), exist_ok=True)
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+    return out_png

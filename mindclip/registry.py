@@ -23,7 +23,8 @@ _REGISTRY: Dict[str, Dict[str, Any]] = {}
 BUILTIN_MODULES: Dict[str, tuple] = {
     "family": ("mindclip.families.clip", "mindclip.families.dual_encoder", "mindclip.families.declip",
                "mindclip.families.siglip", "mindclip.families.coca"),
-    "dataset": ("mindclip.data.captions", "mindclip.data.classification", "mindclip.data.webdataset"),
+    "dataset": ("mindclip.data.benchmark_wds", "mindclip.data.captions", "mindclip.data.classification",
+                "mindclip.data.webdataset"),
     "loss": ("mindclip.losses",),
     "optimizer": ("mindclip.training.optim",),
     "lr_schedule": ("mindclip.training.lr",),

@@ -194,11 +194,26 @@ class Trainer:
         those installed under the model's name.
         """
         model = self._model_for(need_weights=True, checkpoint=eval_checkpoint)
+        if self.config["suite"].get("file") or self.config["suite"].get("datasets"):
+            return {"suite": self.evaluate_suite(model)}
         if not self.config["eval_dataset"].get("type"):
             raise ValueError("evaluate needs eval_dataset (a path, or a config section with a type)")
         metrics = self._metrics(model, cache=True)
         self._write_metrics(metrics)
         return metrics
+
+    def evaluate_suite(self, model: Any = None) -> List[Dict]:
+        """The benchmark suite of the ``suite`` config section (:func:`mindclip.suite.evaluate_suite`)
+        into ``output_dir``; finished datasets of an earlier run there are not run again."""
+        from .suite import evaluate_suite
+
+        cfg, suite = self.config, self.config["suite"]
+        model = model or self._model_for(need_weights=True)
+        return evaluate_suite(model, suite["file"], suite.get("datasets"), cfg["output_dir"],
+                              suite.get("dataset_root"), suite["split"], suite["language"],
+                              int(cfg["eval"]["batch_size"]), int(suite["num_workers"]),
+                              float(suite["max_skip_fraction"]), cfg["model"].get("pretrained"),
+                              bool(suite["progress_bar"]), model_name=cfg["model"].get("name"))
 
     def _metrics(self, model: Any, cache: bool) -> Dict:
         """The task's metrics on ``eval_dataset`` plus retrieval on ``eval.retrieval_dataset``."""

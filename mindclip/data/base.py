@@ -86,6 +86,7 @@ class LabeledImageSource:
     class_names: List[str]
     name: str = "classification"
     invalid: List[str] = field(default_factory=list)  # records skipped when read, named
+    templates: Optional[List[str]] = None  # the dataset's own zero-shot templates, when it has them
 
     def __len__(self) -> int:
         return len(self.images)
@@ -94,7 +95,7 @@ class LabeledImageSource:
         if n is None or n >= len(self):
             return self
         return LabeledImageSource(self.images[:n], self.labels[:n], self.class_names, self.name,
-                                  self.invalid)
+                                  self.invalid, self.templates)
 
 
 @dataclass

@@ -157,3 +157,59 @@ def shard_samples(urls: Sequence[str]) -> Iterator[Union[Tuple[str, Sample], Sha
 def missing_local(urls: Sequence[str]) -> List[str]:
     """The local shards of ``urls`` that do not exist (remote ones are found out when read)."""
     return [u for u in urls if is_local(u) and not os.path.isfile(local_path(u))]
+
+
+class Member:
+    """One tar member of a local shard, read by seeking when called (random access for
+    evaluation, where the loader reads images in any order on several threads)."""
+
+    __slots__ = ("path", "offset", "size", "name")
+
+    def __init__(self, path: str, offset: int, size: int, name: str):
+        self.path, self.offset, self.size, self.name = path, offset, size, name
+
+    def __call__(self) -> bytes:
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            data = f.read(self.size)
+        if len(data) != self.size:
+            raise OSError(f"{self.name}: shard ends before the member's {self.size} bytes")
+        return data
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+def index_shard(path: str) -> Tuple[List[Tuple[str, Dict[str, Member]]], Optional[ShardError]]:
+    """The samples of a local shard as ``(key, {extension: Member})`` in tar order, grouped by
+    the rule :func:`shard_samples` uses, read from the tar headers only; and the error that
+    ended a damaged shard early (the samples indexed before it stay, less the one it cut)."""
+    samples: List[Tuple[str, Dict[str, Member]]] = []
+    key, parts = None, {}
+    size = os.path.getsize(path)
+    try:
+        with tarfile.open(path, "r:") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                if member.offset_data + member.size > size:
+                    # tarfile's index stops quietly where a file was cut: say so
+                    return samples, ShardError(f"{path}: cut inside {member.name} (unexpected end of data)")
+                member_key, ext = _key_and_extension(member.name)
+                if member_key is None:
+                    continue
+                if member_key != key:
+                    if key is not None:
+                        samples.append((key, parts))
+                    key, parts = member_key, {}
+                parts[ext] = Member(path, member.offset_data, member.size, f"{path}:{member.name}")
+            end = tar.offset
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        return samples, ShardError(f"{path}: {exc}")
+    with open(path, "rb") as f:
+        f.seek(end)
+        if len(f.read(1024)) < 1024:  # a complete tar ends with two zero blocks
+            return samples, ShardError(f"{path}: no end-of-archive marker after {end} bytes (truncated)")
+    if key is not None:
+        samples.append((key, parts))
+    return samples, None

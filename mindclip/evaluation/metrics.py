@@ -80,3 +80,36 @@ def topk_labels(probs: np.ndarray, class_names: List[str], k: int) -> List[List[
     order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
     return [[{"score": float(row[j]), "label": class_names[j]} for j in idx]
             for row, idx in zip(probs, order)]
+
+
+def benchmark_classification_metrics(logits: np.ndarray, labels: np.ndarray) -> Dict[str, float]:
+    """CLIP_benchmark's zero-shot keys and scale (fractions): ``acc1``, ``acc5`` (NaN with
+    fewer than 5 classes) and ``mean_per_class_recall`` (the mean recall of the classes that
+    have samples, scikit-learn's balanced accuracy of the arg-max)."""
+    labels = np.asarray(labels)
+    ranks = ranks_of(logits, labels)
+    recalls = [float((logits[labels == c].argmax(axis=1) == c).mean()) for c in np.unique(labels)]
+    return {"acc1": float((ranks <= 1).mean()),
+            "acc5": float((ranks <= 5).mean()) if logits.shape[1] >= 5 else float("nan"),
+            "mean_per_class_recall": float(np.mean(recalls))}
+
+
+def benchmark_retrieval_metrics(image_features: np.ndarray, text_features: np.ndarray,
+                                text_image: Sequence[int], ks: Sequence[int] = (1, 5, 10)) -> Dict[str, float]:
+    """CLIP_benchmark's retrieval keys and scale: every caption is its own text with its one
+    image. ``image_retrieval_recall@k``: the share of texts whose image is among the k best
+    images; ``text_retrieval_recall@k``: the share of images with one of their captions among
+    the k best texts. Ties count against the model."""
+    text_image = np.asarray(text_image, np.int64)
+    scores = text_features @ image_features.T  # (texts, images)
+    image_rank = ranks_of(scores, text_image)
+    positive = np.zeros(scores.shape, bool)
+    positive[np.arange(len(text_image)), text_image] = True
+    by_image, pos = scores.T, positive.T
+    best = np.where(pos, by_image, -np.inf).max(axis=1, keepdims=True)
+    text_rank = 1 + ((by_image >= best) & ~pos).sum(axis=1)
+    out: Dict[str, float] = {}
+    for k in ks:
+        out[f"image_retrieval_recall@{k}"] = float((image_rank <= k).mean())
+        out[f"text_retrieval_recall@{k}"] = float((text_rank <= k).mean())
+    return out

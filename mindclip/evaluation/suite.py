@@ -1,0 +1,243 @@
+"""A benchmark suite, as open_clip's results table is made: every dataset of a suite file in
+CLIP_benchmark's layout, each with its task and the main metric the table reports.
+
+Each dataset's images are encoded once, and each prompt (class name x template) once per model
+and run (datasets that share class names, as ImageNet and its variants do, share their text
+features). Every finished dataset is written to ``results.jsonl`` at once (whole-file replace),
+so an interrupted suite resumes where it stopped; a dataset that cannot be had is recorded as
+missing with the reason and the rest still run. ``results.csv`` (open_clip's
+``openclip_results.csv`` columns) follows the records.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from ..data.base import ImageTextSource, LabeledImageSource, check_skip_fraction
+from ..data.benchmark_wds import read_benchmark_wds
+from ..data.loader import eval_image_loader
+from .benchmark_prompts import positional, published_prompts
+from .encode import encode_loader, encode_texts
+from .metrics import benchmark_classification_metrics, benchmark_retrieval_metrics
+
+logger = logging.getLogger("mindclip")
+TASKS = ("auto", "zeroshot_classification", "zeroshot_retrieval")
+RETRIEVAL_MAIN = "mean_recall@1"  # DataComp's (open_clip's table): both directions' R@1, averaged
+
+
+@dataclass
+class SuiteDataset:
+    """One dataset of a suite: its CLIP_benchmark name, the table's column, the task
+    (``auto``: from the dataset's type) and the main metric (default acc1 / mean_recall@1)."""
+
+    name: str
+    column: Optional[str] = None
+    task: str = "auto"
+    main_metric: Optional[str] = None
+
+    @classmethod
+    def from_entry(cls, entry: Any) -> "SuiteDataset":
+        if isinstance(entry, str):
+            return cls(entry)
+        unknown = sorted(set(entry) - {"name", "column", "task", "main_metric"})
+        if unknown or "name" not in entry:
+            raise ValueError(f"suite dataset {entry}: keys are name, column, task, main_metric"
+                             + (f" (unknown: {unknown})" if unknown else " (name is required)"))
+        if entry.get("task", "auto") not in TASKS:
+            raise ValueError(f"suite dataset {entry['name']}: task {entry['task']!r}; valid: {list(TASKS)}")
+        return cls(**entry)
+
+
+class SuiteResults:
+    """``results.jsonl`` of an output folder: one record per dataset, replaced whole on write."""
+
+    def __init__(self, output_dir: str):
+        os.makedirs(output_dir, exist_ok=True)
+        self.path = os.path.join(output_dir, "results.jsonl")
+        self.records: Dict[str, Dict] = {}
+        if os.path.isfile(self.path):
+            with open(self.path, encoding="utf-8") as f:
+                for line in f:
+                    if line.strip():
+                        record = json.loads(line)
+                        self.records[record["dataset"]] = record
+
+    def done(self, name: str, model: str, pretrained: Any, language: str) -> Optional[Dict]:
+        record = self.records.get(name)
+        if record and record.get("status") == "ok" and (record.get("model"), record.get("pretrained"),
+                                                        record.get("language")) == (model, pretrained, language):
+            return record
+        return None
+
+    def put(self, record: Dict) -> None:
+        self.records[record["dataset"]] = record
+        tmp = self.path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            for r in self.records.values():
+                f.write(json.dumps(r) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+
+class _TextFeatures:
+    """Normalised text features per string, each encoded once per model and run."""
+
+    def __init__(self, model: Any, tokenizer: Callable, batch_size: int):
+        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+        self.cache: Dict[str, np.ndarray] = {}
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        new = list(dict.fromkeys(t for t in texts if t not in self.cache))
+        if new:
+            for text, feat in zip(new, encode_texts(self.model, self.tokenizer, new, self.batch_size)):
+                self.cache[text] = feat
+        return np.stack([self.cache[t] for t in texts])
+
+
+def _progress(loader, name: str, enabled: bool):
+    if not enabled:
+        return loader
+    from tqdm import tqdm
+
+    return tqdm(loader, total=len(loader), desc=name, unit="batch", leave=False)
+
+
+def _classification(model, source: LabeledImageSource, dataset: str, language: str, texts: _TextFeatures,
+                    batch_size: int, num_workers: int, progress: bool) -> Dict:
+    names = source.class_names or None
+    templates = positional(source.templates) if source.templates else None
+    if language != "en" or names is None or templates is None:
+        published_names, published_templates = published_prompts(dataset, language)
+        if language != "en":  # the folder's files are English
+            names, templates = published_names, published_templates
+        names, templates = names or published_names, templates or published_templates
+    if not names or not templates:
+        raise ValueError(f"no {language} class names/templates for {dataset} (neither in the dataset "
+                          "folder nor in CLIP_benchmark's published lists)")
+    if max(source.labels, default=-1) >= len(names):
+        raise ValueError(f"{dataset}: label {max(source.labels)} but {len(names)} class names")
+    feats = texts([t.format(c) for c in names for t in templates])
+    feats = feats.reshape(len(names), len(templates), -1).mean(axis=1)
+    classifier = (feats / np.linalg.norm(feats, axis=-1, keepdims=True)).T
+    loader = eval_image_loader(source, model.image_size, batch_size, num_workers=num_workers,
+                               preprocess=model.preprocess)
+    images, labels = encode_loader(model, _progress(loader, dataset, progress), batch_size)
+    metrics = benchmark_classification_metrics(100.0 * images @ classifier, labels)
+    return {"metrics": metrics, "num_samples": int(len(labels)), "skipped_images": int(loader.skipped),
+            "num_classes": len(names), "num_templates": len(templates)}
+
+
+def _retrieval(model, source: ImageTextSource, dataset: str, texts: _TextFeatures, batch_size: int,
+               num_workers: int, progress: bool) -> Dict:
+    loader = eval_image_loader(source, model.image_size, batch_size, num_workers=num_workers,
+                               preprocess=model.preprocess)
+    images, indices = encode_loader(model, _progress(loader, dataset, progress), batch_size)
+    captions = [(row, c) for row, i in enumerate(indices) for c in source.captions[int(i)]]
+    text_feats = texts([c for _, c in captions])
+    metrics = benchmark_retrieval_metrics(images, text_feats, [row for row, _ in captions])
+    return {"metrics": metrics, "num_samples": int(len(indices)), "num_texts": len(captions),
+            "skipped_images": int(len(source) - len(indices))}
+
+
+CLASSIFICATION_METRICS = ("acc1", "acc5", "mean_per_class_recall")
+RETRIEVAL_METRICS = (RETRIEVAL_MAIN,) + tuple(f"{kind}_retrieval_recall@{k}" for kind in ("image", "text")
+                                             for k in (1, 5, 10))
+
+
+def check_main_metric(entry: SuiteDataset) -> None:
+    """Refuse, before any work, a main metric mindclip does not compute (the table's group
+    metrics: WinoGAViL's Jaccard score, WILDS' and the fairness sets' worst-group accuracies)."""
+    if entry.main_metric and entry.main_metric not in CLASSIFICATION_METRICS + RETRIEVAL_METRICS:
+        raise ValueError(f"main metric {entry.main_metric!r} needs the dataset's group metadata and is not "
+                          f"computed by mindclip; computed: {list(CLASSIFICATION_METRICS + RETRIEVAL_METRICS)}")
+
+
+def main_score(task: str, metrics: Dict[str, float], main_metric: Optional[str]) -> float:
+    metric = main_metric or (RETRIEVAL_MAIN if task == "zeroshot_retrieval" else "acc1")
+    if metric == RETRIEVAL_MAIN:
+        return (metrics["image_retrieval_recall@1"] + metrics["text_retrieval_recall@1"]) / 2
+    if metric not in metrics:
+        raise ValueError(f"main metric {metric!r} is not computed for {task}; computed: {sorted(metrics)}")
+    return float(metrics[metric])
+
+
+def run_suite(model: Any, tokenizer: Callable, datasets: Sequence[SuiteDataset], output_dir: str,
+              locate: Callable[[str], str], split: str = "test", language: str = "en",
+              batch_size: int = 64, num_workers: int = 2, max_skip_fraction: float = 0.05,
+              model_name: str = "", pretrained: Any = None, progress: bool = True) -> List[Dict]:
+    """Evaluate ``model`` on every dataset (``locate(name)`` gives its folder or raises why it
+    cannot), skipping those ``results.jsonl`` already holds for this model; returns the
+    records in suite order and writes ``results.csv``."""
+    results = SuiteResults(output_dir)
+    texts = _TextFeatures(model, tokenizer, batch_size)
+    model.set_train(False)
+    ordered = []
+    for entry in datasets:
+        record = results.done(entry.name, model_name, pretrained, language)
+        if record is not None:
+            logger.info(f"{entry.name}: done in an earlier run, {record['score']:.4f}")
+            ordered.append(record)
+            continue
+        start = time.time()
+        record = {"dataset": entry.name, "column": entry.column or entry.name, "model": model_name,
+                  "pretrained": pretrained, "language": language, "split": split}
+        try:
+            check_main_metric(entry)
+            source = read_benchmark_wds(locate(entry.name), split, max_skip_fraction)
+            check_skip_fraction(source, max_skip_fraction)
+            is_retrieval = isinstance(source, ImageTextSource)
+            task = entry.task if entry.task != "auto" else (
+                "zeroshot_retrieval" if is_retrieval else "zeroshot_classification")
+            if (task == "zeroshot_retrieval") != is_retrieval:
+                raise ValueError(f"task {task} on a {'caption' if is_retrieval else 'labelled'} dataset")
+            out = (_retrieval(model, source, entry.name, texts, batch_size, num_workers, progress)
+                   if is_retrieval else
+                   _classification(model, source, entry.name, language, texts, batch_size, num_workers, progress))
+            score = main_score(task, out["metrics"], entry.main_metric)
+            record.update(task=task, main_metric=entry.main_metric or (
+                RETRIEVAL_MAIN if is_retrieval else "acc1"), score=score, status="ok", **out)
+            logger.info(f"{entry.name}: {record['main_metric']} {score:.4f} ({time.time() - start:.0f} s)")
+        except (OSError, ValueError) as exc:  # unavailable, damaged, unsupported
+            reason = " ".join(str(exc).split())
+            record.update(task=entry.task, status="missing", reason=reason)
+            logger.warning(f"{entry.name}: missing ({reason})")
+        record["seconds"] = round(time.time() - start, 2)
+        results.put(record)
+        ordered.append(record)
+    write_table(ordered, os.path.join(output_dir, "results.csv"), model_name, pretrained)
+    return ordered
+
+
+def write_table(records: Sequence[Dict], path: str, model_name: str, pretrained: Any) -> None:
+    """open_clip's ``openclip_results.csv`` row: name, pretrained, the average of the main
+    metrics over the datasets that ran, then one column per dataset (empty when missing)."""
+    scores = [r["score"] for r in records if r.get("status") == "ok" and not math.isnan(r["score"])]
+    header = ["name", "pretrained", f"Average perf. on {len(scores)} datasets"] + [r["column"] for r in records]
+    row = [model_name, pretrained or "", f"{np.mean(scores):.4f}" if scores else ""]
+    row += [f"{r['score']:.4f}" if r.get("status") == "ok" else "" for r in records]
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerow(row)
+    os.replace(tmp, path)
+
+
+def format_table(records: Sequence[Dict]) -> str:
+    """The suite as text: dataset, task, main metric and score, or why it is missing."""
+    lines = [f"{'dataset':40s} {'task':24s} {'metric':22s} score"]
+    for r in records:
+        if r.get("status") == "ok":
+            lines.append(f"{r['dataset']:40s} {r['task']:24s} {r['main_metric']:22s} {r['score']:.4f}")
+        else:
+            lines.append(f"{r['dataset']:40s} {'':24s} {'':22s} missing: {r['reason']}")
+    return "\n".join(lines)

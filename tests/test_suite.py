@@ -1,0 +1,240 @@
+"""The benchmark suite on datasets written here in CLIP_benchmark's WebDataset layout, checked
+against CLIP_benchmark itself (its dataset builder and metrics, on open_clip with the same
+weights), through the Hub cache, the Python API and ``run_mindformer.py``."""
+import csv
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+import mindclip
+from conftest import build_openclip
+from mindclip.evaluation.benchmark_prompts import published_prompts
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLASSES = ["red circle", "green bar", "blue square", "stripes", "noise", "dots"]
+FORMATS = ("webp", "png", "jpg")
+
+
+def _image(rng, label):
+    h, w = rng.integers(24, 60, 2)
+    pixels = rng.integers(0, 80, (h, w, 3), dtype=np.uint8)
+    pixels[..., label % 3] += np.uint8(100 + 20 * label)
+    if label >= 3:
+        pixels[:: label - 1] = 255
+    return Image.fromarray(pixels)
+
+
+def _write_split(folder, samples, per_shard):
+    """samples: (image, {ext: bytes}) in order, into {0..n-1}.tar + nshards.txt."""
+    os.makedirs(folder, exist_ok=True)
+    shards = [samples[i:i + per_shard] for i in range(0, len(samples), per_shard)]
+    for s, chunk in enumerate(shards):
+        with tarfile.open(os.path.join(folder, f"{s}.tar"), "w") as tar:
+            for j, (image, extra) in enumerate(chunk):
+                key = f"s{s:03d}{j:04d}"
+                fmt = FORMATS[(s + j) % len(FORMATS)]
+                buf = io.BytesIO()
+                image.save(buf, format={"jpg": "JPEG"}.get(fmt, fmt.upper()))
+                for ext, data in ((fmt, buf.getvalue()), *extra.items()):
+                    info = tarfile.TarInfo(f"{key}.{ext}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+    with open(os.path.join(folder, "nshards.txt"), "w") as f:
+        f.write(f"{len(shards)}\n")
+
+
+def write_classification(root, n=36, seed=0, templates=("a photo of a {c}.", "a drawing of the {c}.")):
+    rng = np.random.default_rng(seed)
+    labels = [i % len(CLASSES) for i in range(n)]
+    _write_split(os.path.join(root, "test"), [(_image(rng, y), {"cls": f"{y}".encode()}) for y in labels], 16)
+    with open(os.path.join(root, "classnames.txt"), "w") as f:
+        f.write("\n".join(CLASSES) + "\n")
+    with open(os.path.join(root, "zeroshot_classification_templates.txt"), "w", encoding="utf-8") as f:
+        f.write("\n".join(templates) + "\n")
+    return root
+
+
+def write_retrieval(root, n=14, seed=1):
+    rng = np.random.default_rng(seed)
+    samples = []
+    for i in range(n):
+        y = i % len(CLASSES)
+        captions = [f"a {CLASSES[y]} number {i}", f"picture {i} of a {CLASSES[y]}"][: 1 + i % 2]
+        samples.append((_image(rng, y), {"txt": "\n".join(captions).encode()}))
+    _write_split(os.path.join(root, "test"), samples, 8)
+    with open(os.path.join(root, "dataset_type.txt"), "w") as f:
+        f.write("retrieval\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    """An open_clip folder of random ViT-Tiny-8 weights and three datasets in CLIP_benchmark's
+    layout under data/wds_<name>: shapes (classification), captions (retrieval), italian
+    (classification, Italian templates)."""
+    root = tmp_path_factory.mktemp("suite")
+    reference = build_openclip("ViT-Tiny-8", seed=11)
+    hub = root / "open_clip"
+    os.makedirs(hub)
+    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(hub / "open_clip_model.safetensors"))
+    with open(hub / "open_clip_config.json", "w") as f:
+        json.dump({"model_cfg": mindclip.get_model_config("ViT-Tiny-8").to_dict(),
+                   "preprocess_cfg": {"size": 32}}, f)
+    data = root / "data"
+    write_classification(str(data / "wds_shapes"))
+    write_retrieval(str(data / "wds_captions"))
+    write_classification(str(data / "wds_italian"), n=18, seed=2,
+                         templates=("una foto di {c}.", "un disegno del {c}.", "{c} in una immagine"))
+    model = mindclip.create_model(f"local-dir:{hub}")
+    return root, model
+
+
+def _clip_benchmark(folder, name, task):
+    """CLIP_benchmark's own numbers: its WebDataset builder, loader and metrics on open_clip."""
+    from clip_benchmark.datasets.builder import build_dataset
+    from clip_benchmark.metrics import zeroshot_classification, zeroshot_retrieval
+
+    model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{folder / 'open_clip'}")
+    dataset = build_dataset(f"wds/{name}", root=str(folder / "data" / f"wds_{name}"), transform=preprocess,
+                            split="test", task=task)
+    loader = torch.utils.data.DataLoader(dataset.batched(8), batch_size=None, shuffle=False, num_workers=0)
+    tokenizer = open_clip.get_tokenizer("ViT-B-32")
+    if task == "zeroshot_retrieval":
+        return zeroshot_retrieval.evaluate(model.eval(), loader, tokenizer, recall_k_list=[1, 5, 10],
+                                           device="cpu", amp=False)
+    return zeroshot_classification.evaluate(model.eval(), loader, tokenizer, dataset.classes, dataset.templates,
+                                            "cpu", amp=False)
+
+
+def test_numbers_equal_clip_benchmarks(suite, tmp_path):
+    folder, model = suite
+    records = mindclip.evaluate_suite(model, ["wds/shapes", "wds/captions", "wds/italian"], output_dir=str(tmp_path),
+                                      dataset_root=str(folder / "data" / "wds_{dataset_cleaned}"), batch_size=8,
+                                      progress=False)
+    assert [r["status"] for r in records] == ["ok"] * 3
+    for record, name, n in zip(records, ("shapes", "captions", "italian"), (36, 14, 18)):
+        task = record["task"]
+        expected = _clip_benchmark(folder, name, task)
+        assert record["num_samples"] == n and set(record["metrics"]) == set(expected), name
+        for key, value in expected.items():  # identical within one sample
+            assert abs(record["metrics"][key] - value) <= 1.0 / n + 1e-9, (name, key, record["metrics"][key], value)
+    assert records[2]["num_templates"] == 3 and records[0]["num_classes"] == 6
+    shapes, captions = records[0], records[1]
+    assert shapes["score"] == shapes["metrics"]["acc1"] and shapes["main_metric"] == "acc1"
+    assert captions["score"] == pytest.approx((captions["metrics"]["image_retrieval_recall@1"]
+                                               + captions["metrics"]["text_retrieval_recall@1"]) / 2)
+    lines = [json.loads(line) for line in open(tmp_path / "results.jsonl")]
+    assert [r["dataset"] for r in lines] == ["wds/shapes", "wds/captions", "wds/italian"]
+    rows = list(csv.reader(open(tmp_path / "results.csv")))
+    assert rows[0] == ["name", "pretrained", "Average perf. on 3 datasets", "wds/shapes", "wds/captions", "wds/italian"]
+    assert float(rows[1][2]) == pytest.approx(np.mean([r["score"] for r in records]), abs=1e-4)
+    assert os.path.getsize(tmp_path / "results.png") > 0
+
+
+def test_damaged_shard_unsupported_metric_and_languages_are_reported(suite, tmp_path):
+    folder, model = suite
+    data = tmp_path / "data"
+    write_classification(str(data / "wds_damaged"))
+    shard = data / "wds_damaged" / "test" / "1.tar"
+    shard.write_bytes(shard.read_bytes()[:3000])  # cut inside its first members
+    entries = [{"name": "wds/damaged"}, {"name": "wds/shapes", "main_metric": "acc_worst_region"},
+               {"name": "wds/absent"}]
+    records = mindclip.evaluate_suite(model, entries, output_dir=str(tmp_path / "out"),
+                                      dataset_root=str(data / "wds_{dataset_cleaned}"), batch_size=8, progress=False)
+    assert [r["status"] for r in records] == ["missing"] * 3
+    assert "1 of 3 shards cannot be read (more than max_skip_fraction 0.05)" in records[0]["reason"]
+    assert f"{shard}: cut inside " in records[0]["reason"]
+    assert "main metric 'acc_worst_region' needs the dataset's group metadata" in records[1]["reason"]
+    assert f"{data}/wds_absent does not exist" in records[2]["reason"]
+    lenient = mindclip.evaluate_suite(model, ["wds/damaged"], output_dir=str(tmp_path / "lenient"),
+                                      dataset_root=str(data / "wds_{dataset_cleaned}"), batch_size=8,
+                                      max_skip_fraction=0.5, progress=False)[0]
+    assert lenient["status"] == "ok" and 20 <= lenient["num_samples"] < 36
+    # Italian lists exist for ImageNet only; CLIP_benchmark's {c} becomes our {}
+    names, templates = published_prompts("wds/imagenet1k", "it")
+    assert len(names) == 1000 and templates[0] == "una brutta foto di {}"
+    italian = mindclip.evaluate_suite(model, ["wds/shapes"], output_dir=str(tmp_path / "it"), language="it",
+                                      dataset_root=str(folder / "data" / "wds_{dataset_cleaned}"), progress=False)
+    assert italian[0]["status"] == "missing" and "no it class names/templates for wds/shapes" in italian[0]["reason"]
+
+
+def _hub_cache(root, repo, source, split="test"):
+    """A Hugging Face cache holding ``source`` as the dataset repository ``repo``, laid out as
+    huggingface_hub lays it out (blobs, a snapshot of symlinks, refs/main)."""
+    import hashlib
+
+    commit = "c0ffee" + "0" * 34
+    base = os.path.join(root, "hub", f"datasets--{repo.replace('/', '--')}")
+    for rel in [os.path.join(split, f) for f in os.listdir(os.path.join(source, split))] + \
+            [f for f in os.listdir(source) if f.endswith(".txt")]:
+        data = open(os.path.join(source, rel), "rb").read()
+        blob = os.path.join(base, "blobs", hashlib.sha256(data).hexdigest())
+        os.makedirs(os.path.dirname(blob), exist_ok=True)
+        open(blob, "wb").write(data)
+        link = os.path.join(base, "snapshots", commit, rel)
+        os.makedirs(os.path.dirname(link), exist_ok=True)
+        os.symlink(os.path.relpath(blob, os.path.dirname(link)), link)
+    os.makedirs(os.path.join(base, "refs"), exist_ok=True)
+    open(os.path.join(base, "refs", "main"), "w").write(commit)
+
+
+def test_datasets_by_name_from_the_hub_cache(suite, tmp_path, monkeypatch):
+    folder, model = suite
+    _hub_cache(tmp_path / "hf", "clip-benchmark/wds_vtab-shapes", str(folder / "data" / "wds_shapes"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    local = mindclip.evaluate_suite(model, ["wds/shapes"], output_dir=str(tmp_path / "local"), progress=False,
+                                    dataset_root=str(folder / "data" / "wds_{dataset_cleaned}"))
+    records = mindclip.evaluate_suite(model, ["wds/vtab/shapes", "wds/vtab/uncached"], progress=False,
+                                      output_dir=str(tmp_path / "hub"))
+    assert records[0]["status"] == "ok" and records[0]["metrics"] == local[0]["metrics"]
+    reason = records[1]["reason"]
+    assert "wds/vtab/uncached (test split) is not in the Hugging Face cache" in reason
+    assert "dataset repository clip-benchmark/wds_vtab-uncached" in reason
+    assert "HF_HUB_OFFLINE is set" in reason and "HF_ENDPOINT" in reason and "--dataset_root DIR" in reason
+
+
+def test_run_mindformer_suite_killed_and_rerun(suite, tmp_path):
+    """Three local datasets through run_mindformer.py; the run is killed (SIGKILL) after its
+    first dataset and rerun: finished datasets are not run again, the table equals an
+    uninterrupted run's."""
+    folder, model = suite
+    root = str(folder / "data" / "wds_{dataset_cleaned}")
+    out = tmp_path / "killed"
+    args = [sys.executable, os.path.join(ROOT, "run_mindformer.py"), "--run_mode", "eval",
+            "--config", os.path.join(ROOT, "configs", "eval", "openclip_suite.yaml"),
+            "--model.name", f"local-dir:{folder / 'open_clip'}", "--model.pretrained", "null",
+            "--datasets", "wds/shapes,wds/captions,wds/italian", "--dataset_root", root,
+            "--eval.batch_size", "8", "--suite.progress_bar", "false"]
+    proc = subprocess.Popen(args + ["--output_dir", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results = out / "results.jsonl"
+    deadline = time.time() + 300
+    while not (results.exists() and results.read_text().count("\n") >= 1) and proc.poll() is None:
+        assert time.time() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = [json.loads(line) for line in results.read_text().splitlines()]
+    assert 1 <= len(first) < 3, "the run was not killed halfway"
+    done = subprocess.run(args + ["--output_dir", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "wds/captions" in done.stdout and "wrote" in done.stdout
+    again = [json.loads(line) for line in results.read_text().splitlines()]
+    assert again[:len(first)] == first  # not recomputed (same record, its timing included)
+    whole = mindclip.evaluate_suite(model, ["wds/shapes", "wds/captions", "wds/italian"], progress=False,
+                                    output_dir=str(tmp_path / "whole"), dataset_root=root, batch_size=8,
+                                    model_name=f"local-dir:{folder / 'open_clip'}")
+    assert [r["metrics"] for r in again] == [r["metrics"] for r in whole]
+    assert (out / "results.csv").read_text() == (tmp_path / "whole" / "results.csv").read_text()
