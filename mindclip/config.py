@@ -94,15 +94,19 @@ DEFAULTS: Dict[str, Any] = {
     # (openclip) or a YAML file with a datasets list; datasets = the entries to run
     # ("wds/cifar10,wds/vtab/pets"); dataset_root = local copies ("/data/wds_{dataset_cleaned}"),
     # null = fetched from the Hugging Face Hub; language: en | ar | cn | it | jp
+    # task: auto (each dataset's) | zeroshot_classification | zeroshot_retrieval | linear_probe
+    # (CLIP_benchmark's; linear_probe: fewshot_k, lr, epochs, batch_size, seed, val_proportion)
     "suite": {"file": None, "datasets": None, "dataset_root": None, "split": "test", "language": "en",
-              "num_workers": 2, "max_skip_fraction": 0.05, "progress_bar": True},
+              "task": "auto", "linear_probe": {}, "num_workers": 2, "max_skip_fraction": 0.05,
+              "progress_bar": True},
     "predict": {"top_k": 5},
     "context": {"mode": 0, "device_target": "CPU", "device_id": 0, "threads": None},
     "parallel": {"data_parallel": "auto"},
 }
 
 # Sections whose values are free-form (validated by their consumer).
-_FREE = {("model", "config"), ("loss", "weights"), ("runner", "precision"), ("eval", "generation")}
+_FREE = {("model", "config"), ("loss", "weights"), ("runner", "precision"), ("eval", "generation"),
+         ("suite", "linear_probe")}
 
 
 class ConfigError(ValueError):

@@ -112,14 +112,17 @@ def evaluate_suite(model: Any, suite: Union[str, Sequence[Any], None] = "opencli
                    dataset_root: Optional[str] = None, split: str = "test", language: str = "en",
                    batch_size: int = 64, num_workers: int = 2, max_skip_fraction: float = 0.05,
                    pretrained: Optional[str] = None, progress: bool = True,
-                   model_name: Optional[str] = None) -> List[Dict]:
+                   model_name: Optional[str] = None, task: str = "auto",
+                   linear_probe: Optional[Dict] = None) -> List[Dict]:
     """Evaluate a model on a benchmark suite, as open_clip's results table is made.
 
     ``model``: a model, or an architecture name (with ``pretrained``: a tag, folder or file;
     a name means real weights); ``model_name`` / ``pretrained`` name it in the table. ``datasets`` picks entries (``"wds/cifar10,wds/vtab/pets"``).
     Writes ``results.jsonl`` (a record per dataset, CLIP_benchmark's metric keys),
     ``results.csv`` (open_clip's columns) and ``results.png`` into ``output_dir``; datasets
-    finished by an earlier run into the same folder are not run again. Returns the records."""
+    finished by an earlier run into the same folder are not run again. ``task="linear_probe"``
+    runs CLIP_benchmark's linear probe instead of zero-shot (the train split is fetched too;
+    ``linear_probe``: fewshot_k, lr, epochs, batch_size, seed, val_proportion). Returns the records."""
     from .factory import create_model, get_tokenizer
     from .plots import plot_suite
 
@@ -128,9 +131,10 @@ def evaluate_suite(model: Any, suite: Union[str, Sequence[Any], None] = "opencli
         model = create_model(model, pretrained=pretrained)
     entries = select(load_suite(suite), datasets)
     records = run_suite(model, get_tokenizer(model), entries, output_dir,
-                        lambda n: dataset_folder(n, split, dataset_root), split=split, language=language,
+                        lambda n, part: dataset_folder(n, part, dataset_root), split=split, language=language,
                         batch_size=batch_size, num_workers=num_workers, max_skip_fraction=max_skip_fraction,
-                        model_name=name, pretrained=pretrained, progress=progress)
+                        model_name=name, pretrained=pretrained, progress=progress, task=task,
+                        linear_probe=linear_probe)
     plot_suite(records, os.path.join(output_dir, "results.png"), f"{name} {pretrained or ''}".strip())
     logger.info("\n" + format_table(records))
     return records

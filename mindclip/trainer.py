@@ -213,7 +213,8 @@ class Trainer:
                               suite.get("dataset_root"), suite["split"], suite["language"],
                               int(cfg["eval"]["batch_size"]), int(suite["num_workers"]),
                               float(suite["max_skip_fraction"]), cfg["model"].get("pretrained"),
-                              bool(suite["progress_bar"]), model_name=cfg["model"].get("name"))
+                              bool(suite["progress_bar"]), model_name=cfg["model"].get("name"),
+                              task=suite["task"], linear_probe=suite["linear_probe"])
 
     def _metrics(self, model: Any, cache: bool) -> Dict:
         """The task's metrics on ``eval_dataset`` plus retrieval on ``eval.retrieval_dataset``."""

@@ -238,3 +238,64 @@ def test_run_mindformer_suite_killed_and_rerun(suite, tmp_path):
                                     model_name=f"local-dir:{folder / 'open_clip'}")
     assert [r["metrics"] for r in again] == [r["metrics"] for r in whole]
     assert (out / "results.csv").read_text() == (tmp_path / "whole" / "results.csv").read_text()
+
+
+def _clip_benchmark_probe(train, test, val, tmp_path, monkeypatch, **options):
+    """CLIP_benchmark's linear_probe.evaluate on given features: its featurizer is the identity
+    and its CUDA calls run on the CPU (it asserts a GPU; nothing else in it needs one)."""
+    from clip_benchmark.metrics import linear_probe
+
+    monkeypatch.setattr(torch.nn.Module, "cuda", lambda self, *a, **k: self)
+    monkeypatch.setattr(torch.Tensor, "cuda", lambda self, *a, **k: self)
+    to = torch.Tensor.to
+    monkeypatch.setattr(torch.Tensor, "to", lambda self, *a, **k: self if a and a[0] == "cuda" else to(self, *a, **k))
+
+    class Identity(torch.nn.Module):
+        def encode_image(self, x):
+            return x
+
+    def loader(split):
+        data = torch.utils.data.TensorDataset(torch.from_numpy(split[0]), torch.from_numpy(split[1]))
+        return torch.utils.data.DataLoader(data, batch_size=64)
+
+    return linear_probe.evaluate(Identity(), loader(train), loader(test), options.get("fewshot_k", -1), 64, 0,
+                                 0.1, 10, "probe", 0, str(tmp_path / "features"), "cuda",
+                                 val_dataloader=loader(val) if val else None, normalize=True, amp=False)
+
+
+@pytest.mark.parametrize("with_validation", [False, True])
+def test_linear_probe_equals_clip_benchmarks(tmp_path, monkeypatch, with_validation):
+    """Same features, both heads: accuracies within 0.5 points on 2000 test samples, with and
+    without the weight-decay search (whose pick differs where validation accuracy is flat:
+    each side's initial weights and batch order are its own random draws)."""
+    from mindclip.evaluation.linear_probe import linear_probe
+
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(8, 24))
+
+    def split(n):
+        y = rng.integers(0, 8, n)
+        x = centers[y] + rng.normal(scale=1.6, size=(n, 24))
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32), y.astype(np.int64)
+
+    train, test, val = split(600), split(2000), (split(150) if with_validation else None)
+    theirs = _clip_benchmark_probe(train, test, val, tmp_path, monkeypatch)
+    ours = linear_probe(train, test, val)
+    for key in ("lp_acc1", "lp_acc5", "lp_mean_per_class_recall"):
+        assert abs(ours[key] - theirs[key]) <= 0.005, (key, ours[key], theirs[key])
+    assert (ours["weight_decay"] > 0) == (theirs["weight_decay"] > 0) == with_validation
+    assert 0.5 < ours["lp_acc1"] < 0.95  # neither trivial nor chance
+
+
+def test_linear_probe_through_the_suite(suite, tmp_path):
+    folder, model = suite
+    data = tmp_path / "data"
+    write_classification(str(data / "wds_probe"), n=40)
+    os.rename(data / "wds_probe" / "test", data / "wds_probe" / "train")
+    write_classification(str(data / "wds_probe"), n=24, seed=5)
+    record = mindclip.evaluate_suite(model, ["wds/probe"], output_dir=str(tmp_path / "out"), task="linear_probe",
+                                     dataset_root=str(data / "wds_{dataset_cleaned}"), batch_size=8, progress=False,
+                                     linear_probe={"epochs": 3})[0]
+    assert record["status"] == "ok" and record["task"] == "linear_probe", record
+    assert record["num_train"] == 40 and record["num_samples"] == 24 and record["metrics"]["epochs"] == 3
+    assert record["score"] == record["metrics"]["lp_acc1"]

@@ -29,7 +29,8 @@ from .encode import encode_loader, encode_texts
 from .metrics import benchmark_classification_metrics, benchmark_retrieval_metrics
 
 logger = logging.getLogger("mindclip")
-TASKS = ("auto", "zeroshot_classification", "zeroshot_retrieval")
+TASKS = ("auto", "zeroshot_classification", "zeroshot_retrieval", "linear_probe")
+PROBE_DEFAULTS = {"fewshot_k": -1, "lr": 0.1, "epochs": 10, "batch_size": 64, "seed": 0, "val_proportion": None}
 RETRIEVAL_MAIN = "mean_recall@1"  # DataComp's (open_clip's table): both directions' R@1, averaged
 
 
@@ -70,10 +71,12 @@ class SuiteResults:
                         record = json.loads(line)
                         self.records[record["dataset"]] = record
 
-    def done(self, name: str, model: str, pretrained: Any, language: str) -> Optional[Dict]:
-        record = self.records.get(name)
+    def done(self, entry: SuiteDataset, model: str, pretrained: Any, language: str) -> Optional[Dict]:
+        """The finished record of ``entry`` for this model, language and task, if any."""
+        record = self.records.get(entry.name)
         if record and record.get("status") == "ok" and (record.get("model"), record.get("pretrained"),
-                                                        record.get("language")) == (model, pretrained, language):
+                                                        record.get("language")) == (model, pretrained, language) \
+                and entry.task in ("auto", record.get("task")):
             return record
         return None
 
@@ -161,7 +164,30 @@ def check_main_metric(entry: SuiteDataset) -> None:
                           f"computed by mindclip; computed: {list(CLASSIFICATION_METRICS + RETRIEVAL_METRICS)}")
 
 
+def _linear_probe(model, source: LabeledImageSource, train: LabeledImageSource, dataset: str,
+                  options: Dict, batch_size: int, num_workers: int, progress: bool) -> Dict:
+    """CLIP_benchmark's linear probe on the test split, the head trained on the train split's
+    features (a ``val_proportion`` of it held out for the weight-decay search)."""
+    from .linear_probe import linear_probe, split_validation
+
+    splits = []
+    for part, name in ((train, f"{dataset} train"), (source, dataset)):
+        loader = eval_image_loader(part, model.image_size, batch_size, num_workers=num_workers,
+                                   preprocess=model.preprocess)
+        feats, labels = encode_loader(model, _progress(loader, name, progress), batch_size)
+        splits.append((feats, labels.astype(np.int64)))
+    (train_split, test_split), val = splits, None
+    if options["val_proportion"]:
+        train_split, val = split_validation(*train_split, float(options["val_proportion"]), int(options["seed"]))
+    metrics = linear_probe(train_split, test_split, val, int(options["fewshot_k"]), float(options["lr"]),
+                           int(options["epochs"]), int(options["batch_size"]), int(options["seed"]))
+    return {"metrics": metrics, "num_samples": int(len(test_split[1])), "num_train": int(len(train_split[1])),
+            "skipped_images": int(len(source) - len(test_split[1]))}
+
+
 def main_score(task: str, metrics: Dict[str, float], main_metric: Optional[str]) -> float:
+    if task == "linear_probe":
+        return float(metrics["lp_" + (main_metric or "acc1")])
     metric = main_metric or (RETRIEVAL_MAIN if task == "zeroshot_retrieval" else "acc1")
     if metric == RETRIEVAL_MAIN:
         return (metrics["image_retrieval_recall@1"] + metrics["text_retrieval_recall@1"]) / 2
@@ -171,18 +197,28 @@ def main_score(task: str, metrics: Dict[str, float], main_metric: Optional[str])
 
 
 def run_suite(model: Any, tokenizer: Callable, datasets: Sequence[SuiteDataset], output_dir: str,
-              locate: Callable[[str], str], split: str = "test", language: str = "en",
+              locate: Callable[[str, str], str], split: str = "test", language: str = "en",
               batch_size: int = 64, num_workers: int = 2, max_skip_fraction: float = 0.05,
-              model_name: str = "", pretrained: Any = None, progress: bool = True) -> List[Dict]:
-    """Evaluate ``model`` on every dataset (``locate(name)`` gives its folder or raises why it
-    cannot), skipping those ``results.jsonl`` already holds for this model; returns the
-    records in suite order and writes ``results.csv``."""
+              model_name: str = "", pretrained: Any = None, progress: bool = True,
+              task: str = "auto", linear_probe: Optional[Dict] = None) -> List[Dict]:
+    """Evaluate ``model`` on every dataset (``locate(name, split)`` gives its folder or raises
+    why it cannot), skipping those ``results.jsonl`` already holds for this model; returns the
+    records in suite order and writes ``results.csv``. ``task`` other than ``auto`` replaces
+    every entry's (``linear_probe``: CLIP_benchmark's, options in ``linear_probe``)."""
+    unknown = sorted(set(linear_probe or {}) - set(PROBE_DEFAULTS))
+    if unknown or task not in TASKS:
+        raise ValueError(f"suite task {task!r} (valid: {list(TASKS)}); linear_probe options "
+                         f"{unknown} (valid: {sorted(PROBE_DEFAULTS)})")
+    probe = dict(PROBE_DEFAULTS, **(linear_probe or {}))
     results = SuiteResults(output_dir)
     texts = _TextFeatures(model, tokenizer, batch_size)
     model.set_train(False)
     ordered = []
     for entry in datasets:
-        record = results.done(entry.name, model_name, pretrained, language)
+        if task != "auto":
+            entry = SuiteDataset(entry.name, entry.column, task,
+                                 entry.main_metric if task == entry.task else None)
+        record = results.done(entry, model_name, pretrained, language)
         if record is not None:
             logger.info(f"{entry.name}: done in an earlier run, {record['score']:.4f}")
             ordered.append(record)
@@ -192,18 +228,23 @@ def run_suite(model: Any, tokenizer: Callable, datasets: Sequence[SuiteDataset],
                   "pretrained": pretrained, "language": language, "split": split}
         try:
             check_main_metric(entry)
-            source = read_benchmark_wds(locate(entry.name), split, max_skip_fraction)
+            source = read_benchmark_wds(locate(entry.name, split), split, max_skip_fraction)
             check_skip_fraction(source, max_skip_fraction)
             is_retrieval = isinstance(source, ImageTextSource)
-            task = entry.task if entry.task != "auto" else (
+            kind = entry.task if entry.task != "auto" else (
                 "zeroshot_retrieval" if is_retrieval else "zeroshot_classification")
-            if (task == "zeroshot_retrieval") != is_retrieval:
-                raise ValueError(f"task {task} on a {'caption' if is_retrieval else 'labelled'} dataset")
-            out = (_retrieval(model, source, entry.name, texts, batch_size, num_workers, progress)
-                   if is_retrieval else
-                   _classification(model, source, entry.name, language, texts, batch_size, num_workers, progress))
-            score = main_score(task, out["metrics"], entry.main_metric)
-            record.update(task=task, main_metric=entry.main_metric or (
+            if (kind == "zeroshot_retrieval") != is_retrieval:
+                raise ValueError(f"task {kind} on a {'caption' if is_retrieval else 'labelled'} dataset")
+            if kind == "linear_probe":
+                train = read_benchmark_wds(locate(entry.name, "train"), "train", max_skip_fraction)
+                check_skip_fraction(train, max_skip_fraction)
+                out = _linear_probe(model, source, train, entry.name, probe, batch_size, num_workers, progress)
+            elif is_retrieval:
+                out = _retrieval(model, source, entry.name, texts, batch_size, num_workers, progress)
+            else:
+                out = _classification(model, source, entry.name, language, texts, batch_size, num_workers, progress)
+            score = main_score(kind, out["metrics"], entry.main_metric)
+            record.update(task=kind, main_metric=entry.main_metric or (
                 RETRIEVAL_MAIN if is_retrieval else "acc1"), score=score, status="ok", **out)
             logger.info(f"{entry.name}: {record['main_metric']} {score:.4f} ({time.time() - start:.0f} s)")
         except (OSError, ValueError) as exc:  # unavailable, damaged, unsupported
