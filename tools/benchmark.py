@@ -10,6 +10,7 @@ data pipelines next to a plain PIL + numpy loop.
         --peer_python /path/to/venv-with-transformers-4.55/bin/python  # CoCa vs open_clip
     python tools/benchmark.py --section data --images /path/jpegs    # data (default: generated JPEGs)
     python tools/benchmark.py --section zero_shot --model ViT-B-32   # end-to-end CIFAR-100 zero-shot
+    python tools/benchmark.py --section suite                        # evaluate_suite vs CLIP_benchmark
     python tools/benchmark.py --section declip                       # DeCLIP step vs CLIP step
     python tools/benchmark.py --section ops                          # one ViT block, op by op
     python tools/benchmark.py --section checkpoint --model ViT-B-32  # memory a checkpoint save adds
@@ -411,6 +412,109 @@ def bench_zero_shot(name: str, count: int, batch: int, torch_available: bool) ->
     return {"images": count, "batch": batch, "mindclip": ours, "mindclip_note": note,
             "mindclip_peak_rss_gb": our_rss, "open_clip": theirs, "open_clip_note": their_note,
             "open_clip_peak_rss_gb": their_rss, "ratio": ours / theirs if ours and theirs else None}
+
+
+SUITE_DATASETS = (("shapes", "classification", 10), ("scenes", "classification", 40), ("captions", "retrieval", 0))
+
+
+def write_suite_fixture(root: str, count: int) -> str:
+    """Three datasets in CLIP_benchmark's WebDataset layout under ``root/wds_<name>``: two
+    classifications (10 and 40 classes) and a retrieval set (two captions per image), each of
+    ``count`` 96x96 JPEG crops of scikit-image's photos in shards of 256."""
+    import io
+    import tarfile
+
+    from PIL import Image
+    from skimage import data
+
+    rng = np.random.default_rng(0)
+    photos = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket()]
+    for name, kind, classes in SUITE_DATASETS:
+        folder = os.path.join(root, f"wds_{name}")
+        os.makedirs(os.path.join(folder, "test"), exist_ok=True)
+        shards = -(-count // 256)
+        for s in range(shards):
+            with tarfile.open(os.path.join(folder, "test", f"{s}.tar"), "w") as tar:
+                for i in range(s * 256, min(count, (s + 1) * 256)):
+                    photo = photos[i % len(photos)]
+                    y, x = rng.integers(0, photo.shape[0] - 96), rng.integers(0, photo.shape[1] - 96)
+                    buf = io.BytesIO()
+                    Image.fromarray(photo[y:y + 96, x:x + 96, :3]).save(buf, "JPEG", quality=90)
+                    label = (f"a photo {i} of a thing.\nanother view {i}." if kind == "retrieval"
+                             else str(int(rng.integers(classes))))
+                    for ext, payload in (("jpg", buf.getvalue()), ("txt" if kind == "retrieval" else "cls", label.encode())):
+                        info = tarfile.TarInfo(f"{i:06d}.{ext}")
+                        info.size = len(payload)
+                        tar.addfile(info, io.BytesIO(payload))
+        with open(os.path.join(folder, "test", "nshards.txt"), "w") as f:
+            f.write(f"{shards}\n")
+        if kind == "retrieval":
+            with open(os.path.join(folder, "dataset_type.txt"), "w") as f:
+                f.write("retrieval\n")
+        else:
+            with open(os.path.join(folder, "classnames.txt"), "w") as f:
+                f.write("\n".join(f"class {c}" for c in range(classes)) + "\n")
+            with open(os.path.join(folder, "zeroshot_classification_templates.txt"), "w") as f:
+                f.write("a photo of a {c}.\na blurry photo of a {c}.\nart of the {c}.\n")
+    return root
+
+
+def _mindclip_suite(name: str, root: str, batch: int) -> float:
+    import mindclip
+
+    model = mindclip.create_model(name)
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        records = mindclip.evaluate_suite(model, [f"wds/{n}" for n, _, _ in SUITE_DATASETS], output_dir=out,
+                                          dataset_root=os.path.join(root, "wds_{dataset_cleaned}"),
+                                          batch_size=batch, progress=False)
+        seconds = time.perf_counter() - start
+    if any(r["status"] != "ok" for r in records):
+        raise RuntimeError([r.get("reason") for r in records])
+    return sum(r["num_samples"] for r in records) / seconds
+
+
+def _clip_benchmark_suite(name: str, root: str, batch: int) -> float:
+    """CLIP_benchmark's own loop over the same three datasets (its builder, loader and
+    metrics) on open_clip with our architecture's config."""
+    import open_clip
+    import torch
+    from clip_benchmark.datasets.builder import build_dataset
+    from clip_benchmark.metrics import zeroshot_classification, zeroshot_retrieval
+
+    cfg = _described(name)["config"]
+    model = open_clip.model.CLIP(embed_dim=cfg["embed_dim"], vision_cfg=cfg["vision_cfg"],
+                                 text_cfg=cfg["text_cfg"], quick_gelu=cfg["quick_gelu"]).eval()
+    preprocess = open_clip.image_transform(cfg["vision_cfg"]["image_size"], is_train=False)
+    tokenizer = open_clip.get_tokenizer("ViT-B-32", context_length=cfg["text_cfg"]["context_length"])
+    start, images = time.perf_counter(), 0
+    for dataset_name, kind, _ in SUITE_DATASETS:
+        task = "zeroshot_retrieval" if kind == "retrieval" else "zeroshot_classification"
+        dataset = build_dataset(f"wds/{dataset_name}", root=os.path.join(root, f"wds_{dataset_name}"),
+                                transform=preprocess, split="test", task=task)
+        loader = torch.utils.data.DataLoader(dataset.batched(batch), batch_size=None, shuffle=False, num_workers=2)
+        if task == "zeroshot_retrieval":
+            zeroshot_retrieval.evaluate(model, loader, tokenizer, recall_k_list=[1, 5, 10], device="cpu", amp=False)
+        else:
+            zeroshot_classification.evaluate(model, loader, tokenizer, dataset.classes, dataset.templates, "cpu",
+                                             amp=False)
+        images += SUITE_IMAGES[0]
+    return images / (time.perf_counter() - start)
+
+
+SUITE_IMAGES = [1000]  # images per dataset, set by --suite_images (read by the peer's process)
+
+
+def bench_suite(name: str, count: int, batch: int, torch_available: bool) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = write_suite_fixture(tmp, count)
+        ours, our_rss, _, note = _run_isolated("mindclip", name, "suite", batch, count, 0, root)
+        theirs, their_rss, _, their_note = (
+            _run_isolated("peer", name, "suite", batch, count, 0, root)
+            if torch_available else (None, None, None, "torch not installed"))
+    return {"images": 3 * count, "batch": batch, "mindclip": ours, "mindclip_note": note,
+            "mindclip_peak_rss_gb": our_rss, "CLIP_benchmark": theirs, "CLIP_benchmark_note": their_note,
+            "CLIP_benchmark_peak_rss_gb": their_rss, "ratio": ours / theirs if ours and theirs else None}
 
 
 # The PyTorch peer of each model family: (label, workload).
@@ -847,7 +951,7 @@ README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--section", choices=("models", "data", "zero_shot", "declip", "ops", "checkpoint",
+    p.add_argument("--section", choices=("models", "data", "zero_shot", "suite", "declip", "ops", "checkpoint",
                                          "all"),
                    default=None, help="default: all; models when --workloads names some")
     p.add_argument("--declip_model", default="DeCLIP-ViT-B-32")
@@ -883,6 +987,8 @@ def main(argv=None) -> int:
     p.add_argument("--zs_images", type=int, default=2000,
                    help="images in the zero-shot workload's CIFAR-100-layout fixture")
     p.add_argument("--zs_batch", type=int, default=64)
+    p.add_argument("--suite_model", default="ViT-Tiny-8", help="the suite section's model")
+    p.add_argument("--suite_images", type=int, default=1000, help="images per dataset of the suite section")
     p.add_argument("--json", default=None, help="also write every number to this file")
     p.add_argument("--_one", nargs=7, default=None, help=argparse.SUPPRESS)
     p.add_argument("--_describe", default=None, help=argparse.SUPPRESS)
@@ -915,6 +1021,9 @@ def main(argv=None) -> int:
         if task == "zero_shot":
             rate = (_mindclip_zero_shot if who == "mindclip" else _open_clip_zero_shot)(
                 name, root, int(batch))
+        elif task == "suite":
+            SUITE_IMAGES[0] = int(iters)
+            rate = (_mindclip_suite if who == "mindclip" else _clip_benchmark_suite)(name, root, int(batch))
         else:
             if who == "mindclip":
                 fn = _mindclip_workload(name, task, int(batch), int(mode))
@@ -1012,6 +1121,14 @@ def main(argv=None) -> int:
         print(f"{'mindclip':>10s} {'peak GB':>8s} {'open_clip':>13s} {'peak GB':>8s} {'ratio':>6s}")
         print(_row(r, "open_clip"))
         results["zero_shot"] = {"model": model, **r}
+    if args.section in ("suite", "all"):
+        r = bench_suite(args.suite_model, args.suite_images, args.zs_batch, _torch_threads() is not None)
+        print(f"\nbenchmark suite end to end (mindclip.evaluate_suite vs CLIP_benchmark's loop), "
+              f"{args.suite_model}, 3 datasets x {args.suite_images} images (CLIP_benchmark's WebDataset "
+              f"layout), batch {args.zs_batch} [img/s, compilation included]")
+        print(f"{'mindclip':>10s} {'peak GB':>8s} {'CLIP_benchmark':>14s} {'peak GB':>8s} {'ratio':>6s}")
+        print(_row(r, "CLIP_benchmark"))
+        results["suite"] = {"model": args.suite_model, **r}
     if args.section in ("declip", "all"):
         rows = bench_declip(args.declip_model, args.train_batch, args.iters,
                             _torch_threads() is not None)
