@@ -81,47 +81,47 @@ def _metric(record: Dict, key: str):
     return (record.get("retrieval") or {}).get(key)
 
 
-def plot_per_class_accuracy(per_class: Dict[str, float], out_png: str, title: str = "") -> str:
-    """Horizontal bars of top-1 accuracy per class."""
-    names: List[str] = list(per_class)
-    fig = _figure(figsize=(7, max(2.5, 0.28 * len(names) + 1)))
+def _bars(labels: List[str], values: List[float], out_png: str, xlim: float, xlabel: str, title: str,
+          color: str, annotate=None) -> str:
+    """A horizontal bar chart, first label on top; ``annotate(ax)`` adds text to the bars."""
+    fig = _figure(figsize=(7, max(2.5, 0.3 * len(labels) + 1)))
     ax = fig.subplots()
-    ax.barh(range(len(names)), [per_class[n] for n in names], color="tab:green")
-    ax.set_yticks(range(len(names)))
-    ax.set_yticklabels(names, fontsize=8)
+    ax.barh(range(len(labels)), values, color=color)
+    if annotate is not None:
+        annotate(ax)
+    ax.set_yticks(range(len(labels)))
+    ax.set_yticklabels(labels, fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlim(0, 100)
-    ax.set_xlabel("top-1 accuracy (%)")
-    ax.set_title(title or "zero-shot accuracy per class")
+    ax.set_xlim(0, xlim)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(out_png)), exist_ok=True)
     fig.savefig(out_png, dpi=100)
     return out_png
+
+
+def plot_per_class_accuracy(per_class: Dict[str, float], out_png: str, title: str = "") -> str:
+    """Horizontal bars of top-1 accuracy per class."""
+    names: List[str] = list(per_class)
+    return _bars(names, [per_class[n] for n in names], out_png, 100, "top-1 accuracy (%)",
+                 title or "zero-shot accuracy per class", "tab:green")
 
 
 def plot_suite(records: List[Dict], out_png: str, title: str = "") -> str:
     """Horizontal bars of each dataset's main metric in a benchmark suite (missing ones
     labelled, without a bar)."""
-    labels = [r.get("column") or r["dataset"] for r in records]
-    scores = [r["score"] if r.get("status") == "ok" else 0.0 for r in records]
-    fig = _figure(figsize=(7, max(2.5, 0.3 * len(labels) + 1)))
-    ax = fig.subplots()
-    ax.barh(range(len(labels)), scores, color="tab:blue")
-    for i, r in enumerate(records):
-        if r.get("status") == "ok":
-            ax.text(scores[i] + 0.01, i, f"{scores[i]:.3f}", va="center", fontsize=7)
-        else:
-            ax.text(0.01, i, "missing", va="center", fontsize=7, color="tab:red")
-    ax.set_yticks(range(len(labels)))
-    ax.set_yticklabels([f"{n} ({r.get('main_metric', '')})" if r.get("status") == "ok" else n
-                        for n, r in zip(labels, records)], fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlim(0, 1.1)
-    ax.set_xlabel("main metric")
-    ax.set_title(title or "benchmark suite")
-    ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(out_png)), exist_ok=True)
-    fig.savefig(out_png, dpi=100)
-    return out_png
+    ok = [r.get("status") == "ok" for r in records]
+    scores = [r["score"] if good else 0.0 for r, good in zip(records, ok)]
+    labels = [(r.get("column") or r["dataset"]) + (f" ({r['main_metric']})" if good else "")
+              for r, good in zip(records, ok)]
+
+    def annotate(ax):
+        for i, good in enumerate(ok):
+            if good:
+                ax.text(scores[i] + 0.01, i, f"{scores[i]:.3f}", va="center", fontsize=7)
+            else:
+                ax.text(0.01, i, "missing", va="center", fontsize=7, color="tab:red")
+
+    return _bars(labels, scores, out_png, 1.1, "main metric", title or "benchmark suite", "tab:blue", annotate)
