@@ -15,7 +15,8 @@ setup(
         "mindclip.tokenizer": ["bpe_simple_vocab_16e6.txt.gz", "NOTICE"],
         "mindclip.models": ["model_configs/*.json", "model_configs/NOTICE"],
         # CLIP_benchmark's class names and templates (MIT, its NOTICE), the packaged suite lists
-        "mindclip.evaluation": ["imagenet_zero_shot.json", "benchmark_prompts/*.json", "benchmark_prompts/NOTICE", "suites/*.yaml"],
+        "mindclip.evaluation": ["imagenet_zero_shot.json", "clip_benchmark_lists/*.json",
+                                "clip_benchmark_lists/NOTICE", "suites/*.yaml"],
         "mindclip.models.cpu_kernels": ["*.cc"],  # compiled on first use (see its __init__)
     },
     install_requires=[

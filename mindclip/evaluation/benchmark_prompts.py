@@ -1,4 +1,4 @@
-"""CLIP_benchmark's published class names and zero-shot templates (``benchmark_prompts/``,
+"""CLIP_benchmark's published class names and zero-shot templates (``clip_benchmark_lists/``,
 MIT, see its NOTICE), in English and the languages it ships (ar, cn, it, jp), looked up by
 dataset name as CLIP_benchmark looks them up."""
 from __future__ import annotations
@@ -8,7 +8,7 @@ import os
 from functools import lru_cache
 from typing import Dict, List, Optional, Sequence, Tuple
 
-FOLDER = os.path.join(os.path.dirname(__file__), "benchmark_prompts")
+FOLDER = os.path.join(os.path.dirname(__file__), "clip_benchmark_lists")
 LANGUAGES = ("en", "ar", "cn", "it", "jp")
 _TEMPLATE_FALLBACK = "imagenet1k"  # CLIP_benchmark's templates for a dataset it has none for
 
