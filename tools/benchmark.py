@@ -101,6 +101,13 @@ DESCRIBE_ENV = "MINDCLIP_BENCH_DESCRIBE"
 REPARAM_ENV = "MINDCLIP_BENCH_REPARAMETERIZE"
 # set by --grad_checkpointing, read by the workload processes: recompute blocks in train steps
 CHECKPOINTING_ENV = "MINDCLIP_BENCH_GRAD_CHECKPOINTING"
+# set by --accumulate_steps: train steps split the batch into this many micro-batches, features
+# cached (ours: runner.accumulate_steps; open_clip: its train.py --accum-freq loop)
+ACCUMULATE_ENV = "MINDCLIP_BENCH_ACCUMULATE_STEPS"
+
+
+def _accumulate_steps() -> int:
+    return int(os.environ.get(ACCUMULATE_ENV, "1"))
 
 
 def _describe(name: str) -> dict:
@@ -222,7 +229,7 @@ def _mindclip_workload(name: str, task: str, batch: int, mode: int):
     model.set_train(True)
     objective = family.build_objective(model, load_config(), 0, 1)
     opt = AdamW(model.trainable_params(), np.full(1000, 1e-5, np.float32))
-    step = TrainStep(objective, opt)
+    step = TrainStep(objective, opt, accumulate_steps=_accumulate_steps())
     return lambda: step(images, *texts)[0].asnumpy()
 
 
@@ -291,7 +298,36 @@ def _open_clip_workload(name: str, task: str, batch: int):
         (sum(loss) if isinstance(loss, tuple) else loss).backward()
         opt.step()
 
-    return step
+    accum = _accumulate_steps()
+    if accum == 1:
+        return step
+    # open_clip's train.py with --accum-freq: every micro-batch's outputs cached without
+    # gradients, then each micro-batch run again with gradients, its outputs put in place of
+    # its cached ones; logit_scale/logit_bias are taken from the live pass
+    model.output_dict = True
+    size = batch // accum
+    micro = [(images[i * size:(i + 1) * size], texts[i * size:(i + 1) * size]) for i in range(accum)]
+    if family == "coca":
+        dict_loss = lambda out: sum(coca_loss(**out, output_dict=True).values())  # noqa: E731
+    else:
+        dict_loss = lambda out: sum(pair_loss(**out, output_dict=True).values())  # noqa: E731
+
+    def accumulated_step():
+        cached = {}
+        with torch.no_grad():
+            for x, t in micro:
+                for key, value in model(x, t).items():
+                    if key not in ("logit_scale", "logit_bias"):
+                        cached.setdefault(key, []).append(value)
+        opt.zero_grad()
+        for j, (x, t) in enumerate(micro):
+            out = model(x, t)
+            inputs = {key: torch.cat(values[:j] + [out[key]] + values[j + 1:]) for key, values in cached.items()}
+            inputs.update({k: out[k] for k in ("logit_scale", "logit_bias") if k in out})
+            dict_loss(inputs).backward()
+        opt.step()
+
+    return accumulated_step
 
 
 def _transformers_dual_workload(name: str, task: str, batch: int):
@@ -979,6 +1015,9 @@ def main(argv=None) -> int:
     p.add_argument("--grad_checkpointing", action="store_true",
                    help="train steps recompute each residual block in the backward pass, both "
                         "sides (set_grad_checkpointing, open_clip's --grad-checkpointing)")
+    p.add_argument("--accumulate_steps", type=int, default=1,
+                   help="train steps split the batch into this many micro-batches with cached "
+                        "features, both sides (runner.accumulate_steps, open_clip's --accum-freq)")
     p.add_argument("--check", action="store_true",
                    help="exit 1 when a workload's ratio falls below the README's floors table, "
                         f"or PyNative below {PYNATIVE_FLOOR} x GRAPH")
@@ -1045,6 +1084,9 @@ def main(argv=None) -> int:
         os.environ[REPARAM_ENV] = "1"  # inherited by the workload processes
     if args.grad_checkpointing:
         os.environ[CHECKPOINTING_ENV] = "1"
+    if args.accumulate_steps < 1 or args.train_batch % args.accumulate_steps:
+        p.error(f"--accumulate_steps {args.accumulate_steps}: must divide --train_batch {args.train_batch}")
+    os.environ[ACCUMULATE_ENV] = str(args.accumulate_steps)
     models = [m.strip() for m in args.model.split(",") if m.strip()]
     results = {"date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv),
                "cpu": _cpu_name(), "processor_kind": processor_kind(), "threads": os.cpu_count(),
@@ -1075,7 +1117,8 @@ def main(argv=None) -> int:
                        "train_step": args.train_batch, "caption": args.caption_batch}
         labels = {"image_encode": f"image encode, batch {args.image_batch}",
                   "text_encode": f"text encode, batch {args.text_batch}",
-                  "train_step": f"train step, batch {args.train_batch}",
+                  "train_step": f"train step, batch {args.train_batch}"
+                                + (f" in {args.accumulate_steps} micro-batches" if args.accumulate_steps > 1 else ""),
                   "caption": f"captions, batch {args.caption_batch}, beam 6"}
         results["models"] = {}
 
