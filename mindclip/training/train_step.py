@@ -19,7 +19,7 @@ from typing import Optional
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 
-from ..models.checkpointing import graph_mode_limits, recomputed_blocks
+from ..models.checkpointing import graph_mode_limits
 from .precision import LossScale, all_finite
 
 
@@ -85,10 +85,6 @@ class TrainStep(nn.Cell):
             reason = getattr(objective, "accumulation_refusal", "")
             raise ValueError(f"{type(objective).__name__} does not support gradient accumulation"
                              + (f" ({reason})" if reason else "") + "; set runner.accumulate_steps to 1")
-        if accumulate_steps > 1 and recomputed_blocks(objective.model):
-            raise ValueError("runner.grad_checkpointing with runner.accumulate_steps > 1: MindSpore 2.10 "
-                             "fails to compile recomputed blocks in the accumulation's step ('Illegal "
-                             "AnfNode for evaluating'); use one of the two")
         limits = graph_mode_limits(objective.model)
         if limits:  # the step always runs in GRAPH mode (see __call__)
             raise ValueError("grad checkpointing cannot run in the train step (GRAPH mode): "
