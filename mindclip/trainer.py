@@ -208,7 +208,7 @@ class Trainer:
         from .suite import evaluate_suite
 
         cfg, suite = self.config, self.config["suite"]
-        model = model or self._model_for(need_weights=True)
+        model = model if model is not None else self._model_for(need_weights=True)
         return evaluate_suite(model, suite["file"], suite.get("datasets"), cfg["output_dir"],
                               suite.get("dataset_root"), suite["split"], suite["language"],
                               int(cfg["eval"]["batch_size"]), int(suite["num_workers"]),
