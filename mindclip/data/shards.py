@@ -25,9 +25,10 @@ import os
 import re
 import subprocess
 import tarfile
-from typing import BinaryIO, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import BinaryIO, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar, Union
 
 Sample = Dict[str, bytes]  # extension ("jpg", "txt", "cls", ...) -> the member's bytes
+V = TypeVar("V")
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 _PIPE_BROKEN = 141  # 128 + SIGPIPE: the reader stopped early on purpose (a partial epoch)
 
@@ -58,22 +59,25 @@ class _Command:
         # The command is the user's own (their config or command line), as in open_clip.
         self.proc = subprocess.Popen(command, shell=True, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE)
+        self.status, self.error = None, ""
 
     def read(self, n: int = -1) -> bytes:
         return self.proc.stdout.read(n)
 
     def close(self, finished: bool = True) -> None:
         """Raise :class:`ShardError` when the command failed; ``finished=False`` (the reader
-        stopped early) stops it first and accepts the broken pipe that causes."""
-        if not finished and self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.stdout.close()
-        status = self.proc.wait()
-        error = self.proc.stderr.read().decode("utf-8", "replace").strip()
-        self.proc.stderr.close()
-        if finished and status not in (0, _PIPE_BROKEN):
-            raise ShardError(f"{self.url}: command exited with status {status}"
-                             + (f": {error.splitlines()[-1]}" if error else ""))
+        stopped early) stops it first and accepts the broken pipe that causes. Closing again
+        reports the same ending."""
+        if self.status is None:
+            if not finished and self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.stdout.close()
+            self.status = self.proc.wait()
+            self.error = self.proc.stderr.read().decode("utf-8", "replace").strip()
+            self.proc.stderr.close()
+        if finished and self.status not in (0, _PIPE_BROKEN):
+            raise ShardError(f"{self.url}: command exited with status {self.status}"
+                             + (f": {self.error.splitlines()[-1]}" if self.error else ""))
 
 
 def open_shard(url: str) -> BinaryIO:
@@ -115,43 +119,53 @@ def _key_and_extension(name: str) -> Tuple[Optional[str], str]:
     return os.path.join(directory, stem), ext.lower()
 
 
+def _grouped(members: Iterator[Tuple[str, V]]) -> Iterator[Tuple[str, Dict[str, V]]]:
+    """Consecutive ``(member name, value)`` pairs sharing a key as ``(key, {extension: value})``.
+    A failure raised by ``members`` ends the grouping without the sample it interrupted."""
+    key, parts = None, {}
+    for name, value in members:
+        member_key, ext = _key_and_extension(name)
+        if member_key is None:
+            continue
+        if member_key != key:
+            if key is not None:
+                yield key, parts
+            key, parts = member_key, {}
+        parts[ext] = value
+    if key is not None:
+        yield key, parts
+
+
+def _streamed_members(tar: tarfile.TarFile, stream) -> Iterator[Tuple[str, bytes]]:
+    for member in tar:
+        if member.isfile():
+            yield member.name, tar.extractfile(member).read()
+    # closed before the last sample is let go: a command that failed fails its shard, and
+    # what it wrote last is not trusted
+    _close(stream, True)
+
+
 def shard_samples(urls: Sequence[str]) -> Iterator[Union[Tuple[str, Sample], ShardError]]:
     """Samples of the shards in order, as ``(key, {extension: bytes})``: consecutive members
     sharing a key are one sample. A shard that fails yields a :class:`ShardError` in the
     stream (after the samples read before the failure) and the next shard follows."""
     for url in urls:
-        key, parts, stream, finished = None, {}, None, False
+        stream = None
         try:
             stream = open_shard(url)
             with tarfile.open(fileobj=stream, mode="r|*") as tar:
-                for member in tar:
-                    if not member.isfile():
-                        continue
-                    member_key, ext = _key_and_extension(member.name)
-                    if member_key is None:
-                        continue
-                    if member_key != key:
-                        if key is not None:
-                            yield key, parts
-                        key, parts = member_key, {}
-                    parts[ext] = tar.extractfile(member).read()
-            finished = True
-            _close(stream, finished)
+                yield from _grouped(_streamed_members(tar, stream))
         except GeneratorExit:
             if stream is not None:
                 _close(stream, False)
             raise
         except (tarfile.TarError, OSError, EOFError, ValueError, http.client.HTTPException) as exc:
-            if stream is not None and not finished:
+            if stream is not None:
                 try:
                     _close(stream, True)
                 except (ShardError, OSError) as close_exc:
                     exc = close_exc  # the command's own failure says more than the tar error
-            parts = {}  # a sample cut by the failure is incomplete: dropped
             yield exc if isinstance(exc, ShardError) else ShardError(f"{url}: {exc}")
-            continue
-        if key is not None:
-            yield key, parts
 
 
 def missing_local(urls: Sequence[str]) -> List[str]:
@@ -180,36 +194,31 @@ class Member:
         return self.name
 
 
+def _indexed_members(tar: tarfile.TarFile, path: str) -> Iterator[Tuple[str, Member]]:
+    size = os.path.getsize(path)
+    for member in tar:
+        if not member.isfile():
+            continue
+        if member.offset_data + member.size > size:
+            # tarfile's index stops quietly where a file was cut: say so
+            raise ShardError(f"{path}: cut inside {member.name} (unexpected end of data)")
+        yield member.name, Member(path, member.offset_data, member.size, f"{path}:{member.name}")
+    with open(path, "rb") as f:
+        f.seek(tar.offset)
+        if len(f.read(1024)) < 1024:  # a complete tar ends with two zero blocks
+            raise ShardError(f"{path}: no end-of-archive marker after {tar.offset} bytes (truncated)")
+
+
 def index_shard(path: str) -> Tuple[List[Tuple[str, Dict[str, Member]]], Optional[ShardError]]:
     """The samples of a local shard as ``(key, {extension: Member})`` in tar order, grouped by
     the rule :func:`shard_samples` uses, read from the tar headers only; and the error that
     ended a damaged shard early (the samples indexed before it stay, less the one it cut)."""
     samples: List[Tuple[str, Dict[str, Member]]] = []
-    key, parts = None, {}
-    size = os.path.getsize(path)
     try:
         with tarfile.open(path, "r:") as tar:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                if member.offset_data + member.size > size:
-                    # tarfile's index stops quietly where a file was cut: say so
-                    return samples, ShardError(f"{path}: cut inside {member.name} (unexpected end of data)")
-                member_key, ext = _key_and_extension(member.name)
-                if member_key is None:
-                    continue
-                if member_key != key:
-                    if key is not None:
-                        samples.append((key, parts))
-                    key, parts = member_key, {}
-                parts[ext] = Member(path, member.offset_data, member.size, f"{path}:{member.name}")
-            end = tar.offset
+            samples.extend(_grouped(_indexed_members(tar, path)))
+    except ShardError as exc:
+        return samples, exc
     except (tarfile.TarError, OSError, EOFError) as exc:
         return samples, ShardError(f"{path}: {exc}")
-    with open(path, "rb") as f:
-        f.seek(end)
-        if len(f.read(1024)) < 1024:  # a complete tar ends with two zero blocks
-            return samples, ShardError(f"{path}: no end-of-archive marker after {end} bytes (truncated)")
-    if key is not None:
-        samples.append((key, parts))
     return samples, None
