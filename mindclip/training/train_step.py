@@ -31,6 +31,11 @@ def _replace_rows(cache: Tensor, chunk: Tensor, index: Tensor) -> Tensor:
     return ops.tensor_scatter_update(cache, rows, chunk)
 
 
+def _loss_factor(loss_scale: Optional[LossScale]) -> Tensor:
+    """What the loss is multiplied by before differentiation: the fp16 loss scale, or 1."""
+    return loss_scale.value * 1.0 if loss_scale is not None else ops.ones((), ms.float32)
+
+
 class _Features(nn.Cell):
     """A micro-batch's features without gradients (the accumulation's cache)."""
 
@@ -58,8 +63,7 @@ class _ChunkGradients(nn.Cell):
         return total * scale, terms
 
     def construct(self, index, cache, *micro):
-        factor = self.loss_scale.value * 1.0 if self.loss_scale is not None else ops.ones((), ms.float32)
-        return self.value_and_grad(factor, index, cache, *micro)
+        return self.value_and_grad(_loss_factor(self.loss_scale), index, cache, *micro)
 
 
 class TrainStep(nn.Cell):
@@ -150,7 +154,7 @@ class TrainStep(nn.Cell):
         """``*batch`` (one graph: loss, gradients and update), or with accumulation
         ``loss, terms, *grads`` (the update of the accumulated gradients)."""
         scaled = self.loss_scale is not None
-        factor = self.loss_scale.value * 1.0 if scaled else ops.ones((), ms.float32)
+        factor = _loss_factor(self.loss_scale)
         if self.accumulate_steps == 1:
             (loss, terms), grads = self.value_and_grad(factor, *inputs)
         else:
