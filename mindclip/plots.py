@@ -8,8 +8,8 @@ from .training.logger import read_metrics
 
 
 def _figure(**kwargs):
-    """A headless matplotlib Figure (its object API: no pyplot import, 0.5 s, and no global
-    figure state to close)."""
+    """A headless matplotlib Figure (its object API: no pyplot global figure state to close,
+    which a library's plotting should not touch)."""
     from matplotlib.figure import Figure
 
     return Figure(**kwargs)

@@ -39,10 +39,10 @@ def offline_hub(tmp_path, monkeypatch):
     return tmp_path / "hf"
 
 
-def put_in_hf_cache(hf_home, repo_id, files):
+def put_in_hf_cache(hf_home, repo_id, files, repo_type="model"):
     """``files`` {name: bytes} as a revision of ``repo_id`` in huggingface_hub's cache layout:
     blobs named by their hash, snapshot entries linking to them, refs/main naming the commit."""
-    repo = Path(hf_home) / "hub" / ("models--" + repo_id.replace("/", "--"))
+    repo = Path(hf_home) / "hub" / (f"{repo_type}s--" + repo_id.replace("/", "--"))
     commit = hashlib.sha1(repo_id.encode()).hexdigest()
     (repo / "refs").mkdir(parents=True, exist_ok=True)
     (repo / "refs" / "main").write_text(commit)

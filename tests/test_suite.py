@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 
 import mindclip
 from conftest import build_openclip
+from test_hub import offline_hub, put_in_hf_cache  # noqa: F401  (fixture)
 from mindclip.evaluation.benchmark_prompts import published_prompts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -170,31 +171,11 @@ def test_damaged_shard_unsupported_metric_and_languages_are_reported(suite, tmp_
     assert italian[0]["status"] == "missing" and "no it class names/templates for wds/shapes" in italian[0]["reason"]
 
 
-def _hub_cache(root, repo, source, split="test"):
-    """A Hugging Face cache holding ``source`` as the dataset repository ``repo``, laid out as
-    huggingface_hub lays it out (blobs, a snapshot of symlinks, refs/main)."""
-    import hashlib
-
-    commit = "c0ffee" + "0" * 34
-    base = os.path.join(root, "hub", f"datasets--{repo.replace('/', '--')}")
-    for rel in [os.path.join(split, f) for f in os.listdir(os.path.join(source, split))] + \
-            [f for f in os.listdir(source) if f.endswith(".txt")]:
-        data = open(os.path.join(source, rel), "rb").read()
-        blob = os.path.join(base, "blobs", hashlib.sha256(data).hexdigest())
-        os.makedirs(os.path.dirname(blob), exist_ok=True)
-        open(blob, "wb").write(data)
-        link = os.path.join(base, "snapshots", commit, rel)
-        os.makedirs(os.path.dirname(link), exist_ok=True)
-        os.symlink(os.path.relpath(blob, os.path.dirname(link)), link)
-    os.makedirs(os.path.join(base, "refs"), exist_ok=True)
-    open(os.path.join(base, "refs", "main"), "w").write(commit)
-
-
-def test_datasets_by_name_from_the_hub_cache(suite, tmp_path, monkeypatch):
+def test_datasets_by_name_from_the_hub_cache(suite, tmp_path, offline_hub):  # noqa: F811
     folder, model = suite
-    _hub_cache(tmp_path / "hf", "clip-benchmark/wds_vtab-shapes", str(folder / "data" / "wds_shapes"))
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    source = folder / "data" / "wds_shapes"
+    files = {str(p.relative_to(source)): p.read_bytes() for p in source.rglob("*") if p.is_file()}
+    put_in_hf_cache(offline_hub, "clip-benchmark/wds_vtab-shapes", files, repo_type="dataset")
     local = mindclip.evaluate_suite(model, ["wds/shapes"], output_dir=str(tmp_path / "local"), progress=False,
                                     dataset_root=str(folder / "data" / "wds_{dataset_cleaned}"))
     records = mindclip.evaluate_suite(model, ["wds/vtab/shapes", "wds/vtab/uncached"], progress=False,

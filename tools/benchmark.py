@@ -495,7 +495,7 @@ def write_suite_fixture(root: str, count: int) -> str:
     return root
 
 
-def _mindclip_suite(name: str, root: str, batch: int) -> float:
+def _mindclip_suite(name: str, root: str, batch: int, count: int) -> float:
     import mindclip
 
     model = mindclip.create_model(name)
@@ -505,12 +505,12 @@ def _mindclip_suite(name: str, root: str, batch: int) -> float:
                                           dataset_root=os.path.join(root, "wds_{dataset_cleaned}"),
                                           batch_size=batch, progress=False)
         seconds = time.perf_counter() - start
-    if any(r["status"] != "ok" for r in records):
+    if any(r["status"] != "ok" or r["num_samples"] != count for r in records):
         raise RuntimeError([r.get("reason") for r in records])
-    return sum(r["num_samples"] for r in records) / seconds
+    return len(SUITE_DATASETS) * count / seconds
 
 
-def _clip_benchmark_suite(name: str, root: str, batch: int) -> float:
+def _clip_benchmark_suite(name: str, root: str, batch: int, count: int) -> float:
     """CLIP_benchmark's own loop over the same three datasets (its builder, loader and
     metrics) on open_clip with our architecture's config."""
     import open_clip
@@ -523,7 +523,7 @@ def _clip_benchmark_suite(name: str, root: str, batch: int) -> float:
                                  text_cfg=cfg["text_cfg"], quick_gelu=cfg["quick_gelu"]).eval()
     preprocess = open_clip.image_transform(cfg["vision_cfg"]["image_size"], is_train=False)
     tokenizer = open_clip.get_tokenizer("ViT-B-32", context_length=cfg["text_cfg"]["context_length"])
-    start, images = time.perf_counter(), 0
+    start = time.perf_counter()
     for dataset_name, kind, _ in SUITE_DATASETS:
         task = "zeroshot_retrieval" if kind == "retrieval" else "zeroshot_classification"
         dataset = build_dataset(f"wds/{dataset_name}", root=os.path.join(root, f"wds_{dataset_name}"),
@@ -534,11 +534,7 @@ def _clip_benchmark_suite(name: str, root: str, batch: int) -> float:
         else:
             zeroshot_classification.evaluate(model, loader, tokenizer, dataset.classes, dataset.templates, "cpu",
                                              amp=False)
-        images += SUITE_IMAGES[0]
-    return images / (time.perf_counter() - start)
-
-
-SUITE_IMAGES = [1000]  # images per dataset, set by --suite_images (read by the peer's process)
+    return len(SUITE_DATASETS) * count / (time.perf_counter() - start)
 
 
 def bench_suite(name: str, count: int, batch: int, torch_available: bool) -> dict:
@@ -1060,9 +1056,9 @@ def main(argv=None) -> int:
         if task == "zero_shot":
             rate = (_mindclip_zero_shot if who == "mindclip" else _open_clip_zero_shot)(
                 name, root, int(batch))
-        elif task == "suite":
-            SUITE_IMAGES[0] = int(iters)
-            rate = (_mindclip_suite if who == "mindclip" else _clip_benchmark_suite)(name, root, int(batch))
+        elif task == "suite":  # iters carries the images per dataset
+            rate = (_mindclip_suite if who == "mindclip" else _clip_benchmark_suite)(name, root, int(batch),
+                                                                                    int(iters))
         else:
             if who == "mindclip":
                 fn = _mindclip_workload(name, task, int(batch), int(mode))

@@ -88,7 +88,8 @@ def benchmark_classification_metrics(logits: np.ndarray, labels: np.ndarray) -> 
     have samples, scikit-learn's balanced accuracy of the arg-max)."""
     labels = np.asarray(labels)
     ranks = ranks_of(logits, labels)
-    recalls = [float((logits[labels == c].argmax(axis=1) == c).mean()) for c in np.unique(labels)]
+    predicted = logits.argmax(axis=1)
+    recalls = [float((predicted[labels == c] == c).mean()) for c in np.unique(labels)]
     return {"acc1": float((ranks <= 1).mean()),
             "acc5": float((ranks <= 5).mean()) if logits.shape[1] >= 5 else float("nan"),
             "mean_per_class_recall": float(np.mean(recalls))}

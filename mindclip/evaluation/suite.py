@@ -24,9 +24,11 @@ import numpy as np
 from ..data.base import ImageTextSource, LabeledImageSource, check_skip_fraction
 from ..data.benchmark_wds import read_benchmark_wds
 from ..data.loader import eval_image_loader
+from ..models.weights_io import atomic_write
 from .benchmark_prompts import positional, published_prompts
 from .encode import encode_loader, encode_texts
 from .metrics import benchmark_classification_metrics, benchmark_retrieval_metrics
+from .zero_shot import classifier_weights
 
 logger = logging.getLogger("mindclip")
 TASKS = ("auto", "zeroshot_classification", "zeroshot_retrieval", "linear_probe")
@@ -82,13 +84,15 @@ class SuiteResults:
 
     def put(self, record: Dict) -> None:
         self.records[record["dataset"]] = record
-        tmp = self.path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            for r in self.records.values():
-                f.write(json.dumps(r) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+
+        def write(tmp: str) -> None:
+            with open(tmp, "w", encoding="utf-8") as f:
+                for r in self.records.values():
+                    f.write(json.dumps(r) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+
+        atomic_write(self.path, write)
 
 
 class _TextFeatures:
@@ -128,9 +132,7 @@ def _classification(model, source: LabeledImageSource, dataset: str, language: s
                           "folder nor in CLIP_benchmark's published lists)")
     if max(source.labels, default=-1) >= len(names):
         raise ValueError(f"{dataset}: label {max(source.labels)} but {len(names)} class names")
-    feats = texts([t.format(c) for c in names for t in templates])
-    feats = feats.reshape(len(names), len(templates), -1).mean(axis=1)
-    classifier = (feats / np.linalg.norm(feats, axis=-1, keepdims=True)).T
+    classifier = classifier_weights(texts, names, templates)
     loader = eval_image_loader(source, model.image_size, batch_size, num_workers=num_workers,
                                preprocess=model.preprocess)
     images, labels = encode_loader(model, _progress(loader, dataset, progress), batch_size)
@@ -265,12 +267,12 @@ def write_table(records: Sequence[Dict], path: str, model_name: str, pretrained:
     header = ["name", "pretrained", f"Average perf. on {len(scores)} datasets"] + [r["column"] for r in records]
     row = [model_name, pretrained or "", f"{np.mean(scores):.4f}" if scores else ""]
     row += [f"{r['score']:.4f}" if r.get("status") == "ok" else "" for r in records]
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerow(row)
-    os.replace(tmp, path)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows([header, row])
+
+    atomic_write(path, write)
 
 
 def format_table(records: Sequence[Dict]) -> str:

@@ -2,7 +2,7 @@
 top-k accuracy of image features against it."""
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -20,13 +20,20 @@ def build_classifier(model: Any, tokenizer: Callable, class_names: Sequence[str]
     key = (id(model), tuple(class_names), tuple(templates))
     if cache and key in _CACHE:
         return _CACHE[key]
-    texts = [t.format(c) for c in class_names for t in templates]
-    feats = encode_texts(model, tokenizer, texts, batch_size)
-    feats = feats.reshape(len(class_names), len(templates), -1).mean(axis=1)
-    weights = (feats / np.linalg.norm(feats, axis=-1, keepdims=True)).T.astype(np.float32)
+    weights = classifier_weights(lambda texts: encode_texts(model, tokenizer, texts, batch_size),
+                                 class_names, templates)
     if cache:
         _CACHE[key] = weights
     return weights
+
+
+def classifier_weights(encode: Callable[[List[str]], np.ndarray], class_names: Sequence[str],
+                       templates: Sequence[str]) -> np.ndarray:
+    """``(embed_dim, num_classes)``: per class, the normalised mean of the normalised features
+    ``encode`` gives its prompts (every template filled with the class name)."""
+    feats = encode([t.format(c) for c in class_names for t in templates])
+    feats = feats.reshape(len(class_names), len(templates), -1).mean(axis=1)
+    return (feats / np.linalg.norm(feats, axis=-1, keepdims=True)).T.astype(np.float32)
 
 
 def clear_classifier_cache() -> None:
