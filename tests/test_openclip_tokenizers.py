@@ -71,6 +71,27 @@ def spiece_folder(path):
     return str(path)
 
 
+def nllb_folder(path):
+    """NLLB's kind: SentencePiece BPE with the 202 FLORES-200 language tokens, texts marked
+    ``[language] text </s>`` (eng_Latn by default), loaded by transformers as NllbTokenizer."""
+    from tokenizers import SentencePieceBPETokenizer, processors
+    from transformers.models.nllb.tokenization_nllb import FAIRSEQ_LANGUAGE_CODES
+
+    tok = SentencePieceBPETokenizer()
+    numbered = [f"photo {i} of a thing, view {i}." for i in range(40)]  # digits known: captions differ
+    tok.train_from_iterator(CORPUS + numbered, vocab_size=120, special_tokens=["<s>", "<pad>", "</s>", "<unk>"])
+    tok.add_special_tokens(list(FAIRSEQ_LANGUAGE_CODES) + ["<mask>"])
+    tok.post_processor = processors.TemplateProcessing(
+        single="eng_Latn $A </s>", special_tokens=[("eng_Latn", tok.token_to_id("eng_Latn")), ("</s>", 2)])
+    os.makedirs(path)
+    tok.save(os.path.join(path, "tokenizer.json"))
+    with open(os.path.join(path, "tokenizer_config.json"), "w") as f:
+        json.dump({"tokenizer_class": "NllbTokenizer", "bos_token": "<s>", "eos_token": "</s>",
+                   "pad_token": "<pad>", "unk_token": "<unk>", "mask_token": "<mask>", "src_lang": "eng_Latn",
+                   "model_max_length": 512}, f)
+    return str(path)
+
+
 FOLDERS = {"wordpiece": wordpiece_folder, "unigram": unigram_folder, "spiece": spiece_folder}
 
 
@@ -102,4 +123,31 @@ def test_missing_tokenizer_files_are_an_error_naming_them(offline_hub):  # noqa:
     with pytest.raises(FileNotFoundError, match="'bert-base-uncased'"):
         mindclip.get_tokenizer("ViT-L-14-CLIPA")
     with pytest.raises(ValueError, match="unsupported tokenizer_kwargs"):
-        OpenCLIPHFTokenizer(".", language="fr")
+        OpenCLIPHFTokenizer(".", tokenizer_mode="clips")
+
+
+def test_language_tokens_equal_hugging_faces_nllb_tokenizer(tmp_path):
+    """NLLB-CLIP's texts carry their language: ``set_language`` (open_clip's name) gives the ids
+    of transformers' NllbTokenizer for that ``src_lang``; a tokenizer without language tokens,
+    or a token it does not have, is refused by name."""
+    from transformers import AutoTokenizer
+
+    folder = nllb_folder(tmp_path / "nllb")
+    texts = ["una foto di un gatto", "a photo of a cat", "ein Foto einer Katze " * 6]
+    for language in ("ita_Latn", "jpn_Jpan", "eng_Latn"):
+        reference = AutoTokenizer.from_pretrained(folder, src_lang=language)
+        expected = reference(texts, padding="max_length", max_length=12, truncation=True).input_ids
+        ours = OpenCLIPHFTokenizer(folder, context_length=12, language=language)
+        assert ours.hf.language == language and len(ours.languages) == 202
+        np.testing.assert_array_equal(ours(texts), expected)
+        np.testing.assert_array_equal(ours(texts, context_length=9)[:, 0], reference.convert_tokens_to_ids(language))
+    marked = OpenCLIPHFTokenizer(folder, context_length=12)
+    assert marked(texts)[0, 0] == reference.convert_tokens_to_ids("eng_Latn")  # the file's default
+    marked.set_language("ukr_Cyrl")
+    assert marked(texts)[0, 0] == reference.convert_tokens_to_ids("ukr_Cyrl")
+    with pytest.raises(ValueError, match="no language token 'italian'; known: ace_Arab"):
+        marked.set_language("italian")
+    plain = OpenCLIPHFTokenizer(wordpiece_folder(tmp_path / "bert"))
+    assert plain.languages == []
+    with pytest.raises(ValueError, match="has no language tokens"):
+        plain.set_language("ita_Latn")

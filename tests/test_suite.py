@@ -21,7 +21,11 @@ from safetensors.torch import save_file
 import mindclip
 from conftest import build_openclip
 from test_hub import offline_hub, put_in_hf_cache  # noqa: F401  (fixture)
+from test_openclip_tokenizers import nllb_folder
+from test_openclip_zoo import build_reference, hub_folder, shrink
 from mindclip.evaluation.benchmark_prompts import published_prompts
+from mindclip.evaluation.suite import SuiteDataset, run_suite
+from mindclip.tokenizer.openclip_hf import OpenCLIPHFTokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = ["red circle", "green bar", "blue square", "stripes", "noise", "dots"]
@@ -169,6 +173,40 @@ def test_damaged_shard_unsupported_metric_and_languages_are_reported(suite, tmp_
     italian = mindclip.evaluate_suite(model, ["wds/shapes"], output_dir=str(tmp_path / "it"), language="it",
                                       dataset_root=str(folder / "data" / "wds_{dataset_cleaned}"), progress=False)
     assert italian[0]["status"] == "missing" and "no it class names/templates for wds/shapes" in italian[0]["reason"]
+
+
+def test_nllb_clip_texts_are_marked_with_the_suites_language(suite, tmp_path):
+    """A (shrunk) NLLB-CLIP in an Italian suite run: every text is marked ita_Latn, as
+    CLIP_benchmark's set_language does, and the retrieval numbers equal CLIP_benchmark's on
+    open_clip's model with Hugging Face's NllbTokenizer for src_lang ita_Latn."""
+    from clip_benchmark.datasets.builder import build_dataset
+    from clip_benchmark.metrics import zeroshot_retrieval
+    from transformers import AutoTokenizer
+
+    folder = suite[0]
+    name, base = "nllb-clip-tiny-suite", open_clip.get_model_config("nllb-clip-base")
+    cfg = shrink(base, folder=tmp_path / "m2m100")
+    reference = build_reference(cfg, name)
+    model = mindclip.create_model(f"local-dir:{hub_folder(reference, cfg, tmp_path / 'hub')}")
+    tokens = nllb_folder(tmp_path / "nllb")
+    tokenizer = OpenCLIPHFTokenizer(tokens, context_length=77)
+    records = run_suite(model, tokenizer, [SuiteDataset("wds/captions")], str(tmp_path / "out"),
+                        lambda _, split: str(folder / "data" / "wds_captions"), language="it", batch_size=8,
+                        progress=False)
+    hf = AutoTokenizer.from_pretrained(tokens, src_lang="ita_Latn")
+    assert records[0]["status"] == "ok" and records[0]["language_token"] == "ita_Latn"
+    assert tokenizer(["x"])[0, 0] == hf.convert_tokens_to_ids("ita_Latn")
+
+    preprocess = open_clip.image_transform(cfg["vision_cfg"]["image_size"], is_train=False)
+    dataset = build_dataset("wds/captions", root=str(folder / "data" / "wds_captions"), transform=preprocess,
+                            split="test", task="zeroshot_retrieval")
+    loader = torch.utils.data.DataLoader(dataset.batched(8), batch_size=None, shuffle=False, num_workers=0)
+    expected = zeroshot_retrieval.evaluate(
+        reference, loader, lambda texts: hf(texts, padding="max_length", max_length=77, truncation=True,
+                                            return_tensors="pt").input_ids,
+        recall_k_list=[1, 5, 10], device="cpu", amp=False)
+    for key, value in expected.items():
+        assert abs(records[0]["metrics"][key] - value) <= 1.0 / 14 + 1e-9, (key, records[0]["metrics"][key], value)
 
 
 def test_datasets_by_name_from_the_hub_cache(suite, tmp_path, offline_hub):  # noqa: F811

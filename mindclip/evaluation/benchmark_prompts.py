@@ -1,12 +1,13 @@
 """CLIP_benchmark's published class names and zero-shot templates (``clip_benchmark_lists/``,
 MIT, see its NOTICE), in English and the languages it ships (ar, cn, it, jp), looked up by
-dataset name as CLIP_benchmark looks them up."""
+dataset name as CLIP_benchmark looks them up; and the language token NLLB-CLIP's tokenizer marks
+the texts with, from the same language code."""
 from __future__ import annotations
 
 import json
 import os
 from functools import lru_cache
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 FOLDER = os.path.join(os.path.dirname(__file__), "clip_benchmark_lists")
 LANGUAGES = ("en", "ar", "cn", "it", "jp")
@@ -45,6 +46,31 @@ def published_prompts(dataset: str, language: str = "en") -> Tuple[Optional[List
     if templates is None and language == "en":
         templates = _table(language, "zeroshot_classification_templates")[_TEMPLATE_FALLBACK]
     return (list(names) if names else None), (positional(templates) if templates else None)
+
+
+# CLIP_benchmark's language codes -> NLLB's FLORES-200 tokens (its models/nllb_clip.py lang_map;
+# FLORES codes themselves map to themselves).
+FLORES_CODES = {
+    "en": "eng_Latn", "es": "spa_Latn", "it": "ita_Latn", "ko": "kor_Hang", "ru": "rus_Cyrl",
+    "zh": "zho_Hant", "de": "deu_Latn", "fr": "fra_Latn", "jp": "jpn_Jpan", "cn": "zho_Hant",
+    "zhm": "yue_Hant", "ar": "arb_Arab", "bn": "ben_Beng", "cs": "ces_Latn", "da": "dan_Latn",
+    "el": "ell_Grek", "fa": "pes_Arab", "fi": "fin_Latn", "fil": "tgl_Latn", "hi": "hin_Deva",
+    "hr": "hrv_Latn", "hu": "hun_Latn", "ja": "jpn_Jpan", "id": "ind_Latn", "he": "heb_Hebr",
+    "mi": "mri_Latn", "nl": "nld_Latn", "no": "nno_Latn", "pl": "pol_Latn", "pt": "por_Latn",
+    "quz": "quy_Latn", "ro": "ron_Latn", "sv": "swe_Latn", "sw": "swh_Latn", "te": "tel_Telu",
+    "th": "tha_Thai", "tr": "tur_Latn", "uk": "ukr_Cyrl", "vi": "vie_Latn",
+}
+
+
+def mark_language(tokenizer: Any, language: str) -> Optional[str]:
+    """Mark the texts of a tokenizer that has language tokens (NLLB-CLIP's) as ``language``,
+    as CLIP_benchmark does before it evaluates an NLLB-CLIP model; returns the token set, or
+    None for a tokenizer without language tokens (CLIP's BPE, XLM-R, mT5: the text alone)."""
+    if not getattr(tokenizer, "languages", None):
+        return None
+    token = FLORES_CODES.get(language, language)
+    tokenizer.set_language(token)
+    return token
 
 
 def _first(table: Dict[str, List[str]], keys: Sequence[str]) -> Optional[List[str]]:

@@ -25,7 +25,7 @@ from ..data.base import ImageTextSource, LabeledImageSource, check_skip_fraction
 from ..data.benchmark_wds import read_benchmark_wds
 from ..data.loader import eval_image_loader
 from ..models.weights_io import atomic_write
-from .benchmark_prompts import positional, published_prompts
+from .benchmark_prompts import mark_language, positional, published_prompts
 from .encode import encode_loader, encode_texts
 from .metrics import benchmark_classification_metrics, benchmark_retrieval_metrics
 from .zero_shot import classifier_weights
@@ -212,6 +212,9 @@ def run_suite(model: Any, tokenizer: Callable, datasets: Sequence[SuiteDataset],
         raise ValueError(f"suite task {task!r} (valid: {list(TASKS)}); linear_probe options "
                          f"{unknown} (valid: {sorted(PROBE_DEFAULTS)})")
     probe = dict(PROBE_DEFAULTS, **(linear_probe or {}))
+    language_token = mark_language(tokenizer, language)
+    if language_token:
+        logger.info(f"texts are marked {language_token} (the tokenizer's language token for {language!r})")
     results = SuiteResults(output_dir)
     texts = _TextFeatures(model, tokenizer, batch_size)
     model.set_train(False)
@@ -228,6 +231,8 @@ def run_suite(model: Any, tokenizer: Callable, datasets: Sequence[SuiteDataset],
         start = time.time()
         record = {"dataset": entry.name, "column": entry.column or entry.name, "model": model_name,
                   "pretrained": pretrained, "language": language, "split": split}
+        if language_token:
+            record["language_token"] = language_token
         try:
             check_main_metric(entry)
             source = read_benchmark_wds(locate(entry.name, split), split, max_skip_fraction)

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Dict, List, Optional, Union
 
 import numpy as np
 
+# NLLB's FLORES-200 language tokens (``eng_Latn``, ``ita_Latn``, ...)
+_LANGUAGE_TOKEN = re.compile(r"^[a-z]{3}_[A-Z][a-z]{3}$")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "vocab.json", "merges.txt", "vocab.txt", "spiece.model")
 
@@ -84,7 +87,7 @@ class HFTokenizer:
         max_length: pad/truncate length (run_clip.py's ``max_seq_length``, 128).
     """
 
-    def __init__(self, folder: str, max_length: int = 128):
+    def __init__(self, folder: str, max_length: int = 128, language: Optional[str] = None):
         if not is_tokenizer_folder(folder):
             raise FileNotFoundError(f"{folder} is not a tokenizer folder: it needs tokenizer.json, "
                                     "vocab.json + merges.txt, or vocab.txt")
@@ -105,6 +108,10 @@ class HFTokenizer:
         self.tokenizer.enable_truncation(self.max_length)
         self.tokenizer.enable_padding(length=self.max_length, pad_id=self.pad_token_id,
                                       pad_token=pad)
+        self.eos_token = _token(settings.get("eos_token")) or "</s>"
+        self.language: Optional[str] = None
+        if language is not None:
+            self.set_language(language)
 
     @staticmethod
     def _load(folder: str, settings: Dict):
@@ -139,12 +146,38 @@ class HFTokenizer:
     def vocab_size(self) -> int:
         return self.tokenizer.get_vocab_size()
 
+    @property
+    def languages(self) -> List[str]:
+        """The language tokens a text can be marked with (NLLB's FLORES-200 codes such as
+        ``ita_Latn``); empty for tokenizers without them."""
+        added = getattr(self.tokenizer, "get_added_tokens_decoder", None)
+        if added is None:
+            return []
+        return sorted(t.content for t in added().values() if t.special and _LANGUAGE_TOKEN.match(t.content))
+
+    def set_language(self, language: str) -> None:
+        """Mark every text as written in ``language`` (NLLB: ``[language] text </s>``), as
+        Hugging Face's ``NllbTokenizerFast.set_src_lang_special_tokens`` does and open_clip's
+        ``HFTokenizer.set_language`` calls; NLLB-CLIP's text tower reads the mark."""
+        from tokenizers import processors
+
+        known = self.languages
+        if language not in known:
+            raise ValueError(f"{self.folder}: no language token {language!r}"
+                             + (f"; known: {', '.join(known[:8])}, ... ({len(known)})" if known
+                                else " (this tokenizer has no language tokens)"))
+        eos_id = self.tokenizer.token_to_id(self.eos_token)
+        self.tokenizer.post_processor = processors.TemplateProcessing(
+            single=[language, "$A", self.eos_token], pair=[language, "$A", "$B", self.eos_token],
+            special_tokens=[(self.eos_token, eos_id), (language, self.tokenizer.token_to_id(language))])
+        self.language = language
+
     def __call__(self, texts: Union[str, List[str]], max_length: Optional[int] = None
                  ) -> Dict[str, np.ndarray]:
         if isinstance(texts, str):
             texts = [texts]
         if max_length is not None and max_length != self.max_length:
-            return HFTokenizer(self.folder, max_length)(texts)
+            return HFTokenizer(self.folder, max_length, self.language)(texts)
         encodings = self.tokenizer.encode_batch(list(texts))
         return {"input_ids": np.array([e.ids for e in encodings], np.int32),
                 "attention_mask": np.array([e.attention_mask for e in encodings], np.int32)}

@@ -45,19 +45,20 @@ class OpenCLIPHFTokenizer:
         context_length: pad/truncate length.
         clean: ``whitespace`` (open_clip's default), ``lower`` or ``canonicalize``.
         strip_sep_token: replace the separator token's id with 0.
+        language: the language token texts are marked with (NLLB's, e.g. ``ita_Latn``).
     """
 
     def __init__(self, folder: str, context_length: int = 77, clean: str = "whitespace",
-                 strip_sep_token: bool = False, **kwargs: Any):
+                 strip_sep_token: bool = False, language: Optional[str] = None, **kwargs: Any):
         if clean not in CLEANERS:
             raise ValueError(f"tokenizer_kwargs.clean {clean!r}: valid are {sorted(CLEANERS)}")
         if kwargs:
             raise ValueError(f"unsupported tokenizer_kwargs {sorted(kwargs)}; supported: clean, "
-                             "strip_sep_token")
+                             "strip_sep_token, language")
         self.folder = folder
         self.context_length = int(context_length)
         self.clean = CLEANERS[clean]
-        self.hf = HFTokenizer(folder, max_length=self.context_length)
+        self.hf = HFTokenizer(folder, max_length=self.context_length, language=language)
         self.sep_token_id = self._sep_id() if strip_sep_token else None
 
     def _sep_id(self) -> int:
@@ -70,6 +71,15 @@ class OpenCLIPHFTokenizer:
     @property
     def vocab_size(self) -> int:
         return self.hf.vocab_size
+
+    @property
+    def languages(self) -> List[str]:
+        """Language tokens the tokenizer can mark texts with (NLLB's), else empty."""
+        return self.hf.languages
+
+    def set_language(self, language: str) -> None:
+        """open_clip's ``HFTokenizer.set_language``: texts are marked as ``language`` (NLLB-CLIP)."""
+        self.hf.set_language(language)
 
     def __call__(self, texts: Union[str, List[str]], context_length: Optional[int] = None) -> np.ndarray:
         texts = [texts] if isinstance(texts, str) else list(texts)
