@@ -51,6 +51,7 @@ setup(
             "open_clip_torch",
             "timm",            # the timm image towers' reference (open_clip's TimmModel)
             "clip-benchmark",  # CLIP_benchmark's zero-shot numbers, the evaluation reference
+            "wilds",           # WILDS' group metrics: DataComp's worst-group / macro-F1 reference
             "requests",        # imported by clip_benchmark's dataset builder, not declared by it
             "transformers",
             "scikit-image",

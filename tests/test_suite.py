@@ -60,10 +60,20 @@ def _write_split(folder, samples, per_shard):
         f.write(f"{len(shards)}\n")
 
 
-def write_classification(root, n=36, seed=0, templates=("a photo of a {c}.", "a drawing of the {c}.")):
+def _npy(array):
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array))
+    return buf.getvalue()
+
+
+def write_classification(root, n=36, seed=0, templates=("a photo of a {c}.", "a drawing of the {c}."),
+                         metadata=None):
+    """``metadata``: per-sample integer vectors, written as KEY.npy (WILDS/fairness layout)."""
     rng = np.random.default_rng(seed)
     labels = [i % len(CLASSES) for i in range(n)]
-    _write_split(os.path.join(root, "test"), [(_image(rng, y), {"cls": f"{y}".encode()}) for y in labels], 16)
+    extras = [{"cls": f"{y}".encode(), **({} if metadata is None else {"npy": _npy(metadata[i])})}
+              for i, y in enumerate(labels)]
+    _write_split(os.path.join(root, "test"), [(_image(rng, y), extra) for y, extra in zip(labels, extras)], 16)
     with open(os.path.join(root, "classnames.txt"), "w") as f:
         f.write("\n".join(CLASSES) + "\n")
     with open(os.path.join(root, "zeroshot_classification_templates.txt"), "w", encoding="utf-8") as f:
@@ -154,14 +164,14 @@ def test_damaged_shard_unsupported_metric_and_languages_are_reported(suite, tmp_
     write_classification(str(data / "wds_damaged"))
     shard = data / "wds_damaged" / "test" / "1.tar"
     shard.write_bytes(shard.read_bytes()[:3000])  # cut inside its first members
-    entries = [{"name": "wds/damaged"}, {"name": "wds/shapes", "main_metric": "acc_worst_region"},
+    entries = [{"name": "wds/damaged"}, {"name": "wds/winogavil", "main_metric": "jaccard_score_10-12"},
                {"name": "wds/absent"}]
     records = mindclip.evaluate_suite(model, entries, output_dir=str(tmp_path / "out"),
                                       dataset_root=str(data / "wds_{dataset_cleaned}"), batch_size=8, progress=False)
     assert [r["status"] for r in records] == ["missing"] * 3
     assert "1 of 3 shards cannot be read (more than max_skip_fraction 0.05)" in records[0]["reason"]
     assert f"{shard}: cut inside " in records[0]["reason"]
-    assert "main metric 'acc_worst_region' needs the dataset's group metadata" in records[1]["reason"]
+    assert "main metric 'jaccard_score_10-12' is not computed by mindclip" in records[1]["reason"]
     assert f"{data}/wds_absent does not exist" in records[2]["reason"]
     lenient = mindclip.evaluate_suite(model, ["wds/damaged"], output_dir=str(tmp_path / "lenient"),
                                       dataset_root=str(data / "wds_{dataset_cleaned}"), batch_size=8,
@@ -207,6 +217,88 @@ def test_nllb_clip_texts_are_marked_with_the_suites_language(suite, tmp_path):
         recall_k_list=[1, 5, 10], device="cpu", amp=False)
     for key, value in expected.items():
         assert abs(records[0]["metrics"][key] - value) <= 1.0 / 14 + 1e-9, (key, records[0]["metrics"][key], value)
+
+
+def _datacomp_group_metrics(logits, labels, metadata):
+    """DataComp's evaluators (eval_utils/wilds_eval.py, fairness_eval.py) on WILDS' metric
+    objects: GeoDE's acc_wg and FMoW's worst region/year (top-1 by metadata field 0/1), Dollar
+    Street's acc_top5_wg (top-5 by field 0), iWildCam's F1-macro_all. WILDS' group mean needs
+    torch_scatter; the same mean is written here with index_add."""
+    import wilds.common.metrics.metric as wilds_metric
+    from wilds.common.metrics.all_metrics import Accuracy, F1
+
+    def avg_over_groups(v, g, n_groups):
+        counts = torch.bincount(g, minlength=n_groups).float()
+        return torch.zeros(n_groups).index_add_(0, g, v.float()) / counts, counts
+
+    class TopK(Accuracy):
+        def _compute_element_wise(self, y_pred, y_true):
+            return (y_pred == y_true.unsqueeze(-1)).any(-1).float()
+
+    wilds_metric.avg_over_groups = avg_over_groups
+    y = torch.as_tensor(labels)
+    logits, meta = torch.as_tensor(logits), torch.as_tensor(metadata)
+    pred, top5 = logits.argmax(-1), logits.topk(5, dim=-1).indices
+
+    def worst(metric, y_pred, column):
+        g = meta[:, column]
+        return float(metric.compute_group_wise(y_pred, y, g, int(g.max()) + 1)[metric.worst_group_metric_field])
+
+    return {"acc_wg": worst(Accuracy(), pred, 0), "acc_worst_region": worst(Accuracy(), pred, 0),
+            "acc_worst_year": worst(Accuracy(), pred, 1), "acc_top5_wg": worst(TopK(name="acc_top5"), top5, 0),
+            "F1-macro_all": float(F1(average="macro").compute(pred, y)["F1-macro_all"])}
+
+
+def test_group_metrics_equal_datacomps_on_wilds(suite, tmp_path):
+    """The table's group metrics (FMoW, GeoDE, Dollar Street, iWildCam) from per-sample .npy
+    metadata equal DataComp's evaluation (WILDS' metrics) of open_clip's logits on the same
+    weights; an unreadable image drops its own label and group, not another's."""
+    from clip_benchmark.datasets.builder import build_dataset
+    from clip_benchmark.metrics.zeroshot_classification import run_classification, zero_shot_classifier
+
+    folder, model = suite
+    n = 48  # groups: region 0, 1, 3 (2 empty), year 0..2
+    metadata = np.array([[(0, 1, 3)[i % 3], (i // 5) % 3] for i in range(n)])
+    root = write_classification(str(tmp_path / "wds_groups"), n=n, seed=5, metadata=metadata)
+    reference, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{folder / 'open_clip'}")
+    dataset = build_dataset("wds/groups", root=root, transform=preprocess, split="test",
+                            task="zeroshot_classification")
+    loader = torch.utils.data.DataLoader(dataset.batched(8), batch_size=None, shuffle=False, num_workers=0)
+    classifier = zero_shot_classifier(reference.eval(), open_clip.get_tokenizer("ViT-B-32"), dataset.classes,
+                                      dataset.templates, "cpu", amp=False)
+    logits, labels = (t.numpy() for t in run_classification(reference, classifier, loader, "cpu", amp=False))
+    expected = _datacomp_group_metrics(logits, labels, metadata)
+
+    def ours(data_root, out):
+        entries = [SuiteDataset(f"wds/{m}", main_metric=m) for m in expected]
+        return {r["main_metric"]: r for r in run_suite(model, mindclip.get_tokenizer(model), entries, str(out),
+                                                       lambda name, split: data_root, batch_size=8, progress=False)}
+
+    got = ours(root, tmp_path / "out")
+    for metric, value in expected.items():
+        assert got[metric]["status"] == "ok" and got[metric]["score"] == got[metric]["metrics"][metric]
+        assert abs(got[metric]["score"] - value) <= 1e-6, (metric, got[metric]["score"], value)
+    # one image made unreadable: the metrics are those of the other samples
+    shard = os.path.join(root, "test", "0.tar")
+    with tarfile.open(shard) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    with tarfile.open(shard, "w") as tar:
+        for m, data in members:
+            if m.name.startswith("s0000003.") and not m.name.endswith((".cls", ".npy")):
+                data = b"not an image"
+                m.size = len(data)
+            tar.addfile(m, io.BytesIO(data))
+    kept = np.arange(n) != 3
+    expected = _datacomp_group_metrics(logits[kept], labels[kept], metadata[kept])
+    got = ours(root, tmp_path / "damaged")
+    for metric, value in expected.items():
+        assert got[metric]["skipped_images"] == 1 and got[metric]["num_samples"] == n - 1
+        assert abs(got[metric]["score"] - value) <= 1e-6, (metric, got[metric]["score"], value)
+    plain = run_suite(model, mindclip.get_tokenizer(model), [SuiteDataset("wds/shapes", main_metric="acc_wg")],
+                      str(tmp_path / "plain"), lambda name, split: str(folder / "data" / "wds_shapes"),
+                      batch_size=8, progress=False)[0]
+    assert plain["status"] == "missing" and "acc_wg groups samples by metadata field 0: the dataset needs " \
+        "per-sample .npy metadata" in plain["reason"]
 
 
 def test_datasets_by_name_from_the_hub_cache(suite, tmp_path, offline_hub):  # noqa: F811

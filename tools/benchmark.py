@@ -46,7 +46,8 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
 
 def _call_times(fn, iters: int) -> list:
@@ -450,7 +451,8 @@ def bench_zero_shot(name: str, count: int, batch: int, torch_available: bool) ->
             "open_clip_peak_rss_gb": their_rss, "ratio": ours / theirs if ours and theirs else None}
 
 
-SUITE_DATASETS = (("shapes", "classification", 10), ("scenes", "classification", 40), ("captions", "retrieval", 0))
+# The retrieval set is named as one CLIP_benchmark's command treats as retrieval (--task auto).
+SUITE_DATASETS = (("shapes", "classification", 10), ("scenes", "classification", 40), ("flickr30k", "retrieval", 0))
 
 
 def write_suite_fixture(root: str, count: int) -> str:
@@ -537,16 +539,83 @@ def _clip_benchmark_suite(name: str, root: str, batch: int, count: int) -> float
     return len(SUITE_DATASETS) * count / (time.perf_counter() - start)
 
 
+def write_openclip_folder(name: str, folder: str) -> None:
+    """open_clip's Hub layout (``open_clip_model.safetensors`` + ``open_clip_config.json``) of a
+    random ``name`` model, which both suite commands load with ``local-dir:``."""
+    import open_clip
+    from safetensors.torch import save_file
+
+    cfg = _described(name)["config"]
+    model = open_clip.model.CLIP(embed_dim=cfg["embed_dim"], vision_cfg=cfg["vision_cfg"],
+                                 text_cfg=cfg["text_cfg"], quick_gelu=cfg["quick_gelu"])
+    os.makedirs(folder)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+              os.path.join(folder, "open_clip_model.safetensors"))
+    model_cfg = {k: ({a: b for a, b in v.items() if b is not None} if isinstance(v, dict) else v)
+                 for k, v in cfg.items()}  # open_clip's tokenizer lookup reads absent keys, not nulls
+    with open(os.path.join(folder, "open_clip_config.json"), "w") as f:
+        json.dump({"model_cfg": model_cfg, "preprocess_cfg": {"size": cfg["vision_cfg"]["image_size"]}}, f)
+
+
+def _run_command(args: list) -> tuple:
+    """``(wall seconds, peak RSS GB, note)`` of one whole command, its own peak (wait4)."""
+    env = ({k: v for k, v in os.environ.items() if k not in OPENBLAS_ENV}
+           if UNSET_OPENBLAS_ENV[0] else None)
+    start = time.perf_counter()
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    stderr = proc.stderr.read().decode(errors="replace")
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        return None, None, (stderr.strip().splitlines() or ["failed"])[-1][:80]
+    return seconds, usage.ru_maxrss / 1024 ** 2, ""
+
+
+def suite_commands(folder: str, root: str, out: str, batch: int) -> dict:
+    """The command each side's user types for the three datasets: ``run_mindformer.py`` with
+    the suite config, and CLIP_benchmark's ``clip_benchmark eval`` (one process, task auto)."""
+    names = [f"wds/{n}" for n, _, _ in SUITE_DATASETS]
+    dataset_root = os.path.join(root, "wds_{dataset_cleaned}")
+    return {
+        "mindclip": [sys.executable, os.path.join(ROOT, "run_mindformer.py"), "--run_mode", "eval",
+                     "--config", os.path.join(ROOT, "configs", "eval", "openclip_suite.yaml"),
+                     "--model.name", f"local-dir:{folder}", "--model.pretrained", "null",
+                     "--datasets", ",".join(names), "--dataset_root", dataset_root,
+                     "--eval.batch_size", str(batch), "--output_dir", os.path.join(out, "mindclip"),
+                     "--suite.progress_bar", "false"],
+        "CLIP_benchmark": [PEER_PYTHON[0], "-m", "clip_benchmark.cli", "eval", "--model", f"local-dir:{folder}",
+                           "--pretrained", "", "--dataset", *names, "--task", "auto", "--dataset_root",
+                           dataset_root, "--batch_size", str(batch), "--num_workers", "2",
+                           "--output", os.path.join(out, "clip_benchmark_{dataset}.json")],
+    }
+
+
 def bench_suite(name: str, count: int, batch: int, torch_available: bool) -> dict:
+    """The suite in process (both sides' evaluation loops, timed after the model is built) and
+    as whole commands (process start, imports, model loading and results included)."""
     with tempfile.TemporaryDirectory() as tmp:
         root = write_suite_fixture(tmp, count)
         ours, our_rss, _, note = _run_isolated("mindclip", name, "suite", batch, count, 0, root)
         theirs, their_rss, _, their_note = (
             _run_isolated("peer", name, "suite", batch, count, 0, root)
             if torch_available else (None, None, None, "torch not installed"))
+        commands = {"mindclip": (None, None, "torch not installed"),
+                    "CLIP_benchmark": (None, None, "torch not installed")}
+        if torch_available:
+            folder = os.path.join(tmp, "open_clip")
+            made = _child(["--_openclip_folder", name, folder], PEER_PYTHON[0])
+            if made.returncode != 0:
+                raise RuntimeError(made.stderr[-2000:])
+            commands = {who: _run_command(cmd) for who, cmd in suite_commands(folder, root, tmp, batch).items()}
+    (our_s, our_peak, our_note), (their_s, their_peak, their_cmd_note) = commands["mindclip"], commands["CLIP_benchmark"]
     return {"images": 3 * count, "batch": batch, "mindclip": ours, "mindclip_note": note,
             "mindclip_peak_rss_gb": our_rss, "CLIP_benchmark": theirs, "CLIP_benchmark_note": their_note,
-            "CLIP_benchmark_peak_rss_gb": their_rss, "ratio": ours / theirs if ours and theirs else None}
+            "CLIP_benchmark_peak_rss_gb": their_rss, "ratio": ours / theirs if ours and theirs else None,
+            "command": {"mindclip_seconds": our_s, "mindclip_peak_rss_gb": our_peak, "mindclip_note": our_note,
+                        "CLIP_benchmark_seconds": their_s, "CLIP_benchmark_peak_rss_gb": their_peak,
+                        "CLIP_benchmark_note": their_cmd_note,
+                        "time_ratio": our_s / their_s if our_s and their_s else None}}
 
 
 # The PyTorch peer of each model family: (label, workload).
@@ -1029,6 +1098,7 @@ def main(argv=None) -> int:
     p.add_argument("--_describe", default=None, help=argparse.SUPPRESS)
     p.add_argument("--_ops", nargs=3, default=None, help=argparse.SUPPRESS)
     p.add_argument("--_matmul", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--_openclip_folder", nargs=2, default=None, help=argparse.SUPPRESS)
     p.add_argument("--_checkpoint", nargs=2, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.section is None:  # naming workloads asks for the models section's, not every section
@@ -1046,6 +1116,9 @@ def main(argv=None) -> int:
         return 0
     if args._checkpoint:  # child process: one side's checkpoint save
         print(json.dumps(_checkpoint_save(*args._checkpoint)))
+        return 0
+    if args._openclip_folder:  # child process (the peer's): a random open_clip model folder
+        write_openclip_folder(*args._openclip_folder)
         return 0
     if args._matmul:  # child process: one side's matmul GFLOP/s
         print(_matmul_gflops(args._matmul))
@@ -1167,6 +1240,13 @@ def main(argv=None) -> int:
               f"layout), batch {args.zs_batch} [img/s, compilation included]")
         print(f"{'mindclip':>10s} {'peak GB':>8s} {'CLIP_benchmark':>14s} {'peak GB':>8s} {'ratio':>6s}")
         print(_row(r, "CLIP_benchmark"))
+        c = r["command"]
+        print("the same as whole commands (run_mindformer.py --config configs/eval/openclip_suite.yaml vs "
+              "clip_benchmark eval --task auto; start, imports, model loading, results) [wall s, time ratio]")
+        print(f"{'mindclip':>10s} {'peak GB':>8s} {'CLIP_benchmark':>14s} {'peak GB':>8s} {'time':>6s}")
+        print(f"{_fmt(c['mindclip_seconds'], c['mindclip_note']):>10s} {_fmt(c['mindclip_peak_rss_gb']):>8s} "
+              f"{_fmt(c['CLIP_benchmark_seconds'], c['CLIP_benchmark_note']):>14s} "
+              f"{_fmt(c['CLIP_benchmark_peak_rss_gb']):>8s} {_fmt(c['time_ratio']):>6s}")
         results["suite"] = {"model": args.suite_model, **r}
     if args.section in ("declip", "all"):
         rows = bench_declip(args.declip_model, args.train_batch, args.iters,

@@ -87,6 +87,9 @@ class LabeledImageSource:
     name: str = "classification"
     invalid: List[str] = field(default_factory=list)  # records skipped when read, named
     templates: Optional[List[str]] = None  # the dataset's own zero-shot templates, when it has them
+    # per-sample integer metadata (N, fields), e.g. WILDS' region/year, Dollar Street's income
+    # group: what group metrics (worst-group accuracy) group by
+    metadata: Optional[np.ndarray] = None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -95,7 +98,8 @@ class LabeledImageSource:
         if n is None or n >= len(self):
             return self
         return LabeledImageSource(self.images[:n], self.labels[:n], self.class_names, self.name,
-                                  self.invalid, self.templates)
+                                  self.invalid, self.templates,
+                                  None if self.metadata is None else self.metadata[:n])
 
 
 @dataclass

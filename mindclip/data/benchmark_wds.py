@@ -3,6 +3,7 @@ Face Hub (``clip-benchmark/wds_<name>``)::
 
     ROOT/<split>/nshards.txt          number of shards n
     ROOT/<split>/{0..n-1}.tar         KEY.webp|png|jpg|jpeg + KEY.cls (label) or KEY.txt (captions, one per line)
+                                      [+ KEY.npy: the sample's integer metadata, WILDS/fairness sets]
     ROOT/classnames.txt               one class name per line (classification)
     ROOT/zeroshot_classification_templates.txt   one template per line, "{c}" for the class
     ROOT/dataset_type.txt             "retrieval" for caption datasets (else classification)
@@ -14,15 +15,18 @@ without an image or label, is named and counted against ``max_skip_fraction``.
 """
 from __future__ import annotations
 
+import io
 import os
 from typing import List, Optional, Union
+
+import numpy as np
 
 from ..registry import register
 from .base import ImageTextSource, LabeledImageSource, require_path
 from .shards import index_shard
 
 IMAGE_EXTENSIONS = ("webp", "png", "jpg", "jpeg")  # CLIP_benchmark's order of preference
-LAYOUT = ("ROOT/<split>/nshards.txt + ROOT/<split>/{0..n-1}.tar (KEY.webp|png|jpg + KEY.cls or KEY.txt), "
+LAYOUT = ("ROOT/<split>/nshards.txt + ROOT/<split>/{0..n-1}.tar (KEY.webp|png|jpg + KEY.cls or KEY.txt [+ KEY.npy]), "
           "ROOT/classnames.txt, ROOT/zeroshot_classification_templates.txt, ROOT/dataset_type.txt")
 
 
@@ -58,7 +62,7 @@ def read_benchmark_wds(path: str, split: str = "test", max_skip_fraction: float 
         raise ValueError(f"{path}: dataset_type {kind!r} is not evaluated by mindclip "
                          "(classification and retrieval are)")
     retrieval = kind == "retrieval"
-    images, targets, invalid, damaged = [], [], [], []
+    images, targets, invalid, damaged, metadata = [], [], [], [], []
     for i in range(nshards):
         shard = os.path.join(path, split, f"{i}.tar")
         if not os.path.isfile(shard):
@@ -77,6 +81,7 @@ def read_benchmark_wds(path: str, split: str = "test", max_skip_fraction: float 
             try:
                 text = target().decode("utf-8")
                 value = text.splitlines() if retrieval else int(text.strip())
+                meta = _metadata(parts["npy"]()) if "npy" in parts and not retrieval else None
             except (ValueError, OSError) as exc:
                 invalid.append(f"{shard}:{key}: {exc}")
                 continue
@@ -85,6 +90,7 @@ def read_benchmark_wds(path: str, split: str = "test", max_skip_fraction: float 
                 continue
             targets.append(value)
             images.append(image)
+            metadata.append(meta)
     if nshards and len(damaged) / nshards > max_skip_fraction:
         raise ValueError(f"{path}: {len(damaged)} of {nshards} shards cannot be read (more than "
                          f"max_skip_fraction {max_skip_fraction}): " + "; ".join(damaged[:3]))
@@ -95,4 +101,27 @@ def read_benchmark_wds(path: str, split: str = "test", max_skip_fraction: float 
     names = _lines(os.path.join(path, "classnames.txt"))
     templates = _lines(os.path.join(path, "zeroshot_classification_templates.txt"))
     return LabeledImageSource(images, targets, [n for n in names if n] if names else [], name, invalid,
-                              [t for t in templates if t] if templates else None)
+                              [t for t in templates if t] if templates else None,
+                              _stack_metadata(path, metadata))
+
+
+def _metadata(data: bytes) -> np.ndarray:
+    """A sample's ``.npy`` member: a vector of non-negative integers (read without pickle)."""
+    value = np.load(io.BytesIO(data), allow_pickle=False)
+    if value.ndim != 1 or not np.issubdtype(value.dtype, np.number) or (value < 0).any() \
+            or (value != np.round(value)).any():
+        raise ValueError(f"metadata .npy is {value.dtype} {value.shape}; expected a vector of "
+                         "non-negative integers (group indices)")
+    return value.astype(np.int64)
+
+
+def _stack_metadata(path: str, rows: List[Optional[np.ndarray]]) -> Optional[np.ndarray]:
+    """``(N, fields)`` when every sample has metadata of one width, None when none has."""
+    present = [r for r in rows if r is not None]
+    if not present:
+        return None
+    widths = {len(r) for r in present}
+    if len(present) != len(rows) or len(widths) != 1:
+        raise ValueError(f"{path}: {len(present)} of {len(rows)} samples have .npy metadata, of widths "
+                         f"{sorted(widths)}: group metrics need one width for every sample")
+    return np.stack(present)

@@ -5,7 +5,7 @@ candidates scoring at least as high, so a constant model never looks good.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -93,6 +93,36 @@ def benchmark_classification_metrics(logits: np.ndarray, labels: np.ndarray) -> 
     return {"acc1": float((ranks <= 1).mean()),
             "acc5": float((ranks <= 5).mean()) if logits.shape[1] >= 5 else float("nan"),
             "mean_per_class_recall": float(np.mean(recalls))}
+
+
+# The table's group metrics, as DataComp's evaluators compute them (WILDS' metric objects):
+# name -> (top-k, metadata column grouped by). The worst group is the lowest mean over the
+# groups with samples; column 0 is FMoW's and GeoDE's region, Dollar Street's income group.
+WORST_GROUP_METRICS = {"acc_wg": (1, 0), "acc_top5_wg": (5, 0), "acc_worst_region": (1, 0),
+                       "acc_worst_year": (1, 1)}
+MACRO_F1 = "F1-macro_all"  # iWildCam's: WILDS' F1(average="macro") over the labels present
+GROUP_METRICS = tuple(WORST_GROUP_METRICS) + (MACRO_F1,)
+
+
+def benchmark_group_metric(name: str, logits: np.ndarray, labels: np.ndarray,
+                           metadata: Optional[np.ndarray]) -> float:
+    """One of :data:`GROUP_METRICS` of zero-shot ``logits``; ``metadata`` ``(N, fields)``
+    holds the integer group of each sample (the dataset's ``.npy`` members)."""
+    labels = np.asarray(labels)
+    if name == MACRO_F1:
+        from sklearn.metrics import f1_score
+
+        return float(f1_score(labels, logits.argmax(axis=1), average="macro", labels=np.unique(labels)))
+    k, column = WORST_GROUP_METRICS[name]
+    if metadata is None or metadata.shape[1] <= column:
+        raise ValueError(f"{name} groups samples by metadata field {column}: the dataset needs per-sample "
+                         f".npy metadata with more than {column} field(s)"
+                         + ("" if metadata is None else f" (it has {metadata.shape[1]})"))
+    correct = (ranks_of(logits, labels) <= k).astype(np.float64)
+    groups = metadata[:, column]
+    counts = np.bincount(groups)
+    means = np.bincount(groups, weights=correct)[counts > 0] / counts[counts > 0]
+    return float(means.min())
 
 
 def benchmark_retrieval_metrics(image_features: np.ndarray, text_features: np.ndarray,
