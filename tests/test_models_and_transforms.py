@@ -1,4 +1,6 @@
 """Registry, factory front doors and preprocessing equality with open_clip."""
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -185,6 +187,30 @@ def test_activations_and_their_bprop_equal_torch(quick, mode, fused, monkeypatch
         assert np.abs(grad - tx.grad.numpy()).max() <= 1e-6 * max(1.0, np.abs(seed).max())
     finally:
         ms.set_context(mode=0)
+
+
+def test_kernel_library_removed_while_running_is_built_again(tmp_path, monkeypatch):
+    """A kernel library built into a temporary $MINDCLIP_HOME that is then deleted (as a test's
+    tmp_path is) is built again where the store now is, and new cells use it."""
+    import shutil
+
+    import mindspore as ms
+
+    from mindclip.models import cpu_kernels
+    from mindclip.models.layers import LayerNorm
+
+    monkeypatch.setenv("MINDCLIP_CPU_KERNELS", "1")
+    monkeypatch.setenv("MINDCLIP_HOME", str(tmp_path / "first"))
+    cpu_kernels._library.cache_clear()
+    first = cpu_kernels.library_path()
+    assert first.startswith(str(tmp_path / "first")) and os.path.isfile(first)
+    shutil.rmtree(tmp_path / "first")
+    monkeypatch.setenv("MINDCLIP_HOME", str(tmp_path / "second"))
+    cell = LayerNorm(8, eps=1e-5)
+    assert cell.fused and cpu_kernels.library_path().startswith(str(tmp_path / "second"))
+    x = np.random.default_rng(0).standard_normal((2, 8)).astype(np.float32)
+    expected = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5)
+    assert np.abs(cell(ms.Tensor(x)).asnumpy() - expected).max() < 1e-5
 
 
 @pytest.mark.parametrize("mode", [0, 1])

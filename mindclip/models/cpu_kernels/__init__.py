@@ -56,9 +56,20 @@ def _cpu_flags() -> str:
         return ""
 
 
-@functools.lru_cache(maxsize=None)
 def library_path() -> Optional[str]:
-    """Path of the compiled kernel library, building it if needed; None if it cannot be built."""
+    """Path of the compiled kernel library, building it if needed; None if it cannot be built.
+    A library removed while the process runs (it lived in a temporary ``$MINDCLIP_HOME``) is
+    built again, and the ops made from it are dropped."""
+    path = _library()
+    if path is not None and not os.path.isfile(path):
+        _library.cache_clear()
+        _op.cache_clear()
+        path = _library()
+    return path
+
+
+@functools.lru_cache(maxsize=None)
+def _library() -> Optional[str]:
     if not sys.platform.startswith("linux"):
         return _unavailable("MindSpore runs CPU aot kernels on Linux only")
     compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
@@ -97,7 +108,10 @@ def _unavailable(reason: str) -> None:
 def custom_op(name: str, like: Tuple[int, ...] = (0,)) -> Optional[Callable]:
     """The library's function ``name`` as a MindSpore op, or None where the kernels do not
     apply. Output ``i`` has the shape and dtype (float32) of input ``like[i]``."""
-    return _op(name, like) if enabled() else None
+    if not enabled():
+        return None
+    library_path()  # the library is still there (or built again)
+    return _op(name, like)
 
 
 @functools.lru_cache(maxsize=None)
