@@ -163,7 +163,10 @@ class Objective(nn.Cell):
     Split in two so that the train step can accumulate gradients with open_clip's feature
     caching for any family: ``features(*batch)`` returns per-sample tensors (axis 0 is the
     batch) and ``loss(*features)`` the total and a tuple of terms named by ``term_names``.
-    A family whose loss cannot be split that way (per-batch state updates) sets
+    A family with per-batch state (a memory queue, BatchNorm statistics of heads the loss
+    runs) sets ``updates_state``: ``loss`` then leaves the state as it found it and
+    ``state_update(*features)`` moves it once per step, on the whole batch's features, while
+    ``construct`` does both. One whose loss cannot be split at all sets
     ``supports_accumulation = False`` and may override ``construct``.
 
     Attributes:
@@ -175,6 +178,7 @@ class Objective(nn.Cell):
     """
 
     supports_accumulation = True
+    updates_state = False
 
     def __init__(self, model: nn.Cell, term_names: Sequence[str],
                  logit_scale_bounds: Optional[Tuple[float, float]] = None,
@@ -191,6 +195,10 @@ class Objective(nn.Cell):
         raise NotImplementedError
 
     def loss(self, *features):
+        raise NotImplementedError
+
+    def state_update(self, *features):
+        """The per-batch state's update from the whole batch's features (``updates_state``)."""
         raise NotImplementedError
 
     def construct(self, *batch):

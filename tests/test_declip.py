@@ -257,11 +257,52 @@ def test_logit_scale_clamped_after_the_gradients_before_the_update(model, ref, t
                                 memory_size=16, logit_scale_bounds=(1.0, 2.5))
     objective.memory.bank.set_data(ms.Tensor(ref["nn_bank"]))
     lr = 0.01
-    with pytest.raises(ValueError, match="nn term reads the FIFO memory"):  # named, not run wrong
-        TrainStep(objective, AdamW(model.trainable_params(), np.full(4, lr, np.float32)), accumulate_steps=2)
     step = TrainStep(objective, AdamW(model.trainable_params(), np.full(4, lr, np.float32)))
     loss, _, _, scale = step(*_batch(ref))
     assert float(loss.asnumpy()) == pytest.approx(terms["total"], rel=LOSS_RTOL)
     assert terms["grad_logit_scale"] > 0
     assert float(scale.asnumpy()) == pytest.approx(2.5 - lr, abs=1e-5)
     assert float(model.logit_scale.asnumpy()) == pytest.approx(2.5 - lr, abs=1e-5)
+
+
+def test_accumulated_step_equals_one_large_batch(model, ref):
+    """``runner.accumulate_steps`` for DeCLIP: the features of both micro-batches cached, each
+    re-run with gradients against all of them; the SimSiam heads run on the whole batch (their
+    BatchNorm over all of it), the MLM term is the mean over every selected token, the memory
+    and the heads' BatchNorm statistics move once per step. Two steps give the losses, weights,
+    memory and statistics of two steps on the whole batch (AdamW with eps 1, so that a gradient
+    difference shows in the weights)."""
+    from mindclip.training import AdamW, TrainStep
+
+    batch = _batch(ref)
+    init = {n: p.asnumpy().copy() for n, p in model.parameters_and_names()}
+    runs = []
+    try:
+        for accum in (1, 2):
+            for n, p in model.parameters_and_names():
+                p.set_data(ms.Tensor(init[n]))
+            model.set_train(True)
+            objective = _objective(model, ref)
+            opt = AdamW(model.trainable_params(), np.full(4, 1e-2, np.float32), weight_decay=0.1, eps=1.0)
+            step = TrainStep(objective, opt, accumulate_steps=accum)
+            losses = []
+            for _ in range(2):
+                loss, terms, _, _ = step(*batch)
+                losses.append([float(loss.asnumpy())] + [float(t.asnumpy()) for t in terms])
+            state = {n: p.asnumpy().copy() for n, p in model.parameters_and_names()}
+            state.update({p.name: p.asnumpy().copy() for p in objective.memory.get_parameters()})
+            runs.append((losses, state))
+    finally:
+        model.set_train(False)
+        for n, p in model.parameters_and_names():
+            p.set_data(ms.Tensor(init[n]))
+    (whole, expected), (accumulated, got) = runs
+    assert max(np.abs(expected[k] - init[k]).max() for k in init if "moving" not in k) > 1e-3
+    assert any(np.abs(expected[k] - init[k]).max() > 1e-3 for k in init if "moving_mean" in k)
+    assert np.abs(expected["nn_memory.bank"] - ref["nn_bank"]).max() > 0.1  # 2 x 8 captions enqueued
+    np.testing.assert_allclose(accumulated, whole, rtol=1e-5)
+    for name, value in expected.items():
+        # weights within 1e-6; BatchNorm statistics, a batch variance from features computed at
+        # another batch shape (float32 rounding), within 1e-5 relative
+        tolerance = (1e-5 if "moving" in name else 1e-6) * max(1.0, float(np.abs(value).max()))
+        assert np.abs(got[name] - value).max() <= tolerance, (name, float(np.abs(got[name] - value).max()))

@@ -92,12 +92,16 @@ class NNMemory(nn.Cell):
 
 class DeCLIPObjective(Objective):
     """``construct(view1, view2, tokens, mlm_positions, mlm_targets, tokens_aug)`` ->
-    ``(total, (clip, simsiam, mlm, nn))``; see the module doc."""
+    ``(total, (clip, simsiam, mlm, nn))``; see the module doc.
 
-    supports_accumulation = False
-    accumulation_refusal = ("its nn term reads the FIFO memory of caption features and enqueues "
-                            "the batch once per step, which a micro-batch split would break; its "
-                            "loss is not split into per-sample features and a whole-batch loss")
+    Split for feature-cached accumulation: ``features`` gives per-sample tensors (raw image
+    features of both views, unit text features of both captions, their memory neighbours,
+    looked up before this batch is enqueued, and each sample's MLM cross-entropy sum and
+    count); ``loss`` scores the whole batch (the SimSiam heads run there, so their BatchNorm
+    normalises over the whole batch, as one large batch does); ``state_update`` enqueues the
+    batch into the memory and moves the heads' BatchNorm statistics once per step."""
+
+    updates_state = True
 
     def __init__(self, model: nn.Cell, weights: Dict[str, float], memory_size: int,
                  gather_with_grad: bool = True, rank: int = 0, world_size: int = 1,
@@ -109,6 +113,10 @@ class DeCLIPObjective(Objective):
         self.gather = make_gather(gather_with_grad, rank, world_size)
         self.gather_nn = make_gather(False, rank, world_size)  # neighbours carry no gradient
         self.memory = NNMemory(memory_size, model.embed_dim, memory_seed)
+        # A plain list (not child cells): the heads' BatchNorm layers, whose moving statistics
+        # ``loss`` puts back (see there).
+        self.head_norms = [cell for head in (model.projector, model.predictor)
+                           for _, cell in head.cells_and_names() if isinstance(cell, nn.BatchNorm1d)]
 
     def _all(self, x: Tensor, gather) -> Tensor:
         return x if gather is None else gather(x)
@@ -124,8 +132,9 @@ class DeCLIPObjective(Objective):
         logits = scale * ops.matmul(image, self._all(neighbours, self.gather_nn).T)
         return _diagonal_ce(logits, self.rank * image.shape[0])
 
-    def mlm_loss(self, token_features: Tensor, positions: Tensor, targets: Tensor) -> Tensor:
-        """Mean cross-entropy of the MLM head over the selected positions (targets != -100)."""
+    def mlm_terms(self, token_features: Tensor, positions: Tensor, targets: Tensor) -> Tuple[Tensor, Tensor]:
+        """Per sample: the MLM head's cross-entropy summed over its selected positions
+        (targets != -100), and their count; the term is ``sum / max(count, 1)`` over the batch."""
         b, k = positions.shape
         width = token_features.shape[-1]
         index = ops.broadcast_to(positions.reshape(b, k, 1), (b, k, width))
@@ -135,37 +144,69 @@ class DeCLIPObjective(Objective):
         target = ops.maximum(targets, 0)
         log_probs = ops.log_softmax(logits, axis=-1)
         picked_lp = ops.gather_elements(log_probs, 2, target.reshape(b, k, 1)).reshape(b, k)
-        return -(picked_lp * valid).sum() / ops.maximum(valid.sum(), 1.0)
+        return -(picked_lp * valid).sum(axis=1), valid.sum(axis=1)
 
-    def construct(self, view1, view2, tokens, mlm_positions, mlm_targets, tokens_aug):
+    def features(self, view1, view2, tokens, mlm_positions, mlm_targets, tokens_aug):
         model = self.model
         f1 = model.image_features(view1).astype(ms.float32)
         f2 = model.image_features(view2).astype(ms.float32)
-        z1, p1 = model.simsiam(f1)
-        z2, p2 = model.simsiam(f2)
         text, token_features = model.encode_text_tokens(tokens)
-        text_aug = model.text_features(tokens_aug).astype(ms.float32)
-
-        i1, i2 = _unit(f1, 0.0), _unit(f2, 0.0)
-        t, ta = _unit(text.astype(ms.float32), 1e-10), _unit(text_aug, 1e-10)
-        scale = ops.minimum(ops.exp(model.logit_scale), MAX_SCALE)
-
-        clip = (self._pair(i1, t, scale) + self._pair(i2, t, scale)
-                + self._pair(i1, ta, scale) + self._pair(i2, ta, scale)) / 4
-
+        t = _unit(text.astype(ms.float32), 1e-10)
+        ta = _unit(model.text_features(tokens_aug).astype(ms.float32), 1e-10)
         nn_t, _ = self.memory.lookup(ops.stop_gradient(t))
         nn_a, _ = self.memory.lookup(ops.stop_gradient(ta))
-        nn_t, nn_a = ops.stop_gradient(nn_t), ops.stop_gradient(nn_a)
-        first = self.memory.enqueue(ops.stop_gradient(ops.depend(ta, (nn_t, nn_a))))
-        updated = self.memory.enqueue(ops.stop_gradient(ops.depend(t, first)))
+        mlm_sum, mlm_count = self.mlm_terms(token_features, mlm_positions, mlm_targets)
+        return f1, f2, t, ta, ops.stop_gradient(nn_t), ops.stop_gradient(nn_a), mlm_sum, mlm_count
+
+    def _total(self, f1, f2, t, ta, nn_t, nn_a, mlm_sum, mlm_count):
+        model = self.model
+        z1, p1 = model.simsiam(f1)
+        z2, p2 = model.simsiam(f2)
+        i1, i2 = _unit(f1, 0.0), _unit(f2, 0.0)
+        scale = ops.minimum(ops.exp(model.logit_scale), MAX_SCALE)
+        clip = (self._pair(i1, t, scale) + self._pair(i2, t, scale)
+                + self._pair(i1, ta, scale) + self._pair(i2, ta, scale)) / 4
         nn_loss = (self._to_nn(i1, nn_t, scale) + self._to_nn(i1, nn_a, scale)
                    + self._to_nn(i2, nn_t, scale) + self._to_nn(i2, nn_a, scale)) / 4
-
         simsiam = -(_cosine(p1, ops.stop_gradient(z2)) + _cosine(p2, ops.stop_gradient(z1))) / 2
-        mlm = self.mlm_loss(token_features, mlm_positions, mlm_targets)
+        mlm = mlm_sum.sum() / ops.maximum(mlm_count.sum(), 1.0)
         w = self.weights
         total = (w["clip"] * clip + w["simsiam"] * simsiam + w["mlm"] * mlm + w["nn"] * nn_loss)
-        return ops.depend(total, updated), (clip, simsiam, mlm, nn_loss)
+        return total, (clip, simsiam, mlm, nn_loss)
+
+    def _enqueue(self, t, ta, nn_t, nn_a):
+        """The batch's caption features into the memory (EDA captions first, then the masked
+        ones), after its neighbours were looked up."""
+        first = self.memory.enqueue(ops.stop_gradient(ops.depend(ta, (nn_t, nn_a))))
+        return self.memory.enqueue(ops.stop_gradient(ops.depend(t, first)))
+
+    def construct(self, *batch):
+        features = self.features(*batch)
+        total, terms = self._total(*features)
+        return ops.depend(total, self._enqueue(*features[2:6])), terms
+
+    def loss(self, *features):
+        # Under accumulation this runs once per micro-batch on the whole batch; the moving
+        # BatchNorm statistics it moves are put back, and state_update moves them once.
+        saved = [(norm.moving_mean * 1.0, norm.moving_variance * 1.0) for norm in self.head_norms]
+        total, terms = self._total(*features)
+        restored = [(ops.assign(norm.moving_mean, ops.depend(mean, total)),
+                     ops.assign(norm.moving_variance, ops.depend(var, total)))
+                    for norm, (mean, var) in zip(self.head_norms, saved)]
+        return ops.depend(total, restored), terms
+
+    def state_update(self, f1, f2, t, ta, nn_t, nn_a, mlm_sum, mlm_count):
+        """Once per accumulated step, on the whole batch's cached features: the memory's
+        enqueue, and the SimSiam heads run as the step's forward runs them (view 1, then view
+        2), which moves their BatchNorm statistics as one large batch does."""
+        heads = (self.model.simsiam(f1), self.model.simsiam(f2))
+        return ops.depend(self._enqueue(t, ta, nn_t, nn_a), heads)
+
+    def loss_parameter_names(self) -> Tuple[str, ...]:
+        """The temperature and the SimSiam heads: ``loss`` alone reads them."""
+        heads = tuple(p.name for head in (self.model.projector, self.model.predictor)
+                      for p in head.trainable_params())
+        return super().loss_parameter_names() + heads
 
 
 def _cosine(p: Tensor, z: Tensor) -> Tensor:

@@ -148,17 +148,21 @@ class TrainStep(nn.Cell):
         for j in range(1, self.accumulate_steps):
             _, more = chunk_gradients(Tensor(j, ms.int32), cache, *micro[j])
             grads = tuple(a if once else a + b for a, b, once in zip(grads, more, self.once))
-        return super().__call__(loss, ms.mutable(terms), *grads)
+        return super().__call__(loss, ms.mutable(terms), cache, *grads)
 
     def construct(self, *inputs):
         """``*batch`` (one graph: loss, gradients and update), or with accumulation
-        ``loss, terms, *grads`` (the update of the accumulated gradients)."""
+        ``loss, terms, cache, *grads`` (the update of the accumulated gradients; the
+        objective's per-batch state moves once, from the cached features of the whole batch)."""
         scaled = self.loss_scale is not None
         factor = _loss_factor(self.loss_scale)
         if self.accumulate_steps == 1:
             (loss, terms), grads = self.value_and_grad(factor, *inputs)
         else:
-            loss, terms, grads = inputs[0], inputs[1], inputs[2:]
+            loss, terms, cache, grads = inputs[0], inputs[1], inputs[2], inputs[3:]
+            if self.objective.updates_state:
+                # before the optimizer: the state moves with the weights the features came from
+                grads = ops.depend(grads, self.objective.state_update(*cache))
         if scaled:
             grads = tuple(g.astype(ms.float32) / factor for g in grads)
             loss = loss / factor
