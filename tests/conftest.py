@@ -116,3 +116,34 @@ def tiny_store(tmp_path, monkeypatch):
     for name in ("ViT-Tiny-8", "ViT-Tiny-8-quickgelu"):
         create_model(name).save_pretrained(store_path(name))
     return str(tmp_path / "mindclip_home")
+
+
+def whole_and_accumulated_steps(model, make_objective, batch, extra_state=lambda objective: {}):
+    """Two train steps on ``batch`` from the model's current weights, without and then with
+    2-way gradient accumulation (AdamW with eps 1, where its update is about lr x gradient for
+    small gradients, so a gradient difference shows in the weights); the weights are restored
+    afterwards. Returns ``(initial weights, [(losses, state)] * 2)``: per step the total and
+    each term; the model's parameters and ``extra_state(objective)`` after the steps."""
+    from mindclip.training import AdamW, TrainStep
+
+    init = {n: p.asnumpy().copy() for n, p in model.parameters_and_names()}
+    runs = []
+    try:
+        for accum in (1, 2):
+            for n, p in model.parameters_and_names():
+                p.set_data(ms.Tensor(init[n]))
+            model.set_train(True)
+            objective = make_objective(model)
+            opt = AdamW(model.trainable_params(), np.full(4, 1e-2, np.float32), weight_decay=0.1, eps=1.0)
+            step = TrainStep(objective, opt, accumulate_steps=accum)
+            losses = []
+            for _ in range(2):
+                loss, terms, _, _ = step(*batch)
+                losses.append([float(loss.asnumpy())] + [float(t.asnumpy()) for t in terms])
+            state = {n: p.asnumpy().copy() for n, p in model.parameters_and_names()}
+            runs.append((losses, {**state, **extra_state(objective)}))
+    finally:
+        model.set_train(False)
+        for n, p in model.parameters_and_names():
+            p.set_data(ms.Tensor(init[n]))
+    return init, runs

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 import mindclip
-from conftest import FEATURE_ATOL, ROOT
+from conftest import FEATURE_ATOL, ROOT, whole_and_accumulated_steps
 from mindclip import create_model
 from mindclip.convert.cli import main as convert_cli
 from test_openclip_zoo import (OPENCLIP_CONFIGS, _hf_model_type, hub_folder, random_tokens,
@@ -223,10 +223,8 @@ def test_accumulated_step_equals_one_large_batch(fixture_model):
     """``runner.accumulate_steps`` for CoCa, open_clip's ``--accum-freq``: each micro-batch
     re-run with gradients against the cached features of all, the caption loss the mean over
     every token of the batch; two steps give the losses and weights of two steps on the whole
-    batch. AdamW runs with eps 1, where its update is about lr x gradient for small gradients,
-    so that a gradient difference shows in the weights instead of being normalised away."""
+    batch (conftest's whole_and_accumulated_steps)."""
     from mindclip.families.coca_objective import CoCaObjective
-    from mindclip.training import AdamW, TrainStep
 
     model, _, meta, images = fixture_model
     batch = ms.Tensor(np.concatenate([images, -images[:1]]))
@@ -235,24 +233,9 @@ def test_accumulated_step_equals_one_large_batch(fixture_model):
     for i, n in enumerate((6, 12, 20, 3)):  # micro-batches with different token counts
         tokens[i, 0], tokens[i, 1:n] = meta["sot"], rng.integers(1, 98, n - 1)
         tokens[i, n] = meta["eos"]
-    init = {n: p.asnumpy().copy() for n, p in model.parameters_and_names()}
-    runs = []
-    try:
-        for accum in (1, 2):
-            for n, p in model.parameters_and_names():
-                p.set_data(ms.Tensor(init[n]))
-            model.set_train(True)
-            objective = CoCaObjective(model, None, False, True, 0, 1, (0.0, float(np.log(100))))
-            opt = AdamW(model.trainable_params(), np.full(4, 1e-2, np.float32), weight_decay=0.1,
-                        eps=1.0)
-            step = TrainStep(objective, opt, accumulate_steps=accum)
-            losses = [step(batch, ms.Tensor(tokens)) for _ in range(2)]
-            runs.append(([(float(t[0].asnumpy()), float(t[1][1].asnumpy())) for t in losses],
-                         {n: p.asnumpy().copy() for n, p in model.parameters_and_names()}))
-    finally:
-        model.set_train(False)
-        for n, p in model.parameters_and_names():
-            p.set_data(ms.Tensor(init[n]))
+    init, runs = whole_and_accumulated_steps(
+        model, lambda m: CoCaObjective(m, None, False, True, 0, 1, (0.0, float(np.log(100)))),
+        (batch, ms.Tensor(tokens)))
     (whole, weights), moved = runs[0], max(np.abs(runs[0][1][k] - init[k]).max() for k in init)
     assert moved > 1e-3  # the steps did change the weights
     for losses, accumulated in runs[1:]:

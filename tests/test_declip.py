@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import mindspore as ms
-from conftest import FEATURE_ATOL, ROOT
+from conftest import FEATURE_ATOL, ROOT, whole_and_accumulated_steps
 
 from mindclip import create_model
 from mindclip.convert.cli import main as convert_cli
@@ -272,30 +272,9 @@ def test_accumulated_step_equals_one_large_batch(model, ref):
     and the heads' BatchNorm statistics move once per step. Two steps give the losses, weights,
     memory and statistics of two steps on the whole batch (AdamW with eps 1, so that a gradient
     difference shows in the weights)."""
-    from mindclip.training import AdamW, TrainStep
-
-    batch = _batch(ref)
-    init = {n: p.asnumpy().copy() for n, p in model.parameters_and_names()}
-    runs = []
-    try:
-        for accum in (1, 2):
-            for n, p in model.parameters_and_names():
-                p.set_data(ms.Tensor(init[n]))
-            model.set_train(True)
-            objective = _objective(model, ref)
-            opt = AdamW(model.trainable_params(), np.full(4, 1e-2, np.float32), weight_decay=0.1, eps=1.0)
-            step = TrainStep(objective, opt, accumulate_steps=accum)
-            losses = []
-            for _ in range(2):
-                loss, terms, _, _ = step(*batch)
-                losses.append([float(loss.asnumpy())] + [float(t.asnumpy()) for t in terms])
-            state = {n: p.asnumpy().copy() for n, p in model.parameters_and_names()}
-            state.update({p.name: p.asnumpy().copy() for p in objective.memory.get_parameters()})
-            runs.append((losses, state))
-    finally:
-        model.set_train(False)
-        for n, p in model.parameters_and_names():
-            p.set_data(ms.Tensor(init[n]))
+    init, runs = whole_and_accumulated_steps(
+        model, lambda m: _objective(m, ref), _batch(ref),
+        lambda objective: {p.name: p.asnumpy().copy() for p in objective.memory.get_parameters()})
     (whole, expected), (accumulated, got) = runs
     assert max(np.abs(expected[k] - init[k]).max() for k in init if "moving" not in k) > 1e-3
     assert any(np.abs(expected[k] - init[k]).max() > 1e-3 for k in init if "moving_mean" in k)
