@@ -1,6 +1,5 @@
 """DeCLIP's loss terms on one fixed global batch: the whole batch in one process, or this
-rank's half under msrun (features gathered across ranks). Saves the terms and the memory; under
-msrun also two data-parallel train steps with and without gradient accumulation."""
+rank's half under msrun (features gathered across ranks). Saves the terms and the memory."""
 import os
 import sys
 
@@ -48,30 +47,6 @@ def main(out_dir: str) -> None:
     np.savez(os.path.join(out_dir, f"terms_rank{rank}_of{world}.npz"), clip=clip.asnumpy(),
              nn=nn_loss.asnumpy(), bank=objective.memory.bank.asnumpy(),
              ptr=objective.memory.ptr.asnumpy())
-    if world > 1:
-        for accum in (1, 2):
-            np.savez(os.path.join(out_dir, f"steps_rank{rank}_accum{accum}.npz"),
-                     **train_steps(batch, rank, world, accum))
-
-
-def train_steps(batch, rank: int, world: int, accum: int) -> dict:
-    """Two data-parallel steps of a fresh model; the losses, weights, memory and statistics.
-    AdamW with eps 1: a gradient difference shows in the weights."""
-    from mindspore import nn
-
-    from mindclip.training import AdamW, TrainStep
-
-    ms.set_seed(3)
-    model = create_model("DeCLIP-ViT-Tiny-32")
-    model.set_train(True)
-    objective = DeCLIPObjective(model, {}, memory_size=64, rank=rank, world_size=world)
-    optimizer = AdamW(model.trainable_params(), np.full(4, 1e-2, np.float32), weight_decay=0.1, eps=1.0)
-    reducer = nn.DistributedGradReducer(optimizer.parameters, mean=True, degree=world)
-    step = TrainStep(objective, optimizer, accumulate_steps=accum, grad_reducer=reducer)
-    losses = [[float(t.asnumpy()) for t in (out[0], *out[1])] for out in (step(*batch) for _ in range(2))]
-    state = {n: p.asnumpy() for n, p in model.parameters_and_names()}
-    state.update({p.name: p.asnumpy() for p in objective.memory.get_parameters()})
-    return {"losses": np.array(losses), **state}
 
 
 if __name__ == "__main__":

@@ -232,7 +232,7 @@ def test_killed_declip_run_resumes_exactly_with_its_memory(tmp_path):
             assert abs(r[key] - by_step[r["step"]][key]) <= 1e-6, (r["step"], key)
 
 
-def test_msrun_two_ranks_gathered_terms_and_accumulation(tmp_path):
+def test_msrun_two_ranks_gathered_terms_equal_single_process(tmp_path):
     worker = os.path.join(ROOT, "tests", "declip_dp_worker.py")
     subprocess.run([sys.executable, worker, str(tmp_path)], check=True, cwd=ROOT,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -244,11 +244,3 @@ def test_msrun_two_ranks_gathered_terms_and_accumulation(tmp_path):
         assert abs(np.mean([r[term] for r in ranks]) - single[term]) <= 1e-5, term
     # each rank's memory holds its own captions (DeCLIP's per-rank bank): 2 x 4 rows written
     assert all(int(r["ptr"]) == 8 for r in ranks) and int(single["ptr"]) == 16
-    # two data-parallel steps with accumulation (2 micro-batches per rank) equal two without
-    for rank in (0, 1):
-        whole, accumulated = (np.load(tmp_path / f"steps_rank{rank}_accum{a}.npz") for a in (1, 2))
-        np.testing.assert_allclose(accumulated["losses"], whole["losses"], rtol=1e-5)
-        for name in whole.files:
-            if name != "losses":  # weights within 1e-6; BatchNorm statistics 1e-5 relative
-                tolerance = (1e-5 if "moving" in name else 1e-6) * max(1.0, float(np.abs(whole[name]).max()))
-                assert np.abs(accumulated[name] - whole[name]).max() <= tolerance, (rank, name)

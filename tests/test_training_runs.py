@@ -116,6 +116,23 @@ def msrun_two_ranks(log_dir, worker: str, *args: str) -> None:
     assert proc.returncode == 0, logs
 
 
+def test_accumulation_under_two_ranks_equals_whole_batch_steps(tmp_path):
+    """CoCa and DeCLIP under msrun, 2 ranks: two data-parallel steps with 2 micro-batches per
+    rank give each rank the losses, weights and state (DeCLIP's memory and BatchNorm
+    statistics) of two steps on its whole batch."""
+    msrun_two_ranks(tmp_path / "logs", os.path.join(ROOT, "tests", "accumulation_dp_worker.py"), str(tmp_path))
+    for family in ("coca", "declip"):
+        for rank in (0, 1):
+            whole, accumulated = (np.load(tmp_path / f"{family}_rank{rank}_accum{a}.npz") for a in (1, 2))
+            np.testing.assert_allclose(accumulated["losses"], whole["losses"], rtol=1e-5)
+            assert len(whole.files) > 20 and abs(whole["losses"][1][0] - whole["losses"][0][0]) > 1e-3  # it learnt
+            for name in whole.files:
+                # weights within 1e-6; BatchNorm statistics (batch variances of features computed
+                # at another batch shape) within 1e-5 relative
+                tolerance = (1e-5 if "moving" in name else 1e-6) * max(1.0, float(np.abs(whole[name]).max()))
+                assert np.abs(accumulated[name] - whole[name]).max() <= tolerance, (family, rank, name)
+
+
 def test_data_parallel_msrun_equals_single_process(tmp_path):
     worker = os.path.join(ROOT, "tests", "dp_worker.py")
     single = tmp_path / "single"
