@@ -322,7 +322,16 @@ def _release_training_memory() -> None:
     import mindspore as ms
 
     gc.collect()
-    ms.ms_memory_recycle()
+    # MindSpore 2.10's ms_memory_recycle iterates its per-cell cache while the graphs it frees
+    # let cells go, which remove their entries ("dictionary changed size during iteration");
+    # each pass empties what it reached, so a repeat finishes the rest.
+    for attempt in range(8):
+        try:
+            ms.ms_memory_recycle()
+            return
+        except RuntimeError as exc:
+            if "changed size during iteration" not in str(exc) or attempt == 7:
+                raise
 
 
 __all__ = ["Trainer", "DEFAULTS"]
