@@ -256,6 +256,14 @@ def _torch_flops(fn) -> float:
     return float(counter.get_total_flops())
 
 
+def _openclip_clip(cfg: dict):
+    """open_clip's ``CLIP`` of a mindclip architecture's config (random weights)."""
+    import open_clip
+
+    return open_clip.model.CLIP(embed_dim=cfg["embed_dim"], vision_cfg=cfg["vision_cfg"],
+                                text_cfg=cfg["text_cfg"], quick_gelu=cfg["quick_gelu"])
+
+
 def _open_clip_workload(name: str, task: str, batch: int):
     import open_clip
     import torch
@@ -266,8 +274,7 @@ def _open_clip_workload(name: str, task: str, batch: int):
     if family in ("siglip", "coca"):  # open_clip's own config of the same name
         model = open_clip.create_model(name).eval()
     else:
-        model = open_clip.model.CLIP(embed_dim=cfg["embed_dim"], vision_cfg=cfg["vision_cfg"],
-                                     text_cfg=cfg["text_cfg"], quick_gelu=cfg["quick_gelu"]).eval()
+        model = _openclip_clip(cfg).eval()
     if os.environ.get(REPARAM_ENV) and task != "train_step":
         from timm.utils.model import reparameterize_model
 
@@ -408,8 +415,7 @@ def _open_clip_zero_shot(name: str, root: str, batch: int) -> float:
 
     described = _described(name)
     cfg = described["config"]
-    model = open_clip.model.CLIP(embed_dim=cfg["embed_dim"], vision_cfg=cfg["vision_cfg"],
-                                 text_cfg=cfg["text_cfg"], quick_gelu=cfg["quick_gelu"]).eval()
+    model = _openclip_clip(cfg).eval()
     preprocess = open_clip.image_transform(cfg["vision_cfg"]["image_size"], is_train=False)
     with np.load(os.path.join(root, "arrays.npz"), allow_pickle=False) as arrays:
         pixels, targets = arrays["images"], arrays["labels"]
@@ -521,8 +527,7 @@ def _clip_benchmark_suite(name: str, root: str, batch: int, count: int) -> float
     from clip_benchmark.metrics import zeroshot_classification, zeroshot_retrieval
 
     cfg = _described(name)["config"]
-    model = open_clip.model.CLIP(embed_dim=cfg["embed_dim"], vision_cfg=cfg["vision_cfg"],
-                                 text_cfg=cfg["text_cfg"], quick_gelu=cfg["quick_gelu"]).eval()
+    model = _openclip_clip(cfg).eval()
     preprocess = open_clip.image_transform(cfg["vision_cfg"]["image_size"], is_train=False)
     tokenizer = open_clip.get_tokenizer("ViT-B-32", context_length=cfg["text_cfg"]["context_length"])
     start = time.perf_counter()
@@ -542,12 +547,10 @@ def _clip_benchmark_suite(name: str, root: str, batch: int, count: int) -> float
 def write_openclip_folder(name: str, folder: str) -> None:
     """open_clip's Hub layout (``open_clip_model.safetensors`` + ``open_clip_config.json``) of a
     random ``name`` model, which both suite commands load with ``local-dir:``."""
-    import open_clip
     from safetensors.torch import save_file
 
     cfg = _described(name)["config"]
-    model = open_clip.model.CLIP(embed_dim=cfg["embed_dim"], vision_cfg=cfg["vision_cfg"],
-                                 text_cfg=cfg["text_cfg"], quick_gelu=cfg["quick_gelu"])
+    model = _openclip_clip(cfg)
     os.makedirs(folder)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()},
               os.path.join(folder, "open_clip_model.safetensors"))
