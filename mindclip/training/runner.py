@@ -158,6 +158,11 @@ class TrainingRunner:
         raise FloatingPointError(f"loss is {loss} at step {step}"
                                  + (f" with loss scale {scaling['amp_scale']:g}" if scaling else ""))
 
+    def close(self) -> None:
+        """Give back the train step's graphs and the optimizer state (the model stays)."""
+        self.step_cell.release()
+        self.optimizer = None
+
     def train(self) -> Dict:
         """Run to ``total_steps``; returns a summary (final loss, steps, skipped images)."""
         import mindspore as ms
