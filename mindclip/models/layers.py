@@ -223,21 +223,26 @@ _matmul = ops.MatMul()
 _matmul_nt_2d = ops.MatMul(transpose_b=True)
 
 
-def linear_2d(x: Tensor, weight: Tensor, transpose_b: bool = False) -> Tensor:
+def linear_2d(x: Tensor, weight: Tensor, transpose_b: bool = False, bias: Optional[Tensor] = None,
+              add_bias: Optional[BiasAdd] = None) -> Tensor:
     """``x @ weight`` (``weight.T`` with ``transpose_b``) for ``x`` of any rank, as one 2-D
     product over the flattened leading axes: MindSpore's CPU batched matmul with a 2-D
     operand copies that operand once per batch row (64 copies of a 64 x 49408 vocabulary
-    projection: 0.8 GB and most of a CoCa train step)."""
+    projection: 0.8 GB and most of a CoCa train step). ``bias`` goes through the caller's
+    ``add_bias`` (a :class:`BiasAdd`)."""
     lead = x.shape[:-1]
     out = (_matmul_nt_2d if transpose_b else _matmul)(x.reshape(-1, x.shape[-1]), weight.astype(x.dtype))
+    if bias is not None:
+        out = add_bias(out, bias.astype(out.dtype))
     return out.reshape(lead + (out.shape[-1],))
 
 
-class _BiasAdd(nn.Cell):
-    # nn.Dense's BiasAdd with another backward: the bias gradient as one (1 x rows) @ dout
-    # product. MindSpore's CPU BiasAddGrad runs at 0.2 GFLOP/s (27 ms for one 1600 x 3072
-    # gradient, 1.1 s of a 6 s ViT-B/32 train step); a broadcast Add instead (its gradient a
-    # ReduceSum) was as fast but raised that step's peak RSS from 6.3 to 10.4 GB.
+class BiasAdd(nn.Cell):
+    """``x (rows, C) + bias (C,)`` whose bias gradient is one ``(1 x rows) @ dout`` product:
+    every bias of a projection goes through it, never a broadcast ``+`` (below)."""
+    # MindSpore's CPU BiasAddGrad runs at 0.2 GFLOP/s (27 ms for one 1600 x 3072 gradient,
+    # 1.1 s of a 6 s ViT-B/32 train step); a broadcast Add instead (its gradient a ReduceSum)
+    # was as fast but raised that step's peak RSS from 6.3 to 10.4 GB.
 
     def __init__(self):
         super().__init__()
@@ -255,13 +260,13 @@ class _BiasAdd(nn.Cell):
 
 class Dense(nn.Dense):
     """``nn.Dense`` (same parameters, same forward) whose bias gradient is a matmul (see
-    ``_BiasAdd``). Activations are not supported (no tower uses them)."""
+    ``BiasAdd``). Activations are not supported (no tower uses them)."""
 
     def __init__(self, in_channels: int, out_channels: int, weight_init=None,
                  bias_init=None, has_bias: bool = True, dtype=ms.float32):
         super().__init__(in_channels, out_channels, weight_init=weight_init,
                          bias_init=bias_init, has_bias=has_bias, dtype=dtype)
-        self.add_bias = _BiasAdd()
+        self.add_bias = BiasAdd()
 
     def construct(self, x):
         shape = x.shape

@@ -7,6 +7,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn, ops
 
+from .layers import BiasAdd
 from .rng import Stochastic
 
 _matmul_nt = ops.MatMul(transpose_b=True)
@@ -26,6 +27,7 @@ class PatchEmbedding(nn.Conv2d):
                          pad_mode="valid", has_bias=has_bias)
         self.width = width
         self.patch_size = patch_size
+        self.add_bias = BiasAdd()
 
     def channels_last(self, x):
         """The same convolution on a channels-last map: (B, H, W, C) -> (B, H/p, W/p, width)
@@ -39,7 +41,7 @@ class PatchEmbedding(nn.Conv2d):
         weight = self.weight.transpose(0, 2, 3, 1).reshape(self.width, p * p * c)
         out = _matmul_nt(patches, weight.astype(patches.dtype))
         if self.has_bias:
-            out = out + self.bias.astype(out.dtype)
+            out = self.add_bias(out, self.bias.astype(out.dtype))
         return out.reshape(b, gh, gw, self.width)
 
     def construct(self, x):
@@ -52,7 +54,7 @@ class PatchEmbedding(nn.Conv2d):
         weight = self.weight.reshape(self.width, c * p * p).astype(patches.dtype)
         out = _matmul_nt(patches, weight)
         if self.has_bias:  # timm's patch embedding (SigLIP) has one
-            out = out + self.bias.astype(out.dtype)
+            out = self.add_bias(out, self.bias.astype(out.dtype))
         return out.reshape(b, gh * gw, self.width)
 
 

@@ -8,7 +8,7 @@ import mindspore as ms
 from mindspore import Parameter, nn, ops
 from mindspore.common.initializer import Normal, initializer
 
-from .layers import LayerNorm, PerHeadAttention, dense, linear_2d
+from .layers import BiasAdd, LayerNorm, PerHeadAttention, dense, linear_2d
 
 
 def take_tokens(x, index):
@@ -88,6 +88,8 @@ class CrossAttention(nn.Cell):
             self.in_proj = _Bias(3 * d_model)
         self.out_proj = dense(d_model, d_model, std)
         self.core = PerHeadAttention(heads, d_model // heads)
+        # a broadcast `+ bias` kept ~0.15 GB more per CoCa ViT-B/32 decoder layer at batch 32
+        self.add_bias = BiasAdd()
         self.no_mask = ms.Tensor(0.0, ms.float32)
 
     def _weights(self):
@@ -102,12 +104,12 @@ class CrossAttention(nn.Cell):
         when the same context serves many queries (CoCa's decoding steps)."""
         d, bias = self.d_model, self.in_proj.bias
         _, wk, wv = self._weights()
-        return (linear_2d(kv, wk, transpose_b=True) + bias[d:2 * d],
-                linear_2d(kv, wv, transpose_b=True) + bias[2 * d:])
+        return (linear_2d(kv, wk, True, bias[d:2 * d], self.add_bias),
+                linear_2d(kv, wv, True, bias[2 * d:], self.add_bias))
 
     def attend(self, q, k, v):
         """The attention output of queries ``q`` over projected keys and values."""
-        q = linear_2d(q, self._weights()[0], transpose_b=True) + self.in_proj.bias[:self.d_model]
+        q = linear_2d(q, self._weights()[0], True, self.in_proj.bias[:self.d_model], self.add_bias)
         return self.out_proj(self.core(q, k, v, self.no_mask))
 
     def construct(self, q, kv):
