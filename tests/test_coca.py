@@ -219,6 +219,40 @@ def test_loss_terms_and_gradients_equal_open_clips_coca_loss(fixture_model):
         assert np.abs(grad - want).max() <= 1e-4 * max(1.0, np.abs(want).max()), name
 
 
+@pytest.mark.parametrize("chunk_rows", [7, 4096])
+def test_projected_caption_nll_equals_torchs_cross_entropy(chunk_rows):
+    """The chunked projection + next-token loss: per-sample sums and the gradients of the
+    decoder outputs and the vocabulary projection equal torch's ``cross_entropy`` with
+    ``ignore_index`` (chunks that do not divide the rows; one chunk for all)."""
+    import torch.nn.functional as F
+
+    from mindclip.families.coca_objective import ProjectedCaptionNLL
+
+    rng = np.random.default_rng(5)
+    b, n, d, v, pad = 3, 9, 16, 50, 0
+    hidden = rng.standard_normal((b, n, d)).astype(np.float32)
+    weight = rng.standard_normal((d, v)).astype(np.float32) * 0.5
+    labels = rng.integers(1, v, (b, n)).astype(np.int32)
+    labels[0, 5:], labels[2, 2:] = pad, pad
+    dout = np.array([1.0, 0.5, 2.0], np.float32)
+
+    h, w = torch.tensor(hidden, requires_grad=True), torch.tensor(weight, requires_grad=True)
+    per_token = F.cross_entropy((h @ w).reshape(-1, v), torch.tensor(labels, dtype=torch.long).reshape(-1),
+                                ignore_index=pad, reduction="none").reshape(b, n)
+    want = per_token.sum(1)
+    (want * torch.tensor(dout)).sum().backward()
+
+    nll = ProjectedCaptionNLL(pad, chunk_rows=chunk_rows)
+    got = nll(ms.Tensor(hidden), ms.Tensor(weight), ms.Tensor(labels))
+    np.testing.assert_allclose(got.asnumpy(), want.detach().numpy(), rtol=1e-5, atol=1e-5)
+    def weighted(x, y, labels_, dout_):
+        return (nll(x, y, labels_) * dout_).sum()
+
+    dh, dw = ms.grad(weighted, (0, 1))(ms.Tensor(hidden), ms.Tensor(weight), ms.Tensor(labels), ms.Tensor(dout))
+    np.testing.assert_allclose(dh.asnumpy(), h.grad.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dw.asnumpy(), w.grad.numpy(), rtol=1e-5, atol=1e-5)
+
+
 def test_accumulated_step_equals_one_large_batch(fixture_model):
     """``runner.accumulate_steps`` for CoCa, open_clip's ``--accum-freq``: each micro-batch
     re-run with gradients against the cached features of all, the caption loss the mean over

@@ -58,6 +58,68 @@ class CaptionNLL(nn.Cell):
         return grad.astype(logits.dtype), ops.zeros_like(labels)
 
 
+class ProjectedCaptionNLL(nn.Cell):
+    """:class:`CaptionNLL` of ``hidden @ weight`` (the decoder's vocabulary projection) without
+    the vocabulary-wide logits: ``(hidden (B, L, D), weight (D, V), labels (B, L)) -> (B,)``.
+
+    Rows (sample x position) go through in chunks of ``chunk_rows``; the backward pass
+    recomputes each chunk's logits and turns them into that chunk's ``dhidden`` and its share
+    of ``dweight`` at once. So at most one chunk's logits are alive, instead of the several
+    ``(B, L, V)`` tensors — logits, their fp32 copy, softmax, the scattered gradient — of the
+    projection then :class:`CaptionNLL` (0.48 GB each for CoCa ViT-B/32 at batch 32), for one
+    more projection product in the backward pass. Chunks run in order (``depend``), so the
+    graph cannot schedule two chunks' logits side by side."""
+
+    def __init__(self, pad_id: int, chunk_rows: int = 256):
+        super().__init__()
+        self.pad_id = int(pad_id)
+        self.chunk_rows = int(chunk_rows)
+        self.matmul = ops.MatMul()
+        self.matmul_nt = ops.MatMul(transpose_b=True)
+        self.matmul_tn = ops.MatMul(transpose_a=True)
+        self.softmax = ops.Softmax(axis=-1)
+        self.row_max = ops.ReduceMax(keep_dims=True)
+        self.row_sum = ops.ReduceSum(keep_dims=True)
+        self.gather = ops.GatherD()
+        self.scatter_add = ops.TensorScatterElements(axis=1, reduction="add")
+        self.concat = ops.Concat(axis=0)
+
+    # construct and bprop share no helper: GRAPH mode cannot compile a function graph both call.
+    def construct(self, hidden, weight, labels):
+        b, n, d = hidden.shape
+        h, y = hidden.reshape(b * n, d), labels.reshape(b * n, 1)
+        w, c = weight.astype(h.dtype), self.chunk_rows
+        parts = []
+        for start in range(0, b * n, c):
+            end = start + c if start + c < b * n else b * n
+            chunk = h[start:end] if not parts else ops.depend(h[start:end], parts[-1])
+            logits = self.matmul(chunk, w).astype(ms.float32)
+            top = self.row_max(logits, -1)
+            lse = ops.log(self.row_sum(ops.exp(logits - top), -1)) + top
+            parts.append((lse - self.gather(logits, 1, y[start:end])).reshape(-1))
+        nll = self.concat(parts).reshape(b, n)
+        return (nll * _kept(labels, self.pad_id)).sum(axis=1)
+
+    def bprop(self, hidden, weight, labels, out, dout):
+        b, n, d = hidden.shape
+        h, y = hidden.reshape(b * n, d), labels.reshape(b * n, 1)
+        # d(sum_t nll[b, t] keep[b, t]) / d logits[b, t] = (softmax - one_hot) keep[b, t]
+        scale = (_kept(labels, self.pad_id) * dout.reshape(-1, 1)).reshape(b * n, 1)
+        w, c = weight.astype(h.dtype), self.chunk_rows
+        grads_h, grad_w = [], None
+        for start in range(0, b * n, c):
+            end = start + c if start + c < b * n else b * n
+            chunk = h[start:end] if not grads_h else ops.depend(h[start:end], grads_h[-1])
+            row_scale = scale[start:end]
+            g = self.softmax(self.matmul(chunk, w).astype(ms.float32)) * row_scale
+            g = self.scatter_add(g, y[start:end], -row_scale).astype(h.dtype)
+            grads_h.append(self.matmul_nt(g, w))
+            part = self.matmul_tn(chunk, g)
+            grad_w = part if grad_w is None else grad_w + part
+        dhidden = self.concat(grads_h).reshape(b, n, d).astype(hidden.dtype)
+        return dhidden, grad_w.astype(weight.dtype), ops.zeros_like(labels)
+
+
 def caption_cross_entropy(logits, labels, pad_id: int):
     """Mean next-token cross-entropy over the labels that are not ``pad_id`` (tests, one-off
     calls)."""
@@ -79,15 +141,16 @@ class CoCaObjective(Objective):
         self.caption_weight = float(weights["caption"])
         self.clip_loss = ClipLoss(local_loss=local_loss, gather_with_grad=gather_with_grad,
                                   rank=rank, world_size=world)
-        self.caption_nll = CaptionNLL(model.pad_id)
+        self.caption_nll = ProjectedCaptionNLL(model.pad_id)
         self.pad_id = int(model.pad_id)
 
     def features(self, images, text):
-        image_features, text_features, logits = self.model.forward_features(images, text)
+        image_features, text_features, hidden = self.model.forward_hidden(images, text)
         labels = text[:, 1:]
         return (l2_normalize(image_features).astype(ms.float32),
                 l2_normalize(text_features).astype(ms.float32),
-                self.caption_nll(logits, labels), caption_token_counts(labels, self.pad_id))
+                self.caption_nll(hidden, self.model.text_decoder.text_projection, labels),
+                caption_token_counts(labels, self.pad_id))
 
     def loss(self, image_features, text_features, nll, counts):
         scale = ops.exp(self.model.logit_scale)

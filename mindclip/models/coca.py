@@ -109,12 +109,18 @@ class CoCaModel(CLIPModel):
         hidden = self.text_decoder.hidden_from_kv(context, token_embs)
         return self.text_decoder.project(ops.gather(hidden, position, 1)[:, 0])
 
-    def forward_features(self, image: Tensor, text: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        """Unnormalised image and text features and the teacher-forced caption logits."""
+    def forward_hidden(self, image: Tensor, text: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """Unnormalised image and text features and the decoder's teacher-forced outputs
+        ``(B, L - 1, width)`` before the vocabulary projection (the training objective
+        projects them chunk by chunk)."""
         pooled, image_tokens = self.visual.forward_with_tokens(image)
         text_features, token_embs = self.text.forward_with_tokens(text)
-        logits = self.text_decoder(image_tokens, token_embs[:, :-1])
-        return pooled, text_features, logits
+        return pooled, text_features, self.text_decoder.hidden(image_tokens, token_embs[:, :-1])
+
+    def forward_features(self, image: Tensor, text: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """Unnormalised image and text features and the teacher-forced caption logits."""
+        pooled, text_features, hidden = self.forward_hidden(image, text)
+        return pooled, text_features, self.text_decoder.project(hidden)
 
     def construct(self, image, text):
         image_features, text_features, logits = self.forward_features(image, text)
