@@ -30,44 +30,21 @@ def caption_token_counts(labels, pad_id: int):
     return _kept(labels, pad_id).sum(axis=1)
 
 
-class CaptionNLL(nn.Cell):
-    """Per sample, the summed next-token negative log-likelihood over the labels that are not
-    ``pad_id``, float32 ``(B,)`` (``logsumexp - picked logit``); PyTorch's
-    ``CrossEntropyLoss(ignore_index=pad_id)`` is its sum over the batch divided by
-    :func:`caption_token_counts`' sum.
-
-    Its gradient, ``(softmax - one_hot) * keep * dout``, is written by hand: differentiating
-    ``log_softmax`` + ``gather_elements`` keeps several vocabulary-wide tensors alive and takes
-    most of a small CoCa's train step on CPU (0.87 s of forward + backward for 64 x 15 x 49408
-    logits, against ~0.3 s this way)."""
-
-    def __init__(self, pad_id: int):
-        super().__init__()
-        self.pad_id = int(pad_id)
-
-    def construct(self, logits, labels):
-        logp = ops.log_softmax(logits.astype(ms.float32), axis=-1)
-        picked = ops.gather_elements(logp, 2, labels.reshape(labels.shape + (1,))).squeeze(-1)
-        return -(picked * _kept(labels, self.pad_id)).sum(axis=1)
-
-    def bprop(self, logits, labels, out, dout):
-        weight = (_kept(labels, self.pad_id) * dout.reshape(-1, 1)).reshape(labels.shape + (1,))
-        grad = ops.softmax(logits.astype(ms.float32), axis=-1) * weight
-        index = labels.reshape(labels.shape + (1,))
-        grad = ops.tensor_scatter_elements(grad, index, -weight, axis=2, reduction="add")
-        return grad.astype(logits.dtype), ops.zeros_like(labels)
-
-
 class ProjectedCaptionNLL(nn.Cell):
-    """:class:`CaptionNLL` of ``hidden @ weight`` (the decoder's vocabulary projection) without
-    the vocabulary-wide logits: ``(hidden (B, L, D), weight (D, V), labels (B, L)) -> (B,)``.
+    """Per sample, the summed next-token negative log-likelihood (``logsumexp - picked
+    logit``) of the logits ``hidden @ weight`` (the decoder's vocabulary projection) over the
+    labels that are not ``pad_id``: ``(hidden (B, L, D), weight (D, V), labels (B, L)) -> (B,)``
+    float32. PyTorch's ``CrossEntropyLoss(ignore_index=pad_id)`` is its sum over the batch
+    divided by :func:`caption_token_counts`' sum.
 
     Rows (sample x position) go through in chunks of ``chunk_rows``; the backward pass
     recomputes each chunk's logits and turns them into that chunk's ``dhidden`` and its share
     of ``dweight`` at once. So at most one chunk's logits are alive, instead of the several
-    ``(B, L, V)`` tensors — logits, their fp32 copy, softmax, the scattered gradient — of the
-    projection then :class:`CaptionNLL` (0.48 GB each for CoCa ViT-B/32 at batch 32), for one
-    more projection product in the backward pass. Chunks run in order (``depend``), so the
+    ``(B, L, V)`` tensors — logits, their fp32 copy, softmax, the scattered gradient — of a
+    projection followed by a loss (0.48 GB each for CoCa ViT-B/32 at batch 32), for one more
+    projection product in the backward pass. The gradient, ``(softmax - one_hot) * keep *
+    dout``, is written by hand: differentiating ``log_softmax`` + ``gather_elements`` kept
+    several vocabulary-wide tensors alive and was ~3x slower on CPU. Chunks run in order (``depend``), so the
     graph cannot schedule two chunks' logits side by side."""
 
     def __init__(self, pad_id: int, chunk_rows: int = 256):
@@ -118,13 +95,6 @@ class ProjectedCaptionNLL(nn.Cell):
             grad_w = part if grad_w is None else grad_w + part
         dhidden = self.concat(grads_h).reshape(b, n, d).astype(hidden.dtype)
         return dhidden, grad_w.astype(weight.dtype), ops.zeros_like(labels)
-
-
-def caption_cross_entropy(logits, labels, pad_id: int):
-    """Mean next-token cross-entropy over the labels that are not ``pad_id`` (tests, one-off
-    calls)."""
-    return CaptionNLL(pad_id)(logits, labels).sum() / ops.maximum(
-        caption_token_counts(labels, pad_id).sum(), 1.0)
 
 
 class CoCaObjective(Objective):
