@@ -119,7 +119,8 @@ class TrainStep(nn.Cell):
         buffers, 1.2 GB for ViT-B-32). MindSpore 2.10 keeps a Cell whose graph called a
         gradient function alive for the rest of the process (a reference held in its C++
         runtime, released neither by collection nor by ``ms.ms_memory_recycle``), so the step's
-        own references are what can be let go; other compiled graphs stay compiled."""
+        own references are what can be let go; other compiled graphs stay compiled. The step
+        cannot run afterwards."""
         from mindspore.graph.api import _cell_graph_executor
 
         for cell in [self, *self._accumulation]:
