@@ -17,7 +17,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import TruncatedNormal, initializer
 
 from .. import cpu_kernels
-from ..layers import Dense, LayerNorm, PackedSelfAttention, PerHeadAttention, make_activation
+from ..layers import BiasAdd, Dense, LayerNorm, PackedSelfAttention, PerHeadAttention, make_activation
 from ..patch import PatchEmbedding
 from ..rng import dropout_or_identity
 
@@ -245,6 +245,7 @@ class Attention(PackedSelfAttention):
                 self.q_bias = Parameter(Tensor(np.zeros(width, np.float32)), name="q_bias")
                 self.v_bias = Parameter(Tensor(np.zeros(width, np.float32)), name="v_bias")
                 self.zero_k_bias = Tensor(np.zeros(width, np.float32))
+                self.add_bias = BiasAdd()  # never a broadcast `+` (see BiasAdd)
         else:
             self.q_proj = linear(width, width, qkv_bias)
             self.k_proj = linear(width, width, qkv_bias and k_bias)
@@ -264,7 +265,8 @@ class Attention(PackedSelfAttention):
             return self.q_proj(x), self.k_proj(x), self.v_proj(x)
         qkv = self.qkv(x)
         if self.eva_bias:
-            qkv = qkv + ops.concat((self.q_bias, self.zero_k_bias, self.v_bias)).astype(qkv.dtype)
+            bias = ops.concat((self.q_bias, self.zero_k_bias, self.v_bias)).astype(qkv.dtype)
+            qkv = self.add_bias(qkv.reshape(-1, qkv.shape[-1]), bias).reshape(qkv.shape)
         return self.split_qkv(qkv)
 
     def construct(self, x, rope=None):
