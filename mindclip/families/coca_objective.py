@@ -42,10 +42,10 @@ class ProjectedCaptionNLL(nn.Cell):
     of ``dweight`` at once. So at most one chunk's logits are alive, instead of the several
     ``(B, L, V)`` tensors — logits, their fp32 copy, softmax, the scattered gradient — of a
     projection followed by a loss (0.48 GB each for CoCa ViT-B/32 at batch 32), for one more
-    projection product in the backward pass. The gradient, ``(softmax - one_hot) * keep *
-    dout``, is written by hand: differentiating ``log_softmax`` + ``gather_elements`` kept
-    several vocabulary-wide tensors alive and was ~3x slower on CPU. Chunks run in order (``depend``), so the
-    graph cannot schedule two chunks' logits side by side."""
+    projection product in the backward pass. Chunks run in order (``depend``), so the graph
+    cannot schedule two chunks' logits side by side. The gradient, ``(softmax - one_hot) *
+    keep * dout``, is written by hand: differentiating ``log_softmax`` + ``gather_elements``
+    kept several vocabulary-wide tensors alive and was ~3x slower on CPU."""
 
     def __init__(self, pad_id: int, chunk_rows: int = 256):
         super().__init__()
