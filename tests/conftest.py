@@ -12,8 +12,44 @@ sys.path.insert(0, ROOT)
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 import mindspore as ms  # noqa: E402
+import torch  # noqa: E402
 
 ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
+# One kernel thread per test process: pytest runs two processes on the two cores, and two
+# threads each left both workers waiting on each other's threads (test_grad_checkpointing +
+# test_timm_conv_towers: 311 s with MindSpore's and torch's default threads, 254 s with one).
+# Our OpenMP kernels keep their threads (their threaded paths are tested).
+ms.device_context.cpu.op_tuning.threads_num(1)
+torch.set_num_threads(1)
+
+# The order pytest-xdist hands the files to its two workers (pytest.ini: --dist loadfile
+# --no-loadscope-reorder): the longest first. Its default order (most tests first) left
+# one-test files of two minutes (a killed-and-resumed run, a 2-rank job) to the end, with
+# one worker idle; test time per file as measured 2026-12-07 (AMD EPYC Zen 3, 2 cores).
+LONGEST_FIRST = (
+    "test_training_runs.py",        # 281 s
+    "test_grad_checkpointing.py",   # 256
+    "test_declip_training.py",      # 244
+    "test_mixed_precision.py",      # 217
+    "test_timm_conv_towers.py",     # 193
+    "test_dual_encoder.py",         # 188
+    "test_coca.py",                 # 159
+    "test_cluster_runs.py",         # 133
+    "test_reliability.py",          # 133
+    "test_timm_towers.py",          # 127
+    "test_coca_training.py",        # 120
+    "test_declip.py",               # 110
+    "test_hub.py",                  # 108
+    "test_public_calls.py",         # 108
+    "test_convert_parity.py",       # 101
+    "test_rng.py",                  # 99
+)
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: files stay whole
+
 
 # fp32 feature parity tolerance (max abs diff) from the design's numerics rules.
 FEATURE_ATOL = 1e-4

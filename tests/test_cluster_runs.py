@@ -28,7 +28,7 @@ def _launch(tmp_path, name, out, *extra):
     cmd = [sys.executable, "-m", "mindclip.launch", "--worker_num", "2", "--local_worker_num", "2",
            "--master_addr", "127.0.0.1", "--master_port", str(port), "--log_dir",
            str(tmp_path / f"logs_{name}"), "--join", "True", "run_mindformer.py", *ARGS,
-           "--output_dir", out, *extra]
+           "--output_dir", out, "--context.threads", "1", *extra]
     env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)

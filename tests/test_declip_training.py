@@ -220,12 +220,13 @@ def test_towers_only_export_is_a_clip_model_with_openai_ids(tmp_path):
 def test_killed_declip_run_resumes_exactly_with_its_memory(tmp_path):
     """kill -9 mid-run and --resume: the same losses, memory and all, with gradient
     accumulation and recomputation on (the scale features together)."""
-    args = ["--config", DEMO, "--train_dataset.num_samples", "160", "--runner.batch_size", "16",
+    # 96 captions, 16 a step: 18 steps over 3 epochs; the 96-row memory wraps every 6 steps
+    args = ["--config", DEMO, "--train_dataset.num_samples", "96", "--runner.batch_size", "16",
             "--runner.epochs", "3", "--runner.save_interval", "4", "--runner.log_interval", "1",
             "--runner.progress_bar", "false", "--eval_dataset.type", "null",
             "--eval.retrieval_dataset.type", "null", "--loss.memory_size", "96",
             "--runner.accumulate_steps", "2", "--runner.grad_checkpointing", "true"]
-    reference, records = kill_and_resume(tmp_path, args)
+    reference, records = kill_and_resume(tmp_path, args, steps=18)
     by_step = {r["step"]: r for r in reference}
     for r in records:
         for key in ("loss", "loss_clip", "loss_simsiam", "loss_mlm", "loss_nn"):

@@ -53,7 +53,9 @@ def _alive(kind):
 
 
 def _run_cli(args, **kwargs):
-    return subprocess.Popen([sys.executable, os.path.join(ROOT, "run_mindformer.py"), *args],
+    # one kernel thread, as in the test processes (conftest): two pytest workers share two cores
+    return subprocess.Popen([sys.executable, os.path.join(ROOT, "run_mindformer.py"), *args,
+                             "--context.threads", "1"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT, **kwargs)
 
 
@@ -63,24 +65,24 @@ RESUME_ARGS = ["--config", DEMO, "--train_dataset.num_samples", "320", "--runner
                "--eval.retrieval_dataset.type", "null"]
 
 
-def uninterrupted_run(out, args):
-    """The training records of ``args`` (30 steps) run to the end into ``out``."""
+def uninterrupted_run(out, args, steps=30):
+    """The training records of ``args`` (``steps`` steps) run to the end into ``out``."""
     proc = _run_cli(args + ["--output_dir", str(out)])
     assert proc.wait(timeout=600) == 0, proc.stdout.read().decode()[-3000:]
     reference = read_metrics(os.path.join(str(out), "metrics.jsonl"), "train")
-    assert [r["step"] for r in reference] == list(range(1, 31))
+    assert [r["step"] for r in reference] == list(range(1, steps + 1))
     return reference
 
 
-def kill_and_resume(tmp_path, args, reference=None):
-    """Run ``args`` (30 steps, a checkpoint every 4) to the end (unless its ``reference``
-    records are given); run it again, kill -9 it after its checkpoint at step 8 or later,
-    resume it. Returns the uninterrupted run's training records and the resumed run's whole
-    log, which must hold each of steps 1..30 exactly once wherever the kill landed (records
+def kill_and_resume(tmp_path, args, reference=None, steps=30):
+    """Run ``args`` (``steps`` steps, a checkpoint every 4) to the end (unless its
+    ``reference`` records are given); run it again, kill -9 it after its checkpoint at step 8
+    or later, resume it. Returns the uninterrupted run's training records and the resumed
+    run's whole log, which must hold each step exactly once wherever the kill landed (records
     the killed run wrote past its checkpoint are dropped)."""
     killed = str(tmp_path / "killed")
     if reference is None:
-        reference = uninterrupted_run(tmp_path / "full", args)
+        reference = uninterrupted_run(tmp_path / "full", args, steps)
 
     proc = _run_cli(args + ["--output_dir", killed])
     latest = os.path.join(killed, "checkpoints", "latest")
@@ -93,14 +95,14 @@ def kill_and_resume(tmp_path, args, reference=None):
     proc.wait()
     with open(latest) as f:
         resumed_from = int(f.read().strip()[5:13])
-    assert 8 <= resumed_from < 30, "the run finished before it could be killed"
+    assert 8 <= resumed_from < steps, "the run finished before it could be killed"
 
     proc = _run_cli(args + ["--output_dir", killed, "--resume"])
     output = proc.communicate(timeout=600)[0].decode()
     assert proc.returncode == 0, output[-3000:]
     assert f"resumed from step {resumed_from}" in output
     records = read_metrics(os.path.join(killed, "metrics.jsonl"), "train")
-    assert [r["step"] for r in records] == list(range(1, 31))
+    assert [r["step"] for r in records] == list(range(1, steps + 1))
     return reference, records
 
 
@@ -138,7 +140,10 @@ def test_accumulation_under_two_ranks_equals_whole_batch_steps(tmp_path):
     for family in ("coca", "declip"):
         for rank in (0, 1):
             whole, accumulated = (np.load(tmp_path / f"{family}_rank{rank}_accum{a}.npz") for a in (1, 2))
-            np.testing.assert_allclose(accumulated["losses"], whole["losses"], rtol=1e-5)
+            # every term within 1e-5 of the largest (fp32 sums of terms near 10: a DeCLIP term
+            # near 0, -0.0126, differs by 1 ulp of the total, 1e-5 relative to itself)
+            scale = 1e-5 * max(1.0, float(np.abs(whole["losses"]).max()))
+            assert np.abs(accumulated["losses"] - whole["losses"]).max() <= scale, (family, rank)
             assert len(whole.files) > 20 and abs(whole["losses"][1][0] - whole["losses"][0][0]) > 1e-3  # it learnt
             for name in whole.files:
                 # weights within 1e-6; BatchNorm statistics (batch variances of features computed
