@@ -62,7 +62,6 @@ def build_openclip(name: str, seed: int = 0):
     dropped or swapped them could not pass.
     """
     import open_clip
-    import torch
 
     from mindclip import get_model_config
 
@@ -90,7 +89,6 @@ CAPTIONS = ["a photo of a cat", "a diagram of a neural network", "", "🐶 dog &
 def reference_inputs(image_size: int, batch: int = 2, seed: int = 1):
     """Random images and tokenized captions (open_clip's tokenizer) for parity checks."""
     import open_clip
-    import torch
 
     gen = torch.Generator().manual_seed(seed)
     images = torch.randn(batch, 3, image_size, image_size, generator=gen)
@@ -99,8 +97,6 @@ def reference_inputs(image_size: int, batch: int = 2, seed: int = 1):
 
 
 def reference_outputs(model, images, tokens):
-    import torch
-
     with torch.no_grad():
         image_features, text_features, scale = model(images, tokens)
         logits = scale * image_features @ text_features.T
