@@ -112,11 +112,22 @@ def test_patch_embedding_matmul_equals_conv2d(name):
         assert np.abs(ours_g.asnumpy() - ref_g).max() <= 1e-5 * max(1.0, np.abs(ref_g).max())
 
 
-@pytest.mark.parametrize("per_head", [True, False])
+LAYOUTS = ["fused", "per_head", "batched"]
+
+
+def _set_layout(attn, layout):
+    """CPU's fused attention kernel, its op-by-op per-head form, or Ascend/GPU's batched one."""
+    attn.per_head = layout != "batched"
+    attn.core.fused = layout == "fused"
+    assert attn.core.fused_forward is not None or layout != "fused"  # the kernel was built
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("mask_rank", [0, 2, 3])
-def test_attention_layouts_equal_numpy(per_head, mask_rank):
-    """Both attention layouts (per head on CPU, batched on Ascend/GPU) equal a numpy float64
-    multi-head attention within 1e-5, with no mask, an (L, L) mask or a (B, L, L) mask."""
+def test_attention_layouts_equal_numpy(layout, mask_rank):
+    """The attention layouts (the fused kernel and per head on CPU, batched on Ascend/GPU)
+    equal a numpy float64 multi-head attention within 1e-5, with no mask, an (L, L) mask or a
+    (B, L, L) mask."""
     import mindspore as ms
 
     from mindclip.models.layers import MultiheadSelfAttention, causal_mask
@@ -124,7 +135,7 @@ def test_attention_layouts_equal_numpy(per_head, mask_rank):
     rng = np.random.default_rng(0)
     b, n, width, heads = 3, 7, 16, 4
     attn = MultiheadSelfAttention(width, heads, 0.3, 0.3)
-    attn.per_head = per_head
+    _set_layout(attn, layout)
     x = rng.standard_normal((b, n, width)).astype(np.float32)
     mask = None
     if mask_rank:
@@ -260,12 +271,12 @@ def test_layer_norm_and_its_gradients_equal_torch(mode, fused, monkeypatch):
 
 
 @pytest.mark.parametrize("mode", [0, 1])
-@pytest.mark.parametrize("per_head", [True, False])
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("mask_rank", [0, 3])
-def test_attention_gradients_equal_torch(per_head, mask_rank, mode):
-    """The per-head layout's hand-written backward (and the batched layout's autodiff) give
-    the gradients torch's autograd computes in float64 for the same attention, w.r.t. the
-    input and both projections, within 1e-5."""
+def test_attention_gradients_equal_torch(layout, mask_rank, mode):
+    """The fused kernel's and the per-head layout's hand-written backward (and the batched
+    layout's autodiff) give the gradients torch's autograd computes in float64 for the same
+    attention, w.r.t. the input and both projections, within 1e-5."""
     import mindspore as ms
     import torch
 
@@ -276,7 +287,7 @@ def test_attention_gradients_equal_torch(per_head, mask_rank, mode):
         rng = np.random.default_rng(1)
         b, n, width, heads = 3, 7, 16, 4
         attn = MultiheadSelfAttention(width, heads, 0.3, 0.3)
-        attn.per_head = per_head
+        _set_layout(attn, layout)
         x = rng.standard_normal((b, n, width)).astype(np.float32)
         seed = rng.standard_normal((b, n, width)).astype(np.float32)
         mask = None
@@ -306,5 +317,61 @@ def test_attention_gradients_equal_torch(per_head, mask_rank, mode):
         for ours, ref in zip([dx] + list(dw), [tx.grad, t["w_in"].grad, t["b_in"].grad, t["w_out"].grad]):
             ref = ref.numpy()
             assert np.abs(ours.asnumpy() - ref).max() <= 1e-5 * max(1.0, np.abs(ref).max())
+    finally:
+        ms.set_context(mode=0)
+
+
+@pytest.mark.parametrize("mode", [0, 1])
+@pytest.mark.parametrize("mask_kind", ["padding", "head_bias"])
+def test_attention_core_on_other_key_counts_equals_torch(mask_kind, mode):
+    """The attention core with more keys than queries (CoCa's cross-attention, the poolers), a
+    (B, 1, S) padding mask or a learned (H, L, S) head bias (relative positions): values and
+    the gradients of q, k, v and the bias equal torch's float64 autograd within 1e-5, through
+    the fused kernel and op by op."""
+    import mindspore as ms
+    import torch
+
+    from mindclip.models.layers import PerHeadAttention
+
+    rng = np.random.default_rng(2)
+    b, n, keys, heads, hd = 2, 5, 9, 3, 8
+    q, k, v = (rng.standard_normal((b, length, heads * hd)).astype(np.float32)
+               for length in (n, keys, keys))
+    seed = rng.standard_normal((b, n, heads * hd)).astype(np.float32)
+    if mask_kind == "padding":
+        mask = np.zeros((b, 1, keys), np.float32)
+        mask[1, 0, 6:] = np.finfo(np.float32).min
+    else:
+        mask = rng.standard_normal((heads, n, keys)).astype(np.float32)
+    tq, tk, tv, tm = (torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (q, k, v, mask))
+    split = lambda z: z.reshape(b, z.shape[1], heads, hd).transpose(1, 2)  # noqa: E731
+    scores = split(tq) @ split(tk).transpose(-1, -2) / np.sqrt(hd)
+    scores = scores + (tm[:, None] if mask_kind == "padding" else tm[None])
+    ref = (scores.softmax(-1) @ split(tv)).transpose(1, 2).reshape(b, n, heads * hd)
+    (ref * torch.tensor(seed, dtype=torch.float64)).sum().backward()
+    wanted = [tq.grad, tk.grad, tv.grad] + ([tm.grad] if mask_kind == "head_bias" else [])
+
+    class Seeded(ms.nn.Cell):
+        def __init__(self, cell):
+            super().__init__()
+            self.cell, self.seed = cell, ms.Tensor(seed)
+
+        def construct(self, *inputs):
+            return (self.cell(*inputs) * self.seed).sum()
+
+    ms.set_context(mode=mode)
+    try:
+        for fused in (True, False):
+            core = PerHeadAttention(heads, hd, head_bias=mask_kind == "head_bias")
+            assert core.fused_forward is not None
+            core.fused = fused
+            inputs = [ms.Tensor(a) for a in (q, k, v, mask)]
+            out = core(*inputs).asnumpy()
+            assert np.abs(out - ref.detach().numpy()).max() <= 1e-5, fused
+            positions = (0, 1, 2, 3) if mask_kind == "head_bias" else (0, 1, 2)
+            grads = ms.grad(Seeded(core), grad_position=positions)(*inputs)
+            for ours, want in zip(grads, wanted):
+                want = want.numpy()
+                assert np.abs(ours.asnumpy() - want).max() <= 1e-5 * max(1.0, np.abs(want).max()), fused
     finally:
         ms.set_context(mode=0)

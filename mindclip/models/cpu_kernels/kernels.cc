@@ -425,3 +425,212 @@ MINDCLIP_AOT(DepthwiseBackward) {
   }
   return 0;
 }
+
+namespace {
+
+// Multi-head attention, softmax(q k^T * scale + mask) v, on (B, L, D) queries and (B, S, D)
+// keys and values whose heads are column blocks of width D / H: what PerHeadAttention runs
+// as a dozen MindSpore kernels per head. Its backward recomputes the probabilities from q
+// and k (as flash attention does) and writes dq, dk, dv straight into their columns:
+// MindSpore's CPU runtime did not reuse the memory of the per-head slices, products and
+// concatenations of the op-by-op backward, ~10 activations' worth per block.
+//
+// The mask is none (0-d), (L, S), (B, L, S) or (B or 1, 1, S), added to every head's scores;
+// or, with head_bias, a learned (H, L, S) bias, one per head, whose gradient is the sum of the
+// score gradients over the batch. meta holds heads, scale and head_bias (float32).
+struct Attn {
+  int64_t b, l, s, d, h, hd, sp;  // sp: s rounded up to whole tiles (a row of P, a packed key)
+  float scale;
+  bool head_bias;
+  const float *mask;
+  int64_t mask_b, mask_h, mask_row;  // strides (0: broadcast)
+};
+
+// A product tile: kRows x kLanes sums held in registers (12 of AVX-512's 32, 12 of AVX2's 16)
+#ifdef __AVX512F__
+constexpr int64_t kLanes = 32;
+#else
+constexpr int64_t kLanes = 16;
+#endif
+constexpr int64_t kRows = 6;
+
+Attn AttnOf(void **params, int *ndims, int64_t **shapes) {
+  Attn a;
+  a.b = shapes[0][0];
+  a.l = shapes[0][1];
+  a.d = shapes[0][2];
+  a.s = shapes[1][1];
+  const float *meta = static_cast<const float *>(params[4]);
+  a.h = static_cast<int64_t>(meta[0]);
+  a.scale = meta[1];
+  a.head_bias = meta[2] != 0.f;
+  a.hd = a.d / a.h;
+  a.sp = (a.s + kLanes - 1) / kLanes * kLanes;
+  const int mdim = ndims[3];
+  const int64_t *ms = shapes[3];
+  a.mask = mdim == 0 ? nullptr : static_cast<const float *>(params[3]);
+  a.mask_b = a.mask_h = 0;
+  a.mask_row = mdim >= 2 && ms[mdim - 2] != 1 ? a.s : 0;
+  if (mdim == 3 && a.head_bias) a.mask_h = ms[1] * a.s;
+  if (mdim == 3 && !a.head_bias && ms[0] != 1) a.mask_b = ms[1] * a.s;
+  return a;
+}
+
+// One tile of C = alpha * A B (or C += with accumulate): R rows, n <= kLanes columns, summed
+// over k in registers. A[r][x] = a[r * ars + x * aks], B[x][c] = bm[x * bks + c],
+// C[r][c] = cm[r * crs + c]. Every product of the attention is this with other strides.
+template <int R, bool kFull>
+inline void Tile(const float *a, int64_t ars, int64_t aks, const float *bm, int64_t bks, int64_t k,
+                 float *cm, int64_t crs, int64_t n, float alpha, bool accumulate) {
+  float acc[R][kLanes] = {};
+  for (int64_t x = 0; x < k; ++x) {
+    const float *brow = bm + x * bks;
+    for (int r = 0; r < R; ++r) {
+      const float av = a[r * ars + x * aks];
+      if (kFull) {
+#pragma omp simd
+        for (int64_t c = 0; c < kLanes; ++c) acc[r][c] += av * brow[c];
+      } else {
+        for (int64_t c = 0; c < n; ++c) acc[r][c] += av * brow[c];
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    float *crow = cm + r * crs;
+    if (accumulate) {
+      for (int64_t c = 0; c < n; ++c) crow[c] += alpha * acc[r][c];
+    } else {
+      for (int64_t c = 0; c < n; ++c) crow[c] = alpha * acc[r][c];
+    }
+  }
+}
+
+// C (m x n) = alpha * A (m x k) B (k x n), or C += that, tile by tile
+void Product(const float *a, int64_t ars, int64_t aks, const float *bm, int64_t bks, int64_t m,
+             int64_t k, int64_t n, float *cm, int64_t crs, float alpha, bool accumulate) {
+  for (int64_t c0 = 0; c0 < n; c0 += kLanes) {
+    const int64_t w = n - c0 < kLanes ? n - c0 : kLanes;
+    int64_t r0 = 0;
+    for (; r0 + kRows <= m; r0 += kRows) {
+      if (w == kLanes)
+        Tile<kRows, true>(a + r0 * ars, ars, aks, bm + c0, bks, k, cm + r0 * crs + c0, crs, w, alpha, accumulate);
+      else
+        Tile<kRows, false>(a + r0 * ars, ars, aks, bm + c0, bks, k, cm + r0 * crs + c0, crs, w, alpha, accumulate);
+    }
+    for (; r0 < m; ++r0) {
+      if (w == kLanes)
+        Tile<1, true>(a + r0 * ars, ars, aks, bm + c0, bks, k, cm + r0 * crs + c0, crs, w, alpha, accumulate);
+      else
+        Tile<1, false>(a + r0 * ars, ars, aks, bm + c0, bks, k, cm + r0 * crs + c0, crs, w, alpha, accumulate);
+    }
+  }
+}
+
+// packed[c * sp + j] = x[b, j, h * hd + c]: one head's keys (or values) as columns, zero-padded
+void PackHead(const Attn &a, const float *x, int64_t b, int64_t h, float *packed) {
+  for (int64_t c = 0; c < a.hd; ++c) {
+    float *dst = packed + c * a.sp;
+    const float *src = x + b * a.s * a.d + h * a.hd + c;
+    for (int64_t j = 0; j < a.s; ++j) dst[j] = src[j * a.d];
+    for (int64_t j = a.s; j < a.sp; ++j) dst[j] = 0.f;
+  }
+}
+
+// p (L x sp): the probabilities of sample b, head h (columns from s on are zero)
+void Probabilities(const Attn &a, const float *q, const float *kt, int64_t b, int64_t h, float *p) {
+  Product(q + b * a.l * a.d + h * a.hd, a.d, 1, kt, a.sp, a.l, a.hd, a.sp, p, a.sp, a.scale, false);
+  for (int64_t i = 0; i < a.l; ++i) {
+    float *row = p + i * a.sp;
+    if (a.mask) {
+      const float *m = a.mask + b * a.mask_b + h * a.mask_h + i * a.mask_row;
+#pragma omp simd
+      for (int64_t j = 0; j < a.s; ++j) row[j] += m[j];
+    }
+    float top = row[0];
+    for (int64_t j = 1; j < a.s; ++j) top = row[j] > top ? row[j] : top;
+    float total = 0.f;
+#pragma omp simd reduction(+ : total)
+    for (int64_t j = 0; j < a.s; ++j) {
+      row[j] = Exp(row[j] - top);
+      total += row[j];
+    }
+    const float inv = 1.f / total;
+#pragma omp simd
+    for (int64_t j = 0; j < a.s; ++j) row[j] *= inv;
+    for (int64_t j = a.s; j < a.sp; ++j) row[j] = 0.f;
+  }
+}
+
+}  // namespace
+
+// params: q (B, L, D), k (B, S, D), v (B, S, D), mask, meta (3), out (as q)
+MINDCLIP_AOT(AttentionForward) {
+  const Attn a = AttnOf(params, ndims, shapes);
+  const float *q = static_cast<const float *>(params[0]);
+  const float *k = static_cast<const float *>(params[1]);
+  const float *v = static_cast<const float *>(params[2]);
+  float *out = static_cast<float *>(params[5]);
+#pragma omp parallel
+  {
+    std::vector<float> kt(a.hd * a.sp), p(a.l * a.sp);
+#pragma omp for collapse(2) schedule(static)
+    for (int64_t b = 0; b < a.b; ++b)
+      for (int64_t h = 0; h < a.h; ++h) {
+        PackHead(a, k, b, h, kt.data());
+        Probabilities(a, q, kt.data(), b, h, p.data());
+        const int64_t col = b * a.s * a.d + h * a.hd;
+        Product(p.data(), a.sp, 1, v + col, a.d, a.l, a.s, a.hd, out + b * a.l * a.d + h * a.hd,
+                a.d, 1.f, false);
+      }
+  }
+  return 0;
+}
+
+// params: q, k, v, mask, meta, dout (as q); outputs dq, dk, dv, dmask (as mask: the head
+// bias' gradient, else zeros). Heads run in parallel, each over the samples in order, so the
+// bias gradient's sums do not depend on the threads.
+MINDCLIP_AOT(AttentionBackward) {
+  const Attn a = AttnOf(params, ndims, shapes);
+  const float *q = static_cast<const float *>(params[0]);
+  const float *k = static_cast<const float *>(params[1]);
+  const float *v = static_cast<const float *>(params[2]);
+  const float *dout = static_cast<const float *>(params[5]);
+  float *dq = static_cast<float *>(params[6]);
+  float *dk = static_cast<float *>(params[7]);
+  float *dv = static_cast<float *>(params[8]);
+  float *dmask = static_cast<float *>(params[9]);
+  std::memset(dmask, 0, sizeof(float) * Numel(ndims[3], shapes[3]));
+#pragma omp parallel
+  {
+    std::vector<float> kt(a.hd * a.sp), vt(a.hd * a.sp), p(a.l * a.sp), dz(a.l * a.sp);
+#pragma omp for schedule(static)
+    for (int64_t h = 0; h < a.h; ++h)
+      for (int64_t b = 0; b < a.b; ++b) {
+        PackHead(a, k, b, h, kt.data());
+        PackHead(a, v, b, h, vt.data());
+        Probabilities(a, q, kt.data(), b, h, p.data());
+        const int64_t qcol = b * a.l * a.d + h * a.hd, kcol = b * a.s * a.d + h * a.hd;
+        // dp = dout v^T, then dz = p * (dp - rowsum(dp * p)): the scores' gradient
+        Product(dout + qcol, a.d, 1, vt.data(), a.sp, a.l, a.hd, a.sp, dz.data(), a.sp, 1.f, false);
+        for (int64_t i = 0; i < a.l; ++i) {
+          float *z = dz.data() + i * a.sp;
+          const float *pr = p.data() + i * a.sp;
+          float dot = 0.f;
+#pragma omp simd reduction(+ : dot)
+          for (int64_t j = 0; j < a.s; ++j) dot += z[j] * pr[j];
+#pragma omp simd
+          for (int64_t j = 0; j < a.sp; ++j) z[j] = pr[j] * (z[j] - dot);
+          if (a.head_bias) {
+            float *g = dmask + h * a.mask_h + i * a.mask_row;
+#pragma omp simd
+            for (int64_t j = 0; j < a.s; ++j) g[j] += z[j];
+          }
+        }
+        // dq = dz k * scale, dk = dz^T q * scale, dv = p^T dout
+        Product(dz.data(), a.sp, 1, k + kcol, a.d, a.l, a.s, a.hd, dq + qcol, a.d, a.scale, false);
+        Product(dz.data(), 1, a.sp, q + qcol, a.d, a.s, a.l, a.hd, dk + kcol, a.d, a.scale, false);
+        Product(p.data(), 1, a.sp, dout + qcol, a.d, a.s, a.l, a.hd, dv + kcol, a.d, 1.f, false);
+      }
+  }
+  return 0;
+}
