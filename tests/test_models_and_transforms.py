@@ -160,18 +160,18 @@ def test_attention_layouts_equal_numpy(layout, mask_rank):
 
 
 @pytest.mark.parametrize("mode", [0, 1])
-@pytest.mark.parametrize("quick", [False, True])
+@pytest.mark.parametrize("kind", ["gelu", "quick_gelu", "gelu_tanh"])
 @pytest.mark.parametrize("fused", [True, False])
-def test_activations_and_their_bprop_equal_torch(quick, mode, fused, monkeypatch):
-    """GELU and QuickGELU carry a hand-written derivative (less memory in MindSpore's CPU
-    graphs): value and gradient equal torch's float64 autograd of the same function within
+def test_activations_and_their_bprop_equal_torch(kind, mode, fused, monkeypatch):
+    """GELU, QuickGELU and GELU's tanh approximation carry a hand-written derivative (less
+    memory in MindSpore's CPU graphs): value and gradient equal torch's float64 autograd of the same function within
     1e-6 (relative to the input's and the seed gradient's scale), in GRAPH (0) and PyNative
     (1) mode, over the range activations take (tails included), through the fused CPU kernels
     and through MindSpore's ops (MINDCLIP_CPU_KERNELS=0)."""
     import mindspore as ms
     import torch
 
-    from mindclip.models.layers import GELU, QuickGELU
+    from mindclip.models.layers import make_activation
 
     monkeypatch.setenv("MINDCLIP_CPU_KERNELS", "1" if fused else "0")
     ms.set_context(mode=mode)
@@ -180,7 +180,7 @@ def test_activations_and_their_bprop_equal_torch(quick, mode, fused, monkeypatch
                             np.random.default_rng(0).standard_normal(9999)])
         x = x.astype(np.float32).reshape(500, 100)  # above the kernels' threading threshold
         seed = np.random.default_rng(1).standard_normal(x.shape).astype(np.float32)
-        cell = QuickGELU() if quick else GELU()
+        cell = make_activation(kind)
         assert cell.fused == fused
         out = cell(ms.Tensor(x)).asnumpy()
         weights = ms.Tensor(seed)
@@ -192,7 +192,9 @@ def test_activations_and_their_bprop_equal_torch(quick, mode, fused, monkeypatch
         grad = (ms.jit(grad_fn) if mode == 0 else grad_fn)(ms.Tensor(x)).asnumpy()
 
         tx = torch.tensor(x, dtype=torch.float64, requires_grad=True)
-        ty = tx * torch.sigmoid(1.702 * tx) if quick else torch.nn.functional.gelu(tx)
+        ty = {"gelu": lambda t: torch.nn.functional.gelu(t),
+              "quick_gelu": lambda t: t * torch.sigmoid(1.702 * t),
+              "gelu_tanh": lambda t: torch.nn.functional.gelu(t, approximate="tanh")}[kind](tx)
         (ty * torch.tensor(seed, dtype=torch.float64)).sum().backward()
         assert np.abs(out - ty.detach().numpy()).max() <= 1e-6 * max(1.0, np.abs(x).max())
         assert np.abs(grad - tx.grad.numpy()).max() <= 1e-6 * max(1.0, np.abs(seed).max())

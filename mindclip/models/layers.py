@@ -121,7 +121,7 @@ class GELUTanh(_Activation):
     equals ``x/2 * (1 + tanh(z))``: MindSpore 2.10's CPU ``tanh`` is off by up to 5e-5
     around z = 3.5 (2e-4 in the activation), its ``sigmoid`` is exact to float rounding."""
 
-    _kernel = None
+    _kernel = "GeluTanh"
 
     @staticmethod
     def _z2(x):

@@ -1,5 +1,5 @@
-// Fused GELU, QuickGELU and LayerNorm, forward and backward, for MindSpore's CPU backend
-// (Custom "aot" ops).
+// Fused GELU (exact and tanh), QuickGELU, SiLU, LayerNorm, RoPE, depthwise convolution and
+// attention, forward and backward, for MindSpore's CPU backend (Custom "aot" ops).
 //
 // MindSpore 2.10 runs exact GELU on CPU as separate Erf/Mul/Add kernels, Erf alone on one core
 // at ~16 ns an element (57 ms on a ViT-B/32 block's 32x50x3072 activation, torch: 8.5 ms), and
@@ -210,6 +210,24 @@ MINDCLIP_AOT(LayerNormBackward) {
     dbeta[i] = static_cast<float>(total_b[i]);
   }
   return 0;
+}
+
+// GELU's tanh approximation as x * sigmoid(2 z), z = sqrt(2/pi) (x + 0.044715 x^3)
+constexpr float kTwoSqrt2OverPi = 1.5957691216057308f;
+
+// y = x * sigmoid(2 z)
+MINDCLIP_AOT(GeluTanhForward) {
+  return Map(params, ndims, shapes, [](float v) {
+    return v / (1.f + Exp(-kTwoSqrt2OverPi * (v + 0.044715f * v * v * v)));
+  });
+}
+
+// y' = s + x s (1 - s) 2 sqrt(2/pi) (1 + 3 * 0.044715 x^2), s = sigmoid(2 z)
+MINDCLIP_AOT(GeluTanhBackward) {
+  return MapGrad(params, ndims, shapes, [](float v) {
+    const float s = 1.f / (1.f + Exp(-kTwoSqrt2OverPi * (v + 0.044715f * v * v * v)));
+    return s + v * s * (1.f - s) * kTwoSqrt2OverPi * (1.f + 0.134145f * v * v);
+  });
 }
 
 // y = x * sigmoid(x) (SiLU, SwiGLU's gate)
