@@ -219,14 +219,16 @@ def test_loss_terms_and_gradients_equal_open_clips_coca_loss(fixture_model):
         assert np.abs(grad - want).max() <= 1e-4 * max(1.0, np.abs(want).max()), name
 
 
+@pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("chunk_rows", [7, 4096])
-def test_projected_caption_nll_equals_torchs_cross_entropy(chunk_rows):
+def test_projected_caption_nll_equals_torchs_cross_entropy(chunk_rows, fused, monkeypatch):
     """The chunked projection + next-token loss: per-sample sums and the gradients of the
     decoder outputs and the vocabulary projection equal torch's ``cross_entropy`` with
-    ``ignore_index`` (chunks that do not divide the rows; one chunk for all)."""
+    ``ignore_index`` (chunks that do not divide the rows; one chunk for all), through the
+    fused CPU kernels and through MindSpore's ops (MINDCLIP_CPU_KERNELS=0)."""
     import torch.nn.functional as F
 
-    from mindclip.families.coca_objective import ProjectedCaptionNLL
+    from mindclip.families.coca_objective import ProjectedCaptionNLL, _RowNLL, _RowNLLGrad
 
     rng = np.random.default_rng(5)
     b, n, d, v, pad = 3, 9, 16, 50, 0
@@ -242,7 +244,9 @@ def test_projected_caption_nll_equals_torchs_cross_entropy(chunk_rows):
     want = per_token.sum(1)
     (want * torch.tensor(dout)).sum().backward()
 
+    monkeypatch.setenv("MINDCLIP_CPU_KERNELS", "1" if fused else "0")
     nll = ProjectedCaptionNLL(pad, chunk_rows=chunk_rows)
+    assert isinstance(nll.row_nll, _RowNLL) != fused and isinstance(nll.row_nll_grad, _RowNLLGrad) != fused
     got = nll(ms.Tensor(hidden), ms.Tensor(weight), ms.Tensor(labels))
     np.testing.assert_allclose(got.asnumpy(), want.detach().numpy(), rtol=1e-5, atol=1e-5)
     def weighted(x, y, labels_, dout_):

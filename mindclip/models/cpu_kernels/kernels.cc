@@ -652,3 +652,68 @@ MINDCLIP_AOT(AttentionBackward) {
   }
   return 0;
 }
+
+namespace {
+
+// exp(x - max x) of one row into out; returns their sum, *top the row's max
+inline float RowExps(const float *x, int64_t n, float *out, float *top) {
+  float m = x[0];
+  for (int64_t j = 1; j < n; ++j) m = x[j] > m ? x[j] : m;
+  float total = 0.f;
+#pragma omp simd reduction(+ : total)
+  for (int64_t j = 0; j < n; ++j) {
+    out[j] = Exp(x[j] - m);
+    total += out[j];
+  }
+  *top = m;
+  return total;
+}
+
+}  // namespace
+
+// Next-token negative log-likelihood of rows of vocabulary logits: the caption loss after
+// its projection (mindclip/families/coca_objective.py). MindSpore's CPU kernels of the
+// broadcasting ops it was written with (logits - row max, softmax * row scale) each held
+// ~4 logits-sized buffers until the step ended (2 GB apiece for CoCa's 2432 x 49408 logits).
+// Labels arrive as float32 (token ids are exact below 2^24).
+// params: logits (R, V), labels (R, 1), keep (R, 1); out: nll * keep (R, 1)
+MINDCLIP_AOT(CaptionNLLForward) {
+  const float *logits = static_cast<const float *>(params[0]);
+  const float *labels = static_cast<const float *>(params[1]);
+  const float *keep = static_cast<const float *>(params[2]);
+  float *nll = static_cast<float *>(params[3]);
+  const int64_t vocab = shapes[0][ndims[0] - 1];
+  const int64_t rows = Numel(ndims[0], shapes[0]) / vocab;
+#pragma omp parallel
+  {
+    std::vector<float> work(vocab);
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const float *x = logits + r * vocab;
+      float top;
+      const float total = RowExps(x, vocab, work.data(), &top);
+      nll[r] = (top + std::log(total) - x[static_cast<int64_t>(labels[r])]) * keep[r];
+    }
+  }
+  return 0;
+}
+
+// params: logits (R, V), labels (R, 1), scale (R, 1); out: (softmax - one_hot) * scale (R, V)
+MINDCLIP_AOT(CaptionNLLBackward) {
+  const float *logits = static_cast<const float *>(params[0]);
+  const float *labels = static_cast<const float *>(params[1]);
+  const float *scale = static_cast<const float *>(params[2]);
+  float *grad = static_cast<float *>(params[3]);
+  const int64_t vocab = shapes[0][ndims[0] - 1];
+  const int64_t rows = Numel(ndims[0], shapes[0]) / vocab;
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    float *g = grad + r * vocab;
+    float top;
+    const float s = scale[r] / RowExps(logits + r * vocab, vocab, g, &top);
+#pragma omp simd
+    for (int64_t j = 0; j < vocab; ++j) g[j] *= s;
+    g[static_cast<int64_t>(labels[r])] -= scale[r];
+  }
+  return 0;
+}
