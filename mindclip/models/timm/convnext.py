@@ -17,6 +17,7 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn
 
 from ..checkpointing import Blocks
+from ..layers import ScaleChannels
 from ..patch import PatchEmbedding
 from .conv import ChannelNorm, ConvTrunk, DepthwiseConv
 from ..rng import drop_path_or_identity
@@ -77,12 +78,13 @@ class ConvNeXtBlock(nn.Cell):
         self.scaled = arch.ls_init_value is not None
         if self.scaled:
             self.gamma = Parameter(Tensor(np.full((dim,), arch.ls_init_value, np.float32)), name="gamma")
+            self.scale = ScaleChannels()
         self.drop_path = drop_path_or_identity(drop_path)
 
     def construct(self, x):
         y = self.mlp(self.norm(self.conv_dw(x)))
         if self.scaled:
-            y = y * self.gamma.astype(y.dtype)
+            y = self.scale(y, self.gamma)
         return self.drop_path(y) + x
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn
 
 from ..checkpointing import Blocks
-from ..layers import make_activation
+from ..layers import ScaleChannels, make_activation
 from ..reparam import Reparameterizable
 from .conv import BatchNorm, ChannelNorm, ClassifierHead, Conv, ConvTrunk, conv2d
 from ..rng import drop_path_or_identity
@@ -249,9 +249,10 @@ class LayerScale2d(nn.Cell):
         super().__init__()
         self.gamma = Parameter(Tensor(np.full((dim, 1, 1), init_value, np.float32)), name="gamma")
         self.dim = dim
+        self.scale = ScaleChannels()
 
     def construct(self, x):
-        return x * self.gamma.reshape(self.dim).astype(x.dtype)
+        return self.scale(x, self.gamma.reshape(self.dim))
 
 
 class RepMixer(Reparameterizable):
