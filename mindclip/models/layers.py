@@ -371,7 +371,12 @@ class PerHeadAttention(nn.Cell):
 
     def construct(self, q, k, v, mask):
         if self._fuses(q, k):
-            return self.fused_forward(q, k, v, self._to(mask, ms.float32), self.meta)
+            # The kernel gets a mask computed for it: handed the towers' broadcast mask
+            # directly, a CLIP run's losses changed from run to run from its first step after
+            # an epoch boundary (same data and weights; tests/test_families.py's resume), and
+            # ``Tensor.contiguous()`` did not change that in a graph; a product did.
+            mask = self._to(mask, ms.float32)
+            return self.fused_forward(q, k, v, mask if mask.ndim == 0 else mask * 1.0, self.meta)
         qs, ks, vs = self.split_heads(q * self.scale), self.split_heads(k), self.split_heads(v)
         masks = self._masks(mask)
         outs = []
@@ -381,7 +386,8 @@ class PerHeadAttention(nn.Cell):
 
     def bprop(self, q, k, v, mask, out, dout):
         if self._fuses(q, k):
-            return self.fused_backward(q, k, v, self._to(mask, ms.float32), self.meta, dout)
+            mask = self._to(mask, ms.float32)
+            return self.fused_backward(q, k, v, mask if mask.ndim == 0 else mask * 1.0, self.meta, dout)
         f32 = ms.float32
         qs = self.split_heads(self._to(q, f32) * self.scale)
         ks, vs = self.split_heads(self._to(k, f32)), self.split_heads(self._to(v, f32))
