@@ -319,9 +319,9 @@ class PerHeadAttention(nn.Cell):
     Primitives rather than ``ops`` functions: GRAPH mode cannot compile a function graph
     that both ``construct`` and ``bprop`` call.
 
-    On CPU, float32 runs through one fused kernel each way (``AttentionForward`` /
-    ``AttentionBackward`` in :mod:`mindclip.models.cpu_kernels`), same function, same
-    recomputation: MindSpore's CPU runtime did not reuse the memory of the op-by-op backward's
+    With ``fused = True`` (off by default, see ``__init__``), float32 on CPU runs through one
+    fused kernel each way (``AttentionForward`` / ``AttentionBackward`` in
+    :mod:`mindclip.models.cpu_kernels`), same function, same recomputation: MindSpore's CPU runtime did not reuse the memory of the op-by-op backward's
     per-head slices, products and concatenations from block to block (~10 activations' worth
     per block stayed resident until the step ended, 1.2 GB of a ViT-B/32 step at batch 32).
     """
@@ -334,7 +334,11 @@ class PerHeadAttention(nn.Cell):
         self.head_bias = head_bias
         self.fused_forward = cpu_kernels.custom_op("AttentionForward")
         self.fused_backward = cpu_kernels.custom_op("AttentionBackward", like=(0, 1, 2, 3))
-        self.fused = self.fused_forward is not None
+        # Off by default: in a whole CLIP run (tests/test_families.py's exact resume, run in
+        # the suite) the losses changed from run to run after an epoch boundary with the
+        # kernel on, same data and weights, cause not found yet; ``fused = True`` turns it on
+        # (the tests check its values and gradients against torch).
+        self.fused = False
         self.meta = Tensor([heads, self.scale, float(head_bias)], ms.float32)
         self.split_heads = ops.Split(axis=-1, output_num=heads)
         self.split_bias = ops.Split(axis=0, output_num=heads)
