@@ -321,9 +321,10 @@ class PerHeadAttention(nn.Cell):
 
     With ``fused = True`` (off by default, see ``__init__``), float32 on CPU runs through one
     fused kernel each way (``AttentionForward`` / ``AttentionBackward`` in
-    :mod:`mindclip.models.cpu_kernels`), same function, same recomputation: MindSpore's CPU runtime did not reuse the memory of the op-by-op backward's
-    per-head slices, products and concatenations from block to block (~10 activations' worth
-    per block stayed resident until the step ended, 1.2 GB of a ViT-B/32 step at batch 32).
+    :mod:`mindclip.models.cpu_kernels`), same function, same recomputation: MindSpore's CPU
+    runtime does not reuse the memory of the op-by-op backward's per-head slices, products
+    and concatenations from block to block (~10 activations' worth per block stay resident
+    until the step ends, ~1.0 GB of a ViT-B/32 step at batch 32).
     """
 
     def __init__(self, heads: int, head_dim: int, head_bias: bool = False):
@@ -375,10 +376,9 @@ class PerHeadAttention(nn.Cell):
 
     def construct(self, q, k, v, mask):
         if self._fuses(q, k):
-            # The kernel gets a mask computed for it: handed the towers' broadcast mask
-            # directly, a CLIP run's losses changed from run to run from its first step after
-            # an epoch boundary (same data and weights; tests/test_families.py's resume), and
-            # ``Tensor.contiguous()`` did not change that in a graph; a product did.
+            # A copy of the towers' broadcast mask: with the mask itself a CLIP run's losses
+            # changed from run to run after an epoch boundary; the copy made a run alone
+            # reproducible but not the suite's (see __init__), ``Tensor.contiguous()`` neither.
             mask = self._to(mask, ms.float32)
             return self.fused_forward(q, k, v, mask if mask.ndim == 0 else mask * 1.0, self.meta)
         qs, ks, vs = self.split_heads(q * self.scale), self.split_heads(k), self.split_heads(v)

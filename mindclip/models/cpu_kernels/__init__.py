@@ -3,8 +3,9 @@ MindSpore ``Custom`` "aot" ops.
 
 MindSpore 2.10's CPU backend has no fused GELU: exact GELU runs as Erf/Mul/Add kernels, and
 its Erf kernel alone is ~7x torch's whole GELU; its LayerNorm takes ~4x torch's. ``kernels.cc``
-holds GELU, QuickGELU and LayerNorm, forward and backward, each one vectorised pass over the
-data split over the cores.
+holds GELU (exact and tanh), QuickGELU, SiLU, LayerNorm, LayerScale's channel scale, the 2-D
+rotary embedding, the depthwise convolution, multi-head attention and the caption loss'
+softmax, forward and backward, each vectorised and split over the cores.
 
 The library is compiled on first use into ``$MINDCLIP_HOME/kernels/`` (the weight store's
 root, default ``~/.cache/mindclip``), keyed by the source, the flags and the CPU's feature flags
