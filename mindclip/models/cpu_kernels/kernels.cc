@@ -1,5 +1,6 @@
-// Fused GELU (exact and tanh), QuickGELU, SiLU, LayerNorm, RoPE, depthwise convolution and
-// attention, forward and backward, for MindSpore's CPU backend (Custom "aot" ops).
+// Fused GELU (exact and tanh), QuickGELU, SiLU, LayerNorm, LayerScale, RoPE, depthwise
+// convolution, attention and the caption loss' softmax, forward and backward, for MindSpore's
+// CPU backend (Custom "aot" ops).
 //
 // MindSpore 2.10 runs exact GELU on CPU as separate Erf/Mul/Add kernels, Erf alone on one core
 // at ~16 ns an element (57 ms on a ViT-B/32 block's 32x50x3072 activation, torch: 8.5 ms), and
@@ -472,6 +473,20 @@ constexpr int64_t kLanes = 16;
 #endif
 constexpr int64_t kRows = 6;
 
+// exp(x - max x) of one row into out; returns their sum, *top the row's max
+inline float RowExps(const float *x, int64_t n, float *out, float *top) {
+  float m = x[0];
+  for (int64_t j = 1; j < n; ++j) m = x[j] > m ? x[j] : m;
+  float total = 0.f;
+#pragma omp simd reduction(+ : total)
+  for (int64_t j = 0; j < n; ++j) {
+    out[j] = Exp(x[j] - m);
+    total += out[j];
+  }
+  *top = m;
+  return total;
+}
+
 Attn AttnOf(void **params, int *ndims, int64_t **shapes) {
   Attn a;
   a.b = shapes[0][0];
@@ -494,12 +509,12 @@ Attn AttnOf(void **params, int *ndims, int64_t **shapes) {
   return a;
 }
 
-// One tile of C = alpha * A B (or C += with accumulate): R rows, n <= kLanes columns, summed
+// One tile of C = alpha * A B: R rows, n <= kLanes columns, summed
 // over k in registers. A[r][x] = a[r * ars + x * aks], B[x][c] = bm[x * bks + c],
 // C[r][c] = cm[r * crs + c]. Every product of the attention is this with other strides.
 template <int R, bool kFull>
 inline void Tile(const float *a, int64_t ars, int64_t aks, const float *bm, int64_t bks, int64_t k,
-                 float *cm, int64_t crs, int64_t n, float alpha, bool accumulate) {
+                 float *cm, int64_t crs, int64_t n, float alpha) {
   float acc[R][kLanes] = {};
   for (int64_t x = 0; x < k; ++x) {
     const float *brow = bm + x * bks;
@@ -515,31 +530,27 @@ inline void Tile(const float *a, int64_t ars, int64_t aks, const float *bm, int6
   }
   for (int r = 0; r < R; ++r) {
     float *crow = cm + r * crs;
-    if (accumulate) {
-      for (int64_t c = 0; c < n; ++c) crow[c] += alpha * acc[r][c];
-    } else {
-      for (int64_t c = 0; c < n; ++c) crow[c] = alpha * acc[r][c];
-    }
+    for (int64_t c = 0; c < n; ++c) crow[c] = alpha * acc[r][c];
   }
 }
 
-// C (m x n) = alpha * A (m x k) B (k x n), or C += that, tile by tile
+// C (m x n) = alpha * A (m x k) B (k x n), tile by tile
 void Product(const float *a, int64_t ars, int64_t aks, const float *bm, int64_t bks, int64_t m,
-             int64_t k, int64_t n, float *cm, int64_t crs, float alpha, bool accumulate) {
+             int64_t k, int64_t n, float *cm, int64_t crs, float alpha) {
   for (int64_t c0 = 0; c0 < n; c0 += kLanes) {
     const int64_t w = n - c0 < kLanes ? n - c0 : kLanes;
     int64_t r0 = 0;
     for (; r0 + kRows <= m; r0 += kRows) {
       if (w == kLanes)
-        Tile<kRows, true>(a + r0 * ars, ars, aks, bm + c0, bks, k, cm + r0 * crs + c0, crs, w, alpha, accumulate);
+        Tile<kRows, true>(a + r0 * ars, ars, aks, bm + c0, bks, k, cm + r0 * crs + c0, crs, w, alpha);
       else
-        Tile<kRows, false>(a + r0 * ars, ars, aks, bm + c0, bks, k, cm + r0 * crs + c0, crs, w, alpha, accumulate);
+        Tile<kRows, false>(a + r0 * ars, ars, aks, bm + c0, bks, k, cm + r0 * crs + c0, crs, w, alpha);
     }
     for (; r0 < m; ++r0) {
       if (w == kLanes)
-        Tile<1, true>(a + r0 * ars, ars, aks, bm + c0, bks, k, cm + r0 * crs + c0, crs, w, alpha, accumulate);
+        Tile<1, true>(a + r0 * ars, ars, aks, bm + c0, bks, k, cm + r0 * crs + c0, crs, w, alpha);
       else
-        Tile<1, false>(a + r0 * ars, ars, aks, bm + c0, bks, k, cm + r0 * crs + c0, crs, w, alpha, accumulate);
+        Tile<1, false>(a + r0 * ars, ars, aks, bm + c0, bks, k, cm + r0 * crs + c0, crs, w, alpha);
     }
   }
 }
@@ -556,7 +567,7 @@ void PackHead(const Attn &a, const float *x, int64_t b, int64_t h, float *packed
 
 // p (L x sp): the probabilities of sample b, head h (columns from s on are zero)
 void Probabilities(const Attn &a, const float *q, const float *kt, int64_t b, int64_t h, float *p) {
-  Product(q + b * a.l * a.d + h * a.hd, a.d, 1, kt, a.sp, a.l, a.hd, a.sp, p, a.sp, a.scale, false);
+  Product(q + b * a.l * a.d + h * a.hd, a.d, 1, kt, a.sp, a.l, a.hd, a.sp, p, a.sp, a.scale);
   for (int64_t i = 0; i < a.l; ++i) {
     float *row = p + i * a.sp;
     if (a.mask) {
@@ -564,15 +575,8 @@ void Probabilities(const Attn &a, const float *q, const float *kt, int64_t b, in
 #pragma omp simd
       for (int64_t j = 0; j < a.s; ++j) row[j] += m[j];
     }
-    float top = row[0];
-    for (int64_t j = 1; j < a.s; ++j) top = row[j] > top ? row[j] : top;
-    float total = 0.f;
-#pragma omp simd reduction(+ : total)
-    for (int64_t j = 0; j < a.s; ++j) {
-      row[j] = Exp(row[j] - top);
-      total += row[j];
-    }
-    const float inv = 1.f / total;
+    float top;
+    const float inv = 1.f / RowExps(row, a.s, row, &top);
 #pragma omp simd
     for (int64_t j = 0; j < a.s; ++j) row[j] *= inv;
     for (int64_t j = a.s; j < a.sp; ++j) row[j] = 0.f;
@@ -598,7 +602,7 @@ MINDCLIP_AOT(AttentionForward) {
         Probabilities(a, q, kt.data(), b, h, p.data());
         const int64_t col = b * a.s * a.d + h * a.hd;
         Product(p.data(), a.sp, 1, v + col, a.d, a.l, a.s, a.hd, out + b * a.l * a.d + h * a.hd,
-                a.d, 1.f, false);
+                a.d, 1.f);
       }
   }
   return 0;
@@ -629,7 +633,7 @@ MINDCLIP_AOT(AttentionBackward) {
         Probabilities(a, q, kt.data(), b, h, p.data());
         const int64_t qcol = b * a.l * a.d + h * a.hd, kcol = b * a.s * a.d + h * a.hd;
         // dp = dout v^T, then dz = p * (dp - rowsum(dp * p)): the scores' gradient
-        Product(dout + qcol, a.d, 1, vt.data(), a.sp, a.l, a.hd, a.sp, dz.data(), a.sp, 1.f, false);
+        Product(dout + qcol, a.d, 1, vt.data(), a.sp, a.l, a.hd, a.sp, dz.data(), a.sp, 1.f);
         for (int64_t i = 0; i < a.l; ++i) {
           float *z = dz.data() + i * a.sp;
           const float *pr = p.data() + i * a.sp;
@@ -645,31 +649,13 @@ MINDCLIP_AOT(AttentionBackward) {
           }
         }
         // dq = dz k * scale, dk = dz^T q * scale, dv = p^T dout
-        Product(dz.data(), a.sp, 1, k + kcol, a.d, a.l, a.s, a.hd, dq + qcol, a.d, a.scale, false);
-        Product(dz.data(), 1, a.sp, q + qcol, a.d, a.s, a.l, a.hd, dk + kcol, a.d, a.scale, false);
-        Product(p.data(), 1, a.sp, dout + qcol, a.d, a.s, a.l, a.hd, dv + kcol, a.d, 1.f, false);
+        Product(dz.data(), a.sp, 1, k + kcol, a.d, a.l, a.s, a.hd, dq + qcol, a.d, a.scale);
+        Product(dz.data(), 1, a.sp, q + qcol, a.d, a.s, a.l, a.hd, dk + kcol, a.d, a.scale);
+        Product(p.data(), 1, a.sp, dout + qcol, a.d, a.s, a.l, a.hd, dv + kcol, a.d, 1.f);
       }
   }
   return 0;
 }
-
-namespace {
-
-// exp(x - max x) of one row into out; returns their sum, *top the row's max
-inline float RowExps(const float *x, int64_t n, float *out, float *top) {
-  float m = x[0];
-  for (int64_t j = 1; j < n; ++j) m = x[j] > m ? x[j] : m;
-  float total = 0.f;
-#pragma omp simd reduction(+ : total)
-  for (int64_t j = 0; j < n; ++j) {
-    out[j] = Exp(x[j] - m);
-    total += out[j];
-  }
-  *top = m;
-  return total;
-}
-
-}  // namespace
 
 // Next-token negative log-likelihood of rows of vocabulary logits: the caption loss after
 // its projection (mindclip/families/coca_objective.py). MindSpore's CPU kernels of the
