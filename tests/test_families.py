@@ -54,7 +54,10 @@ class AlignObjective(Objective):
         center = ops.stop_gradient(self.text_center)
         align = ((image_features - center) ** 2).sum(axis=-1).mean()
         new_center = 0.9 * self.text_center + 0.1 * ops.stop_gradient(text_features.mean(axis=0))
-        align = ops.depend(align, ops.assign(self.text_center, new_center))
+        # The write waits for the term that reads the old value: MindSpore's CPU runtime may
+        # otherwise run the assign first (a parameter read is not a copy), and how the actors
+        # are timed decided which value the term saw.
+        align = ops.depend(align, ops.assign(self.text_center, ops.depend(new_center, align)))
         return contrastive + self.weight * align, (contrastive, align)
 
 

@@ -189,7 +189,8 @@ class DeCLIPObjective(Objective):
         # Under accumulation this runs once per micro-batch on the whole batch; the moving
         # BatchNorm statistics it moves are put back, and state_update moves them once.
         saved = [(norm.moving_mean * 1.0, norm.moving_variance * 1.0) for norm in self.head_norms]
-        total, terms = self._total(*features)
+        # the heads' BatchNorm writes its statistics in place: not before the copies are taken
+        total, terms = self._total(*[ops.depend(f, saved) for f in features])
         restored = [(ops.assign(norm.moving_mean, ops.depend(mean, total)),
                      ops.assign(norm.moving_variance, ops.depend(var, total)))
                     for norm, (mean, var) in zip(self.head_norms, saved)]

@@ -59,7 +59,7 @@ class _Replay(nn.Cell):
         saved, args = inputs[:self.count], inputs[self.count:]
         before = self.saved()
         for state, value in zip(self.states(), saved):
-            ops.assign(state, value)
+            ops.assign(state, ops.depend(value, before))  # not before the copies are taken
         y = self.block(*args)
         kept = ()
         for state, old, value in zip(self.states(), before, saved):

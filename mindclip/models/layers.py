@@ -319,7 +319,7 @@ class PerHeadAttention(nn.Cell):
     Primitives rather than ``ops`` functions: GRAPH mode cannot compile a function graph
     that both ``construct`` and ``bprop`` call.
 
-    With ``fused = True`` (off by default, see ``__init__``), float32 on CPU runs through one
+    Where the kernels are built (``fused = True``), float32 on CPU runs through one
     fused kernel each way (``AttentionForward`` / ``AttentionBackward`` in
     :mod:`mindclip.models.cpu_kernels`), same function, same recomputation: MindSpore's CPU
     runtime does not reuse the memory of the op-by-op backward's per-head slices, products
@@ -335,11 +335,7 @@ class PerHeadAttention(nn.Cell):
         self.head_bias = head_bias
         self.fused_forward = cpu_kernels.custom_op("AttentionForward")
         self.fused_backward = cpu_kernels.custom_op("AttentionBackward", like=(0, 1, 2, 3))
-        # Off by default: in a whole CLIP run (tests/test_families.py's exact resume, run in
-        # the suite) the losses changed from run to run after an epoch boundary with the
-        # kernel on, same data and weights, cause not found yet; ``fused = True`` turns it on
-        # (the tests check its values and gradients against torch).
-        self.fused = False
+        self.fused = self.fused_forward is not None
         self.meta = Tensor([heads, self.scale, float(head_bias)], ms.float32)
         self.split_heads = ops.Split(axis=-1, output_num=heads)
         self.split_bias = ops.Split(axis=0, output_num=heads)
@@ -376,11 +372,7 @@ class PerHeadAttention(nn.Cell):
 
     def construct(self, q, k, v, mask):
         if self._fuses(q, k):
-            # A copy of the towers' broadcast mask: with the mask itself a CLIP run's losses
-            # changed from run to run after an epoch boundary; the copy made a run alone
-            # reproducible but not the suite's (see __init__), ``Tensor.contiguous()`` neither.
-            mask = self._to(mask, ms.float32)
-            return self.fused_forward(q, k, v, mask if mask.ndim == 0 else mask * 1.0, self.meta)
+            return self.fused_forward(q, k, v, self._to(mask, ms.float32), self.meta)
         qs, ks, vs = self.split_heads(q * self.scale), self.split_heads(k), self.split_heads(v)
         masks = self._masks(mask)
         outs = []
@@ -390,8 +382,7 @@ class PerHeadAttention(nn.Cell):
 
     def bprop(self, q, k, v, mask, out, dout):
         if self._fuses(q, k):
-            mask = self._to(mask, ms.float32)
-            return self.fused_backward(q, k, v, mask if mask.ndim == 0 else mask * 1.0, self.meta, dout)
+            return self.fused_backward(q, k, v, self._to(mask, ms.float32), self.meta, dout)
         f32 = ms.float32
         qs = self.split_heads(self._to(q, f32) * self.scale)
         ks, vs = self.split_heads(self._to(k, f32)), self.split_heads(self._to(v, f32))

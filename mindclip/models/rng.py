@@ -95,7 +95,9 @@ class Stochastic(nn.Cell):
         index = ops.arange(0, int(np.prod(shape)), dtype=ms.int64)
         bits = _mix(ops.BitwiseXor()(_mix(ops.BitwiseXor()(index, base)), key))
         values = ops.RightShift()(bits, Tensor(8, ms.int64)).astype(ms.float32) * (2.0 ** -24)
-        advanced = ops.assign(self.rng_state, state + self._step)
+        # The write waits for the numbers: MindSpore's CPU runtime may run an assign before
+        # other readers of the value it replaces have run (a read is not a copy).
+        advanced = ops.assign(self.rng_state, ops.depend(state + self._step, values))
         return ops.depend(values.reshape(shape), advanced)
 
 

@@ -198,8 +198,10 @@ class TrainStep(nn.Cell):
             # DeCLIP's rule: the forward used the raw value (unclamped on a fresh model's first
             # step); the update applies to the clamped one. Parameter writes and reads run in
             # program order (auto-monad), so the optimizer sees the clamped value.
-            grads = ops.depend(grads, ops.assign(self.logit_scale,
-                                                 ops.clamp(self.logit_scale, self.low, self.high)))
+            # The write waits for the gradients: MindSpore's CPU runtime may otherwise run it
+            # before the forward's readers of the value it replaces.
+            clamped = ops.depend(ops.clamp(self.logit_scale, self.low, self.high), grads)
+            grads = ops.depend(grads, ops.assign(self.logit_scale, clamped))
         done = self.optimizer(grads, finite)
         if scaled:
             done = ops.depend(done, self.loss_scale(finite))
