@@ -78,6 +78,26 @@ def main(argv=None) -> int:
     return run_cli(lambda: _run(args, overrides), debug=args.debug)
 
 
+_MEMORY_POOL = {}  # what this process gave set_memory
+
+
+def _set_memory_pool(ms, memory) -> None:
+    """``context.memory``: MindSpore's memory-pool sizes, before anything allocates."""
+    sizes = {key: str(value) for key, value in memory.items() if value is not None}
+    if not sizes or sizes == _MEMORY_POOL:
+        return
+    from mindclip.config import ConfigError
+
+    if _MEMORY_POOL:
+        raise ConfigError(f"context.memory is set once per process (MindSpore's rule): "
+                          f"{_MEMORY_POOL} already, {sizes} asked")
+    try:
+        ms.runtime.set_memory(**sizes)
+    except ValueError as err:  # MindSpore names the value only
+        raise ConfigError(f"context.memory {sizes}: {err}") from None
+    _MEMORY_POOL.update(sizes)
+
+
 def _run(args, overrides) -> int:
     from mindclip.config import load_config
 
@@ -90,6 +110,7 @@ def _run(args, overrides) -> int:
         ms.set_context(device_id=int(os.environ.get("DEVICE_ID", ctx["device_id"])))
     if ctx.get("threads"):
         ms.device_context.cpu.op_tuning.threads_num(int(ctx["threads"]))
+    _set_memory_pool(ms, ctx.get("memory") or {})
     from mindclip.trainer import Trainer
 
     trainer = Trainer(config=cfg)

@@ -100,7 +100,11 @@ DEFAULTS: Dict[str, Any] = {
               "task": "auto", "linear_probe": {}, "num_workers": 2, "max_skip_fraction": 0.05,
               "progress_bar": True},
     "predict": {"top_k": 5},
-    "context": {"mode": 0, "device_target": "CPU", "device_id": 0, "threads": None},
+    # memory: MindSpore's memory pool (mindspore.runtime.set_memory's init_size, increase_size,
+    # max_size as "2GB", "0.25GB"; null = MindSpore's default). The CPU pool grows in 2 GB
+    # blocks by default: a step that needs a little more than a block holds the whole next one.
+    "context": {"mode": 0, "device_target": "CPU", "device_id": 0, "threads": None,
+                "memory": {"init_size": None, "increase_size": None, "max_size": None}},
     "parallel": {"data_parallel": "auto"},
 }
 

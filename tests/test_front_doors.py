@@ -180,6 +180,8 @@ def test_cli_user_errors_are_one_line(tmp_path, store):
                                 str(tmp_path)], "different architecture"),
         "weights not installed": (["--config", cifar, "--run_mode", "eval", "--eval_dataset_dir",
                                    str(tmp_path)], "--install clip_vit_b_32"),
+        "memory pool size": (["--config", demo, "--context.memory.increase_size", "12"],
+                             "context.memory {'increase_size': '12'}: The '12' is illegal"),
     }
     for name, (args, expected) in cases.items():
         proc = _cli(args, env=dict(os.environ, MINDCLIP_HOME=store))

@@ -34,6 +34,10 @@ from .transforms import (Augment, apply_color, apply_crop, augment_draws,
 
 Source = Union[ImageTextSource, LabeledImageSource, StreamingImageTextSource]
 _UNREADABLE = np.frombuffer(b"unreadable", np.uint8)  # fails decoding -> skipped and counted
+# What a pipeline's queues may hold in finished batches. MindSpore queues 16 rows or batches
+# per stage (``ds.config``'s prefetch size): 0.3 GB of ViT-B-32's batches of 32, on top of the
+# train step, for a step that takes seconds to consume one.
+_QUEUED_BATCH_BYTES = 64 << 20
 
 
 def _rng(*keys: int) -> np.random.Generator:
@@ -351,6 +355,7 @@ class Loader:
             dataset = dataset.skip(skip_batches)
         self.dataset, self.samples = dataset, samples
         self.batch_size, self.drop_last, self.skip_batches = batch_size, drop_last, skip_batches
+        self.batch_bytes = batch_size * views * 3 * image_size * image_size * 4
         self.num_samples = len(samples) if hasattr(samples, "__len__") else samples.num_rows
         self.delivered = 0
         self.dropped = 0
@@ -387,10 +392,23 @@ class Loader:
         self._iterator = self._rows()
         return self._iterator
 
+    def _launch(self):
+        """The pipeline's iterator, its queues sized to hold ~``_QUEUED_BATCH_BYTES`` of
+        batches (2 to MindSpore's default of 16): the size is read when the pipeline starts,
+        and the process-wide setting is put back for other pipelines."""
+        import mindspore.dataset as ds
+
+        default = ds.config.get_prefetch_size()
+        ds.config.set_prefetch_size(max(2, min(default, _QUEUED_BATCH_BYTES // self.batch_bytes)))
+        try:
+            return self.dataset.create_tuple_iterator(output_numpy=True, num_epochs=1)
+        finally:
+            ds.config.set_prefetch_size(default)
+
     def _rows(self) -> Iterator[Tuple[np.ndarray, ...]]:
         self.delivered = self.dropped = 0
         self.finished = False
-        for row in self.dataset.create_tuple_iterator(output_numpy=True, num_epochs=1):
+        for row in self._launch():
             n = len(row[0])
             if self.drop_last and n < self.batch_size:
                 self.dropped += n
