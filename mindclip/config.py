@@ -101,8 +101,8 @@ DEFAULTS: Dict[str, Any] = {
               "progress_bar": True},
     "predict": {"top_k": 5},
     # memory: MindSpore's memory pool (mindspore.runtime.set_memory's init_size, increase_size,
-    # max_size as "2GB", "0.25GB"; null = MindSpore's default). The CPU pool grows in 2 GB
-    # blocks by default: a step that needs a little more than a block holds the whole next one.
+    # max_size as "2GB", "0.25GB"; null = MindSpore's default, 2 GB blocks). Where a step's
+    # later calls land in the pool moves its peak by a few hundred MB (README, "Train-step memory").
     "context": {"mode": 0, "device_target": "CPU", "device_id": 0, "threads": None,
                 "memory": {"init_size": None, "increase_size": None, "max_size": None}},
     "parallel": {"data_parallel": "auto"},

@@ -196,10 +196,10 @@ class TrainStep(nn.Cell):
         lr = self.optimizer.current_lr()
         if self.clamp_before:
             # DeCLIP's rule: the forward used the raw value (unclamped on a fresh model's first
-            # step); the update applies to the clamped one. Parameter writes and reads run in
-            # program order (auto-monad), so the optimizer sees the clamped value.
-            # The write waits for the gradients: MindSpore's CPU runtime may otherwise run it
-            # before the forward's readers of the value it replaces.
+            # step); the update applies to the clamped one. Reads after the write see it
+            # (auto-monad), so the optimizer gets the clamped value; the write waits for the
+            # gradients, since MindSpore's CPU runtime may otherwise run it before the
+            # forward's readers of the value it replaces are done (a read is not a copy).
             clamped = ops.depend(ops.clamp(self.logit_scale, self.low, self.high), grads)
             grads = ops.depend(grads, ops.assign(self.logit_scale, clamped))
         done = self.optimizer(grads, finite)
