@@ -366,12 +366,13 @@ class PerHeadAttention(nn.Cell):
             return self.split_bias(mask)
         return (mask,) * self.heads
 
-    def _fuses(self, q, k):
-        # the kernel takes float32 and one batch for queries and keys (static in a graph)
-        return self.fused and q.dtype == ms.float32 and q.shape[0] == k.shape[0]
+    def _fuses(self, q, k, mask):
+        # the kernel takes float32, one batch for queries and keys and masks of up to 3
+        # dimensions (all static in a graph)
+        return self.fused and q.dtype == ms.float32 and q.shape[0] == k.shape[0] and mask.ndim <= 3
 
     def construct(self, q, k, v, mask):
-        if self._fuses(q, k):
+        if self._fuses(q, k, mask):
             return self.fused_forward(q, k, v, self._to(mask, ms.float32), self.meta)
         qs, ks, vs = self.split_heads(q * self.scale), self.split_heads(k), self.split_heads(v)
         masks = self._masks(mask)
@@ -381,7 +382,7 @@ class PerHeadAttention(nn.Cell):
         return self.concat(outs)
 
     def bprop(self, q, k, v, mask, out, dout):
-        if self._fuses(q, k):
+        if self._fuses(q, k, mask):
             return self.fused_backward(q, k, v, self._to(mask, ms.float32), self.meta, dout)
         f32 = ms.float32
         qs = self.split_heads(self._to(q, f32) * self.scale)
