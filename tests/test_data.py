@@ -265,25 +265,32 @@ def test_loader_is_deterministic_and_epochs_differ(tmp_path):
     np.testing.assert_array_equal(resumed[0], a[1])
 
 
-def test_loader_queues_are_sized_by_batch_bytes_and_the_global_setting_is_restored(tmp_path, monkeypatch):
-    """MindSpore queues 16 batches per stage by default (0.3 GB of ViT-B-32's batches of 32):
-    a loader starts its pipeline with queues holding ~_QUEUED_BATCH_BYTES of batches (2 to
-    16), then puts the process-wide prefetch size back."""
+def test_loader_queues_are_sized_by_row_bytes_and_the_global_setting_is_restored(tmp_path, monkeypatch):
+    """The pipeline ends at rows (the loader stacks batches): a loader starts it with queues
+    holding ~_QUEUED_ROW_BYTES of rows per stage (2 to 16), then puts the process-wide
+    prefetch size back; batches are the same whatever the queues hold."""
     import mindspore.dataset as ds
     from mindclip.data import loader as loader_module
 
-    src = json_captions(tmp_path, 8, ("a", "b", "c"))
+    src = json_captions(tmp_path, 9, ("a", "b", "c"))
     default = ds.config.get_prefetch_size()
     seen = []
     real_set = ds.config.set_prefetch_size
     monkeypatch.setattr(ds.config, "set_prefetch_size", lambda n: (seen.append(n), real_set(n)))
-    batch_bytes = 4 * 3 * 32 * 32 * 4
-    for budget, expected in ((batch_bytes * 5, 5), (batch_bytes, 2), (batch_bytes * 100, default)):
+    row_bytes = 3 * 32 * 32 * 4
+    outputs = []
+    for budget, expected in ((row_bytes * 5, 5), (row_bytes, 2), (row_bytes * 100, default)):
         seen.clear()
-        monkeypatch.setattr(loader_module, "_QUEUED_BATCH_BYTES", budget)
+        monkeypatch.setattr(loader_module, "_QUEUED_ROW_BYTES", budget)
         batches = list(train_loader(src, CLIPTokenizer(), 32, 4, seed=1))
-        assert sum(len(b[0]) for b in batches) == 8
+        assert [b[0].shape for b in batches] == [(4, 3, 32, 32)] * 2  # the 9th row: dropped
+        assert [b[1].shape for b in batches] == [(4, 77)] * 2
         assert seen == [expected, default] and ds.config.get_prefetch_size() == default
+        outputs.append(batches)
+    for batches in outputs[1:]:
+        for got, first in zip(batches, outputs[0]):
+            np.testing.assert_array_equal(got[0], first[0])
+            np.testing.assert_array_equal(got[1], first[1])
 
 
 def test_training_batches_normalise_with_the_models_preprocessing_record(tmp_path):

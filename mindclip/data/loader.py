@@ -34,10 +34,11 @@ from .transforms import (Augment, apply_color, apply_crop, augment_draws,
 
 Source = Union[ImageTextSource, LabeledImageSource, StreamingImageTextSource]
 _UNREADABLE = np.frombuffer(b"unreadable", np.uint8)  # fails decoding -> skipped and counted
-# What a pipeline's queues may hold in finished batches. MindSpore queues 16 rows or batches
-# per stage (``ds.config``'s prefetch size): 0.3 GB of ViT-B-32's batches of 32, on top of the
-# train step, for a step that takes seconds to consume one.
-_QUEUED_BATCH_BYTES = 64 << 20
+# The pipeline ends at rows and the loader stacks them into batches: MindSpore's batch op holds
+# about ten finished batches whatever the queue sizes (0.36 GB of ViT-B-32's batches of 64,
+# measured on 2.10), rows cost a stage ~16 x 0.6 MB. What one stage's queue may hold in rows
+# (``ds.config``'s prefetch size, 16 by default): large images get shorter queues.
+_QUEUED_ROW_BYTES = 16 << 20
 
 
 def _rng(*keys: int) -> np.random.Generator:
@@ -350,12 +351,11 @@ class Loader:
         for image in images if not pil_eval else []:
             dataset = dataset.map(_normalize_ops(preprocess.mean, preprocess.std), input_columns=[image],
                                   num_parallel_workers=workers)
-        dataset = dataset.batch(batch_size, drop_remainder=False)
         if skip_batches:
-            dataset = dataset.skip(skip_batches)
+            dataset = dataset.skip(skip_batches * batch_size)
         self.dataset, self.samples = dataset, samples
         self.batch_size, self.drop_last, self.skip_batches = batch_size, drop_last, skip_batches
-        self.batch_bytes = batch_size * views * 3 * image_size * image_size * 4
+        self.row_bytes = views * 3 * image_size * image_size * 4
         self.num_samples = len(samples) if hasattr(samples, "__len__") else samples.num_rows
         self.delivered = 0
         self.dropped = 0
@@ -393,13 +393,13 @@ class Loader:
         return self._iterator
 
     def _launch(self):
-        """The pipeline's iterator, its queues sized to hold ~``_QUEUED_BATCH_BYTES`` of
-        batches (2 to MindSpore's default of 16): the size is read when the pipeline starts,
-        and the process-wide setting is put back for other pipelines."""
+        """The pipeline's iterator, its queues sized to hold ~``_QUEUED_ROW_BYTES`` of rows per
+        stage (2 to MindSpore's default of 16): the size is read when the pipeline starts, and
+        the process-wide setting is put back for other pipelines."""
         import mindspore.dataset as ds
 
         default = ds.config.get_prefetch_size()
-        ds.config.set_prefetch_size(max(2, min(default, _QUEUED_BATCH_BYTES // self.batch_bytes)))
+        ds.config.set_prefetch_size(max(2, min(default, _QUEUED_ROW_BYTES // self.row_bytes)))
         try:
             return self.dataset.create_tuple_iterator(output_numpy=True, num_epochs=1)
         finally:
@@ -408,14 +408,23 @@ class Loader:
     def _rows(self) -> Iterator[Tuple[np.ndarray, ...]]:
         self.delivered = self.dropped = 0
         self.finished = False
+        rows = []
         for row in self._launch():
-            n = len(row[0])
-            if self.drop_last and n < self.batch_size:
-                self.dropped += n
-                continue
-            self.delivered += n
-            yield tuple(row)
+            rows.append(row)
+            if len(rows) == self.batch_size:
+                self.delivered += len(rows)
+                batch, rows = _stack(rows), []
+                yield batch
+        if rows and self.drop_last:
+            self.dropped += len(rows)
+        elif rows:
+            self.delivered += len(rows)
+            yield _stack(rows)
         self.finished = True
+
+
+def _stack(rows: List[Tuple[np.ndarray, ...]]) -> Tuple[np.ndarray, ...]:
+    return tuple(np.stack(column) for column in zip(*rows))
 
 
 def _is_encoded(source) -> bool:
