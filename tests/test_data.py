@@ -293,6 +293,23 @@ def test_loader_queues_are_sized_by_row_bytes_and_the_global_setting_is_restored
             np.testing.assert_array_equal(got[1], first[1])
 
 
+def test_loader_batches_keep_text_columns_whole(tmp_path):
+    """A builder column of strings (a custom processor's) comes out whole in every row of a
+    batch, also when the batch's first row is the shortest."""
+    from mindclip.data.batch import SampleBuilder
+
+    captions = ["a", "a longer caption", "an even longer caption than that", "bc"]
+    items = []
+    for i, caption in enumerate(captions):
+        make_image(tmp_path / f"{i}.jpg", i, size=(64, 48))
+        items.append({"image": f"{i}.jpg", "caption": [caption]})
+    (tmp_path / "t.json").write_text(json.dumps(items))
+    src = build_source({"type": "json", "path": str(tmp_path / "t.json")})
+    builder = SampleBuilder(lambda caption: np.array([caption]), columns=("caption",))
+    (images, got), = list(train_loader(src, builder, 32, 4, seed=2, shuffle=False))
+    assert images.shape == (4, 3, 32, 32) and [str(c) for c in got.reshape(-1)] == captions
+
+
 def test_training_batches_normalise_with_the_models_preprocessing_record(tmp_path):
     """Training normalises with the record's mean and std (MobileCLIP's 0 / 1, say) and, as
     open_clip's training transform, crops and resizes alike whatever its resize mode."""

@@ -408,23 +408,29 @@ class Loader:
     def _rows(self) -> Iterator[Tuple[np.ndarray, ...]]:
         self.delivered = self.dropped = 0
         self.finished = False
-        rows = []
+        batch, filled = (), 0
         for row in self._launch():
-            rows.append(row)
-            if len(rows) == self.batch_size:
-                self.delivered += len(rows)
-                batch, rows = _stack(rows), []
-                yield batch
-        if rows and self.drop_last:
-            self.dropped += len(rows)
-        elif rows:
-            self.delivered += len(rows)
-            yield _stack(rows)
+            if not filled:  # rows are copied into place: one batch and one row are alive
+                batch = tuple(np.empty((self.batch_size,) + np.shape(c), _batch_dtype(c)) for c in row)
+            for column, value in zip(batch, row):
+                column[filled] = value
+            filled += 1
+            if filled == self.batch_size:
+                self.delivered += filled
+                done, batch, filled = batch, (), 0
+                yield done
+        if filled and self.drop_last:
+            self.dropped += filled
+        elif filled:
+            self.delivered += filled
+            yield tuple(column[:filled] for column in batch)
         self.finished = True
 
 
-def _stack(rows: List[Tuple[np.ndarray, ...]]) -> Tuple[np.ndarray, ...]:
-    return tuple(np.stack(column) for column in zip(*rows))
+def _batch_dtype(value) -> np.dtype:
+    """A column's dtype; strings as objects (a fixed-width string column would cut longer rows)."""
+    dtype = np.asarray(value).dtype
+    return np.dtype(object) if dtype.kind in "USO" else dtype
 
 
 def _is_encoded(source) -> bool:

@@ -26,8 +26,11 @@ def encode_image_batch(model: Any, images: np.ndarray, batch_size: int) -> np.nd
     """L2-normalised features of ``images`` (N, 3, H, W), run in padded batches."""
     out = []
     for start in range(0, len(images), batch_size):
-        chunk = images[start:start + batch_size]
-        feats = model.encode_image(ms.Tensor(_pad(chunk.astype(np.float32), batch_size)), normalize=False)
+        chunk = images[start:start + batch_size].astype(np.float32, copy=False)
+        # The Tensor shares the array's memory (one copy of the batch, not three); nothing
+        # writes to it before asnumpy() has waited for the result.
+        padded = np.ascontiguousarray(_pad(chunk, batch_size))
+        feats = model.encode_image(ms.Tensor.from_numpy(padded), normalize=False)
         out.append(feats.asnumpy()[:len(chunk)])
     return _normalize(np.concatenate(out).astype(np.float32)) if out else np.zeros((0, 0), np.float32)
 

@@ -7,6 +7,8 @@ import json
 import math
 from typing import Any, Callable, Dict, Optional
 
+import numpy as np
+
 from ..data.loader import build_source, train_loader
 from ..data.transforms import Augment
 from ..families.base import family_of
@@ -203,7 +205,9 @@ class TrainingRunner:
                                       skip_batches=batch_in_epoch)
                 finished_early = False
                 for batch in loader:
-                    loss, terms, lr, scale = self.step_cell(*(ms.Tensor(x) for x in batch))
+                    # the Tensors share the batch's arrays (a loader's batch is fresh memory)
+                    loss, terms, lr, scale = self.step_cell(*(ms.Tensor.from_numpy(np.ascontiguousarray(x))
+                                                              for x in batch))
                     global_step += 1
                     batch_in_epoch += 1
                     samples += len(batch[0]) * self.world
