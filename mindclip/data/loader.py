@@ -35,8 +35,8 @@ from .transforms import (Augment, apply_color, apply_crop, augment_draws,
 Source = Union[ImageTextSource, LabeledImageSource, StreamingImageTextSource]
 _UNREADABLE = np.frombuffer(b"unreadable", np.uint8)  # fails decoding -> skipped and counted
 # The pipeline ends at rows and the loader stacks them into batches: MindSpore's batch op holds
-# about ten finished batches whatever the queue sizes (0.36 GB of ViT-B-32's batches of 64,
-# measured on 2.10), rows cost a stage ~16 x 0.6 MB. What one stage's queue may hold in rows
+# about ten finished batches whatever the queue sizes (0.36 GB of 64 images at 224 px, measured
+# on 2.10), rows cost a stage ~16 x 0.6 MB. What one stage's queue may hold in rows
 # (``ds.config``'s prefetch size, 16 by default): large images get shorter queues.
 _QUEUED_ROW_BYTES = 16 << 20
 

@@ -206,8 +206,8 @@ class TrainingRunner:
                 finished_early = False
                 for batch in loader:
                     # the Tensors share the batch's arrays (a loader's batch is fresh memory)
-                    loss, terms, lr, scale = self.step_cell(*(ms.Tensor.from_numpy(np.ascontiguousarray(x))
-                                                              for x in batch))
+                    inputs = (ms.Tensor.from_numpy(np.ascontiguousarray(x)) for x in batch)
+                    loss, terms, lr, scale = self.step_cell(*inputs)
                     global_step += 1
                     batch_in_epoch += 1
                     samples += len(batch[0]) * self.world
