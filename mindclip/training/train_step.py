@@ -164,9 +164,15 @@ class TrainStep(nn.Cell):
         # a tuple argument is a compile-time constant to MindSpore unless marked mutable
         cache = ms.mutable(tuple(ops.concat([p[k] for p in parts], axis=0) for k in range(len(parts[0]))))
         (loss, terms), grads = chunk_gradients(Tensor(0, ms.int32), cache, *micro[0])
+        grads = list(grads)
         for j in range(1, self.accumulate_steps):
             _, more = chunk_gradients(Tensor(j, ms.int32), cache, *micro[j])
-            grads = tuple(a if once else a + b for a, b, once in zip(grads, more, self.once))
+            more = list(more)
+            for i, once in enumerate(self.once):  # one tensor at a time: two gradient sets alive, not three
+                if not once:
+                    grads[i] = grads[i] + more[i]
+                more[i] = None
+            del more
         return super().__call__(loss, ms.mutable(terms), cache, *grads)
 
     def construct(self, *inputs):
