@@ -308,6 +308,12 @@ def test_loader_batches_keep_text_columns_whole(tmp_path):
     builder = SampleBuilder(lambda caption: np.array([caption]), columns=("caption",))
     (images, got), = list(train_loader(src, builder, 32, 4, seed=2, shuffle=False))
     assert images.shape == (4, 3, 32, 32) and [str(c) for c in got.reshape(-1)] == captions
+    # rows of one column that differ in shape are refused, never broadcast into the batch
+    ragged = SampleBuilder(lambda texts: np.zeros((1, max(1, 17 - len(texts[0]))), np.int32),
+                           columns=("ids",))
+    with pytest.raises(ValueError, match=r"loader column 'ids': a row of shape \(1,\) in a batch of rows "
+                                         r"shaped \(16,\)"):
+        list(train_loader(src, ragged, 32, 4, seed=2, shuffle=False))
 
 
 def test_training_batches_normalise_with_the_models_preprocessing_record(tmp_path):

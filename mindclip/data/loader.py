@@ -354,6 +354,7 @@ class Loader:
         if skip_batches:
             dataset = dataset.skip(skip_batches * batch_size)
         self.dataset, self.samples = dataset, samples
+        self.names = images + columns
         self.batch_size, self.drop_last, self.skip_batches = batch_size, drop_last, skip_batches
         self.row_bytes = views * 3 * image_size * image_size * 4
         self.num_samples = len(samples) if hasattr(samples, "__len__") else samples.num_rows
@@ -412,7 +413,11 @@ class Loader:
         for row in self._launch():
             if not filled:  # rows are copied into place: one batch and one row are alive
                 batch = tuple(np.empty((self.batch_size,) + np.shape(c), _batch_dtype(c)) for c in row)
-            for column, value in zip(batch, row):
+            for name, column, value in zip(self.names, batch, row):
+                if np.shape(value) != column.shape[1:]:  # assignment would broadcast it silently
+                    raise ValueError(f"loader column {name!r}: a row of shape {np.shape(value)} in a "
+                                     f"batch of rows shaped {column.shape[1:]}; a column's rows must "
+                                     "share one shape")
                 column[filled] = value
             filled += 1
             if filled == self.batch_size:
