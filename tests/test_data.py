@@ -466,3 +466,25 @@ def test_line_index_is_exact_across_read_chunks(tmp_path, monkeypatch):
         monkeypatch.setattr(indexed, "_CHUNK", chunk)
         offsets = indexed._non_blank(str(path), indexed._scan_offsets(str(path)))
         assert offsets.tolist() == expected, chunk
+
+
+def test_digits_are_scikit_learns_without_importing_it():
+    """The demo's digits come from the file scikit-learn ships, read without importing
+    scikit-learn (1-2 s of every demo run's start-up): the same pixels and labels as
+    ``load_digits``, split 1442 / 355."""
+    import subprocess
+    import sys
+
+    from sklearn.datasets import load_digits
+
+    from mindclip.data.classification import _digits_arrays, read_digits
+
+    images, targets = _digits_arrays()
+    reference = load_digits()
+    assert np.array_equal(images, reference.images) and np.array_equal(targets, reference.target)
+    train, test = read_digits("train"), read_digits("test")
+    assert (len(train.images), len(test.images)) == (1442, 355)
+    probe = ("import sys; from mindclip.data.classification import read_digits; "
+             "read_digits('train'); print('sklearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -3,10 +3,12 @@ read through a restricted unpickler, and the binary version), ImageFolder trees,
 ImageNet meta files and scikit-learn's handwritten digits (the built-in demo data)."""
 from __future__ import annotations
 
+import functools
+import importlib.util
 import io
 import os
 import pickle
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
@@ -155,20 +157,31 @@ def read_digits(split: str = "train", path: Optional[str] = None, **_) -> Labele
 
     A fixed, class-stratified 80/20 split; ``path`` is unused (the data ships with sklearn).
     """
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    rng = np.random.default_rng(1234)
-    test_mask = np.zeros(len(digits.target), bool)
-    for label in range(10):
-        idx = np.flatnonzero(digits.target == label)
-        test_mask[rng.choice(idx, size=len(idx) // 5, replace=False)] = True
     if split not in ("train", "test"):
         raise ValueError(f"digits split must be 'train' or 'test', got {split!r}")
+    grey, target = _digits_arrays()
+    rng = np.random.default_rng(1234)
+    test_mask = np.zeros(len(target), bool)
+    for label in range(10):
+        idx = np.flatnonzero(target == label)
+        test_mask[rng.choice(idx, size=len(idx) // 5, replace=False)] = True
     mask = test_mask if split == "test" else ~test_mask
-    pixels = (digits.images[mask] * (255.0 / 16.0)).round().astype(np.uint8)
+    pixels = (grey[mask] * (255.0 / 16.0)).round().astype(np.uint8)
     images = [np.repeat(img[:, :, None], 3, axis=2) for img in pixels]
-    return LabeledImageSource(images, digits.target[mask].tolist(), list(DIGIT_NAMES), f"digits-{split}")
+    return LabeledImageSource(images, target[mask].tolist(), list(DIGIT_NAMES), f"digits-{split}")
+
+
+@functools.lru_cache(maxsize=1)
+def _digits_arrays() -> Tuple[np.ndarray, np.ndarray]:
+    """``(images (1797, 8, 8) float, targets)`` exactly as ``sklearn.datasets.load_digits``
+    returns them, read from the file scikit-learn ships. Importing scikit-learn itself (scipy
+    and all) took 1-2 s of every demo run's start-up, more than its training steps."""
+    spec = importlib.util.find_spec("sklearn")  # locates the package without importing it
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("the digits dataset ships with scikit-learn: pip install scikit-learn")
+    path = os.path.join(spec.submodule_search_locations[0], "datasets", "data", "digits.csv.gz")
+    data = np.loadtxt(path, delimiter=",")
+    return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(int)
 
 
 @register("dataset", "digits_captions")
