@@ -23,7 +23,7 @@ measures the machine's matmul limit in the same run (the fastest of MindSpore, O
 through numpy and torch on ViT-B's largest product) and prints each workload's share of it
 (FLOPs per item counted on the peer with torch's ``FlopCounterMode``). Numbers are items per
 second (higher is better) from the median call after one warm-up call, and the peak RSS of the
-process that ran the workload; ratio = mindclip / peer. ``--check`` compares every ratio with
+process that ran the workload (its "GB" are GiB, 2**30 bytes: ``ru_maxrss`` / 1024**2); ratio = mindclip / peer. ``--check`` compares every ratio with
 the README's floors for this processor kind (vendor and vector width, e.g. ``Intel AVX-512``:
 the ratios move with both) and PyNative with GRAPH (within 10 %), and exits 1 on a shortfall.
 ``--unset_openblas_env`` runs every process, both sides, without the OPENBLAS_CORETYPE /
