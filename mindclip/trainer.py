@@ -45,8 +45,8 @@ def _return_freed_heap() -> None:
     """Hand the C heap's free pages back to the system (glibc's ``malloc_trim``; nothing
     elsewhere). Once the train step is released, what it freed stayed resident in the heap and
     the final evaluation's allocations landed on fresh pages above it: here a ViT-B-32 run's
-    resident set falls from 5.11 to 4.78 GB (kbytes / 10⁶), and a final evaluation at the training batch size
-    stays below the training phase's peak (AMD EPYC Zen 3, 2026-12-07)."""
+    resident set falls from 5.11 to 4.78 GB (kbytes / 10⁶), and a final evaluation at the
+    training batch size stays below the training phase's peak (AMD EPYC Zen 3, 2026-12-07)."""
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc

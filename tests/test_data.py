@@ -470,7 +470,7 @@ def test_line_index_is_exact_across_read_chunks(tmp_path, monkeypatch):
 
 def test_digits_are_scikit_learns_without_importing_it():
     """The demo's digits come from the file scikit-learn ships, read without importing
-    scikit-learn (1-2 s of every demo run's start-up): the same pixels and labels as
+    scikit-learn (about 1 s of every demo run's start-up): the same pixels and labels as
     ``load_digits``, split 1442 / 355."""
     import subprocess
     import sys

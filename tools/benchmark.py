@@ -23,9 +23,10 @@ measures the machine's matmul limit in the same run (the fastest of MindSpore, O
 through numpy and torch on ViT-B's largest product) and prints each workload's share of it
 (FLOPs per item counted on the peer with torch's ``FlopCounterMode``). Numbers are items per
 second (higher is better) from the median call after one warm-up call, and the peak RSS of the
-process that ran the workload (its "GB" are GiB, 2**30 bytes: ``ru_maxrss`` / 1024**2); ratio = mindclip / peer. ``--check`` compares every ratio with
-the README's floors for this processor kind (vendor and vector width, e.g. ``Intel AVX-512``:
-the ratios move with both) and PyNative with GRAPH (within 10 %), and exits 1 on a shortfall.
+process that ran the workload (its "GB" are GiB, 2**30 bytes: ``ru_maxrss`` / 1024**2);
+ratio = mindclip / peer. ``--check`` compares every ratio with the README's floors for this
+processor kind (vendor and vector width, e.g. ``Intel AVX-512``: the ratios move with both) and
+PyNative with GRAPH (within 10 %), and exits 1 on a shortfall.
 ``--unset_openblas_env`` runs every process, both sides, without the OPENBLAS_CORETYPE /
 OPENBLAS_L2_SIZE these machines set for old OpenBLAS builds (a user's machine does not set
 them). The zero-shot workload has no warm-up: it is what a user waits for, from a built model
