@@ -109,7 +109,9 @@ def _run(args, overrides) -> int:
     if ctx["device_target"] != "CPU":
         ms.set_context(device_id=int(os.environ.get("DEVICE_ID", ctx["device_id"])))
     if ctx.get("threads"):
-        ms.device_context.cpu.op_tuning.threads_num(int(ctx["threads"]))
+        from mindclip import set_num_threads
+
+        set_num_threads(int(ctx["threads"]))  # MindSpore's kernels and ours
     _set_memory_pool(ms, ctx.get("memory") or {})
     from mindclip.trainer import Trainer
 

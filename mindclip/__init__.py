@@ -5,6 +5,7 @@ from .factory import (create_model, get_model_config, get_tokenizer, list_models
                       resolve_model_name)
 from .models import CLIPConfig, CLIPModel
 from .models.reparam import reparameterize_model
+from .models.cpu_kernels import set_num_threads
 from .models.coca import CoCaConfig, CoCaModel
 from .models.dual_encoder import DualEncoderConfig, DualEncoderModel
 from .models.siglip import SigLIPConfig, SigLIPModel
@@ -57,6 +58,6 @@ def __getattr__(name: str):
 
 __all__ = ["Trainer", "pipeline", "reparameterize_model", "CLIPConfig", "CLIPModel", "CLIPTokenizer", "CoCaConfig",
            "CoCaModel", "DualEncoderConfig", "DualEncoderModel", "SigLIPConfig", "SigLIPModel", "create_model", "create_model_and_transforms",
-           "create_model_from_pretrained", "list_pretrained", "get_model_config",
+           "create_model_from_pretrained", "list_pretrained", "get_model_config", "set_num_threads",
            "get_tokenizer", "list_models", "load_image", "resolve_model_name", "tokenize",
            "evaluate_suite", "__version__"]

@@ -60,7 +60,7 @@ def train_steps(family: str, rank: int, world: int, accum: int) -> dict:
 
 def main(out_dir: str) -> None:
     ms.set_context(mode=ms.GRAPH_MODE)
-    ms.device_context.cpu.op_tuning.threads_num(1)  # two ranks (and pytest's other worker) on two cores
+    mindclip.set_num_threads(1)  # two ranks (and pytest's other worker) on two cores
     from mindspore.communication import init
 
     init()

@@ -18,8 +18,10 @@ ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
 # One kernel thread per test process: pytest runs two processes on the two cores, and two
 # threads each left both workers waiting on each other's threads (test_grad_checkpointing +
 # test_timm_conv_towers: 311 s with MindSpore's and torch's default threads, 254 s with one).
-# Our OpenMP kernels keep their threads (their threaded paths are tested).
-ms.device_context.cpu.op_tuning.threads_num(1)
+# The fused kernels' threaded paths are tested with two threads (test_models_and_transforms).
+from mindclip import set_num_threads  # noqa: E402
+
+set_num_threads(1)
 torch.set_num_threads(1)
 
 # The order pytest-xdist hands the files to its two workers (pytest.ini: --dist loadfile

@@ -9,7 +9,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import mindspore as ms  # noqa: E402
 
-from mindclip import create_model  # noqa: E402
+from mindclip import create_model, set_num_threads  # noqa: E402
 from mindclip.families.declip_objective import DeCLIPObjective  # noqa: E402
 from mindclip.losses import distributed_info  # noqa: E402
 
@@ -32,7 +32,7 @@ def global_batch(model):
 
 def main(out_dir: str) -> None:
     ms.set_context(mode=ms.GRAPH_MODE)
-    ms.device_context.cpu.op_tuning.threads_num(1)  # two ranks (and pytest's other worker) on two cores
+    set_num_threads(1)  # two ranks (and pytest's other worker) on two cores
     if os.environ.get("MS_WORKER_NUM"):
         from mindspore.communication import init
 

@@ -8,12 +8,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import mindspore as ms  # noqa: E402
 
+from mindclip import set_num_threads  # noqa: E402
 from mindclip.trainer import Trainer  # noqa: E402
 
 
 def main(out_dir: str, per_rank_batch: int) -> None:
     ms.set_context(mode=ms.GRAPH_MODE)
-    ms.device_context.cpu.op_tuning.threads_num(1)  # two ranks (and pytest's other worker) on two cores
+    set_num_threads(1)  # two ranks (and pytest's other worker) on two cores
     cfg = {
         "seed": 3, "output_dir": out_dir, "model": {"name": "ViT-Tiny-8"},
         "train_dataset": {"type": "digits_captions", "num_samples": 48, "num_workers": 1},

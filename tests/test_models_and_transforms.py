@@ -202,6 +202,43 @@ def test_activations_and_their_bprop_equal_torch(kind, mode, fused, monkeypatch)
         ms.set_context(mode=0)
 
 
+@pytest.fixture(autouse=True)
+def two_kernel_threads():
+    """The fused kernels' threaded paths: every test here runs them on two threads (conftest
+    gives the rest of the suite one, where they take their one-thread paths)."""
+    from mindclip.models import cpu_kernels
+
+    previous = cpu_kernels.set_threads(2)
+    yield
+    cpu_kernels.set_threads(previous)
+
+
+def test_kernel_threads_are_the_runs_in_the_library_mindspore_runs():
+    """``set_num_threads`` / ``context.threads`` reach the kernels MindSpore runs: a count
+    above the core count (never OpenMP's default) makes MindSpore's call of a kernel start
+    that many threads; every count gives the same rows."""
+    import mindspore as ms
+
+    from mindclip.models import cpu_kernels
+    from mindclip.models.layers import LayerNorm
+
+    x = np.random.default_rng(0).standard_normal((256, 256)).astype(np.float32)  # a parallel loop
+    cell = LayerNorm(256, eps=1e-5)
+    assert cell.fused
+    before = cell(ms.Tensor(x)).asnumpy()
+    for n in (1, 3, 2):
+        cpu_kernels.set_threads(n)
+        assert cpu_kernels.team_size() == n
+        np.testing.assert_array_equal(cell(ms.Tensor(x)).asnumpy(), before)  # rows split, not sums
+    threads = len(os.listdir("/proc/self/task"))
+    cpu_kernels.set_threads((os.cpu_count() or 1) + 2)
+    cell(ms.Tensor(x)).asnumpy()
+    assert len(os.listdir("/proc/self/task")) > threads  # OpenMP started the larger team
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="integer >= 1"):
+            mindclip.set_num_threads(bad)
+
+
 def test_kernel_library_removed_while_running_is_built_again(tmp_path, monkeypatch):
     """A kernel library built into a temporary $MINDCLIP_HOME that is then deleted (as a test's
     tmp_path is) is built again where the store now is, and new cells use it."""
@@ -221,6 +258,7 @@ def test_kernel_library_removed_while_running_is_built_again(tmp_path, monkeypat
     monkeypatch.setenv("MINDCLIP_HOME", str(tmp_path / "second"))
     cell = LayerNorm(8, eps=1e-5)
     assert cell.fused and cpu_kernels.library_path().startswith(str(tmp_path / "second"))
+    assert cpu_kernels.team_size() == 2  # the new library takes the run's thread count
     x = np.random.default_rng(0).standard_normal((2, 8)).astype(np.float32)
     expected = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5)
     assert np.abs(cell(ms.Tensor(x)).asnumpy() - expected).max() < 1e-5

@@ -19,6 +19,7 @@ traced for export (a MindIR runs on other machines and backends, without this li
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import hashlib
 import logging
@@ -28,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Tuple
+from typing import Callable, Dict, Iterator, Optional, Tuple
 
 import mindspore as ms
 from mindspore import nn, ops
@@ -41,6 +42,12 @@ _SOURCE = Path(__file__).with_name("kernels.cc")
 _FLAGS = ["-O3", "-march=native", "-fPIC", "-shared", "-fopenmp", "-fno-math-errno",
           "-fno-trapping-math"]
 ENV_SWITCH = "MINDCLIP_CPU_KERNELS"
+
+# The kernels' thread count (0: OpenMP's default, every core) and what each loaded library
+# was told. MindSpore loads the library by its path, so the ctypes handle of that path is
+# the same library the ops run in: one thread count serves both.
+_threads = 0
+_applied: Dict[str, int] = {}
 
 
 def enabled() -> bool:
@@ -66,7 +73,51 @@ def library_path() -> Optional[str]:
         _library.cache_clear()
         _op.cache_clear()
         path = _library()
+    if path is not None and _applied.get(path) != _threads:
+        _loaded(path).mindclip_set_threads(_threads)
+        _applied[path] = _threads
     return path
+
+
+@functools.lru_cache(maxsize=None)
+def _loaded(path: str) -> ctypes.CDLL:
+    return ctypes.CDLL(path)
+
+
+def set_threads(n: int) -> int:
+    """Threads of the fused kernels' parallel loops from now on (``n >= 1``; 0: OpenMP's
+    default, every core or ``OMP_NUM_THREADS``, which holds until a call). Returns the count
+    it replaces. MindSpore's own kernels follow ``ms.device_context.cpu.op_tuning.threads_num``,
+    which :func:`set_num_threads` sets together with this."""
+    global _threads
+    previous, _threads = _threads, _thread_count(n, allow_default=True)
+    if _library.cache_info().currsize:  # a library is loaded: it takes the count now
+        library_path()
+    return previous
+
+
+def team_size() -> Optional[int]:
+    """How many threads a fused kernel's parallel loop runs on now (None without kernels)."""
+    path = library_path() if enabled() else None
+    return None if path is None else int(_loaded(path).mindclip_team_size())
+
+
+def set_num_threads(n: int) -> None:
+    """Run CPU kernels on ``n`` threads (``torch.set_num_threads``' counterpart): MindSpore's
+    (``threads_num``, which MindSpore lets a process set once; a second call raises its
+    RuntimeError) and the fused kernels'. ``context.threads`` in a run config calls this.
+    Below the core count, a run leaves the other cores to other processes (other ranks on
+    the same machine, other jobs): threads beyond what a run was given wait for each other
+    in OpenMP's barriers, spinning."""
+    ms.device_context.cpu.op_tuning.threads_num(_thread_count(n))
+    set_threads(n)
+
+
+def _thread_count(n: int, allow_default: bool = False) -> int:
+    low = 0 if allow_default else 1
+    if isinstance(n, bool) or not isinstance(n, int) or n < low:
+        raise ValueError(f"the kernel thread count must be an integer >= {low}, got {n!r}")
+    return n
 
 
 @functools.lru_cache(maxsize=None)

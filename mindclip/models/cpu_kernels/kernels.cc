@@ -9,6 +9,9 @@
 //
 // Every function has MindSpore's aot signature; params holds the inputs, then the outputs, all
 // float32. Built by mindclip/models/cpu_kernels/__init__.py.
+#include <omp.h>
+
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -17,6 +20,18 @@
 namespace {
 
 constexpr int64_t kParallelFrom = 1 << 15;  // below this, threads cost more than they save
+
+// Threads a parallel region uses: the run's kernel thread count (mindclip_set_threads, from
+// context.threads / mindclip.set_num_threads), else OpenMP's default (every core). MindSpore
+// calls these functions from its actor threads, more than one at a time; teams larger than
+// the cores the user gave the run spin in OpenMP's barriers against each other and against
+// the other processes on the machine.
+std::atomic<int> g_threads{0};
+
+inline int Threads() {
+  const int n = g_threads.load(std::memory_order_relaxed);
+  return n > 0 ? n : omp_get_max_threads();
+}
 
 int64_t Numel(int ndim, const int64_t *shape) {
   int64_t n = 1;
@@ -89,7 +104,7 @@ int Map(void **params, int *ndims, int64_t **shapes, F f) {
   const float *x = static_cast<const float *>(params[0]);
   float *y = static_cast<float *>(params[1]);
   const int64_t n = Numel(ndims[0], shapes[0]);
-#pragma omp parallel for simd schedule(static) if (n >= kParallelFrom)
+#pragma omp parallel for simd schedule(static) if (n >= kParallelFrom) num_threads(Threads())
   for (int64_t i = 0; i < n; ++i) y[i] = f(x[i]);
   return 0;
 }
@@ -101,12 +116,26 @@ int MapGrad(void **params, int *ndims, int64_t **shapes, F derivative) {
   const float *dy = static_cast<const float *>(params[1]);
   float *dx = static_cast<float *>(params[2]);
   const int64_t n = Numel(ndims[0], shapes[0]);
-#pragma omp parallel for simd schedule(static) if (n >= kParallelFrom)
+#pragma omp parallel for simd schedule(static) if (n >= kParallelFrom) num_threads(Threads())
   for (int64_t i = 0; i < n; ++i) dx[i] = dy[i] * derivative(x[i]);
   return 0;
 }
 
 }  // namespace
+
+// The kernels' thread count (0: OpenMP's default); mindclip/models/cpu_kernels sets it.
+extern "C" void mindclip_set_threads(int n) { g_threads.store(n > 0 ? n : 0); }
+
+// The size of the team a kernel's parallel region starts now.
+extern "C" int mindclip_team_size() {
+  int size = 1;
+#pragma omp parallel num_threads(Threads())
+  {
+#pragma omp single
+    size = omp_get_num_threads();
+  }
+  return size;
+}
 
 #define MINDCLIP_AOT(name) \
   extern "C" int name(int nparam, void **params, int *ndims, int64_t **shapes, \
@@ -147,7 +176,7 @@ MINDCLIP_AOT(LayerNormForward) {
   float *y = static_cast<float *>(params[4]);
   const int64_t width = shapes[0][ndims[0] - 1];
   const int64_t rows = Numel(ndims[0], shapes[0]) / width;
-#pragma omp parallel for schedule(static) if (rows * width >= kParallelFrom)
+#pragma omp parallel for schedule(static) if (rows * width >= kParallelFrom) num_threads(Threads())
   for (int64_t r = 0; r < rows; ++r) {
     const float *xr = x + r * width;
     float *yr = y + r * width;
@@ -172,7 +201,7 @@ MINDCLIP_AOT(LayerNormBackward) {
   const int64_t width = shapes[0][ndims[0] - 1];
   const int64_t rows = Numel(ndims[0], shapes[0]) / width;
   std::vector<double> total_g(width, 0.0), total_b(width, 0.0);
-#pragma omp parallel if (rows * width >= kParallelFrom)
+#pragma omp parallel if (rows * width >= kParallelFrom) num_threads(Threads())
   {
     // Per-thread partial sums of dgamma/dbeta in double: summed over up to ~10^5 rows.
     std::vector<double> part_g(width, 0.0), part_b(width, 0.0);
@@ -259,7 +288,7 @@ int Rope(void **params, int *ndims, int64_t **shapes, bool transpose) {
   const int64_t width = shapes[1][ndims[1] - 1];
   const int64_t tokens = Numel(ndims[1], shapes[1]) / width;
   const int64_t rows = Numel(ndims[0], shapes[0]) / width;
-#pragma omp parallel for schedule(static) if (rows * width >= kParallelFrom)
+#pragma omp parallel for schedule(static) if (rows * width >= kParallelFrom) num_threads(Threads())
   for (int64_t r = 0; r < rows; ++r) {
     const float *xr = x + r * width;
     const float *cr = c + (r % tokens) * width;
@@ -370,7 +399,7 @@ void DwRow(const float *in, const float *w, const float *bias, float *out, const
 void DwCorrelate(const float *in, const float *w, const float *bias, float *out, const DwShape &s,
                  int sign) {
   const int64_t rows = s.b * s.h;
-#pragma omp parallel for schedule(static) if (rows * s.w * s.c >= kParallelFrom)
+#pragma omp parallel for schedule(static) if (rows * s.w * s.c >= kParallelFrom) num_threads(Threads())
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t b = r / s.h, y = r % s.h;
     int64_t c0 = 0;
@@ -412,7 +441,7 @@ MINDCLIP_AOT(DepthwiseBackward) {
   const int64_t taps = s.k * s.k, rows = s.b * s.h;
   const int64_t chunks = rows < kDwChunks ? rows : kDwChunks;
   std::vector<float> partial(chunks * taps * s.c, 0.f);
-#pragma omp parallel for schedule(static) if (rows * s.w * s.c >= kParallelFrom)
+#pragma omp parallel for schedule(static) if (rows * s.w * s.c >= kParallelFrom) num_threads(Threads())
   for (int64_t chunk = 0; chunk < chunks; ++chunk) {
     float *acc = partial.data() + chunk * taps * s.c;
     for (int64_t r = chunk * rows / chunks; r < (chunk + 1) * rows / chunks; ++r) {
@@ -592,7 +621,7 @@ MINDCLIP_AOT(AttentionForward) {
   const float *k = static_cast<const float *>(params[1]);
   const float *v = static_cast<const float *>(params[2]);
   float *out = static_cast<float *>(params[5]);
-#pragma omp parallel
+#pragma omp parallel num_threads(Threads())
   {
     std::vector<float> kt(a.hd * a.sp), p(a.l * a.sp);
 #pragma omp for collapse(2) schedule(static)
@@ -622,7 +651,7 @@ MINDCLIP_AOT(AttentionBackward) {
   float *dv = static_cast<float *>(params[8]);
   float *dmask = static_cast<float *>(params[9]);
   std::memset(dmask, 0, sizeof(float) * Numel(ndims[3], shapes[3]));
-#pragma omp parallel
+#pragma omp parallel num_threads(Threads())
   {
     std::vector<float> kt(a.hd * a.sp), vt(a.hd * a.sp), p(a.l * a.sp), dz(a.l * a.sp);
 #pragma omp for schedule(static)
@@ -670,7 +699,7 @@ MINDCLIP_AOT(CaptionNLLForward) {
   float *nll = static_cast<float *>(params[3]);
   const int64_t vocab = shapes[0][ndims[0] - 1];
   const int64_t rows = Numel(ndims[0], shapes[0]) / vocab;
-#pragma omp parallel
+#pragma omp parallel num_threads(Threads())
   {
     std::vector<float> work(vocab);
 #pragma omp for schedule(static)
@@ -692,7 +721,7 @@ MINDCLIP_AOT(CaptionNLLBackward) {
   float *grad = static_cast<float *>(params[3]);
   const int64_t vocab = shapes[0][ndims[0] - 1];
   const int64_t rows = Numel(ndims[0], shapes[0]) / vocab;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(Threads())
   for (int64_t r = 0; r < rows; ++r) {
     float *g = grad + r * vocab;
     float top;
@@ -713,7 +742,7 @@ MINDCLIP_AOT(ScaleChannelsForward) {
   float *y = static_cast<float *>(params[2]);
   const int64_t width = shapes[1][0];
   const int64_t rows = Numel(ndims[0], shapes[0]) / width;
-#pragma omp parallel for schedule(static) if (rows * width >= kParallelFrom)
+#pragma omp parallel for schedule(static) if (rows * width >= kParallelFrom) num_threads(Threads())
   for (int64_t r = 0; r < rows; ++r) {
 #pragma omp simd
     for (int64_t c = 0; c < width; ++c) y[r * width + c] = x[r * width + c] * gamma[c];
@@ -733,7 +762,7 @@ MINDCLIP_AOT(ScaleChannelsBackward) {
   const int64_t rows = Numel(ndims[0], shapes[0]) / width;
   const int64_t chunks = rows < kDwChunks ? (rows > 0 ? rows : 1) : kDwChunks;
   std::vector<float> partial(chunks * width, 0.f);
-#pragma omp parallel for schedule(static) if (rows * width >= kParallelFrom)
+#pragma omp parallel for schedule(static) if (rows * width >= kParallelFrom) num_threads(Threads())
   for (int64_t chunk = 0; chunk < chunks; ++chunk) {
     float *acc = partial.data() + chunk * width;
     for (int64_t r = chunk * rows / chunks; r < (chunk + 1) * rows / chunks; ++r) {
