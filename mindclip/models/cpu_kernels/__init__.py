@@ -85,10 +85,10 @@ def _loaded(path: str) -> ctypes.CDLL:
 
 
 def set_threads(n: int) -> int:
-    """Threads of the fused kernels' parallel loops from now on (``n >= 1``; 0: OpenMP's
-    default, every core or ``OMP_NUM_THREADS``, which holds until a call). Returns the count
-    it replaces. MindSpore's own kernels follow ``ms.device_context.cpu.op_tuning.threads_num``,
-    which :func:`set_num_threads` sets together with this."""
+    """Run the fused kernels' parallel loops on ``n`` threads from now on, or with ``n = 0`` on
+    OpenMP's default (every core, or ``OMP_NUM_THREADS``: what they use until a call). Returns
+    the count it replaces. MindSpore's own kernels follow ``threads_num``, which
+    :func:`set_num_threads` sets together with this."""
     global _threads
     previous, _threads = _threads, _thread_count(n, allow_default=True)
     if _library.cache_info().currsize:  # a library is loaded: it takes the count now
