@@ -185,6 +185,26 @@ def _tiny_runner(tmp_path, **runner):
     return Trainer(config=cfg)
 
 
+def test_a_run_ending_on_its_save_interval_checkpoints_once(tmp_path, monkeypatch):
+    """The last step falls on save_interval, mid-epoch: that checkpoint is the run's last
+    state, written once (not again as the run's final save); a resume from it has nothing
+    left to do, and nothing to write."""
+    from mindclip.training import runner
+
+    written = []
+    save = runner.save_training_checkpoint
+    monkeypatch.setattr(runner, "save_training_checkpoint",
+                        lambda out, params, state, **kw: written.append(state) or save(out, params, state, **kw))
+    summary = _tiny_runner(tmp_path, epochs=2, max_steps=3, save_interval=3).train()
+    assert summary["global_step"] == 3
+    assert [(s["global_step"], s["epoch"], s["batch_in_epoch"]) for s in written] == [(3, 1, 1)]
+    with open(tmp_path / "checkpoints" / "latest") as f:
+        assert f.read().strip() == "step_00000003.ckpt"
+    trainer = _tiny_runner(tmp_path, epochs=2, max_steps=3, save_interval=3)
+    trainer.config["resume"] = True
+    assert trainer.train()["global_step"] == 3 and len(written) == 1  # nor does its resume write it again
+
+
 def test_lock_image_tower_keeps_it_fixed(tmp_path):
     trainer = _tiny_runner(tmp_path, lock_image=True, lock_image_unlocked_groups=1)
     before = {k: p.asnumpy().copy() for k, p in trainer.model.parameters_dict().items()}

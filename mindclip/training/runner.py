@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -49,6 +49,7 @@ class TrainingRunner:
             raise ValueError(f"runner.batch_size {self.batch_size} is not divisible by "
                              f"runner.accumulate_steps {self.accum}")
         self.output_dir = cfg["output_dir"]
+        self.saved_at: Optional[Tuple[int, int, int]] = None  # (epoch, batch, step) last checkpointed
         self.builder = self.family.build_batch(model, cfg)
         self.source = build_source(cfg["train_dataset"])
         per_rank = len(self.source) // self.world
@@ -115,6 +116,7 @@ class TrainingRunner:
         return out
 
     def _save(self, epoch: int, batch_in_epoch: int, global_step: int) -> None:
+        self.saved_at = (epoch, batch_in_epoch, global_step)
         if self.rank != 0:
             return
         state = {"global_step": global_step, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
@@ -173,6 +175,8 @@ class TrainingRunner:
         main = self.rank == 0
         epoch, batch_in_epoch, global_step, notes = (self._resume() if self.cfg.get("resume")
                                                      else (0, 0, 0, []))
+        if global_step:  # resumed: that state is on disk
+            self.saved_at = (epoch, batch_in_epoch, global_step)
         logger = MetricsLogger(self.output_dir, enabled=main, total_steps=self.total_steps,
                                progress_bar=bool(run["progress_bar"]),
                                log_interval=int(run["log_interval"]))
@@ -258,7 +262,10 @@ class TrainingRunner:
                         if "retrieval" in metrics:
                             headline["retrieval_mean_recall"] = metrics["retrieval"]["mean_recall"]
                         logger.info(f"eval after epoch {epoch}: " + json.dumps(headline))
-        self._save(epoch, batch_in_epoch, global_step)
+        # A run whose last step fell on save_interval has that state on disk already (written
+        # twice before: 7.7 s and 1.7 GB more for ViT-B-32 on a 2-core CPU)
+        if self.saved_at != (epoch, batch_in_epoch, global_step):
+            self._save(epoch, batch_in_epoch, global_step)
         logger.close()
         self.model.set_train(False)
         return {"final_loss": last_loss, "global_step": global_step, "epochs": epoch,
