@@ -81,9 +81,11 @@ def main(argv=None) -> int:
 _MEMORY_POOL = {}  # what this process gave set_memory
 
 
-def _set_memory_pool(ms, memory) -> None:
+def _set_memory_pool(ms, memory, device_target: str) -> None:
     """``context.memory``: MindSpore's memory-pool sizes, before anything allocates."""
-    sizes = {key: str(value) for key, value in memory.items() if value is not None}
+    from mindclip.memory_pool import pool_sizes
+
+    sizes = pool_sizes(memory, device_target)
     if not sizes or sizes == _MEMORY_POOL:
         return
     from mindclip.config import ConfigError
@@ -93,8 +95,9 @@ def _set_memory_pool(ms, memory) -> None:
                           f"{_MEMORY_POOL} already, {sizes} asked")
     try:
         ms.runtime.set_memory(**sizes)
-    except ValueError as err:  # MindSpore names the value only
-        raise ConfigError(f"context.memory {sizes}: {err}") from None
+    except ValueError as err:  # MindSpore names the value only; name what the user gave
+        given = {key: str(value) for key, value in memory.items() if value is not None and value != "auto"}
+        raise ConfigError(f"context.memory {given}: {err}") from None
     _MEMORY_POOL.update(sizes)
 
 
@@ -112,7 +115,7 @@ def _run(args, overrides) -> int:
         from mindclip import set_num_threads
 
         set_num_threads(int(ctx["threads"]))  # MindSpore's kernels and ours
-    _set_memory_pool(ms, ctx.get("memory") or {})
+    _set_memory_pool(ms, ctx.get("memory") or {}, ctx["device_target"])
     from mindclip.trainer import Trainer
 
     trainer = Trainer(config=cfg)

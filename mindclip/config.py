@@ -101,10 +101,11 @@ DEFAULTS: Dict[str, Any] = {
               "progress_bar": True},
     "predict": {"top_k": 5},
     # memory: MindSpore's memory pool (mindspore.runtime.set_memory's init_size, increase_size,
-    # max_size as "2GB", "0.25GB"; null = MindSpore's default, 2 GB blocks). Where a step's
-    # later calls land in the pool moves its peak by a few hundred MB (README, "Train-step memory").
+    # max_size as "2GB", "0.25GB"; null = MindSpore's default, 2 GB blocks). init_size "auto":
+    # on CPU a first block of 3/4 of the machine's memory, address space until used, so that a
+    # step's later calls land where its first did (mindclip/memory_pool.py).
     "context": {"mode": 0, "device_target": "CPU", "device_id": 0, "threads": None,
-                "memory": {"init_size": None, "increase_size": None, "max_size": None}},
+                "memory": {"init_size": "auto", "increase_size": None, "max_size": None}},
     "parallel": {"data_parallel": "auto"},
 }
 

@@ -44,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Optional
 
 import numpy as np
 
@@ -106,6 +107,9 @@ CHECKPOINTING_ENV = "MINDCLIP_BENCH_GRAD_CHECKPOINTING"
 # set by --accumulate_steps: train steps split the batch into this many micro-batches, features
 # cached (ours: runner.accumulate_steps; open_clip: its train.py --accum-freq loop)
 ACCUMULATE_ENV = "MINDCLIP_BENCH_ACCUMULATE_STEPS"
+# set by --memory_init_size, read by our workload processes before anything runs: MindSpore's
+# memory pool as a run's context.memory.init_size sets it ("auto": run_mindformer's default)
+POOL_ENV = "MINDCLIP_BENCH_POOL_INIT_SIZE"
 
 
 def _accumulate_steps() -> int:
@@ -197,6 +201,19 @@ FAKE_TEXT = {"clip": _clip_text, "siglip": _clip_text, "coca": _clip_text,
 # What generate runs in the caption workload on both sides: open_clip's defaults, spelled out.
 CAPTION_ARGS = {"seq_len": 30, "generation_type": "beam_search", "num_beams": 6,
                 "num_beam_groups": 3}
+
+
+def _set_pool_init_size(init_size: Optional[str]) -> None:
+    """MindSpore's memory pool as a run with ``context.memory.init_size: init_size`` has it."""
+    if not init_size:
+        return
+    import mindspore as ms
+
+    from mindclip.memory_pool import pool_sizes
+
+    sizes = pool_sizes({"init_size": init_size}, "CPU")
+    if sizes:
+        ms.runtime.set_memory(**sizes)
 
 
 def _mindclip_workload(name: str, task: str, batch: int, mode: int):
@@ -1087,6 +1104,10 @@ def main(argv=None) -> int:
     p.add_argument("--accumulate_steps", type=int, default=1,
                    help="train steps split the batch into this many micro-batches with cached "
                         "features, both sides (runner.accumulate_steps, open_clip's --accum-freq)")
+    p.add_argument("--memory_init_size", default=None,
+                   help="our processes start MindSpore's memory pool at this size, as a run's "
+                        "context.memory.init_size (\"auto\": run_mindformer's default on CPU; "
+                        "unset: MindSpore's default, as a script that sets nothing)")
     p.add_argument("--check", action="store_true",
                    help="exit 1 when a workload's ratio falls below the README's floors table, "
                         f"or PyNative below {PYNATIVE_FLOOR} x GRAPH")
@@ -1138,6 +1159,7 @@ def main(argv=None) -> int:
                                                                                     int(iters))
         else:
             if who == "mindclip":
+                _set_pool_init_size(os.environ.get(POOL_ENV))
                 fn = _mindclip_workload(name, task, int(batch), int(mode))
             elif task == "clip_step_same_towers":
                 fn = _open_clip_workload(name, task, int(batch))
@@ -1160,6 +1182,8 @@ def main(argv=None) -> int:
     if args.accumulate_steps < 1 or args.train_batch % args.accumulate_steps:
         p.error(f"--accumulate_steps {args.accumulate_steps}: must divide --train_batch {args.train_batch}")
     os.environ[ACCUMULATE_ENV] = str(args.accumulate_steps)
+    if args.memory_init_size:
+        os.environ[POOL_ENV] = args.memory_init_size
     models = [m.strip() for m in args.model.split(",") if m.strip()]
     results = {"date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv),
                "cpu": _cpu_name(), "processor_kind": processor_kind(), "threads": os.cpu_count(),
@@ -1179,6 +1203,8 @@ def main(argv=None) -> int:
             env_note += "; reparameterizable towers fused for inference, both sides"
         if args.grad_checkpointing:
             env_note += "; train steps with grad checkpointing, both sides"
+        if args.memory_init_size:
+            env_note += f"; our memory pool's init_size {args.memory_init_size} (context.memory)"
         print(f"\nfp32, {_cpu_name()}, {os.cpu_count()} cores (MindSpore default threads; torch "
               f"threads: {torch_threads}), {results['date']}; each workload in its own process; "
               f"{env_note}")
