@@ -83,7 +83,7 @@ _MEMORY_POOL = {}  # what this process gave set_memory
 
 def _set_memory_pool(ms, memory, device_target: str) -> None:
     """``context.memory``: MindSpore's memory-pool sizes, before anything allocates."""
-    from mindclip.memory_pool import pool_sizes
+    from mindclip.memory_pool import AUTO, pool_sizes
 
     sizes = pool_sizes(memory, device_target)
     if not sizes or sizes == _MEMORY_POOL:
@@ -96,7 +96,7 @@ def _set_memory_pool(ms, memory, device_target: str) -> None:
     try:
         ms.runtime.set_memory(**sizes)
     except ValueError as err:  # MindSpore names the value only; name what the user gave
-        given = {key: str(value) for key, value in memory.items() if value is not None and value != "auto"}
+        given = {key: str(value) for key, value in memory.items() if value not in (None, AUTO)}
         raise ConfigError(f"context.memory {given}: {err}") from None
     _MEMORY_POOL.update(sizes)
 

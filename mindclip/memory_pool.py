@@ -6,7 +6,7 @@ from the second call on, with every block there, its buffers land elsewhere and 
 the first call did not: ViT-B-16-SigLIP at batch 16 peaks at 5.83 GB on its first step and
 6.43 GB from the second on (AMD EPYC Zen 3, GRAPH mode). With the working set inside the first
 block the layout repeats and every step peaks as the first did (5.83 GB). A block is address
-space until it is written: an untouched 18 GB first block adds nothing to the resident set.
+space until it is written: an untouched 20 GB first block added nothing to the resident set.
 So on CPU a run starts the pool at three quarters of the machine's memory (``init_size:
 auto``, the default), unless the kernel counts address space against a strict limit
 (``vm.overcommit_memory = 2``), where MindSpore's default stays.
