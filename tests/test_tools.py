@@ -134,3 +134,14 @@ def test_coca_fixture_script_names_the_transformers_it_needs(tmp_path, capsys):
     assert exit_info.value.code == 2
     assert f"error: transformers {transformers.__version__} has no BeamSearchScorer" in capsys.readouterr().err
     assert not (tmp_path / "fixtures").exists()
+
+
+@pytest.mark.parametrize("size", ["12", "0GB", "8 GB", "big"])
+def test_benchmark_refuses_a_pool_size_mindspore_would_refuse_in_one_line(size, capsys):
+    import benchmark
+
+    with pytest.raises(SystemExit) as stop:
+        benchmark.main(["--section", "models", "--memory_init_size", size])
+    assert stop.value.code == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(err) == 1 and f"--memory_init_size {size!r}" in err[0]

@@ -39,6 +39,7 @@ groups, 30 tokens) in captions/s; open_clip 3.3's ``generate`` needs transformer
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -1183,6 +1184,8 @@ def main(argv=None) -> int:
         p.error(f"--accumulate_steps {args.accumulate_steps}: must divide --train_batch {args.train_batch}")
     os.environ[ACCUMULATE_ENV] = str(args.accumulate_steps)
     if args.memory_init_size:
+        if not re.fullmatch(r"auto|[1-9][0-9]*(\.[0-9]+)?GB|0\.[0-9]*[1-9][0-9]*GB", args.memory_init_size):
+            p.error(f"--memory_init_size {args.memory_init_size!r}: \"auto\" or a size such as \"8GB\"")
         os.environ[POOL_ENV] = args.memory_init_size
     models = [m.strip() for m in args.model.split(",") if m.strip()]
     results = {"date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv),
