@@ -78,29 +78,6 @@ def main(argv=None) -> int:
     return run_cli(lambda: _run(args, overrides), debug=args.debug)
 
 
-_MEMORY_POOL = {}  # what this process gave set_memory
-
-
-def _set_memory_pool(ms, memory, device_target: str) -> None:
-    """``context.memory``: MindSpore's memory-pool sizes, before anything allocates."""
-    from mindclip.memory_pool import AUTO, pool_sizes
-
-    sizes = pool_sizes(memory, device_target)
-    if not sizes or sizes == _MEMORY_POOL:
-        return
-    from mindclip.config import ConfigError
-
-    if _MEMORY_POOL:
-        raise ConfigError(f"context.memory is set once per process (MindSpore's rule): "
-                          f"{_MEMORY_POOL} already, {sizes} asked")
-    try:
-        ms.runtime.set_memory(**sizes)
-    except ValueError as err:  # MindSpore names the value only; name what the user gave
-        given = {key: str(value) for key, value in memory.items() if value not in (None, AUTO)}
-        raise ConfigError(f"context.memory {given}: {err}") from None
-    _MEMORY_POOL.update(sizes)
-
-
 def _run(args, overrides) -> int:
     from mindclip.config import load_config
 
@@ -115,7 +92,9 @@ def _run(args, overrides) -> int:
         from mindclip import set_num_threads
 
         set_num_threads(int(ctx["threads"]))  # MindSpore's kernels and ours
-    _set_memory_pool(ms, ctx.get("memory") or {}, ctx["device_target"])
+    from mindclip.memory_pool import set_memory_pool
+
+    set_memory_pool(ctx.get("memory") or {}, ctx["device_target"])
     from mindclip.trainer import Trainer
 
     trainer = Trainer(config=cfg)

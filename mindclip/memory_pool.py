@@ -47,3 +47,27 @@ def pool_sizes(memory: Mapping[str, object], device_target: str) -> Dict[str, st
         if size is not None:
             sizes["init_size"] = size
     return sizes
+
+
+_APPLIED: Dict[str, str] = {}  # what this process gave set_memory
+
+
+def set_memory_pool(memory: Mapping[str, object], device_target: str) -> None:
+    """Give MindSpore a run's ``context.memory`` (:func:`pool_sizes`), before anything
+    allocates; MindSpore takes it once per process, so a second, different one is refused."""
+    import mindspore as ms
+
+    from .config import ConfigError
+
+    sizes = pool_sizes(memory, device_target)
+    if not sizes or sizes == _APPLIED:
+        return
+    if _APPLIED:
+        raise ConfigError(f"context.memory is set once per process (MindSpore's rule): "
+                          f"{_APPLIED} already, {sizes} asked")
+    try:
+        ms.runtime.set_memory(**sizes)
+    except ValueError as err:  # MindSpore names the value only; name what the user gave
+        given = {key: str(value) for key, value in memory.items() if value not in (None, AUTO)}
+        raise ConfigError(f"context.memory {given}: {err}") from None
+    _APPLIED.update(sizes)

@@ -45,7 +45,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Optional
 
 import numpy as np
 
@@ -202,19 +201,6 @@ FAKE_TEXT = {"clip": _clip_text, "siglip": _clip_text, "coca": _clip_text,
 # What generate runs in the caption workload on both sides: open_clip's defaults, spelled out.
 CAPTION_ARGS = {"seq_len": 30, "generation_type": "beam_search", "num_beams": 6,
                 "num_beam_groups": 3}
-
-
-def _set_pool_init_size(init_size: Optional[str]) -> None:
-    """MindSpore's memory pool as a run with ``context.memory.init_size: init_size`` has it."""
-    if not init_size:
-        return
-    import mindspore as ms
-
-    from mindclip.memory_pool import pool_sizes
-
-    sizes = pool_sizes({"init_size": init_size}, "CPU")
-    if sizes:
-        ms.runtime.set_memory(**sizes)
 
 
 def _mindclip_workload(name: str, task: str, batch: int, mode: int):
@@ -1160,7 +1146,10 @@ def main(argv=None) -> int:
                                                                                     int(iters))
         else:
             if who == "mindclip":
-                _set_pool_init_size(os.environ.get(POOL_ENV))
+                if os.environ.get(POOL_ENV):  # before anything runs, as a run sets it
+                    from mindclip.memory_pool import set_memory_pool
+
+                    set_memory_pool({"init_size": os.environ[POOL_ENV]}, "CPU")
                 fn = _mindclip_workload(name, task, int(batch), int(mode))
             elif task == "clip_step_same_towers":
                 fn = _open_clip_workload(name, task, int(batch))
