@@ -113,6 +113,17 @@ def mindclip_outputs(model, images, tokens):
     return image_features, text_features, logits
 
 
+def build_for_loading(name: str):
+    """Our ``name`` model as ``create_model(name)`` builds it (inference mode), its parameters
+    left for the weights the test loads next: no random draw to replace (9 s of a full-size
+    ViT-B build on a 2-core CPU; ``Family.build_model(initialize=False)``)."""
+    from mindclip.factory import get_model_config, model_family
+
+    model = model_family(name).build_model(get_model_config(name), initialize=False)
+    model.set_train(False)
+    return model
+
+
 def load_openclip_state(model, reference, family: str):
     """Load an open_clip ``reference``'s state dict into ``model`` in memory, through the
     open_clip-family converter, every parameter required."""

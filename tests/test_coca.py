@@ -102,10 +102,10 @@ def test_coca_converts_both_ways_with_open_clips_features_and_logits(name, tmp_p
 
 def test_coca_vit_b_32_full_size_in_graph_mode():
     """The one full-size check: open_clip's coca_ViT-B-32 (random), features and logits."""
-    from conftest import load_openclip_state
+    from conftest import build_for_loading, load_openclip_state
 
     reference = build_coca_reference(open_clip.get_model_config("coca_ViT-B-32"), "full-coca_ViT-B-32")
-    model = create_model("coca_ViT-B-32")
+    model = build_for_loading("coca_ViT-B-32")
     load_openclip_state(model, reference, "coca")
     images = np.random.default_rng(2).standard_normal((2, 3, 224, 224)).astype(np.float32)
     tokens = mindclip.get_tokenizer(model)(["a photo of a cat", "two dogs playing in the snow"])

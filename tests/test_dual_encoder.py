@@ -219,6 +219,7 @@ def test_full_size_clip_b32_roberta_base(tmp_path):
     """CLIP ViT-B/32 vision + a roberta-base-sized text tower (random init), converted in
     memory, features within 1e-4 of transformers'."""
     from mindclip.convert.dual_encoder import _split_dual_state, config_from_hf
+    from mindclip.families.base import get_family
 
     torch.manual_seed(0)
     vision = transformers.CLIPVisionConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
@@ -231,7 +232,7 @@ def test_full_size_clip_b32_roberta_base(tmp_path):
         transformers.VisionTextDualEncoderConfig.from_vision_text_configs(vision, text, projection_dim=512)).eval()
     config = config_from_hf(hf.config.to_dict())
     tensors = _split_dual_state({k: v.numpy() for k, v in hf.state_dict().items()})
-    model = mindclip.models.dual_encoder.DualEncoderModel(config)
+    model = get_family("dual_encoder").build_model(config, initialize=False)
     for k, p in model.parameters_dict().items():
         p.set_data(ms.Tensor(tensors[k]))
     model.set_train(False)

@@ -122,11 +122,11 @@ def test_siglip_option_group_converts_both_ways_with_open_clips_features(key, tm
 def test_vit_b_16_siglip_full_size_in_graph_mode():
     """The one full-size check: open_clip's ViT-B-16-SigLIP (random) renamed in memory by the
     converter (the file round trips are checked on the shrunk groups above)."""
-    from conftest import load_openclip_state
+    from conftest import build_for_loading, load_openclip_state
 
     torch.manual_seed(0)
     reference = open_clip.create_model("ViT-B-16-SigLIP").eval()
-    model = create_model("ViT-B-16-SigLIP")
+    model = build_for_loading("ViT-B-16-SigLIP")
     load_openclip_state(model, reference, "siglip")
     images = np.random.default_rng(1).standard_normal((2, 3, 224, 224)).astype(np.float32)
     tokens = np.random.default_rng(2).integers(1, 32000, (2, 64))

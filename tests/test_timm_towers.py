@@ -198,11 +198,11 @@ def test_smallest_full_size_model_of_each_trunk_kind_in_graph_mode(name, size):
 def check_full_size(name, size):
     """open_clip's ``name`` at full size against ours in GRAPH mode, renamed in memory by the
     converter (file round trips run on the shrunk groups); a reparameterizable tower fused too."""
-    from conftest import load_openclip_state
+    from conftest import build_for_loading, load_openclip_state
 
     torch.manual_seed(0)
     reference = perturbed(open_clip.create_model(name), scale=0.02)  # full size: smaller steps
-    model = create_model(name)
+    model = build_for_loading(name)
     load_openclip_state(model, reference, "clip")
     images = np.random.default_rng(1).standard_normal((2, 3, size, size)).astype(np.float32)
     tokens = open_clip.get_tokenizer(name)(["a photo of a cat", "a diagram"]).numpy()

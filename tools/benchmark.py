@@ -14,6 +14,7 @@ data pipelines next to a plain PIL + numpy loop.
     python tools/benchmark.py --section declip                       # DeCLIP step vs CLIP step
     python tools/benchmark.py --section ops                          # one ViT block, op by op
     python tools/benchmark.py --section checkpoint --model ViT-B-32  # memory a checkpoint save adds
+    python tools/benchmark.py --section load --model ViT-B-32        # create_model of named weights
 
 fp32 throughout. ``--section models`` measures what users call (``encode_image``,
 ``encode_text``, the train step, ``generate``) from a Python process in MindSpore's default
@@ -1048,6 +1049,51 @@ def bench_checkpoint(name: str) -> dict:
     return rows
 
 
+def _load_pretrained(who: str, folder: str) -> dict:
+    """One side's ``create_model("local-dir:<folder>")`` (open_clip's Hub layout) in this
+    process: the call's seconds and the process's peak resident set, import included."""
+    import resource
+
+    if who == "mindclip":
+        import mindclip
+
+        start = time.perf_counter()
+        mindclip.create_model(f"local-dir:{folder}")
+    else:
+        import open_clip
+
+        start = time.perf_counter()
+        open_clip.create_model(f"local-dir:{folder}")
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2}
+
+
+def bench_load(name: str) -> dict:
+    """Named weights loaded through each side's ``create_model`` (an open_clip folder of
+    random ``name`` weights, as a Hub download leaves it), each call in a fresh process: ours
+    the first time (converted into a temporary weight store) and every time after (from the
+    store), open_clip's."""
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = os.path.join(tmp, "weights")
+        made = _child(["--_openclip_folder", name, folder], PEER_PYTHON[0])
+        if made.returncode != 0:
+            raise SystemExit("error: " + (made.stderr.strip().splitlines() or ["writing the weights failed"])[-1])
+        previous = os.environ.get("MINDCLIP_HOME")
+        os.environ["MINDCLIP_HOME"] = os.path.join(tmp, "store")
+        try:
+            for label, who in (("first", "mindclip"), ("mindclip", "mindclip"), ("peer", "peer")):
+                proc = _child(["--_load", who, folder], sys.executable if who == "mindclip" else PEER_PYTHON[0])
+                rows[label] = (json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else
+                               {"note": (proc.stderr.strip().splitlines() or ["failed"])[-1][:80]})
+        finally:
+            if previous is None:
+                del os.environ["MINDCLIP_HOME"]
+            else:
+                os.environ["MINDCLIP_HOME"] = previous
+    return rows
+
+
 def _cpu_name() -> str:
     return _cpuinfo().get("model name", "unknown CPU")
 
@@ -1060,7 +1106,7 @@ README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--section", choices=("models", "data", "zero_shot", "suite", "declip", "ops", "checkpoint",
+    p.add_argument("--section", choices=("models", "data", "zero_shot", "suite", "declip", "ops", "checkpoint", "load",
                                          "all"),
                    default=None, help="default: all; models when --workloads names some")
     p.add_argument("--declip_model", default="DeCLIP-ViT-B-32")
@@ -1112,6 +1158,7 @@ def main(argv=None) -> int:
     p.add_argument("--_matmul", default=None, help=argparse.SUPPRESS)
     p.add_argument("--_openclip_folder", nargs=2, default=None, help=argparse.SUPPRESS)
     p.add_argument("--_checkpoint", nargs=2, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--_load", nargs=2, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.section is None:  # naming workloads asks for the models section's, not every section
         args.section = "models" if args.workloads else "all"
@@ -1128,6 +1175,9 @@ def main(argv=None) -> int:
         return 0
     if args._checkpoint:  # child process: one side's checkpoint save
         print(json.dumps(_checkpoint_save(*args._checkpoint)))
+        return 0
+    if args._load:  # child process: one side's create_model of named weights
+        print(json.dumps(_load_pretrained(*args._load)))
         return 0
     if args._openclip_folder:  # child process (the peer's): a random open_clip model folder
         write_openclip_folder(*args._openclip_folder)
@@ -1306,6 +1356,16 @@ def main(argv=None) -> int:
                                      f"({r['added_gb'] / r['state_gb']:.2f} x state)"
                                      if "state_gb" in r else r["note"]))
         results["checkpoint"] = {"model": model, **rows}
+    if args.section in ("load", "all"):
+        rows = bench_load(model)
+        print(f"\ncreate_model of {model}'s weights from an open_clip folder (local-dir:), a fresh "
+              "process each [seconds for the call, the process's peak RSS GB]")
+        for key, label in (("first", "mindclip, first use (converts into the store)"),
+                           ("mindclip", "mindclip (from the store)"), ("peer", "open_clip")):
+            r = rows[key]
+            print(f"{label:48s} " + (f"{r['seconds']:7.2f} s  {r['peak_gb']:5.2f} GB" if "seconds" in r
+                                     else r["note"]))
+        results["load"] = {"model": model, **rows}
     if args.section in ("data", "all"):
         folder = args.images
         tmp = None

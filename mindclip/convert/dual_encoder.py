@@ -14,15 +14,14 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from ..families.base import get_family
 from ..models.bert import ROBERTA_TYPES, BertConfig
 from ..models.dual_encoder import DualEncoderConfig
 from ..factory import check_state_dict, find_weight_file, read_checkpoint_config
-from ..models.rng import weight_parameters
 from ..models.weights_io import read_weights, write_safetensors
 from ..tokenizer.hf import HFTokenizer, is_tokenizer_folder
 from .hf import hf_state_to_openclip, hf_vision_cfg, hf_vision_config_dict, openclip_vision_to_hf
 from .naming import mindclip_to_openclip, openclip_to_mindclip
+from .openclip_family import expected_shapes
 from .sources import SourceCheckpoint, read_source
 
 MODEL_TYPE = "vision-text-dual-encoder"
@@ -120,11 +119,6 @@ def _split_dual_state(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
     return out
 
 
-def _expected(config: DualEncoderConfig) -> Dict[str, tuple]:
-    model = get_family("dual_encoder").build_model(config)
-    return {k: tuple(p.shape) for k, p in weight_parameters(model).items()}
-
-
 class DualEncoderConverter:
     """Reads HF ``VisionTextDualEncoderModel`` folders; writes them back (``reverse``);
     assembles a new dual encoder from a CLIP and a BERT/RoBERTa folder (``assemble``)."""
@@ -142,7 +136,7 @@ class DualEncoderConverter:
         del model_name  # the folder's config.json is the architecture
         config = config_from_hf(source.raw_config)
         tensors = _split_dual_state(source.tensors)
-        check_state_dict(_expected(config), tensors, source.path)
+        check_state_dict(expected_shapes("dual_encoder", config), tensors, source.path)
         return tensors, config
 
     @staticmethod
@@ -166,7 +160,7 @@ class DualEncoderConverter:
             raise ValueError(f"{ms_path} is not a mindclip dual-encoder checkpoint")
         config = arch[1]
         tensors, _ = read_weights(weight_file)
-        check_state_dict(_expected(config), tensors, weight_file)
+        check_state_dict(expected_shapes("dual_encoder", config), tensors, weight_file)
         vision = {k: v for k, v in tensors.items() if k.startswith("visual.")}
         text = {k: v for k, v in tensors.items() if k.startswith("text.")}
         state = {**openclip_vision_to_hf(mindclip_to_openclip(vision)), **_text_to_hf(text),
@@ -224,5 +218,5 @@ class DualEncoderConverter:
         tensors["text_projection.weight"] = (rng.standard_normal((projection_dim, hidden)) * std
                                              ).astype(np.float32)
         tensors["logit_scale"] = np.array(config.logit_scale_init_value, np.float32)
-        check_state_dict(_expected(config), tensors, f"{vision_path} + {text_path}")
+        check_state_dict(expected_shapes("dual_encoder", config), tensors, f"{vision_path} + {text_path}")
         return tensors, config

@@ -29,11 +29,8 @@ def expected_shapes(family: Any, config: Any) -> Dict[str, tuple]:
     """Parameter shapes of a model of ``family`` (a Family or its name) with architecture
     ``config``, from a model built without initialising its parameters (no memory for the
     weights: a conversion holds one tensor at a time, not a model beside the checkpoint)."""
-    from mindspore.nn.utils import no_init_parameters
-
     family = get_family(family) if isinstance(family, str) else family
-    with no_init_parameters():
-        model = family.build_model(config)
+    model = family.build_model(config, initialize=False)
     return {k: tuple(p.shape) for k, p in weight_parameters(model).items()}
 
 

@@ -126,14 +126,17 @@ class LazyTensor:
         return getattr(self.load(), name)
 
     def load(self) -> np.ndarray:
+        # straight into the array (as ckpt_stream reads): one copy out of the page cache, where
+        # bytes and then a writeable copy of them made two model-sized allocations
+        arr = np.empty(self.shape, np.uint16 if self.st_dtype == "BF16" else self.dtype)
+        if arr.nbytes != self.nbytes:
+            raise ValueError(f"{self.path}: {self.nbytes} bytes for a tensor of shape {self.shape} "
+                             f"({self.st_dtype})")
         with open(self.path, "rb") as f:
             f.seek(self.offset)
-            buf = f.read(self.nbytes)
-        if len(buf) != self.nbytes:
-            raise CorruptCheckpointError(f"{self.path} is truncated (an interrupted download or copy?)")
-        if self.st_dtype == "BF16":
-            return bf16_bits_to_fp32(np.frombuffer(buf, dtype=np.uint16)).reshape(self.shape)
-        return np.frombuffer(buf, dtype=self.dtype).reshape(self.shape).copy()
+            if f.readinto(memoryview(arr.reshape(-1)).cast("B")) != self.nbytes:
+                raise CorruptCheckpointError(f"{self.path} is truncated (an interrupted download or copy?)")
+        return bf16_bits_to_fp32(arr) if self.st_dtype == "BF16" else arr
 
     def __array__(self, dtype=None, copy=None):
         arr = self.load()
@@ -368,6 +371,20 @@ def read_weights(path: str) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
         return read_safetensors(path)
     if path.endswith(".ckpt"):
         return read_ckpt(path)
+    raise ValueError(f"{path}: expected a .ckpt or .safetensors file")
+
+
+def read_weight_metadata(path: str) -> Dict[str, str]:
+    """The string metadata of a ``.ckpt`` or ``.safetensors`` file (the architecture, family
+    and preprocessing it records), its tensors left unread: reading them all for it read a
+    checkpoint twice on every load."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    if path.endswith(".safetensors"):
+        return _safetensors_header(path)[0].get("__metadata__") or {}
+    if path.endswith(".ckpt"):
+        with CkptReader(path) as ckpt:
+            return ckpt.metadata()
     raise ValueError(f"{path}: expected a .ckpt or .safetensors file")
 
 
