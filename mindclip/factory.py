@@ -203,11 +203,18 @@ def load_pretrained(model: Any, pretrained: str) -> Any:
         # A training checkpoint also holds optimizer moments and objective state.
         tensors = {k: v for k, v in tensors.items() if k in params}
     check_state_dict({k: p.shape for k, p in params.items()}, tensors, path)
+    given = set()
     for name, param in params.items():
-        # the parameter takes the array read from the file as its memory, no copy when it is
+        # The parameter takes the array read from the file as its memory, no copy when it is
         # fp32 already (a ViT-B-32 load peaked at 1.62 GiB through two copies, 1.06 without);
-        # np.require keeps a 0-d array 0-d, where np.ascontiguousarray makes it 1-d
-        value = ms.Tensor.from_numpy(np.require(tensors[name], np.float32, "C"))
+        # np.require keeps a 0-d array 0-d, where np.ascontiguousarray makes it 1-d. A view,
+        # or an array already given (an adapter's tied names), is copied: parameters are
+        # updated in place and must not share memory.
+        array = np.require(tensors[name], np.float32, "C")
+        if not array.flags.owndata or id(array) in given:
+            array = array.copy()
+        given.add(id(array))
+        value = ms.Tensor.from_numpy(array)
         param.set_data(value if param.dtype == ms.float32 else value.astype(param.dtype))
     # Files saved with the weights (a tokenizer folder) are found through here.
     model.source_dir = os.path.dirname(os.path.abspath(path))

@@ -157,3 +157,42 @@ def test_writes_are_atomic(tmp_path, tiny_file, monkeypatch):
 def test_aliases_resolve_to_openai_architectures():
     assert get_model_config("clip_vit_b_32") == get_model_config("ViT-B-32-quickgelu")
     assert get_model_config("clip_vit_l_14@336").vision_cfg.image_size == 336
+
+
+def test_loaded_parameters_share_no_memory_when_a_file_ties_names(tiny_file, monkeypatch):
+    """Parameters take the arrays read from a file as their memory (no copy); one array under
+    two names (an adapter's tied weights) or a view into a larger array gets a copy of its
+    own, since training updates parameters in place."""
+    import mindspore as ms
+
+    from mindclip import factory
+
+    tensors, metadata = read_weights(tiny_file[0])
+    first, second = ("visual.transformer.resblocks.0.ln_1.gamma", "visual.transformer.resblocks.0.ln_2.gamma")
+    tensors[second] = tensors[first]
+    whole = np.concatenate([tensors["visual.proj"], tensors["visual.proj"]])
+    tensors["visual.proj"] = whole[:len(whole) // 2]
+    before = {name: tensors[name].copy() for name in (first, "visual.proj")}
+    monkeypatch.setattr(factory, "read_weights", lambda path: (tensors, metadata))
+    params = create_model(pretrained=tiny_file[0]).parameters_dict()
+    for name in (first, "visual.proj"):
+        ms.ops.assign_add(params[name], ms.Tensor(np.ones(params[name].shape, np.float32)))
+        np.testing.assert_array_equal(params[name].asnumpy(), before[name] + 1)
+    np.testing.assert_array_equal(params[second].asnumpy(), before[first])
+    np.testing.assert_array_equal(whole[:len(whole) // 2], before["visual.proj"])
+
+
+def test_a_checkpoints_architecture_is_read_without_its_tensors(tiny_file, monkeypatch):
+    """create_model(pretrained=path) without a name and get_tokenizer(path) read the
+    architecture from the file's header; the tensors are read once, by the load."""
+    from mindclip import factory, get_tokenizer
+    from mindclip.models.weights_io import LazyTensor
+
+    loads = []
+    real = LazyTensor.load
+    monkeypatch.setattr(LazyTensor, "load", lambda self: loads.append(self.offset) or real(self))
+    family, config = factory.read_checkpoint_config(tiny_file[0])
+    assert (family.name, config.to_dict()) == ("clip", get_model_config("ViT-Tiny-8").to_dict())
+    assert get_tokenizer(tiny_file[0]) is not None and loads == []
+    model = create_model(pretrained=tiny_file[0])
+    assert len(loads) == len(set(loads)) == len(model.parameters_dict())
