@@ -321,7 +321,9 @@ def _build(model_name: Optional[str], pretrained: Optional[str], config: Any,
     model = fam.build_model(cfg, initialize=pretrained is None)
     if pretrained is not None:
         load_pretrained(model, pretrained)
-        model.init_parameters_data()  # a no-op: load_pretrained refuses a file missing any weight
+        # nothing may wait to be drawn at some later first run (load_pretrained refuses a
+        # file missing a weight, so this finds every parameter set)
+        model.init_parameters_data()
     model.set_train(False)
     return reparameterize_model(model) if fuse else model
 

@@ -1041,29 +1041,31 @@ def _checkpoint_save(who: str, name: str) -> dict:
 
 def bench_checkpoint(name: str) -> dict:
     """Memory a training-checkpoint save adds, each side in a fresh process."""
-    rows = {}
-    for who in ("mindclip", "peer"):
-        proc = _child(["--_checkpoint", who, name], sys.executable if who == "mindclip" else PEER_PYTHON[0])
-        rows[who] = (json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else
-                     {"note": (proc.stderr.strip().splitlines() or ["failed"])[-1][:80]})
-    return rows
+    return {who: _child_json(["--_checkpoint", who, name], who) for who in ("mindclip", "peer")}
 
 
-def _load_pretrained(who: str, folder: str) -> dict:
+def _child_json(args: list, who: str) -> dict:
+    """The JSON line a child of ``who``'s side (mindclip or the peer) prints last, or a note
+    with its last error line."""
+    proc = _child(args, sys.executable if who == "mindclip" else PEER_PYTHON[0])
+    if proc.returncode == 0:
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    return {"note": (proc.stderr.strip().splitlines() or ["failed"])[-1][:80]}
+
+
+def _load_pretrained(who: str, folder: str, store: str) -> dict:
     """One side's ``create_model("local-dir:<folder>")`` (open_clip's Hub layout) in this
-    process: the call's seconds and the process's peak resident set, import included."""
+    process, ours with its weight store in ``store``: the call's seconds and the process's
+    peak resident set, import included."""
     import resource
 
     if who == "mindclip":
-        import mindclip
-
-        start = time.perf_counter()
-        mindclip.create_model(f"local-dir:{folder}")
+        os.environ["MINDCLIP_HOME"] = store
+        from mindclip import create_model
     else:
-        import open_clip
-
-        start = time.perf_counter()
-        open_clip.create_model(f"local-dir:{folder}")
+        from open_clip import create_model
+    start = time.perf_counter()
+    create_model(f"local-dir:{folder}")
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2}
 
@@ -1079,18 +1081,8 @@ def bench_load(name: str) -> dict:
         made = _child(["--_openclip_folder", name, folder], PEER_PYTHON[0])
         if made.returncode != 0:
             raise SystemExit("error: " + (made.stderr.strip().splitlines() or ["writing the weights failed"])[-1])
-        previous = os.environ.get("MINDCLIP_HOME")
-        os.environ["MINDCLIP_HOME"] = os.path.join(tmp, "store")
-        try:
-            for label, who in (("first", "mindclip"), ("mindclip", "mindclip"), ("peer", "peer")):
-                proc = _child(["--_load", who, folder], sys.executable if who == "mindclip" else PEER_PYTHON[0])
-                rows[label] = (json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else
-                               {"note": (proc.stderr.strip().splitlines() or ["failed"])[-1][:80]})
-        finally:
-            if previous is None:
-                del os.environ["MINDCLIP_HOME"]
-            else:
-                os.environ["MINDCLIP_HOME"] = previous
+        for label, who in (("first", "mindclip"), ("mindclip", "mindclip"), ("peer", "peer")):
+            rows[label] = _child_json(["--_load", who, folder, os.path.join(tmp, "store")], who)
     return rows
 
 
@@ -1158,7 +1150,7 @@ def main(argv=None) -> int:
     p.add_argument("--_matmul", default=None, help=argparse.SUPPRESS)
     p.add_argument("--_openclip_folder", nargs=2, default=None, help=argparse.SUPPRESS)
     p.add_argument("--_checkpoint", nargs=2, default=None, help=argparse.SUPPRESS)
-    p.add_argument("--_load", nargs=2, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--_load", nargs=3, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.section is None:  # naming workloads asks for the models section's, not every section
         args.section = "models" if args.workloads else "all"

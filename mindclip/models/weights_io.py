@@ -363,29 +363,29 @@ def write_ckpt(path: str, tensors: Mapping[str, np.ndarray], dtype: str = "fp32"
     atomic_write(path, write)
 
 
-def read_weights(path: str) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
-    """Read a ``.ckpt`` or ``.safetensors`` file into numpy arrays plus string metadata."""
+def _weight_format(path: str) -> str:
+    """``"safetensors"`` or ``"ckpt"``, by extension, for a file that exists."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint file not found: {path}")
-    if path.endswith(".safetensors"):
-        return read_safetensors(path)
-    if path.endswith(".ckpt"):
-        return read_ckpt(path)
+    for fmt in ("safetensors", "ckpt"):
+        if path.endswith("." + fmt):
+            return fmt
     raise ValueError(f"{path}: expected a .ckpt or .safetensors file")
+
+
+def read_weights(path: str) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
+    """Read a ``.ckpt`` or ``.safetensors`` file into numpy arrays plus string metadata."""
+    return read_safetensors(path) if _weight_format(path) == "safetensors" else read_ckpt(path)
 
 
 def read_weight_metadata(path: str) -> Dict[str, str]:
     """The string metadata of a ``.ckpt`` or ``.safetensors`` file (the architecture, family
     and preprocessing it records), its tensors left unread: reading them all for it read a
     checkpoint twice on every load."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint file not found: {path}")
-    if path.endswith(".safetensors"):
+    if _weight_format(path) == "safetensors":
         return _safetensors_header(path)[0].get("__metadata__") or {}
-    if path.endswith(".ckpt"):
-        with CkptReader(path) as ckpt:
-            return ckpt.metadata()
-    raise ValueError(f"{path}: expected a .ckpt or .safetensors file")
+    with CkptReader(path) as ckpt:
+        return ckpt.metadata()
 
 
 def write_weights(path: str, tensors: Mapping[str, np.ndarray], dtype: str = "fp32",
